@@ -1,0 +1,252 @@
+"""The config file: one validated model, unknown keys rejected with their path.
+
+Relative paths in the file are resolved against the directory of the config file, so
+`gateway -c /etc/gateway/config.yaml` and `gateway -c config.yaml` from the checkout both work.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+DEFAULT_CONFIG_PATHS = (Path("config.yaml"), Path("/etc/gateway/config.yaml"))
+
+
+class ConfigError(Exception):
+    """A config file that cannot be used; the message lists every problem with its key path."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TlsFiles(_Strict):
+    cert: Path
+    key: Path
+
+
+class Listener(_Strict):
+    kind: Literal["submission", "feedback", "http", "milter"]
+    address: str = "127.0.0.1"
+    port: int = Field(ge=0, le=65535)
+    tls: TlsFiles | None = None
+    # Implicit TLS (port 465 style) instead of STARTTLS.
+    implicit_tls: bool = False
+    # Plaintext AUTH allowed: development on loopback only (validated below).
+    trusted_local: bool = False
+    # Sending engines on the ESP's internal network authenticated by address, as customer NAME.
+    trusted_networks: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("trusted_networks")
+    @classmethod
+    def _networks_parse(cls, value: dict[str, str]) -> dict[str, str]:
+        for net in value:
+            ipaddress.ip_network(net, strict=False)
+        return value
+
+    @model_validator(mode="after")
+    def _trusted_local_is_loopback(self) -> Listener:
+        if self.trusted_local:
+            try:
+                loopback = ipaddress.ip_address(self.address).is_loopback
+            except ValueError:
+                loopback = self.address == "localhost"
+            if not loopback:
+                raise ValueError("trusted_local: true is only allowed on a loopback address")
+        if self.implicit_tls and self.tls is None:
+            raise ValueError("implicit_tls needs tls: {cert, key}")
+        return self
+
+
+class DownstreamAuth(_Strict):
+    username: str
+    password_file: Path
+
+
+class Downstream(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=10025, ge=1, le=65535)
+    starttls: Literal["none", "opportunistic", "required"] = "opportunistic"
+    # Verify the downstream certificate (off for a loopback MTA with a self-signed cert).
+    verify_tls: bool = False
+    auth: DownstreamAuth | None = None
+    connect_timeout: float = Field(default=10.0, gt=0)
+    timeout: float = Field(default=120.0, gt=0)
+    # Embedded capture MTA writing a Maildir (first run / demo) instead of host/port.
+    capture: Path | None = None
+
+
+class Store(_Strict):
+    url: str = "sqlite:///var/gateway.db"
+    cache_ttl: float = Field(default=5.0, ge=0)
+
+
+class Limits(_Strict):
+    max_recipients: int = Field(default=1, ge=1)
+    max_message_size: int = Field(default=10 * 1024 * 1024, ge=1024)
+    max_sessions: int = Field(default=1000, ge=1)
+    # RFC 5321 4.5.3.1.6: 998 octets + CRLF (+1 for the transparency dot).
+    max_line_length: int = Field(default=1001, ge=78)
+    command_timeout: float = Field(default=300.0, gt=0)
+    data_timeout: float = Field(default=600.0, gt=0)
+    # Seconds to wait per recent AUTH failure of a peer, capped.
+    auth_failure_delay: float = Field(default=1.0, ge=0)
+    auth_failure_max_delay: float = Field(default=30.0, ge=0)
+    shutdown_grace: float = Field(default=30.0, ge=0)
+
+
+class MailId(_Strict):
+    header: str = "X-Mailing-ID"
+    key_file: Path = Path("var/mailid.key")
+    verp_prefix: str = "m"
+
+
+class Dkim(_Strict):
+    keys_dir: Path = Path("var/dkim")
+    algorithms: list[Literal["rsa-sha256", "ed25519-sha256"]] = Field(
+        default_factory=lambda: ["rsa-sha256"]
+    )
+    missing_key: Literal["tempfail", "unsigned"] = "tempfail"
+    # Optional second signature with the ESP's own domain.
+    esp_domain: str | None = None
+    enabled: bool = True
+
+
+class Logging(_Strict):
+    format: Literal["logfmt"] = "logfmt"
+    file: Path | None = None
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    max_bytes: int = Field(default=100 * 1024 * 1024, ge=0)
+    backup_count: int = Field(default=10, ge=0)
+
+
+class FeedbackHeaders(_Strict):
+    # Gmail Feedback-ID sender id: constant 5-15 characters, never per message.
+    sender_id: str = Field(default="espgw", min_length=5, max_length=15)
+    type: str = "newsletter"
+    fbl_address: str | None = None
+    csa_complaints: str | None = None
+
+
+class PolicyEntry(_Strict):
+    name: str
+    mode: Literal["enforce", "monitor", "off"] = "enforce"
+    timeout: float = Field(default=5.0, gt=0)
+    on_error: str = "451 4.3.5 Policy check unavailable, please try again later"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class Config(_Strict):
+    hostname: str = "gateway.localdomain"
+    listeners: list[Listener] = Field(default_factory=list)
+    downstream: Downstream = Field(default_factory=Downstream)
+    store: Store = Field(default_factory=Store)
+    limits: Limits = Field(default_factory=Limits)
+    mail_id: MailId = Field(default_factory=MailId)
+    bounce_domain: str | None = None
+    feedback: FeedbackHeaders = Field(default_factory=FeedbackHeaders)
+    dkim: Dkim = Field(default_factory=Dkim)
+    logging: Logging = Field(default_factory=Logging)
+    policies: list[PolicyEntry] = Field(default_factory=list)
+
+    # Where the file was read from; relative paths are resolved against its directory.
+    base_dir: Path = Path(".")
+
+    @model_validator(mode="after")
+    def _unique_policies(self) -> Config:
+        seen: set[str] = set()
+        for entry in self.policies:
+            if entry.name in seen:
+                raise ValueError(f"policy {entry.name!r} is listed twice")
+            seen.add(entry.name)
+        return self
+
+    def path(self, p: Path | str) -> Path:
+        p = Path(p)
+        return p if p.is_absolute() else self.base_dir / p
+
+    def store_url(self) -> str:
+        """The store URL with a relative sqlite path made absolute."""
+        url = self.store.url
+        prefix = "sqlite:///"
+        if url.startswith(prefix) and not url.startswith(prefix + "/"):
+            return prefix + str(self.path(url[len(prefix):]))
+        return url
+
+    def listeners_of(self, kind: str) -> list[Listener]:
+        return [listener for listener in self.listeners if listener.kind == kind]
+
+
+def _format_errors(path: Path, error: ValidationError) -> str:
+    lines = [f"{path}: invalid configuration"]
+    for err in error.errors():
+        loc = ".".join(str(part) for part in err["loc"]) or "(top level)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        lines.append(f"  {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_config(data: Any, *, base_dir: Path, source: Path) -> Config:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of keys")
+    if "base_dir" in data:
+        raise ConfigError(f"{source}: base_dir: unknown key")
+    try:
+        return Config.model_validate({**data, "base_dir": base_dir})
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(source, exc)) from None
+
+
+def find_config(explicit: str | os.PathLike[str] | None) -> Path:
+    if explicit:
+        return Path(explicit)
+    for candidate in DEFAULT_CONFIG_PATHS:
+        if candidate.exists():
+            return candidate
+    return DEFAULT_CONFIG_PATHS[0]
+
+
+def load_config(path: str | os.PathLike[str] | None) -> Config:
+    source = find_config(path)
+    try:
+        text = source.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{source}: config file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{source}: cannot read config file: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML: {exc}") from None
+    return parse_config(data, base_dir=source.resolve().parent, source=source)
+
+
+def check_files(config: Config) -> list[str]:
+    """Problems with files the config names that would stop `serve` (for check-config).
+
+    A listener's certificate and key may both be missing: `serve` creates a self-signed pair.
+    Only one of them missing means somebody lost a file, which we must not paper over.
+    """
+    problems: list[str] = []
+    for i, listener in enumerate(config.listeners):
+        if listener.tls is None:
+            continue
+        cert, key = config.path(listener.tls.cert), config.path(listener.tls.key)
+        if cert.exists() != key.exists():
+            missing = "cert" if not cert.exists() else "key"
+            problems.append(f"listeners.{i}.tls.{missing}: file not found: "
+                            f"{cert if missing == 'cert' else key}")
+    if config.downstream.auth is not None:
+        p = config.path(config.downstream.auth.password_file)
+        if not p.exists():
+            problems.append(f"downstream.auth.password_file: file not found: {p}")
+    return problems

@@ -1,0 +1,1 @@
+"""Transaction, verdict, policy protocol, pipeline and registry: pure, no I/O."""

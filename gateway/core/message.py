@@ -1,0 +1,77 @@
+"""The message as bytes: header lookups and edits without re-serialising the MIME tree.
+
+Added headers are prepended to the original bytes, so the body (and every header the client
+wrote) stays byte-identical; that is both cheaper and what DKIM and audits want.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+
+_HEADER_END = re.compile(rb"\r\n\r\n|\n\n")
+_BARE = re.compile(rb"\r(?!\n)|(?<!\r)\n")
+
+
+def split_message(raw: bytes) -> tuple[bytes, bytes]:
+    """(header block including its final line break, rest); no blank line: all header."""
+    match = _HEADER_END.search(raw)
+    if match is None:
+        return raw, b""
+    cut = match.start() + (2 if match.group() == b"\r\n\r\n" else 1)
+    return raw[:cut], raw[cut:]
+
+
+def header_fields(header_block: bytes) -> list[tuple[str, bytes]]:
+    """Unfolded header fields in order as (lower-case name, raw field bytes incl. folding)."""
+    fields: list[tuple[str, bytes]] = []
+    for line in header_block.splitlines(keepends=True):
+        if line[:1] in (b" ", b"\t") and fields:
+            name, raw = fields[-1]
+            fields[-1] = (name, raw + line)
+            continue
+        name, sep, _ = line.partition(b":")
+        key = name.strip().decode("ascii", "replace").lower() if sep else ""
+        fields.append((key, line))
+    return fields
+
+
+def header_values(raw: bytes, name: str) -> list[str]:
+    """All values of a header, unfolded and decoded leniently (no RFC 2047 decoding)."""
+    header_block, _ = split_message(raw)
+    key = name.lower()
+    values: list[str] = []
+    for field_name, field in header_fields(header_block):
+        if field_name == key:
+            value = field.split(b":", 1)[1]
+            values.append(
+                re.sub(rb"\r?\n[ \t]", b" ", value).strip().decode("utf-8", "replace")
+            )
+    return values
+
+
+def remove_headers(raw: bytes, names: Iterable[str]) -> bytes:
+    keys = {n.lower() for n in names}
+    header_block, body = split_message(raw)
+    fields = header_fields(header_block)
+    if not any(name in keys for name, _ in fields):
+        return raw
+    kept = b"".join(field for name, field in fields if name not in keys)
+    return kept + body
+
+
+def prepend_headers(raw: bytes, headers: Sequence[tuple[str, str]]) -> bytes:
+    """Prepend `Name: value` lines (already folded by the caller if long) with CRLF ends."""
+    if not headers:
+        return raw
+    added = b"".join(f"{name}: {value}\r\n".encode() for name, value in headers)
+    return added + raw
+
+
+def has_bare_line_ending(raw: bytes) -> bool:
+    """A CR not followed by LF or an LF not preceded by CR (SMTP smuggling material)."""
+    return _BARE.search(raw) is not None
+
+
+def longest_line(raw: bytes) -> int:
+    return max((len(line) for line in raw.split(b"\r\n")), default=0)

@@ -1,0 +1,47 @@
+"""The policy protocol: a small class with a name, phases, a description and `check()`."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from gateway.core.transaction import Phase, Transaction
+from gateway.core.verdict import Verdict
+
+
+class NoOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass
+class PolicyContext:
+    """What a policy may use besides the transaction. I/O lives behind these objects so tests
+    (and `gateway check`) can hand in their own."""
+
+    phase: Phase
+    store: Any  # gateway.store.Store
+    config: Any  # gateway.config.Config
+    resolver: Any = None  # dns.resolver.Resolver-like, injectable
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+class Policy:
+    """Base class for policies. Subclasses set the class attributes and implement `check`.
+
+    `check` may be a plain function (run in a worker thread, so store look-ups and CPU work do
+    not stall the event loop, and a timeout can be enforced) or a coroutine.
+    """
+
+    name: ClassVar[str] = ""
+    phases: ClassVar[tuple[Phase, ...]] = ()
+    description: ClassVar[str] = ""
+    Options: ClassVar[type[BaseModel]] = NoOptions
+
+    def __init__(self, options: BaseModel | None = None) -> None:
+        self.options = options if options is not None else self.Options()
+
+    def check(self, txn: Transaction, ctx: PolicyContext) -> Verdict | Awaitable[Verdict]:
+        raise NotImplementedError

@@ -1,0 +1,262 @@
+"""The message flow every transport shares: MAIL, RCPT, end of DATA.
+
+The SMTP proxy, the milter and `gateway check` are thin adapters over this class: they turn
+their protocol's events into these calls and the returned replies into their protocol's
+answers. Logs, metrics and the ledger are written here, once, the same way for all of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway import metrics
+from gateway.core import replies
+from gateway.core.message import has_bare_line_ending, prepend_headers, remove_headers
+from gateway.core.pipeline import PhaseResult, Pipeline
+from gateway.core.policy import PolicyContext
+from gateway.core.transaction import Phase, SessionInfo, Transaction
+from gateway.core.verdict import Action, Reply
+from gateway.logging import EventLogger, get_logger
+from gateway.store import MessageRecord, StoreUnavailable
+
+
+def new_session_id() -> str:
+    return secrets.token_hex(5)
+
+
+@dataclass
+class Outcome:
+    """What the transport answers, and for DATA the bytes to hand on."""
+
+    reply: Reply
+    data: bytes = b""
+    mail_from: str = ""  # the envelope sender to relay with (VERP-rewritten when configured)
+    decisions: list[Any] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.reply.code < 300
+
+
+class Engine:
+    def __init__(self, config: Any, store: Any, pipeline: Pipeline, *, codec: Any,
+                 signer: Any = None, resolver: Any = None,
+                 log: EventLogger | None = None) -> None:
+        self.config = config
+        self.store = store
+        self.pipeline = pipeline
+        self.codec = codec
+        self.signer = signer
+        self.resolver = resolver
+        self.log = log or get_logger()
+
+    def context(self, phase: Phase) -> PolicyContext:
+        return PolicyContext(phase=phase, store=self.store, config=self.config,
+                             resolver=self.resolver)
+
+    # -- MAIL ---------------------------------------------------------------------------------
+    async def mail(self, session: SessionInfo, mail_from: str,
+                   options: list[str] | None = None) -> tuple[Transaction, Outcome]:
+        txn = Transaction(session=session, mail_from=mail_from, mail_options=list(options or []))
+        customer_id = session.customer.id if session.customer is not None else 0
+        txn.mail_id = self.codec.new_stem(customer_id)
+        self.log.event("mail", session=session.id, mail_id=txn.mail_id,
+                       customer=_name(session), mail_from=mail_from)
+        result = await self._run(Phase.MAIL, txn)
+        if not result.passed:
+            return txn, self._refused(txn, Phase.MAIL, result)
+        return txn, Outcome(replies.SENDER_OK, decisions=result.decisions)
+
+    # -- RCPT ---------------------------------------------------------------------------------
+    async def rcpt(self, txn: Transaction, rcpt: str) -> Outcome:
+        if len(txn.recipients) >= self.config.limits.max_recipients:
+            self.log.event("rcpt", session=txn.session.id, mail_id=txn.mail_id, rcpt=rcpt,
+                           result="deferred", reason="max_recipients reached")
+            return Outcome(replies.TOO_MANY_RECIPIENTS)
+        txn.current_rcpt = rcpt
+        try:
+            result = await self._run(Phase.RCPT, txn)
+        finally:
+            txn.current_rcpt = None
+        if not result.passed:
+            outcome = self._refused(txn, Phase.RCPT, result, rcpt=rcpt)
+            return outcome
+        txn.recipients.append(rcpt)
+        self.log.event("rcpt", session=txn.session.id, mail_id=txn.mail_id, rcpt=rcpt,
+                       result="accepted")
+        return Outcome(replies.RECIPIENT_OK, decisions=result.decisions)
+
+    # -- end of DATA --------------------------------------------------------------------------
+    async def data(self, txn: Transaction, raw: bytes) -> Outcome:
+        """Check the message and prepare the bytes to relay; the caller relays on `ok`."""
+        if has_bare_line_ending(raw):
+            # Refuse, never repair: a bare LF is how SMTP smuggling hides a second message.
+            txn.set_raw(b"")
+            self._finish(txn, "rejected", replies.BARE_LINE_ENDING, reason="bare CR or LF")
+            return Outcome(replies.BARE_LINE_ENDING)
+        txn.set_raw(raw)
+        txn.mail_id = self._final_mail_id(txn)
+        result = await self._run(Phase.DATA, txn)
+        if not result.passed:
+            return self._refused(txn, Phase.DATA, result)
+        try:
+            data = await self._stamp(txn, result)
+        except SigningUnavailable as exc:
+            self._finish(txn, "tempfailed", replies.POLICY_ERROR, reason=str(exc))
+            return Outcome(replies.POLICY_ERROR)
+        return Outcome(replies.OK, data=data, mail_from=self._envelope_sender(txn),
+                       decisions=result.decisions)
+
+    def relayed(self, txn: Transaction, reply: Reply, *, queue_id: str | None = None,
+                seconds: float = 0.0, detail: str = "") -> None:
+        """Record what the downstream answered for this message."""
+        result = ("accepted" if 200 <= reply.code < 300
+                  else "rejected" if reply.code >= 500 else "tempfailed")
+        reply_class = "error" if detail.startswith("error") else f"{reply.code // 100}xx"
+        metrics.RELAY_REPLIES.labels(reply_class).inc()
+        metrics.RELAY_DURATION.observe(seconds)
+        self.log.event("relay", session=txn.session.id, mail_id=txn.mail_id,
+                       result=result, reply=str(reply), queue_id=queue_id,
+                       downstream=detail or None, seconds=round(seconds, 6))
+        self._finish(txn, result, reply, queue_id=queue_id)
+
+    # -- internals ----------------------------------------------------------------------------
+    async def _run(self, phase: Phase, txn: Transaction) -> PhaseResult:
+        result = await self.pipeline.run(phase, txn, self.context(phase))
+        for d in result.decisions:
+            action = d.verdict.action.name.lower()
+            metrics.POLICY_DECISIONS.labels(d.policy, action, d.mode).inc()
+            metrics.POLICY_DURATION.labels(d.policy).observe(d.seconds)
+            if d.error:
+                metrics.POLICY_ERRORS.labels(d.policy).inc()
+            if d.verdict.action is Action.CONTINUE and not d.error:
+                if d.verdict.reason:
+                    self.log.event("policy", session=txn.session.id, mail_id=txn.mail_id,
+                                   phase=phase.value, policy=d.policy, mode=d.mode,
+                                   action="continue", reason=d.verdict.reason,
+                                   rcpt=txn.current_rcpt)
+                continue
+            self.log.event(
+                "policy", session=txn.session.id, mail_id=txn.mail_id, phase=phase.value,
+                policy=d.policy, mode=d.mode,
+                action=("would-" + action) if d.mode == "monitor" else action,
+                reply=str(d.verdict.reply) if d.verdict.reply else None,
+                reason=d.verdict.reason, rcpt=txn.current_rcpt, error=d.error or None,
+            )
+        txn_decisions = getattr(txn, "decisions", None)
+        if txn_decisions is None:
+            txn_decisions = []
+            txn.decisions = txn_decisions  # type: ignore[attr-defined]
+        txn_decisions.extend(
+            {"phase": phase.value, "policy": d.policy, "mode": d.mode,
+             "action": d.verdict.action.name.lower(), "reason": d.verdict.reason}
+            for d in result.decisions
+        )
+        return result
+
+    def _refused(self, txn: Transaction, phase: Phase, result: PhaseResult,
+                 rcpt: str | None = None) -> Outcome:
+        verdict = result.verdict
+        reply = verdict.reply or replies.POLICY_ERROR
+        if verdict.policy and not reply.text.endswith(f"({verdict.policy})"):
+            reply = Reply(reply.code, reply.enhanced, f"{reply.text} ({verdict.policy})")
+        if phase is Phase.RCPT:
+            # One refused recipient does not end the transaction; the ledger is per message.
+            self.log.event("rcpt", session=txn.session.id, mail_id=txn.mail_id, rcpt=rcpt,
+                           result="refused", reply=str(reply))
+            return Outcome(reply, decisions=result.decisions)
+        outcome = "rejected" if verdict.action is Action.REJECT else "tempfailed"
+        self._finish(txn, outcome, reply, reason=verdict.reason)
+        return Outcome(reply, decisions=result.decisions)
+
+    def _finish(self, txn: Transaction, result: str, reply: Reply, *,
+                queue_id: str | None = None, reason: str | None = None) -> None:
+        metrics.MESSAGES.labels(result).inc()
+        self.log.event("message", session=txn.session.id, mail_id=txn.mail_id,
+                       customer=_name(txn.session), campaign=txn.campaign if txn.raw else None,
+                       mail_from=txn.mail_from, rcpt=",".join(txn.recipients) or None,
+                       result=result, reply=str(reply), reason=reason)
+        record = MessageRecord(
+            mail_id=txn.mail_id,
+            customer_id=txn.customer.id if txn.customer is not None else None,
+            campaign=txn.campaign if txn.raw else None, mail_from=txn.mail_from,
+            recipients=list(txn.recipients), created_at=time.time(), result=result,
+            reply=str(reply), queue_id=queue_id,
+            verdicts=list(getattr(txn, "decisions", [])),
+        )
+        self._record(record)
+
+    def _record(self, record: MessageRecord) -> None:
+        try:
+            self.store.record_message(record)
+        except StoreUnavailable as exc:
+            # The message outcome stands; the ledger row is lost, and ops must hear about it.
+            self.log.error("ledger", mail_id=record.mail_id, error=str(exc))
+
+    def _final_mail_id(self, txn: Transaction) -> str:
+        campaign_ref = 0
+        campaign = txn.campaign
+        if campaign and txn.customer is not None:
+            try:
+                found = self.store.get_campaign(txn.customer.id, campaign)
+            except StoreUnavailable:
+                found = None
+            campaign_ref = found.id if found is not None else 0
+        recipient = txn.recipients[0] if txn.recipients else ""
+        return self.codec.finalize(txn.mail_id, campaign_ref, recipient)
+
+    def _envelope_sender(self, txn: Transaction) -> str:
+        domain = self.config.bounce_domain
+        if not domain or not txn.mail_from:
+            return txn.mail_from
+        return f"{self.config.mail_id.verp_prefix}-{txn.mail_id}@{domain}"
+
+    def added_headers(self, txn: Transaction) -> list[tuple[str, str]]:
+        cfg = self.config
+        customer = _name(txn.session) or "unknown"
+        campaign = txn.campaign or "none"
+        headers = [
+            (cfg.mail_id.header, txn.mail_id),
+            ("Feedback-ID", f"{_fid(campaign)}:{_fid(customer)}:{_fid(cfg.feedback.type)}:"
+                            f"{cfg.feedback.sender_id}"),
+        ]
+        if cfg.feedback.fbl_address:
+            headers.append(("CFBL-Address", f"{cfg.feedback.fbl_address}; report=arf"))
+            headers.append(("CFBL-Feedback-ID", txn.mail_id))
+        if cfg.feedback.csa_complaints:
+            headers.append(("X-CSA-Complaints", cfg.feedback.csa_complaints))
+        return headers
+
+    async def _stamp(self, txn: Transaction, result: PhaseResult) -> bytes:
+        """Header changes, then DKIM last, over the exact bytes that will be relayed."""
+        removed = {self.config.mail_id.header, "Feedback-ID", "CFBL-Address", "CFBL-Feedback-ID"}
+        added = self.added_headers(txn)
+        for mutation in result.mutations:
+            if mutation.op == "remove" or mutation.value is None:
+                removed.add(mutation.name)
+            else:
+                added.append((mutation.name, mutation.value))
+        data = prepend_headers(remove_headers(txn.raw, removed), added)
+        if self.signer is not None:
+            started = time.perf_counter()
+            data = await asyncio.to_thread(self.signer.sign_message, data, txn)
+            seconds = time.perf_counter() - started
+            metrics.DKIM_SIGN.observe(seconds)
+        return data
+
+
+class SigningUnavailable(Exception):
+    """No DKIM key for the From domain and `dkim.missing_key: tempfail`."""
+
+
+def _name(session: SessionInfo) -> str | None:
+    return session.customer.name if session.customer is not None else None
+
+
+def _fid(value: str) -> str:
+    # Feedback-ID fields are colon-separated; keep each field free of colons and spaces.
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in value)[:64] or "none"

@@ -1,0 +1,67 @@
+"""The HTTP listener: /metrics (Prometheus text format) and /healthz for ops.
+
+aiohttp rather than a hand-written HTTP parser: the same listener later serves the
+unsubscribe and opt-in pages, where request parsing must be right.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+from gateway.logging import get_logger
+
+log = get_logger()
+
+
+def make_app(server: Any) -> web.Application:
+    app = web.Application()
+    app["server"] = server
+
+    async def metrics(request: web.Request) -> web.Response:
+        body = await asyncio.to_thread(generate_latest, REGISTRY)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def healthz(request: web.Request) -> web.Response:
+        checks = await health_checks(server)
+        ok = all(v == "ok" for v in checks.values())
+        return web.json_response({"status": "ok" if ok else "fail", "checks": checks},
+                                 status=200 if ok else 503)
+
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", healthz)
+    return app
+
+
+async def health_checks(server: Any) -> dict[str, str]:
+    checks: dict[str, str] = {}
+    try:
+        await asyncio.to_thread(server.store.ping)
+        checks["store"] = "ok"
+    except Exception as exc:  # noqa: BLE001 - health reports, never raises
+        checks["store"] = f"fail: {type(exc).__name__}"
+    relay = server.state.relay if server.state is not None else None
+    if relay is None:
+        checks["downstream"] = "fail: not configured"
+    else:
+        try:
+            _, writer = await asyncio.wait_for(
+                asyncio.open_connection(relay.host, relay.port), relay.connect_timeout)
+            writer.close()
+            checks["downstream"] = "ok"
+        except (TimeoutError, OSError) as exc:
+            checks["downstream"] = f"fail: {type(exc).__name__}"
+    return checks
+
+
+async def attach_http(server: Any) -> None:
+    for listener in server.config.listeners_of("http"):
+        runner = web.AppRunner(make_app(server), access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, listener.address, listener.port)
+        await site.start()
+        server.http_runners = getattr(server, "http_runners", []) + [runner]
+        log.event("listening", kind="http", address=listener.address, port=listener.port)

@@ -1,0 +1,30 @@
+"""Prometheus metrics (DESIGN §9). Label values are bounded: no customer ids or addresses."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+MESSAGES = Counter("gateway_messages_total", "Messages by final result",
+                   ["result"])  # accepted | rejected | tempfailed
+POLICY_DECISIONS = Counter("gateway_policy_decisions_total", "Policy decisions",
+                           ["policy", "action", "mode"])
+POLICY_DURATION = Histogram("gateway_policy_duration_seconds", "Time per policy check",
+                            ["policy"], buckets=(.0005, .001, .0025, .005, .01, .025, .05, .1,
+                                                 .25, .5, 1, 2.5, 5))
+POLICY_ERRORS = Counter("gateway_policy_errors_total", "Policy crashes and timeouts", ["policy"])
+RELAY_DURATION = Histogram("gateway_relay_duration_seconds", "Time to relay one message",
+                           buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5,
+                                    10, 30))
+RELAY_REPLIES = Counter("gateway_relay_replies_total", "Downstream replies by class",
+                        ["class"])  # 2xx | 4xx | 5xx | error
+DKIM_SIGN = Histogram("gateway_dkim_sign_seconds", "Time to DKIM-sign one message",
+                      buckets=(.0002, .0005, .001, .002, .005, .01, .025, .05, .1))
+DKIM_UNSIGNED = Counter("gateway_dkim_unsigned_total",
+                        "Messages relayed unsigned because no key was configured")
+SESSIONS_ACTIVE = Gauge("gateway_sessions_active", "Open SMTP sessions",
+                        multiprocess_mode="livesum")
+SESSIONS = Counter("gateway_sessions_total", "SMTP sessions opened", ["listener"])
+AUTH_FAILURES = Counter("gateway_auth_failures_total", "Failed AUTH attempts")
+FEEDBACK_EVENTS = Counter("gateway_feedback_events_total", "Bounces, complaints, other feedback",
+                          ["kind", "class"])
+SUPPRESSIONS = Counter("gateway_suppressions_total", "Suppressions added", ["reason"])

@@ -1,0 +1,198 @@
+"""`gateway serve`: build the engine from the config, open the listeners, handle signals.
+
+SIGTERM stops accepting, lets in-flight transactions finish (bounded by
+`limits.shutdown_grace`), then exits 0. SIGHUP re-reads the config, policies and keys and swaps
+them in for new transactions; open connections are not dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.config import Config, ConfigError, load_config
+from gateway.core.pipeline import Pipeline
+from gateway.core.registry import discover
+from gateway.engine import Engine
+from gateway.logging import get_logger, setup_logging
+from gateway.store import SqlStore, open_store
+from gateway.tlsutil import ensure_self_signed, server_context
+from gateway.transports.relay import Relay
+from gateway.transports.smtp import (
+    AuthThrottle,
+    ListenerState,
+    SubmissionHandler,
+    SubmissionSMTP,
+)
+
+log = get_logger()
+
+
+def build_engine(config: Config, store: SqlStore, *, resolver: Any = None) -> Engine:
+    from gateway.mailid import MailIdCodec
+    from gateway.signing import MessageSigner
+
+    pipeline = Pipeline.from_config(config.policies, discover())
+    codec = MailIdCodec.from_key_file(config.path(config.mail_id.key_file), create=True)
+    signer = MessageSigner.from_config(config) if config.dkim.enabled else None
+    return Engine(config, store, pipeline, codec=codec, signer=signer, resolver=resolver)
+
+
+def build_relay(config: Config, capture_port: int | None = None) -> Relay:
+    ds = config.downstream
+    if capture_port is not None:
+        return Relay("127.0.0.1", capture_port, starttls="none",
+                     local_hostname=config.hostname, timeout=ds.timeout)
+    return Relay(
+        ds.host, ds.port, starttls=ds.starttls, verify_tls=ds.verify_tls,
+        username=ds.auth.username if ds.auth else None,
+        password_file=config.path(ds.auth.password_file) if ds.auth else None,
+        connect_timeout=ds.connect_timeout, timeout=ds.timeout, local_hostname=config.hostname,
+    )
+
+
+@dataclass
+class Server:
+    config_path: str | None
+    config: Config
+    store: SqlStore
+    state: ListenerState | None = None
+    servers: list[asyncio.AbstractServer] = field(default_factory=list)
+    capture_port: int | None = None
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    extra_tasks: list[Callable[[Server], Awaitable[Any]]] = field(default_factory=list)
+
+    async def start(self) -> None:
+        config = self.config
+        if config.downstream.capture is not None:
+            from gateway.transports.capture import start_capture
+
+            capture, self.capture_port = await start_capture(config.path(config.downstream.capture))
+            self.servers.append(capture)
+            log.event("capture_listening", port=self.capture_port,
+                      maildir=str(config.path(config.downstream.capture)))
+        engine = build_engine(config, self.store)
+        self.state = ListenerState(
+            engine=engine, relay=build_relay(config, self.capture_port),
+            max_sessions=config.limits.max_sessions,
+            throttle=AuthThrottle(config.limits.auth_failure_delay,
+                                  config.limits.auth_failure_max_delay),
+        )
+        loop = asyncio.get_running_loop()
+        for listener in config.listeners_of("submission"):
+            tls_context = None
+            if listener.tls is not None:
+                cert, key = config.path(listener.tls.cert), config.path(listener.tls.key)
+                if ensure_self_signed(cert, key, config.hostname):
+                    log.warning("tls_self_signed", cert=str(cert), key=str(key))
+                tls_context = server_context(cert, key)
+            handler = SubmissionHandler(self.state)
+            state = self.state
+
+            def factory(handler: SubmissionHandler = handler, listener: Any = listener,
+                        tls_context: Any = tls_context) -> SubmissionSMTP:
+                return SubmissionSMTP(handler, state=state, listener=listener,
+                                      tls_context=tls_context, loop=loop)
+
+            server = await loop.create_server(
+                factory, host=listener.address, port=listener.port,
+                ssl=tls_context if listener.implicit_tls else None, reuse_address=True,
+            )
+            self.servers.append(server)
+            port = server.sockets[0].getsockname()[1]
+            log.event("listening", kind="submission", address=listener.address, port=port,
+                      tls="implicit" if listener.implicit_tls else (
+                          "starttls" if tls_context else "none"),
+                      trusted_local=listener.trusted_local)
+        for task in self.extra_tasks:
+            await task(self)
+
+    def submission_ports(self) -> list[int]:
+        return [s.sockets[0].getsockname()[1] for s in self.servers[1 if self.capture_port else 0:]
+                if s.sockets]
+
+    def reload(self) -> None:
+        try:
+            config = load_config(self.config_path)
+            engine = build_engine(config, self.store)
+        except Exception as exc:  # noqa: BLE001 - a bad reload keeps the running config
+            log.error("reload", result="failed", error=str(exc))
+            return
+        assert self.state is not None
+        self.config = config
+        self.state.engine = engine
+        self.state.relay = build_relay(config, self.capture_port)
+        self.state.max_sessions = config.limits.max_sessions
+        setup_logging(config.path(config.logging.file) if config.logging.file else None,
+                      config.logging.level, config.logging.max_bytes,
+                      config.logging.backup_count)
+        log.event("reload", result="ok", policies=len(config.policies))
+
+    async def shutdown(self) -> None:
+        assert self.state is not None
+        self.state.accepting = False
+        for server in self.servers:
+            server.close()
+        grace = self.config.limits.shutdown_grace
+        log.event("shutdown", phase="draining", in_flight=self.state.in_flight, grace=grace)
+        deadline = asyncio.get_running_loop().time() + grace
+        while self.state.in_flight and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        for session in list(self.state.sessions):
+            if session.transport is not None:
+                try:
+                    session._writer.write(b"421 4.3.2 Service shutting down, try again later\r\n")
+                except Exception:  # noqa: BLE001 - the peer may be gone already
+                    pass
+                session.transport.close()
+        await asyncio.sleep(0.05)
+        log.event("shutdown", phase="done", abandoned=self.state.in_flight)
+
+    async def run_until_stopped(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
+        loop.add_signal_handler(signal.SIGINT, self.stopping.set)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        await self.stopping.wait()
+        await self.shutdown()
+
+
+def serve(config_path: str | None) -> int:
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    setup_logging(config.path(config.logging.file) if config.logging.file else None,
+                  config.logging.level, config.logging.max_bytes, config.logging.backup_count)
+    try:
+        store = open_store(config.store_url())
+    except Exception as exc:  # noqa: BLE001 - any start failure is reported plainly
+        print(f"gateway: cannot open the store: {exc}", file=sys.stderr)
+        return 1
+    if config.downstream.capture is not None:
+        from gateway.firstrun import first_run
+
+        first_run(config, store)
+
+    async def main() -> None:
+        server = Server(config_path, config, store)
+        from gateway.http.app import attach_http
+
+        server.extra_tasks.append(attach_http)
+        await server.start()
+        await server.run_until_stopped()
+
+    try:
+        asyncio.run(main())
+    except OSError as exc:
+        print(f"gateway: cannot start: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # noqa: BLE001
+        print(f"gateway: {exc}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,67 @@
+"""DKIM as the last step of the engine: pick the keys for the From domain and sign.
+
+Keys are loaded once per (re)load of the config. The signing domain aligns with the From
+domain (relaxed alignment: the From domain itself, else its nearest parent with a key), and
+an optional second signature uses the ESP's own domain.
+"""
+
+from __future__ import annotations
+
+from email.utils import getaddresses
+from typing import Any
+
+from gateway import metrics
+from gateway.core.message import header_values
+from gateway.dkim import DkimSigner, SigningKey, load_keys
+from gateway.engine import SigningUnavailable
+from gateway.logging import get_logger
+
+log = get_logger()
+
+
+def from_domain(data: bytes) -> str:
+    values = header_values(data, "From")
+    addresses = getaddresses(values[:1])
+    if not addresses or "@" not in addresses[0][1]:
+        return ""
+    return addresses[0][1].rsplit("@", 1)[1].strip().lower().rstrip(".")
+
+
+class MessageSigner:
+    def __init__(self, signer: DkimSigner, *, algorithms: list[str], esp_domain: str | None,
+                 missing_key: str) -> None:
+        self.signer = signer
+        self.algorithms = algorithms
+        self.esp_domain = esp_domain
+        self.missing_key = missing_key
+
+    @classmethod
+    def from_config(cls, config: Any) -> MessageSigner:
+        keyring = load_keys(config.path(config.dkim.keys_dir))
+        return cls(DkimSigner(keyring), algorithms=list(config.dkim.algorithms),
+                   esp_domain=config.dkim.esp_domain, missing_key=config.dkim.missing_key)
+
+    def keys_for(self, domain: str) -> list[SigningKey]:
+        labels = domain.split(".")
+        for i in range(0, max(1, len(labels) - 1)):
+            candidate = ".".join(labels[i:])
+            keys = self.signer.keys_for(candidate, esp_domain=self.esp_domain,
+                                        algorithms=self.algorithms)
+            if any(k.domain == candidate for k in keys):
+                return keys
+        return []
+
+    def sign_message(self, data: bytes, txn: Any = None) -> bytes:
+        domain = from_domain(data)
+        keys = self.keys_for(domain) if domain else []
+        if not keys:
+            if self.missing_key == "tempfail":
+                raise SigningUnavailable(f"no DKIM key for From domain {domain or '(none)'}")
+            metrics.DKIM_UNSIGNED.inc()
+            log.warning("dkim", mail_id=getattr(txn, "mail_id", None), result="unsigned",
+                        domain=domain or None, reason="no key")
+            return data
+        signature = self.signer.sign(data, keys)
+        log.event("dkim", mail_id=getattr(txn, "mail_id", None), result="signed",
+                  signatures=",".join(f"{k.domain}/{k.selector}/{k.algorithm}" for k in keys))
+        return signature + data

@@ -1,0 +1,357 @@
+"""The store: one interface over SQLite (embedded default) and PostgreSQL (multi-node).
+
+The SQL is written once with `?` placeholders; the PostgreSQL engine rewrites them. Each thread
+gets its own connection, because policies and CLI commands call the store from worker threads.
+Every engine error becomes `StoreUnavailable`, which the transports turn into a 4xx: a database
+that is down must make clients retry, never lose or wrongly accept mail.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.store.migrations import MIGRATIONS, render
+
+CUSTOMER_STATUSES = ("pending", "active", "suspended")
+
+
+class StoreError(Exception):
+    """A request the store refuses (unknown customer, duplicate name...): user-facing text."""
+
+
+class StoreUnavailable(Exception):
+    """The database cannot be reached or failed; callers answer 4xx and retry later."""
+
+
+@dataclass(frozen=True)
+class Customer:
+    id: int
+    name: str
+    status: str
+    status_reason: str | None
+    password_hash: str | None
+    imprint: dict[str, str] | None
+    unsubscribe_prefix: str | None
+    managed_unsubscribe: bool
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class Domain:
+    id: int
+    customer_id: int
+    domain: str
+    token: str
+    verified_at: float | None
+    verified_by: str | None
+
+
+@dataclass(frozen=True)
+class Campaign:
+    id: int
+    customer_id: int
+    campaign: str
+    confirmed_by: str
+    confirmed_at: float
+
+
+@dataclass(frozen=True)
+class MessageRecord:
+    mail_id: str
+    customer_id: int | None
+    campaign: str | None
+    mail_from: str | None
+    recipients: list[str]
+    created_at: float
+    result: str
+    reply: str | None
+    queue_id: str | None
+    verdicts: list[dict[str, Any]] = field(default_factory=list)
+
+
+_CUSTOMER_COLS = (
+    "id, name, status, status_reason, password_hash, imprint, unsubscribe_prefix, "
+    "managed_unsubscribe, created_at, updated_at"
+)
+
+
+def _customer(row: Sequence[Any]) -> Customer:
+    return Customer(
+        id=row[0], name=row[1], status=row[2], status_reason=row[3], password_hash=row[4],
+        imprint=json.loads(row[5]) if row[5] else None, unsubscribe_prefix=row[6],
+        managed_unsubscribe=bool(row[7]), created_at=row[8], updated_at=row[9],
+    )
+
+
+class SqlStore:
+    dialect = "sqlite"
+    # Exceptions of the driver that mean "database unavailable".
+    driver_errors: tuple[type[BaseException], ...] = ()
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._local = threading.local()
+        self._migrate_lock = threading.Lock()
+
+    # -- engine hooks -------------------------------------------------------------------------
+    def _connect(self) -> Any:
+        raise NotImplementedError
+
+    def _sql(self, statement: str) -> str:
+        return statement
+
+    # -- plumbing -----------------------------------------------------------------------------
+    def _conn(self) -> Any:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            try:
+                conn = self._connect()
+            except self.driver_errors as exc:
+                raise StoreUnavailable(f"cannot connect to store: {exc}") from exc
+            self._local.conn = conn
+        return conn
+
+    def _drop_conn(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001 - a broken connection may fail to close
+                pass
+
+    @contextmanager
+    def _cursor(self) -> Iterator[Any]:
+        try:
+            cur = self._conn().cursor()
+            try:
+                yield cur
+            finally:
+                cur.close()
+        except self.driver_errors as exc:
+            # The next call reconnects: a restarted database heals without restarting us.
+            self._drop_conn()
+            raise StoreUnavailable(f"store error: {exc}") from exc
+
+    def execute(self, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._cursor() as cur:
+            cur.execute(self._sql(statement), tuple(params))
+            if cur.description is None:
+                return []
+            return [tuple(row) for row in cur.fetchall()]
+
+    @contextmanager
+    def transaction(self) -> Iterator[Callable[..., list[tuple[Any, ...]]]]:
+        """Several statements atomically: `with store.transaction() as q: q(sql, params)`."""
+        with self._cursor() as cur:
+            cur.execute("BEGIN")
+
+            def q(statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+                cur.execute(self._sql(statement), tuple(params))
+                return [tuple(r) for r in cur.fetchall()] if cur.description else []
+
+            try:
+                yield q
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+            cur.execute("COMMIT")
+
+    def close(self) -> None:
+        self._drop_conn()
+
+    def migrate(self) -> int:
+        """Bring the schema up to date; returns the schema version."""
+        with self._migrate_lock:
+            self.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"
+            )
+            with self.transaction() as q:
+                self._lock_for_migration(q)
+                rows = q("SELECT version FROM schema_version")
+                current = rows[0][0] if rows else 0
+                for version, statements in enumerate(MIGRATIONS, start=1):
+                    if version <= current:
+                        continue
+                    for statement in statements:
+                        q(render(statement, self.dialect))
+                if not rows:
+                    q("INSERT INTO schema_version (version) VALUES (?)", (len(MIGRATIONS),))
+                else:
+                    q("UPDATE schema_version SET version = ?", (len(MIGRATIONS),))
+            return len(MIGRATIONS)
+
+    def _lock_for_migration(self, q: Callable[..., Any]) -> None:
+        """Engines with several nodes serialise concurrent migrations here."""
+
+    def ping(self) -> None:
+        self.execute("SELECT 1")
+
+    # -- customers ----------------------------------------------------------------------------
+    def add_customer(self, name: str, status: str = "pending") -> Customer:
+        if status not in CUSTOMER_STATUSES:
+            raise StoreError(f"unknown status {status!r}")
+        if self.get_customer(name) is not None:
+            raise StoreError(f"customer {name!r} exists already")
+        now = time.time()
+        self.execute(
+            "INSERT INTO customers (name, status, created_at, updated_at) VALUES (?, ?, ?, ?)",
+            (name, status, now, now),
+        )
+        customer = self.get_customer(name)
+        assert customer is not None
+        return customer
+
+    def get_customer(self, name: str) -> Customer | None:
+        rows = self.execute(f"SELECT {_CUSTOMER_COLS} FROM customers WHERE name = ?", (name,))
+        return _customer(rows[0]) if rows else None
+
+    def get_customer_by_id(self, customer_id: int) -> Customer | None:
+        rows = self.execute(
+            f"SELECT {_CUSTOMER_COLS} FROM customers WHERE id = ?", (customer_id,)
+        )
+        return _customer(rows[0]) if rows else None
+
+    def require_customer(self, name: str) -> Customer:
+        customer = self.get_customer(name)
+        if customer is None:
+            raise StoreError(f"no customer named {name!r}")
+        return customer
+
+    def list_customers(self) -> list[Customer]:
+        return [_customer(r) for r in self.execute(
+            f"SELECT {_CUSTOMER_COLS} FROM customers ORDER BY name")]
+
+    def _update_customer(self, name: str, assignments: str, params: Sequence[Any]) -> Customer:
+        self.require_customer(name)
+        self.execute(
+            f"UPDATE customers SET {assignments}, updated_at = ? WHERE name = ?",
+            (*params, time.time(), name),
+        )
+        return self.require_customer(name)
+
+    def set_customer_status(self, name: str, status: str, reason: str | None = None) -> Customer:
+        if status not in CUSTOMER_STATUSES:
+            raise StoreError(f"unknown status {status!r}")
+        return self._update_customer(name, "status = ?, status_reason = ?", (status, reason))
+
+    def set_password_hash(self, name: str, password_hash: str) -> Customer:
+        return self._update_customer(name, "password_hash = ?", (password_hash,))
+
+    def set_imprint(self, name: str, imprint: dict[str, str]) -> Customer:
+        return self._update_customer(name, "imprint = ?", (json.dumps(imprint, sort_keys=True),))
+
+    def set_unsubscribe(self, name: str, prefix: str | None, managed: bool | None = None) -> Customer:
+        customer = self.require_customer(name)
+        managed_value = customer.managed_unsubscribe if managed is None else managed
+        return self._update_customer(
+            name, "unsubscribe_prefix = ?, managed_unsubscribe = ?", (prefix, int(managed_value))
+        )
+
+    # -- sending domains ----------------------------------------------------------------------
+    def add_domain(self, customer_name: str, domain: str, token: str) -> Domain:
+        customer = self.require_customer(customer_name)
+        domain = domain.lower().rstrip(".")
+        existing = self.get_domain(customer.id, domain)
+        if existing is not None:
+            return existing
+        self.execute(
+            "INSERT INTO domains (customer_id, domain, token, created_at) VALUES (?, ?, ?, ?)",
+            (customer.id, domain, token, time.time()),
+        )
+        added = self.get_domain(customer.id, domain)
+        assert added is not None
+        return added
+
+    def get_domain(self, customer_id: int, domain: str) -> Domain | None:
+        rows = self.execute(
+            "SELECT id, customer_id, domain, token, verified_at, verified_by FROM domains "
+            "WHERE customer_id = ? AND domain = ?", (customer_id, domain.lower().rstrip(".")),
+        )
+        return Domain(*rows[0]) if rows else None
+
+    def list_domains(self, customer_id: int | None = None) -> list[Domain]:
+        sql = "SELECT id, customer_id, domain, token, verified_at, verified_by FROM domains"
+        if customer_id is None:
+            return [Domain(*r) for r in self.execute(sql + " ORDER BY domain")]
+        return [Domain(*r) for r in self.execute(
+            sql + " WHERE customer_id = ? ORDER BY domain", (customer_id,))]
+
+    def mark_domain_verified(self, customer_id: int, domain: str, by: str) -> None:
+        self.execute(
+            "UPDATE domains SET verified_at = ?, verified_by = ? WHERE customer_id = ? AND domain = ?",
+            (time.time(), by, customer_id, domain.lower().rstrip(".")),
+        )
+
+    def verified_domains(self, customer_id: int) -> set[str]:
+        rows = self.execute(
+            "SELECT domain FROM domains WHERE customer_id = ? AND verified_at IS NOT NULL",
+            (customer_id,),
+        )
+        return {r[0] for r in rows}
+
+    # -- campaigns ----------------------------------------------------------------------------
+    def confirm_campaign(self, customer_name: str, campaign: str, by: str) -> Campaign:
+        customer = self.require_customer(customer_name)
+        self.execute(
+            "INSERT INTO campaigns (customer_id, campaign, confirmed_by, confirmed_at) "
+            "VALUES (?, ?, ?, ?) ON CONFLICT (customer_id, campaign) DO UPDATE SET "
+            "confirmed_by = excluded.confirmed_by, confirmed_at = excluded.confirmed_at",
+            (customer.id, campaign, by, time.time()),
+        )
+        found = self.get_campaign(customer.id, campaign)
+        assert found is not None
+        return found
+
+    def get_campaign(self, customer_id: int, campaign: str) -> Campaign | None:
+        rows = self.execute(
+            "SELECT id, customer_id, campaign, confirmed_by, confirmed_at FROM campaigns "
+            "WHERE customer_id = ? AND campaign = ?", (customer_id, campaign),
+        )
+        return Campaign(*rows[0]) if rows else None
+
+    def get_campaign_by_id(self, campaign_id: int) -> Campaign | None:
+        rows = self.execute(
+            "SELECT id, customer_id, campaign, confirmed_by, confirmed_at FROM campaigns "
+            "WHERE id = ?", (campaign_id,),
+        )
+        return Campaign(*rows[0]) if rows else None
+
+    def list_campaigns(self, customer_id: int) -> list[Campaign]:
+        return [Campaign(*r) for r in self.execute(
+            "SELECT id, customer_id, campaign, confirmed_by, confirmed_at FROM campaigns "
+            "WHERE customer_id = ? ORDER BY confirmed_at", (customer_id,))]
+
+    # -- message ledger -----------------------------------------------------------------------
+    def record_message(self, record: MessageRecord) -> None:
+        self.execute(
+            "INSERT INTO messages (mail_id, customer_id, campaign, mail_from, recipients, "
+            "created_at, result, reply, queue_id, verdicts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (mail_id) DO UPDATE SET result = excluded.result, "
+            "reply = excluded.reply, queue_id = excluded.queue_id, verdicts = excluded.verdicts, "
+            "campaign = excluded.campaign, recipients = excluded.recipients",
+            (record.mail_id, record.customer_id, record.campaign, record.mail_from,
+             json.dumps(record.recipients), record.created_at, record.result, record.reply,
+             record.queue_id, json.dumps(record.verdicts)),
+        )
+
+    def get_message(self, mail_id: str) -> MessageRecord | None:
+        rows = self.execute(
+            "SELECT mail_id, customer_id, campaign, mail_from, recipients, created_at, result, "
+            "reply, queue_id, verdicts FROM messages WHERE mail_id = ?", (mail_id,),
+        )
+        if not rows:
+            return None
+        r = rows[0]
+        return MessageRecord(
+            mail_id=r[0], customer_id=r[1], campaign=r[2], mail_from=r[3],
+            recipients=json.loads(r[4]), created_at=r[5], result=r[6], reply=r[7],
+            queue_id=r[8], verdicts=json.loads(r[9]) if r[9] else [],
+        )
