@@ -37,7 +37,10 @@ class MessageSigner:
 
     @classmethod
     def from_config(cls, config: Any) -> MessageSigner:
-        keyring = load_keys(config.path(config.dkim.keys_dir))
+        keys_dir = config.path(config.dkim.keys_dir)
+        # An empty state directory is a normal first start: no keys yet, `missing_key` decides.
+        keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        keyring = load_keys(keys_dir)
         return cls(DkimSigner(keyring), algorithms=list(config.dkim.algorithms),
                    esp_domain=config.dkim.esp_domain, missing_key=config.dkim.missing_key)
 

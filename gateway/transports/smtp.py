@@ -81,6 +81,18 @@ class ListenerState:
         return sum(1 for s in self.sessions if s.busy)
 
 
+# aiosmtpd's own replies for limits it enforces, given their RFC 3463 codes and clearer texts.
+_AIOSMTPD_REPLIES = {
+    "552 Error: message size exceeds fixed maximum message size": str(replies.MESSAGE_TOO_BIG),
+    "552 Error: Too much mail data": str(replies.MESSAGE_TOO_BIG),
+    "500 Line too long (see RFC5321 4.5.3.1.6)": str(replies.LINE_TOO_LONG),
+    "500 Command line too long": "500 5.5.2 Command line too long",
+    "503 Error: need MAIL command": "503 5.5.1 Error: need MAIL command",
+    "503 Error: need RCPT command": "503 5.5.1 Error: need RCPT command",
+    "503 Error: nested MAIL command": "503 5.5.1 Error: nested MAIL command",
+}
+
+
 class SubmissionSMTP(AioSMTP):
     def __init__(self, handler: SubmissionHandler, *, state: ListenerState,
                  listener: Any, tls_context: Any, **kwargs: Any) -> None:
@@ -158,6 +170,11 @@ class SubmissionSMTP(AioSMTP):
                     log.event("auth", session=self.session_id, peer=self.peer_ip,
                               customer=customer.name, result="trusted-network")
                 return
+
+    async def push(self, status: Any) -> None:
+        if isinstance(status, str):
+            status = _AIOSMTPD_REPLIES.get(status, status)
+        await super().push(status)
 
     async def smtp_AUTH(self, arg: str) -> None:
         wait = self.state.throttle.wait_for(self.peer_ip)
