@@ -77,6 +77,16 @@ class PostgresServer:
                 time.sleep(0.2)
         return f"postgresql://postgres@127.0.0.1:{self.port}/{name}"
 
+    def stop_server(self) -> None:
+        self._run(_pg_bin("pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop")
+
+    def restart(self) -> None:
+        self._run(
+            _pg_bin("pg_ctl"), "-D", str(self.data), "-l", str(self.base / "log"), "-w",
+            "-o", f"-p {self.port} -k {self.base} -c listen_addresses=127.0.0.1 -c fsync=off",
+            "start",
+        )
+
     def stop(self) -> None:
         self._run(_pg_bin("pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop")
         shutil.rmtree(self.base, ignore_errors=True)

@@ -1,0 +1,121 @@
+"""The store interface on both engines: SQLite (embedded) and a real PostgreSQL server."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from gateway.store import MessageRecord, StoreError, StoreUnavailable, open_store
+from gateway.store.passwords import hash_password, verify_password
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request, tmp_path):
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'store.db'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    s = open_store(url)
+    yield s
+    s.close()
+
+
+def test_customers_lifecycle(store):
+    added = store.add_customer("acme")
+    assert added.status == "pending" and added.id > 0
+    with pytest.raises(StoreError, match="exists already"):
+        store.add_customer("acme")
+    store.set_password_hash("acme", hash_password("a long enough password"))
+    assert verify_password("a long enough password", store.get_customer("acme").password_hash)
+    assert not verify_password("wrong", store.get_customer("acme").password_hash)
+    assert store.set_customer_status("acme", "active").status == "active"
+    suspended = store.set_customer_status("acme", "suspended", "complaint rate")
+    assert (suspended.status, suspended.status_reason) == ("suspended", "complaint rate")
+    with pytest.raises(StoreError):
+        store.set_customer_status("acme", "deleted")
+    with pytest.raises(StoreError, match="no customer"):
+        store.set_customer_status("ghost", "active")
+    store.set_imprint("acme", {"company": "Shop GmbH", "city": "Köln"})
+    assert store.get_customer_by_id(added.id).imprint == {"company": "Shop GmbH", "city": "Köln"}
+    assert [c.name for c in store.list_customers()] == ["acme"]
+
+
+def test_domains_and_campaigns(store):
+    store.add_customer("acme")
+    domain = store.add_domain("acme", "Shop.Example.", "tok")
+    assert domain.domain == "shop.example" and domain.verified_at is None
+    assert store.add_domain("acme", "shop.example", "other").token == "tok"  # idempotent
+    assert store.verified_domains(domain.customer_id) == set()
+    store.mark_domain_verified(domain.customer_id, "shop.example", by="dns")
+    assert store.verified_domains(domain.customer_id) == {"shop.example"}
+    first = store.confirm_campaign("acme", "autumn", by="alice")
+    again = store.confirm_campaign("acme", "autumn", by="bob")
+    assert first.id == again.id and again.confirmed_by == "bob"
+    assert store.get_campaign(domain.customer_id, "missing") is None
+    assert store.get_campaign_by_id(first.id).campaign == "autumn"
+
+
+def test_message_ledger_roundtrip(store):
+    store.add_customer("acme")
+    record = MessageRecord("abc", 1, "autumn", "news@shop.example", ["anna@example.org"],
+                           time.time(), "accepted", "250 2.0.0 Ok", "Q1",
+                           [{"policy": "imprint", "action": "continue"}])
+    store.record_message(record)
+    store.record_message(MessageRecord("abc", 1, "autumn", "news@shop.example",
+                                       ["anna@example.org"], time.time(), "rejected",
+                                       "550 5.7.1 no", None, []))
+    got = store.get_message("abc")
+    assert got.result == "rejected" and got.recipients == ["anna@example.org"]
+
+
+def test_migrations_are_idempotent_and_safe_concurrently(store):
+    errors: list[Exception] = []
+
+    def migrate() -> None:
+        try:
+            store.migrate()
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=migrate) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert store.execute("SELECT version FROM schema_version") == [(store.migrate(),)]
+
+
+def test_second_store_object_sees_the_same_data(store):
+    other = open_store(store.url)
+    store.add_customer("acme")
+    assert other.get_customer("acme") is not None
+
+
+def test_postgres_down_raises_store_unavailable_then_recovers(postgres_server, postgres_url):
+    if isinstance(postgres_server, str):
+        pytest.skip("an external PostgreSQL (GATEWAY_TEST_POSTGRES_URL) is not ours to stop")
+    store = open_store(postgres_url)
+    store.add_customer("acme")
+    postgres_server.stop_server()
+    try:
+        with pytest.raises(StoreUnavailable):
+            store.get_customer("acme")
+    finally:
+        postgres_server.restart()
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            assert store.get_customer("acme") is not None
+            break
+        except StoreUnavailable:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def test_unknown_store_url_is_a_clear_error():
+    with pytest.raises(StoreError, match="unsupported store url"):
+        open_store("mysql://x")
