@@ -16,6 +16,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.store.consent import ConsentStoreMixin
+from gateway.store.feedback import FeedbackStoreMixin
 from gateway.store.migrations import MIGRATIONS, render
 
 CUSTOMER_STATUSES = ("pending", "active", "suspended")
@@ -90,7 +92,7 @@ def _customer(row: Sequence[Any]) -> Customer:
     )
 
 
-class SqlStore:
+class SqlStore(FeedbackStoreMixin, ConsentStoreMixin):
     dialect = "sqlite"
     # Exceptions of the driver that mean "database unavailable".
     driver_errors: tuple[type[BaseException], ...] = ()
