@@ -45,7 +45,7 @@ class Outcome:
 class Engine:
     def __init__(self, config: Any, store: Any, pipeline: Pipeline, *, codec: Any,
                  signer: Any = None, resolver: Any = None,
-                 log: EventLogger | None = None) -> None:
+                 log: EventLogger | None = None, ledger: bool = True) -> None:
         self.config = config
         self.store = store
         self.pipeline = pipeline
@@ -53,6 +53,8 @@ class Engine:
         self.signer = signer
         self.resolver = resolver
         self.log = log or get_logger()
+        # `gateway check` runs the same flow but is not a send: it writes no ledger rows.
+        self.ledger = ledger
 
     def context(self, phase: Phase) -> PolicyContext:
         return PolicyContext(phase=phase, store=self.store, config=self.config,
@@ -107,7 +109,7 @@ class Engine:
             data = await self._stamp(txn, result)
         except SigningUnavailable as exc:
             self._finish(txn, "tempfailed", replies.POLICY_ERROR, reason=str(exc))
-            return Outcome(replies.POLICY_ERROR)
+            return Outcome(replies.POLICY_ERROR, decisions=result.decisions)
         return Outcome(replies.OK, data=data, mail_from=self._envelope_sender(txn),
                        decisions=result.decisions)
 
@@ -133,19 +135,14 @@ class Engine:
             metrics.POLICY_DURATION.labels(d.policy).observe(d.seconds)
             if d.error:
                 metrics.POLICY_ERRORS.labels(d.policy).inc()
-            if d.verdict.action is Action.CONTINUE and not d.error:
-                if d.verdict.reason:
-                    self.log.event("policy", session=txn.session.id, mail_id=txn.mail_id,
-                                   phase=phase.value, policy=d.policy, mode=d.mode,
-                                   action="continue", reason=d.verdict.reason,
-                                   rcpt=txn.current_rcpt)
-                continue
+            refused = d.verdict.action is not Action.CONTINUE
             self.log.event(
                 "policy", session=txn.session.id, mail_id=txn.mail_id, phase=phase.value,
                 policy=d.policy, mode=d.mode,
-                action=("would-" + action) if d.mode == "monitor" else action,
-                reply=str(d.verdict.reply) if d.verdict.reply else None,
-                reason=d.verdict.reason, rcpt=txn.current_rcpt, error=d.error or None,
+                action=("would-" + action) if d.mode == "monitor" and refused else action,
+                reply=str(d.verdict.reply) if refused and d.verdict.reply else None,
+                reason=d.verdict.reason or None, rcpt=txn.current_rcpt, error=d.error or None,
+                seconds=round(d.seconds, 6),
             )
         txn_decisions = getattr(txn, "decisions", None)
         if txn_decisions is None:
@@ -179,7 +176,9 @@ class Engine:
         self.log.event("message", session=txn.session.id, mail_id=txn.mail_id,
                        customer=_name(txn.session), campaign=txn.campaign if txn.raw else None,
                        mail_from=txn.mail_from, rcpt=",".join(txn.recipients) or None,
-                       result=result, reply=str(reply), reason=reason)
+                       result=result, reply=str(reply), reason=reason,
+                       policies=",".join(f"{d['policy']}={d['action']}"
+                                         for d in getattr(txn, "decisions", [])) or None)
         record = MessageRecord(
             mail_id=txn.mail_id,
             customer_id=txn.customer.id if txn.customer is not None else None,
@@ -191,6 +190,8 @@ class Engine:
         self._record(record)
 
     def _record(self, record: MessageRecord) -> None:
+        if not self.ledger:
+            return
         try:
             self.store.record_message(record)
         except StoreUnavailable as exc:
@@ -243,7 +244,8 @@ class Engine:
         data = prepend_headers(remove_headers(txn.raw, removed), added)
         if self.signer is not None:
             started = time.perf_counter()
-            data = await asyncio.to_thread(self.signer.sign_message, data, txn)
+            data, outcome = await asyncio.to_thread(self.signer.sign_message, data)
+            self.log.event("dkim", session=txn.session.id, mail_id=txn.mail_id, **outcome)
             seconds = time.perf_counter() - started
             metrics.DKIM_SIGN.observe(seconds)
         return data
