@@ -56,10 +56,10 @@ def first_run(config: Config, store: SqlStore) -> str | None:
 
 
 def _demo_dkim_key(config: Config) -> None:
-    from gateway.dkim import keygen
+    from gateway.dkim import DkimKeyError, keygen
 
     keys_dir = config.path(config.dkim.keys_dir)
     try:
         keygen(DEMO_DOMAIN, "demo", "rsa-sha256", keys_dir)
-    except FileExistsError:
-        pass
+    except DkimKeyError:
+        pass  # a key from an earlier first run: keep it

@@ -108,6 +108,9 @@ class Server:
                       tls="implicit" if listener.implicit_tls else (
                           "starttls" if tls_context else "none"),
                       trusted_local=listener.trusted_local)
+        from gateway.http.app import attach_http
+
+        await attach_http(self)
         for task in self.extra_tasks:
             await task(self)
 
@@ -137,6 +140,8 @@ class Server:
         self.state.accepting = False
         for server in self.servers:
             server.close()
+        for runner in getattr(self, "http_runners", []):
+            await runner.cleanup()
         grace = self.config.limits.shutdown_grace
         log.event("shutdown", phase="draining", in_flight=self.state.in_flight, grace=grace)
         deadline = asyncio.get_running_loop().time() + grace
@@ -181,9 +186,6 @@ def serve(config_path: str | None) -> int:
 
     async def main() -> None:
         server = Server(config_path, config, store)
-        from gateway.http.app import attach_http
-
-        server.extra_tasks.append(attach_http)
         await server.start()
         await server.run_until_stopped()
 

@@ -12,11 +12,8 @@ from typing import Any
 
 from gateway import metrics
 from gateway.core.message import header_values
-from gateway.dkim import DkimSigner, SigningKey, load_keys
+from gateway.dkim import DkimError, DkimSigner, SigningKey, load_keys
 from gateway.engine import SigningUnavailable
-from gateway.logging import get_logger
-
-log = get_logger()
 
 
 def from_domain(data: bytes) -> str:
@@ -54,17 +51,20 @@ class MessageSigner:
                 return keys
         return []
 
-    def sign_message(self, data: bytes, txn: Any = None) -> bytes:
+    def sign_message(self, data: bytes) -> tuple[bytes, dict[str, str]]:
+        """The signed bytes and what happened (for the log line)."""
         domain = from_domain(data)
         keys = self.keys_for(domain) if domain else []
         if not keys:
             if self.missing_key == "tempfail":
                 raise SigningUnavailable(f"no DKIM key for From domain {domain or '(none)'}")
             metrics.DKIM_UNSIGNED.inc()
-            log.warning("dkim", mail_id=getattr(txn, "mail_id", None), result="unsigned",
-                        domain=domain or None, reason="no key")
-            return data
-        signature = self.signer.sign(data, keys)
-        log.event("dkim", mail_id=getattr(txn, "mail_id", None), result="signed",
-                  signatures=",".join(f"{k.domain}/{k.selector}/{k.algorithm}" for k in keys))
-        return signature + data
+            return data, {"result": "unsigned", "domain": domain or "(none)", "reason": "no key"}
+        try:
+            signature = self.signer.sign(data, keys)
+        except DkimError as exc:  # e.g. no From header: nothing we may relay unsigned
+            raise SigningUnavailable(f"cannot DKIM-sign: {exc}") from exc
+        return signature + data, {
+            "result": "signed",
+            "signatures": ",".join(f"{k.domain}/{k.selector}/{k.algorithm}" for k in keys),
+        }

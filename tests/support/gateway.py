@@ -155,11 +155,14 @@ class ScriptedMTA:
         )
 
     def start(self) -> ScriptedMTA:
+        self.stopped = False
         self.controller.start()
         return self
 
     def stop(self) -> None:
-        self.controller.stop()
+        if not self.stopped:
+            self.stopped = True
+            self.controller.stop()
 
 
 __all__ = ["AioSMTP", "PASSWORD", "RunningGateway", "ScriptedMTA", "add_customer",
