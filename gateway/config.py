@@ -133,12 +133,45 @@ class FeedbackHeaders(_Strict):
     csa_complaints: str | None = None
 
 
+class FeedbackIntake(_Strict):
+    """Inbound bounces and complaints (RULES.md "Bounces", "Complaints")."""
+
+    # Domains whose every address the feedback listener accepts, besides `bounce_domain`.
+    bounce_domains: list[str] = Field(default_factory=list)
+    # Feedback-loop report addresses (ARF); `feedback.fbl_address` is accepted as well.
+    fbl_addresses: list[str] = Field(default_factory=list)
+    # Where people and the CSA complaints office forward the mail they complain about.
+    abuse_addresses: list[str] = Field(default_factory=list)
+    # The stored copy of a report is cut after this many bytes (the parse sees all of it).
+    max_raw_bytes: int = Field(default=1024 * 1024, ge=1024)
+    soft_bounce_threshold: int = Field(default=3, ge=1)
+    soft_bounce_window_days: float = Field(default=30.0, gt=0)
+    complaint_warning_rate: float = Field(default=0.001, ge=0, le=1)
+    complaint_suspend_rate: float = Field(default=0.003, ge=0, le=1)
+    complaint_window_days: float = Field(default=7.0, gt=0)
+    # No automatic suspension below this many accepted messages in the window.
+    complaint_min_messages: int = Field(default=1000, ge=1)
+    auto_suspend: bool = True
+
+    @model_validator(mode="after")
+    def _rates_ordered(self) -> FeedbackIntake:
+        if self.complaint_warning_rate > self.complaint_suspend_rate:
+            raise ValueError("complaint_warning_rate must not exceed complaint_suspend_rate")
+        return self
+
+
 class PolicyEntry(_Strict):
     name: str
     mode: Literal["enforce", "monitor", "off"] = "enforce"
     timeout: float = Field(default=5.0, gt=0)
     on_error: str = "451 4.3.5 Policy check unavailable, please try again later"
     options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: Any) -> Any:
+        # YAML 1.1 reads an unquoted `off` as False; `mode: off` must still mean "off".
+        return "off" if value is False else value
 
 
 class Config(_Strict):
@@ -150,6 +183,7 @@ class Config(_Strict):
     mail_id: MailId = Field(default_factory=MailId)
     bounce_domain: str | None = None
     feedback: FeedbackHeaders = Field(default_factory=FeedbackHeaders)
+    feedback_intake: FeedbackIntake = Field(default_factory=FeedbackIntake)
     dkim: Dkim = Field(default_factory=Dkim)
     logging: Logging = Field(default_factory=Logging)
     policies: list[PolicyEntry] = Field(default_factory=list)
