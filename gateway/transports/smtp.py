@@ -24,11 +24,13 @@ from gateway.core import replies
 from gateway.core.transaction import SessionInfo, Transaction
 from gateway.core.verdict import Reply
 from gateway.engine import Engine, new_session_id
+from gateway.transports.dataread import DataAccumulator
 from gateway.logging import get_logger
 from gateway.store import StoreUnavailable
 from gateway.store.passwords import verify_password
 
 log = get_logger()
+_DATA_CHUNK = 256 * 1024
 
 
 def reply_line(reply: Reply) -> str:
@@ -185,8 +187,37 @@ class SubmissionSMTP(AioSMTP):
             self.state.throttle.succeeded(self.peer_ip)
 
     async def smtp_DATA(self, arg: str) -> None:
+        # Same checks and replies as aiosmtpd's smtp_DATA; the message is read in chunks.
+        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
+            return
+        if not self.envelope.rcpt_tos:
+            await self.push("503 5.5.1 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 5.5.4 Syntax: DATA")
+            return
         self._reset_timeout(self.data_timeout)
-        await super().smtp_DATA(arg)
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        acc = DataAccumulator(self.data_size_limit, self.line_length_limit)
+        while not acc.done:
+            chunk = await self._reader.read(_DATA_CHUNK)
+            if not chunk:  # the client went away mid-DATA: nothing to answer
+                self.transport.close()
+                return
+            acc.feed(chunk)
+        if acc.leftover:
+            # Pipelined commands after the message belong to the command reader.
+            self._reader._buffer[0:0] = acc.leftover  # type: ignore[attr-defined]
+        if acc.too_big or acc.too_long:
+            self._set_post_data_state()
+            await self.push(str(replies.MESSAGE_TOO_BIG if acc.too_big else replies.LINE_TOO_LONG))
+            return
+        content = acc.content()
+        self.envelope.content = content
+        self.envelope.original_content = content
+        status = await self._call_handler_hook("DATA")
+        self._set_post_data_state()
+        await self.push(status)
 
     async def smtp_RSET(self, arg: str) -> None:
         self.busy = False
