@@ -65,17 +65,40 @@ def queue_id_of(message: str) -> str | None:
     return match.group(1) if match else None
 
 
+class _SessionSetupError(Exception):
+    def __init__(self, result: RelayResult) -> None:
+        self.result = result
+
+
+@dataclass
+class _Pooled:
+    client: aiosmtplib.SMTP
+    uses: int = 0
+    idle_since: float = 0.0
+
+
 class Relay:
+    """Relays one message per call, over pooled downstream connections.
+
+    A connection is reused for up to `reuse_limit` messages and kept idle for at most
+    `idle_timeout` seconds (like Postfix's smtp connection cache). A pooled connection the
+    downstream has meanwhile closed is noticed at MAIL at the latest; the message is then sent
+    on a fresh connection, which is safe because nothing was transferred yet.
+    """
+
     def __init__(self, host: str, port: int, *, starttls: str = "opportunistic",
                  verify_tls: bool = False, username: str | None = None,
                  password_file: Path | None = None, connect_timeout: float = 10.0,
-                 timeout: float = 120.0, local_hostname: str = "gateway.localdomain") -> None:
+                 timeout: float = 120.0, local_hostname: str = "gateway.localdomain",
+                 pool_size: int = 32, reuse_limit: int = 100, idle_timeout: float = 30.0) -> None:
         self.host, self.port = host, port
         self.starttls = starttls
         self.username = username
         self.password_file = password_file
         self.connect_timeout, self.timeout = connect_timeout, timeout
         self.local_hostname = local_hostname
+        self.pool_size, self.reuse_limit, self.idle_timeout = pool_size, reuse_limit, idle_timeout
+        self._idle: list[_Pooled] = []
         self._tls_context = ssl.create_default_context()
         if not verify_tls:
             self._tls_context.check_hostname = False
@@ -93,8 +116,68 @@ class Relay:
         return RelayResult(result.reply, result.queue_id, time.perf_counter() - started,
                            result.detail, result.refused)
 
+    async def close(self) -> None:
+        idle, self._idle = self._idle, []
+        for pooled in idle:
+            await self._quit(pooled.client)
+
     async def _send(self, mail_from: str, recipients: Sequence[str], data: bytes,
                     mail_options: Sequence[str]) -> RelayResult:
+        pooled = self._take_idle()
+        if pooled is not None:
+            stage = ["connected"]
+            try:
+                result = await self._transaction(pooled.client, mail_from, recipients, data,
+                                                 mail_options, stage)
+            except Exception as exc:  # noqa: BLE001 - judged below
+                if stage[0] == "connected" and _is_disconnect(exc):
+                    pooled = None  # the downstream closed the idle connection: start afresh
+                else:
+                    await self._quit(pooled.client)
+                    return _failure(exc)
+            else:
+                self._give_back(pooled, result)
+                return result
+        try:
+            client = await self._open()
+        except _SessionSetupError as exc:
+            return exc.result
+        pooled = _Pooled(client)
+        try:
+            result = await self._transaction(client, mail_from, recipients, data, mail_options,
+                                             ["connected"])
+        except Exception as exc:  # noqa: BLE001 - mapped to a reply for the client
+            await self._quit(client)
+            return _failure(exc)
+        self._give_back(pooled, result)
+        return result
+
+    def _take_idle(self) -> _Pooled | None:
+        now = time.monotonic()
+        while self._idle:
+            pooled = self._idle.pop()
+            if pooled.client.is_connected and now - pooled.idle_since < self.idle_timeout:
+                return pooled
+            pooled.client.close()
+        return None
+
+    def _give_back(self, pooled: _Pooled, result: RelayResult) -> None:
+        pooled.uses += 1
+        # After any complete reply (2xx, 4xx or 5xx) the SMTP session is clean for the next MAIL.
+        reusable = not result.detail.startswith("error") and pooled.client.is_connected
+        if reusable and pooled.uses < self.reuse_limit and len(self._idle) < self.pool_size:
+            pooled.idle_since = time.monotonic()
+            self._idle.append(pooled)
+        else:
+            asyncio.ensure_future(self._quit(pooled.client))
+
+    async def _quit(self, client: aiosmtplib.SMTP) -> None:
+        try:
+            await asyncio.wait_for(client.quit(), 2)
+        except Exception:  # noqa: BLE001 - the message outcome is already decided
+            client.close()
+
+    async def _open(self) -> aiosmtplib.SMTP:
         client = aiosmtplib.SMTP(
             hostname=self.host, port=self.port, local_hostname=self.local_hostname,
             timeout=self.timeout, start_tls=False, use_tls=False,
@@ -103,46 +186,36 @@ class Relay:
             await asyncio.wait_for(client.connect(timeout=self.connect_timeout),
                                    self.connect_timeout + 1)
         except (TimeoutError, OSError, aiosmtplib.SMTPException) as exc:
-            if isinstance(exc, aiosmtplib.SMTPResponseException) and exc.code >= 500:
-                return RelayResult(replies.DOWNSTREAM_UNAVAILABLE,
-                                   detail=f"error: greeting {exc.code} {exc.message}")
-            return RelayResult(replies.DOWNSTREAM_UNAVAILABLE, detail=f"error: connect: {exc}")
+            if isinstance(exc, aiosmtplib.SMTPResponseException):
+                detail = f"error: greeting {exc.code} {exc.message}"
+            else:
+                detail = f"error: connect: {exc}"
+            raise _SessionSetupError(RelayResult(replies.DOWNSTREAM_UNAVAILABLE,
+                                                 detail=detail)) from None
         try:
-            return await self._transaction(client, mail_from, recipients, data, mail_options)
-        except aiosmtplib.SMTPTimeoutError as exc:
-            return RelayResult(replies.DOWNSTREAM_TIMEOUT, detail=f"error: timeout: {exc}")
-        except (aiosmtplib.SMTPServerDisconnected, ConnectionError, OSError) as exc:
-            return RelayResult(replies.DOWNSTREAM_ERROR, detail=f"error: disconnected: {exc}")
-        except ssl.SSLError as exc:
-            return RelayResult(replies.DOWNSTREAM_TLS, detail=f"error: tls: {exc}")
-        except aiosmtplib.SMTPResponseException as exc:
-            reply = downstream_reply(exc.code, exc.message)
-            if exc.code < 400:  # an unexpected 2xx/3xx at the wrong moment: protocol trouble
-                return RelayResult(replies.DOWNSTREAM_ERROR,
-                                   detail=f"error: unexpected {exc.code} {exc.message}")
-            return RelayResult(reply, detail=f"downstream {exc.code} {exc.message}")
-        except aiosmtplib.SMTPException as exc:
-            return RelayResult(replies.DOWNSTREAM_ERROR, detail=f"error: {exc}")
-        finally:
-            try:
-                await asyncio.wait_for(client.quit(), 2)
-            except Exception:  # noqa: BLE001 - the message outcome is already decided
-                client.close()
+            await client.ehlo()
+            if self.starttls != "none":
+                if client.supports_extension("starttls"):
+                    await client.starttls(tls_context=self._tls_context)
+                elif self.starttls == "required":
+                    raise _SessionSetupError(RelayResult(
+                        replies.DOWNSTREAM_TLS, detail="error: downstream does not offer STARTTLS"))
+            if self.username:
+                await client.login(self.username, self._password() or "")
+        except _SessionSetupError:
+            await self._quit(client)
+            raise
+        except Exception as exc:  # noqa: BLE001 - mapped to a reply for the client
+            await self._quit(client)
+            raise _SessionSetupError(_failure(exc)) from None
+        return client
 
     async def _transaction(self, client: aiosmtplib.SMTP, mail_from: str,
                            recipients: Sequence[str], data: bytes,
-                           mail_options: Sequence[str]) -> RelayResult:
-        await client.ehlo()
-        if self.starttls != "none":
-            if client.supports_extension("starttls"):
-                await client.starttls(tls_context=self._tls_context)
-            elif self.starttls == "required":
-                return RelayResult(replies.DOWNSTREAM_TLS,
-                                   detail="error: downstream does not offer STARTTLS")
-        if self.username:
-            await client.login(self.username, self._password() or "")
+                           mail_options: Sequence[str], stage: list[str]) -> RelayResult:
         options = [o for o in mail_options if o.upper().startswith(("BODY=", "SMTPUTF8"))]
         await client.mail(mail_from, options=options)
+        stage[0] = "mail"
         refused: dict[str, Reply] = {}
         for rcpt in recipients:
             try:
@@ -158,7 +231,34 @@ class Relay:
             # Accepting the rest would silently drop the refused ones for the client.
             return RelayResult(replies.PARTIAL_RECIPIENTS,
                                detail="downstream refused some recipients", refused=refused)
+        stage[0] = "data"
         response = await client.data(data)
         reply = downstream_reply(response.code, response.message)
         return RelayResult(reply, queue_id_of(response.message),
                            detail=f"downstream {response.code} {response.message}")
+
+
+def _is_disconnect(exc: BaseException) -> bool:
+    if isinstance(exc, aiosmtplib.SMTPServerDisconnected | ConnectionError):
+        return True
+    # A downstream that closes an idle connection may first say 421 (RFC 5321 3.8).
+    return isinstance(exc, aiosmtplib.SMTPResponseException) and exc.code == 421
+
+
+def _failure(exc: BaseException) -> RelayResult:
+    """Any failure during a transaction, as the reply the client gets."""
+    if isinstance(exc, aiosmtplib.SMTPTimeoutError | TimeoutError):
+        return RelayResult(replies.DOWNSTREAM_TIMEOUT, detail=f"error: timeout: {exc}")
+    if isinstance(exc, aiosmtplib.SMTPServerDisconnected | ConnectionError | OSError):
+        if isinstance(exc, ssl.SSLError):
+            return RelayResult(replies.DOWNSTREAM_TLS, detail=f"error: tls: {exc}")
+        return RelayResult(replies.DOWNSTREAM_ERROR, detail=f"error: disconnected: {exc}")
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        if exc.code < 400:  # an unexpected 2xx/3xx at the wrong moment: protocol trouble
+            return RelayResult(replies.DOWNSTREAM_ERROR,
+                               detail=f"error: unexpected {exc.code} {exc.message}")
+        return RelayResult(downstream_reply(exc.code, exc.message),
+                           detail=f"downstream {exc.code} {exc.message}")
+    if isinstance(exc, aiosmtplib.SMTPException):
+        return RelayResult(replies.DOWNSTREAM_ERROR, detail=f"error: {exc}")
+    raise exc

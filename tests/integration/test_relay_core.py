@@ -275,6 +275,27 @@ def test_end_to_end_through_postfix_is_byte_identical_but_for_added_headers(
     assert relay["queue_id"] in postfix_clean.read_log()
 
 
+def test_downstream_connections_are_reused(gateway, scripted_mta):
+    mta = scripted_mta()
+    gw = gateway(mta.port)
+    add_customer(gw.store)
+    for _ in range(3):
+        assert send(gw) == {}
+    assert len(mta.received) == 3
+    assert mta.connections == 1
+
+
+def test_a_pooled_connection_closed_by_the_downstream_is_replaced(gateway, scripted_mta):
+    mta = scripted_mta()
+    gw = gateway(mta.port)
+    add_customer(gw.store)
+    assert send(gw) == {}
+    mta.drop_connections()
+    time.sleep(0.2)
+    assert send(gw) == {}
+    assert len(mta.received) == 2 and mta.connections == 2
+
+
 # -- SMTP smuggling ----------------------------------------------------------------------------
 
 SMUGGLED = b"\r\nMAIL FROM:<evil@customer.example>\r\nRCPT TO:<victim@example.org>\r\nDATA\r\n" \

@@ -124,11 +124,27 @@ class ScriptedMTA:
     behaviour: str = "accept"
     port: int = field(default_factory=free_port)
     received: list[tuple[str, list[str], bytes]] = field(default_factory=list)
+    connections: int = 0
+    sessions: list[Any] = field(default_factory=list)
+
+    def drop_connections(self) -> None:
+        """Close every open session, as an MTA does with idle clients."""
+        for server in self.sessions:
+            if server.transport is not None:
+                self.controller.loop.call_soon_threadsafe(server.transport.close)
+        self.sessions.clear()
 
     def __post_init__(self) -> None:
         mta = self
 
         class Handler:
+            async def handle_EHLO(self, server: Any, session: Any, envelope: Any,
+                                  hostname: str, responses: list[str]) -> list[str]:
+                mta.connections += 1
+                mta.sessions.append(server)
+                session.host_name = hostname
+                return responses
+
             async def handle_RCPT(self, server: Any, session: Any, envelope: Any,
                                   address: str, options: list[str]) -> str:
                 if mta.behaviour == "rcpt-5xx":
