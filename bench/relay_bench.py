@@ -21,7 +21,6 @@ import shutil
 import signal
 import smtplib
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile

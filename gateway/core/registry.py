@@ -36,7 +36,8 @@ def discover(extra: list[type[Policy]] | None = None) -> dict[str, type[Policy]]
         try:
             cls = ep.load()
         except Exception as exc:  # a broken plugin must say which one
-            raise RegistryError(f"cannot load policy entry point {ep.name!r} ({ep.value}): {exc}")
+            raise RegistryError(
+                f"cannot load policy entry point {ep.name!r} ({ep.value}): {exc}") from exc
         add(cls, f"{ep.value}")
     for cls in extra or []:
         add(cls, f"{cls.__module__}.{cls.__qualname__}")

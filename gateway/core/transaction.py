@@ -12,7 +12,7 @@ from typing import Any
 from gateway.core.message import header_values
 
 
-class Phase(str, enum.Enum):
+class Phase(enum.StrEnum):
     MAIL = "mail"
     RCPT = "rcpt"
     DATA = "data"

@@ -24,10 +24,10 @@ from gateway.core import replies
 from gateway.core.transaction import SessionInfo, Transaction
 from gateway.core.verdict import Reply
 from gateway.engine import Engine, new_session_id
-from gateway.transports.dataread import DataAccumulator
 from gateway.logging import get_logger
 from gateway.store import StoreUnavailable
 from gateway.store.passwords import verify_password
+from gateway.transports.dataread import DataAccumulator
 
 log = get_logger()
 _DATA_CHUNK = 256 * 1024

@@ -14,9 +14,9 @@ import pytest
 import yaml
 
 from gateway.store import open_store
+from tests.integration.test_relay_core import MESSAGE
 from tests.support.gateway import PASSWORD, add_customer, base_config, write_config
 from tests.support.postfix import free_port
-from tests.integration.test_relay_core import MESSAGE
 
 GATEWAY = [sys.executable, "-m", "gateway"]
 

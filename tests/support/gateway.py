@@ -148,7 +148,7 @@ class ScriptedMTA:
             async def handle_RCPT(self, server: Any, session: Any, envelope: Any,
                                   address: str, options: list[str]) -> str:
                 if mta.behaviour == "rcpt-5xx":
-                    return "550 5.1.1 <%s>: Recipient address rejected: User unknown" % address
+                    return f"550 5.1.1 <{address}>: Recipient address rejected: User unknown"
                 envelope.rcpt_tos.append(address)
                 return "250 2.1.5 Ok"
 
