@@ -1,0 +1,44 @@
+"""unsubscribe: one-click unsubscribe headers (RFC 8058, RFC 2369) plus a visible unsubscribe
+link in every body alternative (RULES.md "Unsubscribe")."""
+
+from __future__ import annotations
+
+from gateway.core.policy import Policy, PolicyContext
+from gateway.core.transaction import Phase, Transaction
+from gateway.core.verdict import Verdict
+from gateway.mime.parts import body_alternatives
+from gateway.mime.unsubscribe import check_list_unsubscribe_headers, find_unsubscribe_link
+from policies._text import clip, join_parts, part_name
+
+
+class Unsubscribe(Policy):
+    name = "unsubscribe"
+    phases = (Phase.DATA,)
+    description = ("List-Unsubscribe with an https URI, exact List-Unsubscribe-Post, and a visible "
+                   "unsubscribe link in every text and HTML body")
+
+    def check(self, txn: Transaction, ctx: PolicyContext) -> Verdict:
+        problems: list[str] = []
+        lu, lup = txn.headers("List-Unsubscribe"), txn.headers("List-Unsubscribe-Post")
+        if len(lu) > 1 or len(lup) > 1:
+            problems.append("send List-Unsubscribe and List-Unsubscribe-Post once each")
+        else:
+            header_problem = check_list_unsubscribe_headers(lu[0] if lu else None,
+                                                            lup[0] if lup else None)
+            if header_problem:
+                problems.append(header_problem)
+        # The registered prefix is re-read: support may have changed it during the session.
+        customer = txn.customer and ctx.store.get_customer_by_id(txn.customer.id)
+        prefix = customer.unsubscribe_prefix if customer else None
+        parts = body_alternatives(txn.message)
+        lacking = [part_name(p, parts) for p in parts if not find_unsubscribe_link(p, prefix)]
+        if not parts:
+            problems.append("the message has no text or HTML body to show an unsubscribe link in")
+        elif lacking:
+            problems.append(f"no visible unsubscribe link found in {join_parts(lacking)}")
+        checked = (f"List-Unsubscribe headers; links in {len(parts)} body part(s), "
+                   f"registered prefix {prefix or 'none'}")
+        if problems:
+            text = "; ".join(problems)
+            return Verdict.reject(clip(text[0].upper() + text[1:]), f"{text} (checked {checked})")
+        return Verdict.ok(checked)

@@ -1,0 +1,63 @@
+"""message-format: header counts, bare CR/LF and line length, refused with 550 5.6.0."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from policies.message_format import MessageFormat
+from tests.unit.test_policy_support import Env, fixture, newsletter, reply_of, set_header
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[Env]:
+    yield from Env.session(tmp_path)
+
+
+REF = "reference_newsletter.eml"
+BARE = "550 5.6.0 Message contains a bare CR or LF; use CRLF line endings (SMTP smuggling protection)"
+
+
+def edit(name: str, *values: str) -> bytes:
+    return set_header(fixture(REF), name, *values)
+
+
+@pytest.mark.parametrize("raw, expected", [
+    (fixture(REF), None),
+    (fixture("plain_text.eml"), None),
+    (fixture("nested_mixed_attachment.eml"), None),
+    (edit("From", "a@shop.example", "b@shop.example"),
+     "550 5.6.0 Message format: 2 From headers; exactly one is required"),
+    (edit("Date"), "550 5.6.0 Message format: no Date header; exactly one is required"),
+    (edit("Message-ID"), "550 5.6.0 Message format: no Message-ID header; exactly one is required"),
+    (edit("Message-Id", "<a@shop.example>", "<b@shop.example>"),
+     "550 5.6.0 Message format: 2 Message-ID headers; exactly one is required"),
+    (edit("To"), None),
+    (edit("Subject"), None),
+    (edit("To", "a@example.org", "b@example.org"),
+     "550 5.6.0 Message format: 2 To headers; at most one is allowed"),
+    (set_header(edit("Subject", "one", "two", "three"), "Date"),
+     "550 5.6.0 Message format: no Date header; exactly one is required; "
+     "3 Subject headers; at most one is allowed"),
+    (fixture(REF).replace(b"Hallo,\r\n", b"Hallo,\n", 1), BARE),
+    (fixture(REF).replace(b"Hallo,\r\n", b"Hallo,\r\r\n", 1), BARE),
+    (fixture(REF) + b"\r\n.\r\nMAIL FROM:<x@evil.example>\n", BARE),
+    (fixture(REF).replace(b"Hallo,", b"H" + b"a" * 998, 1),
+     "550 5.6.0 Message format: line 18 is 999 octets long; lines may have at most 998 octets"),
+    (fixture(REF).replace(b"Hallo,", b"H" + b"a" * 997, 1), None),
+])
+def test_format(env: Env, raw: bytes, expected: str | None) -> None:
+    assert reply_of(env.check(MessageFormat(), raw)) == expected
+
+
+@pytest.mark.parametrize("relpath, expected", [
+    ("mailing_list_misc/mail-parser__mail_test_13.eml", None),
+    ("mailing_list_misc/spamassassin__mailman_message.txt.eml", None),
+    # A stray blank line ends its header block early: Message-ID lands in the body.
+    ("mailing_list_misc/spamassassin__005.eml",
+     "550 5.6.0 Message format: no Message-ID header; exactly one is required"),
+])
+def test_real_newsletters(env: Env, relpath: str, expected: str | None) -> None:
+    assert reply_of(env.check(MessageFormat(), newsletter(relpath))) == expected
