@@ -30,6 +30,39 @@ DEMO_IMPRINT = {
 }
 
 
+DEMO_MESSAGE = (
+    "From: Demo Versand <news@demo.example>\r\n"
+    "To: reader@example.org\r\n"
+    "Subject: Willkommen / Welcome\r\n"
+    "Date: Fri, 27 Nov 2026 10:00:00 +0100\r\n"
+    "Message-ID: <welcome-1@demo.example>\r\n"
+    "X-Campaign-ID: welcome-2026\r\n"
+    "List-Unsubscribe: <https://demo.example/unsubscribe?u=1>\r\n"
+    "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
+    "MIME-Version: 1.0\r\n"
+    'Content-Type: multipart/alternative; boundary="b1"\r\n'
+    "\r\n"
+    "--b1\r\n"
+    "Content-Type: text/plain; charset=utf-8\r\n"
+    "Content-Transfer-Encoding: 8bit\r\n"
+    "\r\n"
+    "Hallo! This is the demo newsletter.\r\n"
+    "\r\n"
+    "Abmelden / unsubscribe: https://demo.example/unsubscribe?u=1\r\n"
+    "\r\n"
+    "Demo Versand GmbH, Hauptstraße 5, 10115 Berlin, info@demo.example\r\n"
+    "--b1\r\n"
+    "Content-Type: text/html; charset=utf-8\r\n"
+    "Content-Transfer-Encoding: 8bit\r\n"
+    "\r\n"
+    "<html><body><p>Hallo! This is the demo newsletter.</p>\r\n"
+    '<p><a href="https://demo.example/unsubscribe?u=1">Abmelden / unsubscribe</a></p>\r\n'
+    "<p>Demo Versand GmbH<br>Hauptstra&szlig;e 5<br>10115 Berlin<br>info@demo.example</p>\r\n"
+    "</body></html>\r\n"
+    "--b1--\r\n"
+).encode()
+
+
 def first_run(config: Config, store: SqlStore) -> str | None:
     """Create the demo customer if there is no customer at all; returns its password."""
     if store.list_customers():
@@ -45,11 +78,15 @@ def first_run(config: Config, store: SqlStore) -> str | None:
     store.set_customer_status(DEMO_CUSTOMER, "active")
     if config.dkim.enabled:
         _demo_dkim_key(config)
+    demo_message = config.path("var/demo-message.eml")
+    demo_message.parent.mkdir(parents=True, exist_ok=True)
+    demo_message.write_bytes(DEMO_MESSAGE)
     print(
         f"\nFirst run: created the demo customer {DEMO_CUSTOMER!r} (domain {DEMO_DOMAIN}, "
         f"campaign {DEMO_CAMPAIGN}).\n"
         f"  SMTP login: {DEMO_CUSTOMER}\n  SMTP password: {password}\n"
-        "This password is shown only now. Send a test mail with the README's swaks command.\n",
+        f"This password is shown only now. A compliant test mail is in {demo_message};\n"
+        "send it with the README's swaks command.\n",
         file=sys.stderr, flush=True,
     )
     return password

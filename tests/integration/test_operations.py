@@ -195,28 +195,49 @@ def test_set_imprint_from_file_and_flags(tmp_path):
     assert bad.returncode == 1 and "shoe_size" in bad.stderr
 
 
-def test_first_run_creates_demo_customer_cert_and_prints_password_once(tmp_path):
+def test_first_run_then_swaks_lands_the_demo_mail_in_the_outbox(tmp_path):
+    """The README's first run: example config, demo customer, swaks --tls --auth, var/outbox."""
     root = Path(__file__).resolve().parents[2]
     config = yaml.safe_load((root / "config.yaml").read_text())
-    port = free_port()
-    config["listeners"] = [{"kind": "submission", "address": "127.0.0.1", "port": port,
-                            "tls": {"cert": "var/tls/cert.pem", "key": "var/tls/key.pem"}}]
+    port, http_port = free_port(), free_port()
+    config["listeners"][0]["port"] = port
+    config["listeners"][1]["port"] = http_port
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     proc = start_serve(path)
     try:
-        time.sleep(0.5)
+        deadline = time.monotonic() + 10
+        while not (tmp_path / "var/demo-message.eml").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
         assert (tmp_path / "var/tls/cert.pem").exists()
         assert oct((tmp_path / "var/tls/key.pem").stat().st_mode & 0o777) == "0o600"
+        # The password is printed once on stderr; read it while the server runs.
+        password = None
+        while password is None:
+            line = proc.stderr.readline()
+            assert line, "serve ended before printing the demo password"
+            if "SMTP password" in line:
+                password = line.split(": ", 1)[1].strip()
+        swaks = subprocess.run(
+            ["swaks", "--server", f"127.0.0.1:{port}", "--tls", "--auth", "LOGIN",
+             "--auth-user", "demo", "--auth-password", password,
+             "--from", "news@demo.example", "--to", "reader@example.org",
+             "--data", str(tmp_path / "var/demo-message.eml")],
+            capture_output=True, text=True, timeout=60)
+        assert swaks.returncode == 0, swaks.stdout[-2000:]
+        assert "250 2.0.0 Ok: queued as CAPTURE" in swaks.stdout
         proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=20)
+        assert proc.wait(20) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
-    password = [line.split(": ", 1)[1] for line in err.splitlines() if "SMTP password" in line]
-    assert len(password) == 1
-    assert password[0] not in (tmp_path / "var/log/gateway.log").read_text()
-    # A second start does not create another customer or print a password again.
+    outbox = list((tmp_path / "var/outbox/new").iterdir())
+    assert len(outbox) == 1
+    delivered = outbox[0].read_bytes()
+    assert delivered.startswith(b"Return-Path: <news@demo.example>\r\nDelivered-To: reader@example.org")
+    assert b"DKIM-Signature: v=1; a=rsa-sha256" in delivered and b"X-Mailing-ID: " in delivered
+    assert password not in (tmp_path / "var/log/gateway.log").read_text()
+    # A second start creates no second customer and prints no password.
     proc = start_serve(path)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=20)
