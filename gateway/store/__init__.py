@@ -20,14 +20,14 @@ __all__ = [
 ]
 
 
-def open_store(url: str, *, migrate: bool = True) -> SqlStore:
+def open_store(url: str, *, migrate: bool = True, cache_ttl: float = 0.0) -> SqlStore:
     store: SqlStore
     if url.startswith("sqlite://"):
         from gateway.store.sqlite import SqliteStore
-        store = SqliteStore(url)
+        store = SqliteStore(url, cache_ttl)
     elif url.startswith(("postgresql://", "postgres://")):
         from gateway.store.postgresql import PostgresStore
-        store = PostgresStore(url)
+        store = PostgresStore(url, cache_ttl)
     else:
         raise StoreError(f"unsupported store url {url!r}: use sqlite:///PATH or postgresql://...")
     if migrate:

@@ -97,10 +97,14 @@ class SqlStore(FeedbackStoreMixin, ConsentStoreMixin):
     # Exceptions of the driver that mean "database unavailable".
     driver_errors: tuple[type[BaseException], ...] = ()
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, cache_ttl: float = 0.0) -> None:
         self.url = url
         self._local = threading.local()
         self._migrate_lock = threading.Lock()
+        # Hot-path reads (per MAIL/RCPT) are cached for a few seconds. Any write through this
+        # object clears the cache at once; other nodes' writes show after at most cache_ttl.
+        self.cache_ttl = cache_ttl
+        self._cache: dict[tuple[Any, ...], tuple[float, Any]] = {}
 
     # -- engine hooks -------------------------------------------------------------------------
     def _connect(self) -> Any:
@@ -142,7 +146,22 @@ class SqlStore(FeedbackStoreMixin, ConsentStoreMixin):
             self._drop_conn()
             raise StoreUnavailable(f"store error: {exc}") from exc
 
+    def cached(self, key: tuple[Any, ...], load: Callable[[], Any]) -> Any:
+        if self.cache_ttl <= 0:
+            return load()
+        now = time.monotonic()
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        value = load()
+        if len(self._cache) > 100_000:
+            self._cache.clear()
+        self._cache[key] = (now + self.cache_ttl, value)
+        return value
+
     def execute(self, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        if not statement.lstrip()[:6].upper() == "SELECT":
+            self._cache.clear()
         with self._cursor() as cur:
             cur.execute(self._sql(statement), tuple(params))
             if cur.description is None:
@@ -152,6 +171,7 @@ class SqlStore(FeedbackStoreMixin, ConsentStoreMixin):
     @contextmanager
     def transaction(self) -> Iterator[Callable[..., list[tuple[Any, ...]]]]:
         """Several statements atomically: `with store.transaction() as q: q(sql, params)`."""
+        self._cache.clear()
         with self._cursor() as cur:
             cur.execute("BEGIN")
 
@@ -216,10 +236,12 @@ class SqlStore(FeedbackStoreMixin, ConsentStoreMixin):
         return _customer(rows[0]) if rows else None
 
     def get_customer_by_id(self, customer_id: int) -> Customer | None:
-        rows = self.execute(
-            f"SELECT {_CUSTOMER_COLS} FROM customers WHERE id = ?", (customer_id,)
-        )
-        return _customer(rows[0]) if rows else None
+        def load() -> Customer | None:
+            rows = self.execute(
+                f"SELECT {_CUSTOMER_COLS} FROM customers WHERE id = ?", (customer_id,))
+            return _customer(rows[0]) if rows else None
+
+        return self.cached(("customer", customer_id), load)
 
     def require_customer(self, name: str) -> Customer:
         customer = self.get_customer(name)
@@ -293,11 +315,13 @@ class SqlStore(FeedbackStoreMixin, ConsentStoreMixin):
         )
 
     def verified_domains(self, customer_id: int) -> set[str]:
-        rows = self.execute(
-            "SELECT domain FROM domains WHERE customer_id = ? AND verified_at IS NOT NULL",
-            (customer_id,),
-        )
-        return {r[0] for r in rows}
+        def load() -> set[str]:
+            rows = self.execute(
+                "SELECT domain FROM domains WHERE customer_id = ? AND verified_at IS NOT NULL",
+                (customer_id,))
+            return {r[0] for r in rows}
+
+        return set(self.cached(("domains", customer_id), load))
 
     # -- campaigns ----------------------------------------------------------------------------
     def confirm_campaign(self, customer_name: str, campaign: str, by: str) -> Campaign:
@@ -313,11 +337,13 @@ class SqlStore(FeedbackStoreMixin, ConsentStoreMixin):
         return found
 
     def get_campaign(self, customer_id: int, campaign: str) -> Campaign | None:
-        rows = self.execute(
-            "SELECT id, customer_id, campaign, confirmed_by, confirmed_at FROM campaigns "
-            "WHERE customer_id = ? AND campaign = ?", (customer_id, campaign),
-        )
-        return Campaign(*rows[0]) if rows else None
+        def load() -> Campaign | None:
+            rows = self.execute(
+                "SELECT id, customer_id, campaign, confirmed_by, confirmed_at FROM campaigns "
+                "WHERE customer_id = ? AND campaign = ?", (customer_id, campaign))
+            return Campaign(*rows[0]) if rows else None
+
+        return self.cached(("campaign", customer_id, campaign), load)
 
     def get_campaign_by_id(self, campaign_id: int) -> Campaign | None:
         rows = self.execute(

@@ -13,8 +13,8 @@ class SqliteStore(SqlStore):
     dialect = "sqlite"
     driver_errors = (sqlite3.Error,)
 
-    def __init__(self, url: str) -> None:
-        super().__init__(url)
+    def __init__(self, url: str, cache_ttl: float = 0.0) -> None:
+        super().__init__(url, cache_ttl)
         self.path = Path(url.removeprefix("sqlite:///")) if url != "sqlite://" else None
 
     def _connect(self) -> Any:

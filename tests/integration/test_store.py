@@ -119,3 +119,17 @@ def test_postgres_down_raises_store_unavailable_then_recovers(postgres_server, p
 def test_unknown_store_url_is_a_clear_error():
     with pytest.raises(StoreError, match="unsupported store url"):
         open_store("mysql://x")
+
+
+def test_hot_reads_are_cached_and_writes_invalidate(store):
+    cached = open_store(store.url, cache_ttl=0.5)
+    customer = cached.add_customer("acme")
+    assert cached.get_customer_by_id(customer.id).status == "pending"
+    # A write through the same object shows at once ...
+    cached.set_customer_status("acme", "active")
+    assert cached.get_customer_by_id(customer.id).status == "active"
+    # ... another node's write after at most cache_ttl.
+    store.set_customer_status("acme", "suspended")
+    assert cached.get_customer_by_id(customer.id).status == "active"
+    time.sleep(0.6)
+    assert cached.get_customer_by_id(customer.id).status == "suspended"

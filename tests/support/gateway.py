@@ -74,7 +74,7 @@ class RunningGateway:
         self.config = load_config(config_path)
         setup_logging(self.config.path(self.config.logging.file)
                       if self.config.logging.file else None)
-        self.store = open_store(self.config.store_url())
+        self.store = open_store(self.config.store_url(), cache_ttl=self.config.store.cache_ttl)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
