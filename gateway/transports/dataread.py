@@ -43,7 +43,7 @@ class DataAccumulator:
             self.done = True
         self._check_lines()
         self.size = len(self.buffer) - 2
-        if self.size_limit and self.size > self.size_limit and not self.done:
+        if self.size_limit and self.size > self.size_limit:
             self.too_big = True
         if (self.too_big or self.too_long) and not self.done:
             # Draining: remember only what the marker search and the line check still need.

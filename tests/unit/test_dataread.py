@@ -57,3 +57,9 @@ def test_line_limit_counts_the_line_with_its_crlf(length, too_long):
     acc.feed(b"a" * 500)
     acc.feed(b"a" * (length - 500) + b"\r\n.\r\n")
     assert acc.done and acc.too_long is too_long
+
+
+def test_too_big_in_the_same_chunk_as_the_marker():
+    acc = DataAccumulator(1000, 1001)
+    assert acc.feed((b"x" * 70 + b"\r\n") * 20 + b".\r\n")
+    assert acc.too_big
