@@ -2,10 +2,12 @@
 
 Built on the stdlib ``html.parser`` with the few browser rules that matter for
 compliance checks: content of <head>, <style>, <script> and comments is not
-shown; elements hidden by inline CSS (display:none, visibility:hidden, ...) or
-the ``hidden`` attribute hide their whole subtree; image alt text is not text.
-A sender must not be able to satisfy a check with words the recipient cannot
-see, so every ambiguity is resolved towards "not visible".
+shown; elements hidden by CSS (display:none, visibility:hidden, opacity:0,
+zero-height overflow:hidden) or by the ``hidden`` attribute hide their subtree;
+image alt text is not text. CSS is read from ``style`` attributes and from
+simple selectors (tag, .class, #id) in <style> blocks. A sender must not be
+able to satisfy a check with words the recipient cannot see, so ambiguities
+are resolved towards "not visible".
 
 The parser is also hardened against inputs that make ``html.parser`` slow
 (quadratic re-scanning of unterminated tags) or raise (unknown ``<![`` sections).
@@ -28,8 +30,8 @@ __all__ = [
     "visible_text",
 ]
 
-# Bounds parsing time for pathological parts; decoded parts are already capped
-# to 2 MiB by gateway.mime.parts, so this only bites for direct callers.
+# Bounds parsing time for direct callers; parts from gateway.mime.parts are
+# already capped to 1 MiB.
 DEFAULT_MAX_HTML_CHARS = 4 * 1024 * 1024
 
 # Elements whose content is never rendered as text.
@@ -176,8 +178,10 @@ class _StyleSheet:
     """
 
     def __init__(self) -> None:
-        # key (".class", "#id" or "tag") -> [(required tag, specificity, order, values, important)]
-        self._rules: dict[str, list[tuple[str | None, int, int, dict[str, str], frozenset[str]]]] = {}
+        # key (".class", "#id" or "tag") -> required tag -> (specificity, order, values, important).
+        # Rules with the same selector are merged as they are added, so matching
+        # an element costs O(its classes) however often a sender repeats a rule.
+        self._rules: dict[str, dict[str | None, _Rule]] = {}
         self._count = 0
 
     def __bool__(self) -> bool:
@@ -195,25 +199,47 @@ class _StyleSheet:
                     continue
                 if self._count >= _MAX_SHEET_RULES:
                     return
-                tag, kind, name = match.group(1), match.group(2), match.group(3)
-                key = kind + name.lower() if kind else tag.lower()
-                specificity = (100 if kind == "#" else 10 if kind else 0) + (1 if tag else 0)
-                required = tag.lower() if kind and tag else None
-                self._rules.setdefault(key, []).append(
-                    (required, specificity, self._count, values, important)
-                )
                 self._count += 1
+                self._add_rule(match.group(1), match.group(2), match.group(3), values, important)
+
+    def _add_rule(
+        self,
+        tag: str | None,
+        kind: str | None,
+        name: str | None,
+        values: dict[str, str],
+        important: frozenset[str],
+    ) -> None:
+        key = kind + name.lower() if kind and name else (tag or "").lower()
+        specificity = (100 if kind == "#" else 10 if kind else 0) + (1 if tag else 0)
+        required = tag.lower() if kind and tag else None
+        by_tag = self._rules.setdefault(key, {})
+        old = by_tag.get(required)
+        if old is not None:
+            values = _cascade([(old.values, old.important), (values, important)])
+            important = old.important | important
+        by_tag[required] = _Rule(specificity, self._count, values, important)
 
     def matching(self, tag: str, attr: dict[str, str]) -> list[tuple[dict[str, str], frozenset[str]]]:
         """Declarations that apply to the element, lowest precedence first."""
-        keys = [tag] + ["." + c.lower() for c in attr.get("class", "").split()]
+        keys = {tag} | {"." + c.lower() for c in attr.get("class", "").split()}
         if attr.get("id"):
-            keys.append("#" + attr["id"].strip().lower())
-        found = [
-            rule for key in keys for rule in self._rules.get(key, ()) if rule[0] is None or rule[0] == tag
-        ]
-        found.sort(key=lambda rule: (rule[1], rule[2]))
-        return [(rule[3], rule[4]) for rule in found]
+            keys.add("#" + attr["id"].strip().lower())
+        found: list[_Rule] = []
+        for key in keys:
+            by_tag = self._rules.get(key)
+            if by_tag:
+                found.extend(rule for required, rule in by_tag.items() if required in (None, tag))
+        found.sort(key=lambda rule: (rule.specificity, rule.order))
+        return [(rule.values, rule.important) for rule in found]
+
+
+@dataclass(frozen=True)
+class _Rule:
+    specificity: int
+    order: int
+    values: dict[str, str]
+    important: frozenset[str]
 
 
 def _top_level_rules(css: str) -> list[tuple[str, str]]:
@@ -292,7 +318,7 @@ class _Renderer(HTMLParser):
     def parse_endtag(self, i: int) -> int:
         return self._at_eof(super().parse_endtag(i))
 
-    def parse_comment(self, i: int, report: int = 1) -> int:
+    def parse_comment(self, i: int, report: bool = True) -> int:
         return self._at_eof(super().parse_comment(i, report))
 
     def parse_pi(self, i: int) -> int:
@@ -301,7 +327,7 @@ class _Renderer(HTMLParser):
     def parse_html_declaration(self, i: int) -> int:
         return self._at_eof(super().parse_html_declaration(i))
 
-    def parse_marked_section(self, i: int, report: int = 1) -> int:
+    def parse_marked_section(self, i: int, report: bool = True) -> int:
         # HTML has no marked sections: "<![CDATA[" and Outlook's "<![if ...]>"
         # are bogus comments up to the next ">" (the stdlib asserts instead).
         return self.parse_bogus_comment(i, report)
@@ -530,7 +556,7 @@ def _cap(html: str, max_chars: int) -> str:
 
 # Several policies render the same body part of one message; the result is
 # immutable, so a small cache saves re-parsing it.
-@lru_cache(maxsize=16)
+@lru_cache(maxsize=8)
 def render(html: str, *, max_chars: int = DEFAULT_MAX_HTML_CHARS) -> RenderedHtml:
     """Visible text of ``html`` and its links with offsets. Never raises."""
     renderer = _Renderer()

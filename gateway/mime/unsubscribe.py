@@ -112,12 +112,12 @@ _WORDS_RE = _compile(UNSUBSCRIBE_WORDS)
 
 def mentions_unsubscribe(text: str) -> bool:
     """Whether ``text`` contains one of :data:`UNSUBSCRIBE_WORDS`."""
-    return _WORDS_RE.search(unicodedata.normalize("NFC", text)) is not None
+    return _WORDS_RE.search(text) is not None
 
 
 def _word_spans(text: str) -> list[tuple[int, int]]:
-    # NFC keeps offsets meaningful for composed input, which is what
-    # html.unescape and decoded mail produce in practice.
+    # No Unicode normalisation: the pattern already accepts decomposed accents,
+    # and offsets (and URLs) must stay those of the text we were given.
     return [m.span() for m in _WORDS_RE.finditer(text)]
 
 
@@ -233,9 +233,8 @@ def _clean_url(url: str) -> str:
 
 
 def _find_in_text(text: str, prefix: str | None) -> str | None:
-    text = unicodedata.normalize("NFC", text)
     urls = [(m.start(), _clean_url(m.group())) for m in _TEXT_URL.finditer(text)]
-    urls = [(pos, url) for pos, url in urls if urlsplit(url).netloc]
+    urls = [(pos, url) for pos, url in urls if _has_host(url)]
     for _, url in urls:
         if has_registered_prefix(url, prefix):
             return url
@@ -276,12 +275,15 @@ def parse_list_unsubscribe(value: str | None) -> list[str]:
     return uris
 
 
-def _is_https_uri(uri: str) -> bool:
-    try:
-        parts = urlsplit(uri)
+def _has_host(url: str) -> bool:
+    try:  # urlsplit raises on e.g. "http://[::1"
+        return bool(urlsplit(url).hostname)
     except ValueError:
         return False
-    return parts.scheme.lower() == "https" and bool(parts.hostname)
+
+
+def _is_https_uri(uri: str) -> bool:
+    return _scheme(uri) == "https" and _has_host(uri)
 
 
 def check_list_unsubscribe_headers(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email.parser
 import email.policy
+import unicodedata
 from email.message import Message
 from pathlib import Path
 
@@ -262,6 +263,8 @@ TEXT_CASES = [
     (f"{U}/unsubscribe", f"{U}/unsubscribe"),  # the URL itself says it, and the reader sees it
     (f"Shop: https://x.example/shop\nUnsubscribe: {U}", U),
     ("Unsubscribe: https://", None),
+    ("Unsubscribe: http://[::1 or http://[x", None),  # urlsplit raises on these
+    (f"Unsubscribe: http://[::1 or {U}", U),
 ]
 
 
@@ -284,6 +287,7 @@ def test_every_word_matches_itself_in_any_case_and_spacing(word: str) -> None:
     assert mentions_unsubscribe(f"Bitte hier {word}.")
     assert mentions_unsubscribe(word.upper())
     assert mentions_unsubscribe(word.replace(" ", "\n   "))
+    assert mentions_unsubscribe(unicodedata.normalize("NFD", word))  # decomposed accents
 
 
 @pytest.mark.parametrize(
