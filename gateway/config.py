@@ -144,6 +144,9 @@ class FeedbackIntake(_Strict):
     abuse_addresses: list[str] = Field(default_factory=list)
     # The stored copy of a report is cut after this many bytes (the parse sees all of it).
     max_raw_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # A bounce without any mail ID of ours is matched to the newest message the ledger relayed
+    # to its Final-Recipient (RULES.md). Off: only bounces naming a genuine mail ID count.
+    final_recipient_fallback: bool = True
     soft_bounce_threshold: int = Field(default=3, ge=1)
     soft_bounce_window_days: float = Field(default=30.0, gt=0)
     complaint_warning_rate: float = Field(default=0.001, ge=0, le=1)

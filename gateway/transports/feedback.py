@@ -1,0 +1,159 @@
+"""The inbound feedback listener: bounces (to the VERP bounce domain), FBL reports and abuse
+forwards arrive here over SMTP and go to the feedback intake.
+
+It is a final destination, never a relay: RCPT is accepted only for an address at a bounce
+domain (`bounce_domain`, `feedback_intake.bounce_domains`) or one of the configured FBL and
+abuse addresses; everything else gets `550 5.7.1` at RCPT and nothing is stored. There is no
+AUTH here (nobody sends through it). The 250 after DATA means "stored in the gateway's store";
+if the store is unavailable the sender gets a 451 and retries later, so nothing is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiosmtpd.smtp import SMTP as AioSMTP
+from aiosmtpd.smtp import Envelope, Session
+
+from gateway import metrics
+from gateway.engine import new_session_id
+from gateway.feedback.intake import Intake, accepts_recipient
+from gateway.logging import get_logger
+from gateway.store import StoreUnavailable
+from gateway.transports.smtp import _AIOSMTPD_REPLIES
+
+log = get_logger()
+
+RELAY_DENIED = "550 5.7.1 {rcpt}: relay access denied; this server accepts only bounces and " \
+               "feedback reports for its own addresses"
+STORED = "250 2.0.0 Ok: feedback recorded as #{id}"
+TEMPFAIL = "451 4.3.0 Temporary local problem, please try again later"
+
+
+class FeedbackSMTP(AioSMTP):
+    # Returned mail comes from every MTA ever written; some exceed RFC 5321's 1000-octet lines.
+    # A bounce refused for that would be lost, so this listener is lenient (the size limit holds).
+    line_length_limit = 16384
+
+    def __init__(self, handler: FeedbackHandler, *, listener: Any, hostname: str,
+                 max_size: int, timeout: float, **kwargs: Any) -> None:
+        self.session_id = new_session_id()
+        self.listener = listener
+        super().__init__(handler, hostname=hostname, ident="ESMTP feedback intake",
+                         data_size_limit=max_size, timeout=timeout, **kwargs)
+
+    def connection_made(self, transport: Any) -> None:
+        first = self.transport is None
+        super().connection_made(transport)
+        if first:
+            peer = transport.get_extra_info("peername")
+            self.peer_ip = peer[0] if peer else ""
+            metrics.SESSIONS.labels("feedback").inc()
+
+    async def push(self, status: Any) -> None:
+        if isinstance(status, str):
+            status = _AIOSMTPD_REPLIES.get(status, status)
+        await super().push(status)
+
+    async def smtp_AUTH(self, arg: str) -> None:
+        await self.push("502 5.5.1 AUTH is not offered here: this server only receives feedback")
+
+
+class FeedbackHandler:
+    """aiosmtpd handler; `server` is the gateway.server.Server (config and store, live)."""
+
+    def __init__(self, server: Any, intake: Intake | None = None) -> None:
+        self.server = server
+        self._intake = intake
+        self._intake_config: Any = None
+
+    def intake(self) -> Intake:
+        """One Intake per config (rebuilt after a SIGHUP reload swapped the config)."""
+        config = self.server.config
+        if self._intake is None or self._intake_config is not config:
+            engine = self.server.state.engine if self.server.state is not None else None
+            codec = engine.codec if engine is not None else None
+            if codec is None:
+                from gateway.mailid import MailIdCodec
+
+                codec = MailIdCodec.from_key_file(config.path(config.mail_id.key_file))
+            self._intake = Intake(config, self.server.store, codec)
+            self._intake_config = config
+        return self._intake
+
+    async def handle_RCPT(self, server: FeedbackSMTP, session: Session, envelope: Envelope,
+                          address: str, rcpt_options: list[str]) -> str:
+        if not accepts_recipient(self.server.config, address):
+            log.warning("feedback_rcpt", session=server.session_id, peer=server.peer_ip,
+                        rcpt=address, mail_from=envelope.mail_from, result="refused",
+                        reason="not a feedback address (no relaying)")
+            return RELAY_DENIED.format(rcpt=address)
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 Ok"
+
+    async def handle_DATA(self, server: FeedbackSMTP, session: Session,
+                          envelope: Envelope) -> str:
+        raw = envelope.original_content or b""
+        mail_from = (envelope.mail_from or "").strip()
+        mail_from = "" if mail_from == "<>" else mail_from  # bounces come from the null sender
+        try:
+            intake = self.intake()
+            result = await asyncio.to_thread(
+                intake.ingest, raw, source="smtp", envelope_from=mail_from,
+                envelope_to=list(envelope.rcpt_tos))
+        except StoreUnavailable as exc:
+            log.error("feedback_intake", session=server.session_id, peer=server.peer_ip,
+                      result="tempfailed", error=str(exc))
+            return TEMPFAIL
+        except Exception as exc:  # noqa: BLE001 - the sender retries; we keep the details
+            log.error("feedback_intake", session=server.session_id, peer=server.peer_ip,
+                      result="tempfailed", error=f"{type(exc).__name__}: {exc}")
+            return TEMPFAIL
+        log.event("feedback_received", session=server.session_id, peer=server.peer_ip,
+                  mail_from=mail_from or "<>", rcpt=",".join(envelope.rcpt_tos),
+                  feedback=result.event.id, mail_id=result.event.mail_id, size=len(raw))
+        return STORED.format(id=result.event.id)
+
+    async def handle_exception(self, error: Exception) -> str:
+        log.error("feedback_session_error", error=f"{type(error).__name__}: {error}")
+        return TEMPFAIL
+
+
+async def attach_feedback(server: Any) -> None:
+    """Open every `kind: feedback` listener of the config (called from Server.start)."""
+    config = server.config
+    listeners = config.listeners_of("feedback")
+    if not listeners:
+        return
+    handler = FeedbackHandler(server)
+    loop = asyncio.get_running_loop()
+    for listener in listeners:
+        def factory(listener: Any = listener) -> FeedbackSMTP:
+            cfg = server.config
+            return FeedbackSMTP(handler, listener=listener, hostname=cfg.hostname,
+                                max_size=cfg.limits.max_message_size,
+                                timeout=cfg.limits.command_timeout, loop=loop)
+
+        listen = getattr(server, "listen", None)
+        if listen is not None:
+            # Server.listen: the socket the supervisor handed down to this worker, else bound.
+            srv = await listen(listener, factory)
+        else:
+            srv = await loop.create_server(factory, host=listener.address, port=listener.port,
+                                           reuse_address=True)
+        server.feedback_servers = getattr(server, "feedback_servers", []) + [srv]
+        port = srv.sockets[0].getsockname()[1]
+        log.event("listening", kind="feedback", address=listener.address, port=port,
+                  bounce_domains=",".join(_domains(config)) or None)
+
+
+def _domains(config: Any) -> list[str]:
+    from gateway.feedback.intake import bounce_domains
+
+    return bounce_domains(config)
+
+
+def feedback_ports(server: Any) -> list[int]:
+    return [s.sockets[0].getsockname()[1] for s in getattr(server, "feedback_servers", [])
+            if s.sockets]
