@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from gateway.core.registry import discover
 from gateway.engine import Engine
 from gateway.logging import get_logger, setup_logging
 from gateway.store import SqlStore, open_store
+from gateway.supervisor import Supervisor, inherited_fds, listener_key
 from gateway.tlsutil import ensure_self_signed, server_context
 from gateway.transports.relay import Relay
 from gateway.transports.smtp import (
@@ -66,12 +68,36 @@ class Server:
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     extra_tasks: list[Callable[[Server], Awaitable[Any]]] = field(default_factory=list)
 
+    async def listen(self, listener: Any, factory: Callable[[], Any],
+                     ssl: Any = None) -> asyncio.AbstractServer:
+        """A listening server for this listener: on the socket the supervisor handed down when
+        running as a worker, else bound here."""
+        loop = asyncio.get_running_loop()
+        fd = inherited_fds().get(listener_key(self.config, listener))
+        if fd is not None:
+            return await loop.create_server(factory, sock=socket.socket(fileno=fd), ssl=ssl,
+                                            backlog=1024)
+        return await loop.create_server(factory, host=listener.address, port=listener.port,
+                                        ssl=ssl, reuse_address=True, backlog=1024)
+
+    async def listen_streams(self, listener: Any,
+                             handle: Callable[..., Awaitable[None]]) -> asyncio.AbstractServer:
+        """Like `listen`, for stream handlers (asyncio.start_server callbacks)."""
+        fd = inherited_fds().get(listener_key(self.config, listener))
+        if fd is not None:
+            return await asyncio.start_server(handle, sock=socket.socket(fileno=fd), backlog=1024)
+        return await asyncio.start_server(handle, host=listener.address, port=listener.port,
+                                          reuse_address=True, backlog=1024)
+
     async def start(self) -> None:
         config = self.config
         if config.downstream.capture is not None:
             from gateway.transports.capture import start_capture
 
-            capture, self.capture_port = await start_capture(config.path(config.downstream.capture))
+            fd = inherited_fds().get("capture")
+            capture, self.capture_port = await start_capture(
+                config.path(config.downstream.capture),
+                sock=socket.socket(fileno=fd) if fd is not None else None)
             self.servers.append(capture)
             log.event("capture_listening", port=self.capture_port,
                       maildir=str(config.path(config.downstream.capture)))
@@ -91,17 +117,15 @@ class Server:
                     log.warning("tls_self_signed", cert=str(cert), key=str(key))
                 tls_context = server_context(cert, key)
             handler = SubmissionHandler(self.state)
-            state = self.state
 
             def factory(handler: SubmissionHandler = handler, listener: Any = listener,
-                        tls_context: Any = tls_context) -> SubmissionSMTP:
+                        tls_context: Any = tls_context,
+                        state: ListenerState = self.state) -> SubmissionSMTP:
                 return SubmissionSMTP(handler, state=state, listener=listener,
                                       tls_context=tls_context, loop=loop)
 
-            server = await loop.create_server(
-                factory, host=listener.address, port=listener.port,
-                ssl=tls_context if listener.implicit_tls else None, reuse_address=True,
-            )
+            server = await self.listen(listener, factory,
+                                       ssl=tls_context if listener.implicit_tls else None)
             self.servers.append(server)
             port = server.sockets[0].getsockname()[1]
             log.event("listening", kind="submission", address=listener.address, port=port,
@@ -111,6 +135,11 @@ class Server:
         from gateway.http.app import attach_http
 
         await attach_http(self)
+        from gateway.transports.feedback import attach_feedback
+        from gateway.transports.milter import attach_milter
+
+        await attach_feedback(self)
+        await attach_milter(self)
         for task in self.extra_tasks:
             await task(self)
 
@@ -128,7 +157,8 @@ class Server:
         assert self.state is not None
         self.config = config
         self.state.engine = engine
-        self.state.relay = build_relay(config, self.capture_port)
+        old_relay, self.state.relay = self.state.relay, build_relay(config, self.capture_port)
+        asyncio.ensure_future(old_relay.close())
         self.state.max_sessions = config.limits.max_sessions
         setup_logging(config.path(config.logging.file) if config.logging.file else None,
                       config.logging.level, config.logging.max_bytes,
@@ -138,10 +168,13 @@ class Server:
     async def shutdown(self) -> None:
         assert self.state is not None
         self.state.accepting = False
-        for server in self.servers:
+        for server in [*self.servers, *getattr(self, "feedback_servers", [])]:
             server.close()
         for runner in getattr(self, "http_runners", []):
             await runner.cleanup()
+        from gateway.transports.milter import stop_milter
+
+        milter_drained = asyncio.ensure_future(stop_milter(self))
         grace = self.config.limits.shutdown_grace
         log.event("shutdown", phase="draining", in_flight=self.state.in_flight, grace=grace)
         deadline = asyncio.get_running_loop().time() + grace
@@ -155,6 +188,8 @@ class Server:
                     pass
                 session.transport.close()
         await asyncio.sleep(0.05)
+        await milter_drained
+        await self.state.relay.close()
         log.event("shutdown", phase="done", abandoned=self.state.in_flight)
 
     async def run_until_stopped(self) -> None:
@@ -166,7 +201,7 @@ class Server:
         await self.shutdown()
 
 
-def serve(config_path: str | None) -> int:
+def serve(config_path: str | None, workers: int = 1) -> int:
     try:
         config = load_config(config_path)
     except ConfigError as exc:
@@ -175,14 +210,17 @@ def serve(config_path: str | None) -> int:
     setup_logging(config.path(config.logging.file) if config.logging.file else None,
                   config.logging.level, config.logging.max_bytes, config.logging.backup_count)
     try:
-        store = open_store(config.store_url())
+        store = open_store(config.store_url(), cache_ttl=config.store.cache_ttl)
     except Exception as exc:  # noqa: BLE001 - any start failure is reported plainly
         print(f"gateway: cannot open the store: {exc}", file=sys.stderr)
         return 1
-    if config.downstream.capture is not None:
+    worker = bool(inherited_fds())
+    if config.downstream.capture is not None and not worker:
         from gateway.firstrun import first_run
 
         first_run(config, store)
+    if workers > 1:
+        return Supervisor(config_path, config, workers).run()
 
     async def main() -> None:
         server = Server(config_path, config, store)

@@ -10,15 +10,23 @@ from gateway.cli.common import add_parser
 
 def register(sub: Any) -> None:
     p = add_parser(sub, "serve", "run the gateway's listeners")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="worker processes sharing the listeners (default: number of cores)")
     p.set_defaults(func=cmd_serve)
     p = add_parser(sub, "check-config", "validate a config file and the files it names")
     p.set_defaults(func=cmd_check_config)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    import os
+
+    from gateway.cli import CliError
     from gateway.server import serve
 
-    return serve(getattr(args, "config", None))
+    workers = args.workers if args.workers is not None else (os.cpu_count() or 1)
+    if workers < 1:
+        raise CliError("--workers must be at least 1")
+    return serve(getattr(args, "config", None), workers)
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:

@@ -7,10 +7,18 @@ unsubscribe and opt-in pages, where request parsing must be right.
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    generate_latest,
+    multiprocess,
+)
 
 from gateway.logging import get_logger
 
@@ -22,7 +30,7 @@ def make_app(server: Any) -> web.Application:
     app["server"] = server
 
     async def metrics(request: web.Request) -> web.Response:
-        body = await asyncio.to_thread(generate_latest, REGISTRY)
+        body = await asyncio.to_thread(generate_latest, _registry())
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def healthz(request: web.Request) -> web.Response:
@@ -34,6 +42,15 @@ def make_app(server: Any) -> web.Application:
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     return app
+
+
+def _registry() -> Any:
+    """With several workers, the values of all of them (prometheus-client multiprocess mode)."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return REGISTRY
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    return registry
 
 
 async def health_checks(server: Any) -> dict[str, str]:
@@ -61,7 +78,14 @@ async def attach_http(server: Any) -> None:
     for listener in server.config.listeners_of("http"):
         runner = web.AppRunner(make_app(server), access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, listener.address, listener.port)
+        from gateway.supervisor import inherited_fds, listener_key
+
+        fd = inherited_fds().get(listener_key(server.config, listener))
+        site: web.BaseSite
+        if fd is not None:
+            site = web.SockSite(runner, socket.socket(fileno=fd))
+        else:
+            site = web.TCPSite(runner, listener.address, listener.port, reuse_address=True)
         await site.start()
         server.http_runners = getattr(server, "http_runners", []) + [runner]
         log.event("listening", kind="http", address=listener.address, port=listener.port)

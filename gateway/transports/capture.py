@@ -40,14 +40,19 @@ class CaptureHandler:
 
 
 async def start_capture(maildir: Path, host: str = "127.0.0.1", port: int = 0,
-                        hostname: str = "capture.localdomain") -> tuple[Any, int]:
-    """Start the capture server; returns (asyncio server, port)."""
+                        hostname: str = "capture.localdomain",
+                        sock: Any = None) -> tuple[Any, int]:
+    """Start the capture server (on `sock` if given); returns (asyncio server, port)."""
     handler = CaptureHandler(maildir)
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(
-        lambda: SMTPServer(handler, hostname=hostname, data_size_limit=None,
-                           ident="gateway capture MTA"),
-        host=host, port=port,
-    )
+
+    def factory() -> SMTPServer:
+        return SMTPServer(handler, hostname=hostname, data_size_limit=None,
+                          ident="gateway capture MTA")
+
+    if sock is not None:
+        server = await loop.create_server(factory, sock=sock)
+    else:
+        server = await loop.create_server(factory, host=host, port=port)
     bound_port = server.sockets[0].getsockname()[1]
     return server, bound_port

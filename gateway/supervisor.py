@@ -1,0 +1,129 @@
+"""`gateway serve --workers N`: N worker processes sharing the listening sockets.
+
+The supervisor binds every listener once and hands the sockets to its workers (inherited file
+descriptors), so the kernel spreads connections over the workers and a worker that dies loses
+no queued connection: the others keep accepting from the same socket while it is restarted.
+SIGTERM and SIGHUP are forwarded; metrics are aggregated across workers with prometheus-client's
+multiprocess mode (one directory of value files, read by whichever worker serves /metrics).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from gateway.config import Config
+from gateway.logging import get_logger
+
+log = get_logger()
+
+FDS_ENV = "GATEWAY_LISTEN_FDS"
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def inherited_fds() -> dict[str, int]:
+    """In a worker: the sockets the supervisor bound, by key ("listener:N", "capture")."""
+    raw = os.environ.get(FDS_ENV)
+    return {k: int(v) for k, v in json.loads(raw).items()} if raw else {}
+
+
+def listener_key(config: Config, listener: Any) -> str:
+    return f"listener:{next(i for i, x in enumerate(config.listeners) if x is listener)}"
+
+
+def bind(address: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((address, port))
+    sock.listen(1024)
+    sock.set_inheritable(True)
+    return sock
+
+
+class Supervisor:
+    def __init__(self, config_path: str | None, config: Config, workers: int) -> None:
+        self.config_path = config_path
+        self.config = config
+        self.count = workers
+        self.sockets: dict[str, socket.socket] = {}
+        self.workers: dict[int, subprocess.Popen[bytes]] = {}
+        self.stopping = False
+        self.metrics_dir = Path(tempfile.mkdtemp(prefix="gateway-metrics-"))
+
+    def bind_all(self) -> None:
+        for index, listener in enumerate(self.config.listeners):
+            self.sockets[f"listener:{index}"] = bind(listener.address, listener.port)
+        if self.config.downstream.capture is not None:
+            self.sockets["capture"] = bind("127.0.0.1", 0)
+
+    def spawn(self, slot: int) -> None:
+        env = {**os.environ, MULTIPROC_ENV: str(self.metrics_dir),
+               FDS_ENV: json.dumps({k: s.fileno() for k, s in self.sockets.items()}),
+               "GATEWAY_WORKER": str(slot)}
+        cmd = [sys.executable, "-m", "gateway", "serve", "--workers", "1"]
+        if self.config_path:
+            cmd += ["-c", str(self.config_path)]
+        proc = subprocess.Popen(cmd, env=env, pass_fds=[s.fileno() for s in self.sockets.values()])
+        self.workers[slot] = proc
+        log.event("worker", action="started", slot=slot, pid=proc.pid)
+
+    def forward(self, signum: int) -> None:
+        for proc in self.workers.values():
+            if proc.poll() is None:
+                proc.send_signal(signum)
+
+    def run(self) -> int:
+        self.bind_all()
+        for slot in range(self.count):
+            self.spawn(slot)
+
+        def on_stop(signum: int, frame: Any) -> None:
+            self.stopping = True
+            self.forward(signal.SIGTERM)
+
+        signal.signal(signal.SIGTERM, on_stop)
+        signal.signal(signal.SIGINT, on_stop)
+        signal.signal(signal.SIGHUP, lambda signum, frame: self.forward(signal.SIGHUP))
+        restarts: list[float] = []
+        try:
+            while True:
+                time.sleep(0.2)
+                for slot, proc in list(self.workers.items()):
+                    code = proc.poll()
+                    if code is None:
+                        continue
+                    self._mark_dead(proc.pid)
+                    if self.stopping:
+                        del self.workers[slot]
+                        continue
+                    log.error("worker", action="died", slot=slot, pid=proc.pid, exit_code=code)
+                    now = time.monotonic()
+                    restarts = [t for t in restarts if now - t < 60] + [now]
+                    if len(restarts) > 10 * self.count:
+                        log.error("worker", action="giving-up", reason="restarting in a loop")
+                        self.stopping = True
+                        self.forward(signal.SIGTERM)
+                        continue
+                    self.spawn(slot)
+                if self.stopping and not self.workers:
+                    return 0
+        finally:
+            for sock in self.sockets.values():
+                sock.close()
+            shutil.rmtree(self.metrics_dir, ignore_errors=True)
+
+    def _mark_dead(self, pid: int) -> None:
+        from prometheus_client import multiprocess
+
+        os.environ.setdefault(MULTIPROC_ENV, str(self.metrics_dir))
+        multiprocess.mark_process_dead(pid, str(self.metrics_dir))
