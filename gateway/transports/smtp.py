@@ -27,8 +27,10 @@ from gateway.engine import Engine, new_session_id
 from gateway.logging import get_logger
 from gateway.store import StoreUnavailable
 from gateway.store.passwords import verify_password
+from gateway.transports import fastinit
 from gateway.transports.dataread import DataAccumulator
 
+fastinit.install()
 log = get_logger()
 _DATA_CHUNK = 256 * 1024
 
