@@ -136,6 +136,8 @@ class Engine:
             if d.error:
                 metrics.POLICY_ERRORS.labels(d.policy).inc()
             refused = d.verdict.action is not Action.CONTINUE
+            if not refused and not d.error:
+                continue  # passes are summed up on the message line (policies=...)
             self.log.event(
                 "policy", session=txn.session.id, mail_id=txn.mail_id, phase=phase.value,
                 policy=d.policy, mode=d.mode,

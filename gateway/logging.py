@@ -9,13 +9,14 @@ from __future__ import annotations
 import logging
 import logging.handlers
 import os
+import re
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 LOGGER_NAME = "gateway"
-_SAFE = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:/@+<>=,[]")
+_SAFE = re.compile(r"[A-Za-z0-9\-_.:/@+<>=,\[\]]+")
 
 
 def _quote(value: Any) -> str:
@@ -25,7 +26,7 @@ def _quote(value: Any) -> str:
         text = f"{value:.6f}".rstrip("0").rstrip(".")
     else:
         text = str(value)
-    if text and all(c in _SAFE for c in text):
+    if _SAFE.fullmatch(text):
         return text
     escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace(
         "\r", "\\r")
@@ -70,10 +71,20 @@ def parse_logfmt(line: str) -> dict[str, str]:
 
 
 class LogfmtFormatter(logging.Formatter):
+    _second = -1
+    _second_text = ""
+
+    def _timestamp(self, created: float) -> str:
+        # strftime once per second, not once per line.
+        second = int(created)
+        if second != self._second:
+            self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = second
+        return f"{self._second_text}.{int((created - second) * 1000):03d}Z"
+
     def format(self, record: logging.LogRecord) -> str:
         fields: dict[str, Any] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
+            "ts": self._timestamp(record.created),
             "level": record.levelname.lower(),
             "event": getattr(record, "event", None) or "log",
         }
