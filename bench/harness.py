@@ -41,8 +41,10 @@ from bench.newsletter import IMPRINT, newsletter  # noqa: E402
 
 SMTP_SOURCE = shutil.which("smtp-source", path="/usr/sbin:/usr/bin") or "smtp-source"
 SMTP_SINK = shutil.which("smtp-sink", path="/usr/sbin:/usr/bin") or "smtp-sink"
-ALL_POLICIES = ["customer-active", "role-address", "sender-identity", "unsubscribe", "imprint",
-                "campaign-confirmed", "message-format"]
+# Every built-in policy, in the example config's order; consent needs per-recipient records,
+# so the bench customer's recipient gets one (prepare_store) when the policy exists.
+ALL_POLICIES = ["customer-active", "sender-identity", "role-address", "suppression", "consent",
+                "message-format", "campaign-confirmed", "unsubscribe", "imprint"]
 
 
 def free_port() -> int:

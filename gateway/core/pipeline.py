@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -106,38 +107,97 @@ class Pipeline:
 
     async def run(self, phase: Phase, txn: Transaction, ctx: PolicyContext) -> PhaseResult:
         ctx.phase = phase
-        decisions: list[Decision] = []
+        steps = self._by_phase[phase]
+        stop_at_first = phase is not Phase.DATA
+        if steps and not any(_is_async(s.policy) for s in steps):
+            # One hop to a worker thread for the whole phase, not one per policy: the hop
+            # (and the loop wake-up after it) costs more than most checks.
+            decisions = await self._run_batch(steps, txn, ctx, stop_at_first)
+        else:
+            decisions = []
+            for step in steps:
+                decisions.append(await self._run_step(step, txn, ctx))
+                if stop_at_first and decisions[-1].effective is not Action.CONTINUE:
+                    break
         final: Verdict = Verdict.ok()
-        for step in self._by_phase[phase]:
-            decision = await self._run_step(step, txn, ctx)
-            decisions.append(decision)
+        for decision in decisions:
             if decision.effective is Action.CONTINUE:
                 continue
-            if phase is not Phase.DATA:
+            if stop_at_first:
                 final = decision.verdict
                 break
             if decision.effective > final.action:
                 final = decision.verdict
         return PhaseResult(final, decisions)
 
+    async def _run_batch(self, steps: list[Step], txn: Transaction, ctx: PolicyContext,
+                         stop_at_first: bool) -> list[Decision]:
+        """Run sync checks one after the other in one worker thread. A check that overruns its
+        own timeout yields its on_error once it returns; one that never returns is given up
+        when the phase's total budget is spent (the thread is left to finish on its own)."""
+        done: list[Decision] = []
+        abandoned = threading.Event()
+
+        def work() -> None:
+            for step in steps:
+                if abandoned.is_set():
+                    return
+                started = time.perf_counter()
+                try:
+                    verdict = step.policy.check(txn, ctx)
+                    if not isinstance(verdict, Verdict):
+                        raise TypeError(f"policy {step.policy.name} returned "
+                                        f"{type(verdict).__name__}, not Verdict")
+                    error = None
+                except Exception as exc:  # noqa: BLE001 - a crashing policy must not pass
+                    verdict, error = None, f"crashed: {type(exc).__name__}: {exc}"
+                seconds = time.perf_counter() - started
+                if error is None and seconds > step.timeout:
+                    verdict, error = None, f"timed out after {step.timeout:g}s"
+                decision = _decision(step, verdict, error, seconds)
+                if abandoned.is_set():
+                    return
+                done.append(decision)
+                if stop_at_first and decision.effective is not Action.CONTINUE:
+                    return
+
+        budget = sum(step.timeout for step in steps)
+        try:
+            await asyncio.wait_for(asyncio.to_thread(work), budget)
+        except TimeoutError:
+            abandoned.set()
+            hung = steps[len(done)]
+            done.append(_decision(hung, None, f"timed out after {hung.timeout:g}s",
+                                  hung.timeout))
+        return done
+
     async def _run_step(self, step: Step, txn: Transaction, ctx: PolicyContext) -> Decision:
         name = step.policy.name
         started = time.perf_counter()
-        error = False
+        error = None
+        verdict: Verdict | None = None
         try:
             verdict = await asyncio.wait_for(_call(step.policy, txn, ctx), step.timeout)
             if not isinstance(verdict, Verdict):
                 raise TypeError(f"policy {name} returned {type(verdict).__name__}, not Verdict")
         except TimeoutError:
-            error = True
-            verdict = _error_verdict(step, f"timed out after {step.timeout:g}s")
+            error = f"timed out after {step.timeout:g}s"
         except Exception as exc:  # noqa: BLE001 - a crashing policy must not take the session
-            error = True
-            verdict = _error_verdict(step, f"crashed: {type(exc).__name__}: {exc}")
-        seconds = time.perf_counter() - started
-        verdict = Verdict(verdict.action, verdict.reply, verdict.reason, name, verdict.mutations)
-        effective = verdict.action if step.mode == "enforce" else Action.CONTINUE
-        return Decision(name, step.mode, verdict, effective, seconds, error)
+            error = f"crashed: {type(exc).__name__}: {exc}"
+        return _decision(step, verdict, error, time.perf_counter() - started)
+
+
+def _decision(step: Step, verdict: Verdict | None, error: str | None, seconds: float) -> Decision:
+    if error is not None or verdict is None:
+        verdict = _error_verdict(step, error or "no verdict")
+    verdict = Verdict(verdict.action, verdict.reply, verdict.reason, step.policy.name,
+                      verdict.mutations)
+    effective = verdict.action if step.mode == "enforce" else Action.CONTINUE
+    return Decision(step.policy.name, step.mode, verdict, effective, seconds, error is not None)
+
+
+def _is_async(policy: Policy) -> bool:
+    return inspect.iscoroutinefunction(policy.check)
 
 
 async def _call(policy: Policy, txn: Transaction, ctx: PolicyContext) -> Verdict:
