@@ -235,3 +235,49 @@ def test_data_reports_every_refusal_and_the_customer_sees_the_strictest(env: Env
     }
     assert str(outcome.reply) == (
         "550 5.7.1 No visible unsubscribe link found in the HTML part (unsubscribe)")
+
+
+class BlockingSync(Policy):
+    """A plain (thread-run) check that hangs, like a store call that never returns."""
+
+    name = "test-blocking"
+    phases = (Phase.DATA,)
+    description = "blocks its worker thread"
+    seconds = 2.0
+
+    def check(self, txn: Transaction, ctx: PolicyContext) -> Verdict:
+        import time
+
+        time.sleep(self.seconds)
+        return Verdict.ok("too late")
+
+
+def batch_pipeline(*entries: dict[str, Any]) -> Pipeline:
+    registry = discover(extra=[BlockingSync, Counting])
+    return Pipeline.from_config([PolicyEntry(**e) for e in entries], registry)
+
+
+def test_a_hanging_sync_check_gives_its_on_error_within_the_phase_budget(env: Env) -> None:
+    import time
+
+    pipe = batch_pipeline({"name": "test-counting", "timeout": 0.05},
+                          {"name": "test-blocking", "timeout": 0.1})
+    started = time.monotonic()
+    result = run(env, pipe, Phase.DATA, fixture("reference_newsletter.eml"))
+    assert time.monotonic() - started < 1.0
+    assert result.verdict.reply == POLICY_ERROR and not result.passed
+    assert [(d.policy, d.error) for d in result.decisions] == [
+        ("test-counting", False), ("test-blocking", True)]
+
+
+def test_a_sync_check_over_its_own_timeout_never_passes(env: Env) -> None:
+    BlockingSync.seconds = 0.2
+    try:
+        pipe = batch_pipeline({"name": "test-blocking", "timeout": 0.1},
+                              {"name": "test-counting", "timeout": 5})
+        result = run(env, pipe, Phase.DATA, fixture("reference_newsletter.eml"))
+    finally:
+        BlockingSync.seconds = 2.0
+    blocking, counting = result.decisions
+    assert blocking.error and "timed out" in blocking.verdict.reason
+    assert not counting.error and result.verdict.reply == POLICY_ERROR
