@@ -26,8 +26,8 @@ def run_cli(*args: str, stdin: str | None = None, cwd: Path | None = None):
                           timeout=60, cwd=cwd)
 
 
-def start_serve(config_path: Path) -> subprocess.Popen[str]:
-    proc = subprocess.Popen([*GATEWAY, "serve", "-c", str(config_path)],
+def start_serve(config_path: Path, workers: int = 1) -> subprocess.Popen[str]:
+    proc = subprocess.Popen([*GATEWAY, "serve", "-c", str(config_path), "--workers", str(workers)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     port = yaml.safe_load(config_path.read_text())["listeners"][0]["port"]
     deadline = time.monotonic() + 20
@@ -204,7 +204,8 @@ def test_first_run_then_swaks_lands_the_demo_mail_in_the_outbox(tmp_path):
     config["listeners"][1]["port"] = http_port
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
-    proc = start_serve(path)
+    # As the README runs it: the default worker count (2 here), capture MTA in every worker.
+    proc = start_serve(path, workers=2)
     try:
         deadline = time.monotonic() + 10
         while not (tmp_path / "var/demo-message.eml").exists() and time.monotonic() < deadline:
