@@ -123,9 +123,9 @@ def setup_logging(file: Path | None, level: str = "info", max_bytes: int = 0,
     max_bytes 0, is reopened when logrotate moves it away (WatchedFileHandler): either way no
     line is lost or written into a file that was already rotated."""
     logger = logging.getLogger(LOGGER_NAME)
-    for handler in list(logger.handlers):
-        logger.removeHandler(handler)
-        handler.close()
+    for old in list(logger.handlers):
+        logger.removeHandler(old)
+        old.close()
     handler: logging.Handler
     if file is None:
         handler = logging.StreamHandler(sys.stdout)

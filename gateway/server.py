@@ -63,13 +63,13 @@ class Server:
     config: Config
     store: SqlStore
     state: ListenerState | None = None
-    servers: list[asyncio.AbstractServer] = field(default_factory=list)
+    servers: list[asyncio.Server] = field(default_factory=list)
     capture_port: int | None = None
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     extra_tasks: list[Callable[[Server], Awaitable[Any]]] = field(default_factory=list)
 
     async def listen(self, listener: Any, factory: Callable[[], Any],
-                     ssl: Any = None) -> asyncio.AbstractServer:
+                     ssl: Any = None) -> asyncio.Server:
         """A listening server for this listener: on the socket the supervisor handed down when
         running as a worker, else bound here."""
         loop = asyncio.get_running_loop()
@@ -81,7 +81,7 @@ class Server:
                                         ssl=ssl, reuse_address=True, backlog=1024)
 
     async def listen_streams(self, listener: Any,
-                             handle: Callable[..., Awaitable[None]]) -> asyncio.AbstractServer:
+                             handle: Callable[..., Awaitable[None]]) -> asyncio.Server:
         """Like `listen`, for stream handlers (asyncio.start_server callbacks)."""
         fd = inherited_fds().get(listener_key(self.config, listener))
         if fd is not None:

@@ -86,7 +86,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     c = store.require_customer(args.name)
     domains = store.list_domains(c.id)
     campaigns = store.list_campaigns(c.id)
-    info = {
+    info: dict[str, Any] = {
         "name": c.name, "id": c.id, "status": c.status, "status_reason": c.status_reason,
         "password": "set" if c.password_hash else "not set", "imprint": c.imprint or {},
         "unsubscribe_prefix": c.unsubscribe_prefix, "managed_unsubscribe": c.managed_unsubscribe,

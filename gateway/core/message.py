@@ -30,8 +30,8 @@ def header_fields(header_block: bytes) -> list[tuple[str, bytes]]:
             name, raw = fields[-1]
             fields[-1] = (name, raw + line)
             continue
-        name, sep, _ = line.partition(b":")
-        key = name.strip().decode("ascii", "replace").lower() if sep else ""
+        raw_name, sep, _ = line.partition(b":")
+        key = raw_name.strip().decode("ascii", "replace").lower() if sep else ""
         fields.append((key, line))
     return fields
 

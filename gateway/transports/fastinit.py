@@ -61,5 +61,5 @@ def _cached_dir(obj: Any) -> list[str]:
 def install() -> None:
     import aiosmtpd.smtp as aiosmtpd_smtp
 
-    aiosmtpd_smtp.inspect = _CachedInspect()  # type: ignore[attr-defined]
+    aiosmtpd_smtp.inspect = _CachedInspect()  # type: ignore[assignment]
     aiosmtpd_smtp.dir = _cached_dir  # type: ignore[attr-defined]

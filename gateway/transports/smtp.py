@@ -117,7 +117,7 @@ class SubmissionSMTP(AioSMTP):
             timeout=limits.command_timeout,
             # Implicit TLS encrypts the whole connection, so AUTH is safe from the first byte.
             auth_require_tls=not (listener.trusted_local or listener.implicit_tls),
-            authenticator=handler.authenticate,
+            authenticator=handler.authenticate,  # type: ignore[arg-type]
             auth_exclude_mechanism=[],
             **kwargs,
         )
@@ -127,10 +127,12 @@ class SubmissionSMTP(AioSMTP):
         super().connection_made(transport)
         if not first:
             return  # STARTTLS re-enters here with the TLS transport
+        assert self.session is not None and self._handler_coroutine is not None
         peer = transport.get_extra_info("peername")
         self.peer_ip = peer[0] if peer else ""
         if self.listener.implicit_tls:
-            self.session.ssl = transport.get_extra_info("ssl_object") is not None
+            ssl_object = transport.get_extra_info("ssl_object")
+            self.session.ssl = {"ssl_object": ssl_object} if ssl_object is not None else None
         if not self.state.accepting or len(self.state.sessions) >= self.state.max_sessions:
             reply = replies.SHUTTING_DOWN if not self.state.accepting else replies.TOO_MANY_SESSIONS
             transport.write(f"{reply}\r\n".encode())
@@ -162,6 +164,7 @@ class SubmissionSMTP(AioSMTP):
             ip = ipaddress.ip_address(self.peer_ip)
         except ValueError:
             return
+        assert self.session is not None
         for net, customer_name in networks.items():
             if ip in ipaddress.ip_network(net, strict=False):
                 try:
@@ -185,13 +188,14 @@ class SubmissionSMTP(AioSMTP):
         if wait:
             await asyncio.sleep(wait)
         await super().smtp_AUTH(arg)
-        if self.session.authenticated:
+        if self.session is not None and self.session.authenticated:
             self.state.throttle.succeeded(self.peer_ip)
 
     async def smtp_DATA(self, arg: str) -> None:
         # Same checks and replies as aiosmtpd's smtp_DATA; the message is read in chunks.
         if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
             return
+        assert self.envelope is not None and self.transport is not None
         if not self.envelope.rcpt_tos:
             await self.push("503 5.5.1 Error: need RCPT command")
             return
@@ -204,7 +208,8 @@ class SubmissionSMTP(AioSMTP):
         while not acc.done:
             chunk = await self._reader.read(_DATA_CHUNK)
             if not chunk:  # the client went away mid-DATA: nothing to answer
-                self.transport.close()
+                if self.transport is not None:
+                    self.transport.close()
                 return
             acc.feed(chunk)
         if acc.leftover:
