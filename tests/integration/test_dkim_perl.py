@@ -14,18 +14,10 @@ same message passes, which is exactly the fallback RFC 8463 relies on for dual s
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-import dns.flags
-import dns.message
-import dns.rcode
-import dns.rdataclass
-import dns.rdatatype
-import dns.rdtypes.ANY.TXT
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
@@ -37,6 +29,7 @@ from gateway.dkim import (
     dns_txt_name,
     txt_record,
 )
+from tests.support.dnsstub import DnsStub
 
 PERL_VERIFIER = r"""
 use strict;
@@ -66,55 +59,6 @@ foreach my $sig ($dkim->signatures) {
 """
 
 ED25519_IN_PERL = "use Mail::DKIM::Algorithm::ed25519_sha256; print 'yes';"
-
-
-class DnsStub:
-    """Answers TXT queries for a fixed table on 127.0.0.1 (UDP); NXDOMAIN for everything else."""
-
-    def __init__(self, records: dict[str, str]) -> None:
-        self.records = {name.lower().rstrip("."): value for name, value in records.items()}
-        self.queries: list[str] = []
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-
-    def __enter__(self) -> DnsStub:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self.sock.close()
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                data, peer = self.sock.recvfrom(4096)
-            except TimeoutError:
-                continue
-            self.sock.sendto(self._answer(dns.message.from_wire(data)).to_wire(), peer)
-
-    def _answer(self, query: dns.message.Message) -> dns.message.Message:
-        response = dns.message.make_response(query)
-        response.flags |= dns.flags.AA
-        question = query.question[0]
-        name = question.name.to_text().rstrip(".").lower()
-        self.queries.append(name)
-        value = self.records.get(name)
-        if question.rdtype != dns.rdatatype.TXT or value is None:
-            response.set_rcode(dns.rcode.NXDOMAIN)
-            return response
-        # Real DKIM records are longer than one 255-byte TXT string: split like a zone would.
-        strings = [value[i:i + 255].encode() for i in range(0, len(value), 255)]
-        rdata = dns.rdtypes.ANY.TXT.TXT(dns.rdataclass.IN, dns.rdatatype.TXT, strings)
-        rrset = response.find_rrset(response.answer, question.name, dns.rdataclass.IN,
-                                    dns.rdatatype.TXT, create=True)
-        rrset.add(rdata, ttl=60)
-        return response
 
 
 def newsletter() -> bytes:

@@ -20,8 +20,12 @@ import dns.rdtypes.ANY.TXT
 class DnsStub:
     """Answers TXT queries for a fixed table on 127.0.0.1 (UDP); NXDOMAIN for everything else."""
 
-    def __init__(self, records: dict[str, str] | None = None) -> None:
+    def __init__(self, records: dict[str, str | list[str]] | None = None,
+                 silent: tuple[str, ...] = ()) -> None:
+        # name -> one TXT value, or several TXT records; names in `silent` get no answer at
+        # all (a timeout for the client).
         self.records = {name.lower().rstrip("."): value for name, value in (records or {}).items()}
+        self.silent = {name.lower().rstrip(".") for name in silent}
         self.queries: list[str] = []
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind(("127.0.0.1", 0))
@@ -45,7 +49,10 @@ class DnsStub:
                 data, peer = self.sock.recvfrom(4096)
             except TimeoutError:
                 continue
-            self.sock.sendto(self._answer(dns.message.from_wire(data)).to_wire(), peer)
+            query = dns.message.from_wire(data)
+            if query.question[0].name.to_text().rstrip(".").lower() in self.silent:
+                continue
+            self.sock.sendto(self._answer(query).to_wire(), peer)
 
     def _answer(self, query: dns.message.Message) -> dns.message.Message:
         response = dns.message.make_response(query)
@@ -57,12 +64,13 @@ class DnsStub:
         if question.rdtype != dns.rdatatype.TXT or value is None:
             response.set_rcode(dns.rcode.NXDOMAIN)
             return response
-        # Real DKIM records are longer than one 255-byte TXT string: split like a zone would.
-        strings = [value[i:i + 255].encode() for i in range(0, len(value), 255)]
-        rdata = dns.rdtypes.ANY.TXT.TXT(dns.rdataclass.IN, dns.rdatatype.TXT, strings)
         rrset = response.find_rrset(response.answer, question.name, dns.rdataclass.IN,
                                     dns.rdatatype.TXT, create=True)
-        rrset.add(rdata, ttl=60)
+        for text in [value] if isinstance(value, str) else value:
+            # Real DKIM records are longer than one 255-byte TXT string: split like a zone.
+            strings = [text[i:i + 255].encode() for i in range(0, len(text), 255)]
+            rrset.add(dns.rdtypes.ANY.TXT.TXT(dns.rdataclass.IN, dns.rdatatype.TXT, strings),
+                      ttl=60)
         return response
 
     @property

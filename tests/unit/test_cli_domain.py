@@ -6,9 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
-import threading
 from pathlib import Path
 
 import dns.exception
@@ -22,6 +20,7 @@ import pytest
 from gateway import dnsverify
 from gateway.cli import main
 from gateway.store import open_store
+from tests.support.dnsstub import DnsStub
 
 GATEWAY = "/work/main/.venv/bin/gateway"
 
@@ -81,57 +80,6 @@ class FakeResolver:
         if isinstance(value, type) and issubclass(value, BaseException):
             raise value()
         return value
-
-
-class TinyDns:
-    """A UDP DNS server on 127.0.0.1:<free port>: TXT answers from `records`, NXDOMAIN for
-    unknown names, silence (a timeout for the client) for names in `silent`."""
-
-    def __init__(self, records: dict[str, list[str]], silent: tuple[str, ...] = ()) -> None:
-        self.records = {k.lower(): v for k, v in records.items()}
-        self.silent = set(silent)
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.settimeout(0.1)
-        self.port = self.sock.getsockname()[1]
-        self.queries: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def __enter__(self) -> TinyDns:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(2)
-        self.sock.close()
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                wire, peer = self.sock.recvfrom(4096)
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            query = dns.message.from_wire(wire)
-            question = query.question[0]
-            name = question.name.to_text().rstrip(".").lower()
-            self.queries.append(name)
-            if name in self.silent:
-                continue
-            response = dns.message.make_response(query)
-            if name not in self.records:
-                response.set_rcode(dns.rcode.NXDOMAIN)
-            elif question.rdtype == dns.rdatatype.TXT and self.records[name]:
-                response.answer.append(dns.rrset.from_text(
-                    question.name, 60, "IN", "TXT", *(f'"{v}"' for v in self.records[name])))
-            self.sock.sendto(response.to_wire(), peer)
 
 
 # -- gateway/dnsverify.py -----------------------------------------------------------------------
@@ -205,7 +153,7 @@ def test_resolver_from_env() -> None:
 
 
 def test_verify_token_against_real_dns_server() -> None:
-    with TinyDns({"_gateway-verify.example.com": ["esp-gateway-verification=abc123"]}) as server:
+    with DnsStub({"_gateway-verify.example.com": ["esp-gateway-verification=abc123"]}) as server:
         resolver = dnsverify.resolver_from_env({"GATEWAY_DNS_SERVER": server.address})
         assert dnsverify.verify_domain_token("example.com", "abc123", resolver)[0]
         ok, message = dnsverify.verify_domain_token("example.com", "zzz", resolver)
@@ -308,7 +256,7 @@ def test_verify_against_local_dns_server(cfg: Path, capsys: pytest.CaptureFixtur
     main(["-c", str(cfg), "domain", "add", "acme", "gone.example"])
     token = token_of(cfg, "acme", "acme.example")
     records = {"_gateway-verify.acme.example": [f"esp-gateway-verification={token}"]}
-    with TinyDns(records, silent=("_gateway-verify.silent.example",)) as server:
+    with DnsStub(records, silent=("_gateway-verify.silent.example",)) as server:
         monkeypatch.setenv("GATEWAY_DNS_SERVER", server.address)
         monkeypatch.setenv("GATEWAY_DNS_TIMEOUT", "0.5")
         capsys.readouterr()
@@ -338,7 +286,7 @@ def test_verify_subprocess_against_local_dns_server(cfg: Path) -> None:
     assert add.returncode == 0, add.stderr
     match = re.search(r'IN TXT "(esp-gateway-verification=[0-9a-f]{32})"', add.stdout)
     assert match, add.stdout
-    with TinyDns({"_gateway-verify.acme.example": [match.group(1)]}) as server:
+    with DnsStub({"_gateway-verify.acme.example": [match.group(1)]}) as server:
         env["GATEWAY_DNS_SERVER"] = server.address
         done = subprocess.run([GATEWAY, "-c", str(cfg), "domain", "verify", "acme", "acme.example"],
                               capture_output=True, text=True, env=env, timeout=60)
