@@ -10,6 +10,7 @@ import re
 from collections.abc import Iterable, Sequence
 
 _HEADER_END = re.compile(rb"\r\n\r\n|\n\n")
+_FOLD = re.compile(rb"\r?\n[ \t]")
 _NOT_CR_LF = bytes(c for c in range(256) if c not in b"\r\n")
 
 
@@ -36,18 +37,23 @@ def header_fields(header_block: bytes) -> list[tuple[str, bytes]]:
     return fields
 
 
+def header_map(raw: bytes) -> dict[str, list[str]]:
+    """Every header's values by lower-case name, unfolded and decoded leniently (no RFC 2047
+    decoding), in order."""
+    header_block, _ = split_message(raw)
+    headers: dict[str, list[str]] = {}
+    for field_name, field in header_fields(header_block):
+        if not field_name:
+            continue
+        value = field.split(b":", 1)[1]
+        headers.setdefault(field_name, []).append(
+            _FOLD.sub(b" ", value).strip().decode("utf-8", "replace"))
+    return headers
+
+
 def header_values(raw: bytes, name: str) -> list[str]:
     """All values of a header, unfolded and decoded leniently (no RFC 2047 decoding)."""
-    header_block, _ = split_message(raw)
-    key = name.lower()
-    values: list[str] = []
-    for field_name, field in header_fields(header_block):
-        if field_name == key:
-            value = field.split(b":", 1)[1]
-            values.append(
-                re.sub(rb"\r?\n[ \t]", b" ", value).strip().decode("utf-8", "replace")
-            )
-    return values
+    return header_map(raw).get(name.lower(), [])
 
 
 def remove_headers(raw: bytes, names: Iterable[str]) -> bytes:

@@ -9,7 +9,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.core.message import header_values
+from gateway.core.message import header_map
 
 
 class Phase(enum.StrEnum):
@@ -39,6 +39,7 @@ class Transaction:
     mail_id: str = ""  # the stem before DATA, the final signed ID after
     raw: bytes = b""
     _parsed: email.message.Message | None = field(default=None, repr=False)
+    _headers: dict[str, list[str]] | None = field(default=None, repr=False)
 
     @property
     def customer(self) -> Any:
@@ -53,7 +54,10 @@ class Transaction:
         return self._parsed
 
     def headers(self, name: str) -> list[str]:
-        return header_values(self.raw, name)
+        """All values of a header; the header block is read once per message."""
+        if self._headers is None:
+            self._headers = header_map(self.raw)
+        return self._headers.get(name.lower(), [])
 
     def header(self, name: str) -> str | None:
         values = self.headers(name)
@@ -67,3 +71,4 @@ class Transaction:
     def set_raw(self, raw: bytes) -> None:
         self.raw = raw
         self._parsed = None
+        self._headers = None
