@@ -159,8 +159,11 @@ class SqlStore(FeedbackStoreMixin, ConsentStoreMixin):
         self._cache[key] = (now + self.cache_ttl, value)
         return value
 
-    def execute(self, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        if not statement.lstrip()[:6].upper() == "SELECT":
+    def execute(self, statement: str, params: Sequence[Any] = (), *,
+                invalidate: bool = True) -> list[tuple[Any, ...]]:
+        """Run one statement. Writes clear the read cache unless the caller knows they touch
+        nothing cached (the message ledger, written for every message)."""
+        if invalidate and statement.lstrip()[:6].upper() != "SELECT":
             self._cache.clear()
         with self._cursor() as cur:
             cur.execute(self._sql(statement), tuple(params))
@@ -368,6 +371,7 @@ class SqlStore(FeedbackStoreMixin, ConsentStoreMixin):
             (record.mail_id, record.customer_id, record.campaign, record.mail_from,
              json.dumps(record.recipients), record.created_at, record.result, record.reply,
              record.queue_id, json.dumps(record.verdicts)),
+            invalidate=False,
         )
 
     def get_message(self, mail_id: str) -> MessageRecord | None:
