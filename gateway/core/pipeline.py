@@ -13,7 +13,7 @@ import asyncio
 import inspect
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from pydantic import ValidationError
@@ -110,9 +110,12 @@ class Pipeline:
         steps = self._by_phase[phase]
         stop_at_first = phase is not Phase.DATA
         if steps and not any(_is_async(s.policy) for s in steps):
-            # One hop to a worker thread for the whole phase, not one per policy: the hop
-            # (and the loop wake-up after it) costs more than most checks.
-            decisions = await self._run_batch(steps, txn, ctx, stop_at_first)
+            if any(s.policy.blocking for s in steps):
+                # One hop to a worker thread for the whole phase, not one per policy: the hop
+                # (and the loop wake-up after it) costs more than most checks.
+                decisions = await self._run_batch(steps, txn, ctx, stop_at_first)
+            else:
+                decisions = _run_inline(steps, txn, ctx, stop_at_first)
         else:
             decisions = []
             for step in steps:
@@ -139,27 +142,8 @@ class Pipeline:
         abandoned = threading.Event()
 
         def work() -> None:
-            for step in steps:
-                if abandoned.is_set():
-                    return
-                started = time.perf_counter()
-                try:
-                    verdict = step.policy.check(txn, ctx)
-                    if not isinstance(verdict, Verdict):
-                        raise TypeError(f"policy {step.policy.name} returned "
-                                        f"{type(verdict).__name__}, not Verdict")
-                    error = None
-                except Exception as exc:  # noqa: BLE001 - a crashing policy must not pass
-                    verdict, error = None, f"crashed: {type(exc).__name__}: {exc}"
-                seconds = time.perf_counter() - started
-                if error is None and seconds > step.timeout:
-                    verdict, error = None, f"timed out after {step.timeout:g}s"
-                decision = _decision(step, verdict, error, seconds)
-                if abandoned.is_set():
-                    return
+            for decision in _checks(steps, txn, ctx, stop_at_first, abandoned):
                 done.append(decision)
-                if stop_at_first and decision.effective is not Action.CONTINUE:
-                    return
 
         budget = sum(step.timeout for step in steps)
         try:
@@ -185,6 +169,39 @@ class Pipeline:
         except Exception as exc:  # noqa: BLE001 - a crashing policy must not take the session
             error = f"crashed: {type(exc).__name__}: {exc}"
         return _decision(step, verdict, error, time.perf_counter() - started)
+
+
+def _checks(steps: list[Step], txn: Transaction, ctx: PolicyContext, stop_at_first: bool,
+            abandoned: threading.Event | None = None) -> Iterator[Decision]:
+    """The sync checks of a phase in order, each timed; a crash or an overrun is an error
+    decision (on_error), never a pass."""
+    for step in steps:
+        if abandoned is not None and abandoned.is_set():
+            return
+        started = time.perf_counter()
+        verdict: Verdict | None = None
+        try:
+            verdict = step.policy.check(txn, ctx)  # type: ignore[assignment]
+            if not isinstance(verdict, Verdict):
+                raise TypeError(f"policy {step.policy.name} returned "
+                                f"{type(verdict).__name__}, not Verdict")
+            error = None
+        except Exception as exc:  # noqa: BLE001 - a crashing policy must not pass
+            verdict, error = None, f"crashed: {type(exc).__name__}: {exc}"
+        seconds = time.perf_counter() - started
+        if error is None and seconds > step.timeout:
+            verdict, error = None, f"timed out after {step.timeout:g}s"
+        decision = _decision(step, verdict, error, seconds)
+        if abandoned is not None and abandoned.is_set():
+            return
+        yield decision
+        if stop_at_first and decision.effective is not Action.CONTINUE:
+            return
+
+
+def _run_inline(steps: list[Step], txn: Transaction, ctx: PolicyContext,
+                stop_at_first: bool) -> list[Decision]:
+    return list(_checks(steps, txn, ctx, stop_at_first))
 
 
 def _decision(step: Step, verdict: Verdict | None, error: str | None, seconds: float) -> Decision:

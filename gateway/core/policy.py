@@ -39,6 +39,11 @@ class Policy:
     phases: ClassVar[tuple[Phase, ...]] = ()
     description: ClassVar[str] = ""
     Options: ClassVar[type[BaseModel]] = NoOptions
+    # Whether check() may wait on I/O (a database query, DNS). Such checks run in a worker
+    # thread so a slow database cannot stall every session. A check that only computes, or
+    # only reads what the store caches (store.cached), sets False and runs on the event loop:
+    # with the GIL a thread buys CPU work no parallelism, only a costly hand-over.
+    blocking: bool = True
 
     def __init__(self, options: BaseModel | None = None) -> None:
         self.options = options if options is not None else self.Options()

@@ -108,6 +108,7 @@ class SubmissionSMTP(AioSMTP):
         self.data_timeout = limits.data_timeout
         self.session_id = new_session_id()
         self.busy = False
+        self._pending_reply = b""
         super().__init__(
             handler,
             hostname=state.engine.config.hostname,
@@ -181,7 +182,16 @@ class SubmissionSMTP(AioSMTP):
     async def push(self, status: Any) -> None:
         if isinstance(status, str):
             status = _AIOSMTPD_REPLIES.get(status, status)
-        await super().push(status)
+        line = status.encode("utf-8" if self.enable_SMTPUTF8 else "ascii") \
+            if isinstance(status, str) else status
+        if line[3:4] == b"-":
+            # A continuation line ("250-SIZE ...") is always followed by more: send the whole
+            # multi-line reply in one write instead of one system call per line.
+            self._pending_reply += line + b"\r\n"
+            return
+        if self._pending_reply:
+            line, self._pending_reply = self._pending_reply + line, b""
+        await super().push(line)
 
     async def smtp_AUTH(self, arg: str) -> None:
         wait = self.state.throttle.wait_for(self.peer_ip)

@@ -287,3 +287,31 @@ def test_a_sync_check_over_its_own_timeout_never_passes(env: Env) -> None:
     blocking, counting = result.decisions
     assert blocking.error and "timed out" in blocking.verdict.reason
     assert not counting.error and result.verdict.reply == POLICY_ERROR
+
+
+class NonBlockingCrash(Crashing):
+    name = "test-nonblocking-crash"
+    blocking = False
+
+
+def test_non_blocking_checks_run_on_the_loop_with_the_same_rules(env: Env) -> None:
+    import threading
+
+    seen: list[str] = []
+
+    class Where(Policy):
+        name = "test-where"
+        phases = (Phase.DATA,)
+        description = "records the thread it runs on"
+        blocking = False
+
+        def check(self, txn: Transaction, ctx: PolicyContext) -> Verdict:
+            seen.append(threading.current_thread().name)
+            return Verdict.ok()
+
+    registry = discover(extra=[Where, NonBlockingCrash])
+    pipe = Pipeline.from_config([PolicyEntry(name="test-where"),
+                                 PolicyEntry(name="test-nonblocking-crash")], registry)
+    result = run(env, pipe, Phase.DATA, fixture("reference_newsletter.eml"))
+    assert seen == ["MainThread"]
+    assert result.verdict.reply == POLICY_ERROR and result.decisions[1].error
