@@ -16,6 +16,7 @@ class CustomerActive(Policy):
     name = "customer-active"
     phases = (Phase.MAIL,)
     description = "the authenticated customer is activated and not suspended"
+    blocking = False  # one cached store read (store.cached)
 
     def check(self, txn: Transaction, ctx: PolicyContext) -> Verdict:
         session_customer = txn.customer
