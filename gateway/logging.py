@@ -113,6 +113,20 @@ class EventLogger:
         self.event(event, logging.ERROR, **fields)
 
 
+class ReopeningFileHandler(logging.handlers.WatchedFileHandler):
+    """WatchedFileHandler that looks for a logrotate move at most once a second, not with an
+    os.stat() before every line; lines written in that second go to the moved file, which
+    logrotate keeps (copy-free `create` rotation), so none is lost."""
+
+    _checked = 0.0
+
+    def reopenIfNeeded(self) -> None:  # noqa: N802 - the stdlib's name
+        now = time.monotonic()
+        if now - self._checked >= 1.0:
+            self._checked = now
+            super().reopenIfNeeded()
+
+
 def get_logger() -> EventLogger:
     return EventLogger(logging.getLogger(LOGGER_NAME))
 
@@ -135,7 +149,7 @@ def setup_logging(file: Path | None, level: str = "info", max_bytes: int = 0,
             handler = logging.handlers.RotatingFileHandler(
                 file, maxBytes=max_bytes, backupCount=backup_count, encoding="utf-8")
         else:
-            handler = logging.handlers.WatchedFileHandler(file, encoding="utf-8")
+            handler = ReopeningFileHandler(file, encoding="utf-8")
     handler.setFormatter(LogfmtFormatter())
     logger.addHandler(handler)
     logger.setLevel(getattr(logging, level.upper()))

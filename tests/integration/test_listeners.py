@@ -113,3 +113,19 @@ def test_size_rotation_keeps_every_line(tmp_path):
     assert len(list(tmp_path.glob("gw.log*"))) > 3
     assert sorted(line.split("mail_id=")[1].split()[0] for line in lines) == [
         f"id{i:04d}" for i in range(300)]
+
+
+def test_a_log_file_moved_by_logrotate_is_reopened_and_no_line_is_lost(tmp_path):
+    path = tmp_path / "gw.log"
+    setup_logging(path, "info")
+    log = get_logger()
+    for i in range(5):
+        log.event("relay", mail_id=f"id{i}")
+    path.rename(tmp_path / "gw.log.1")  # what logrotate does
+    time.sleep(1.1)
+    for i in range(5, 10):
+        log.event("relay", mail_id=f"id{i}")
+    logging.getLogger("gateway").handlers[0].flush()
+    old = (tmp_path / "gw.log.1").read_text().splitlines()
+    new = path.read_text().splitlines()
+    assert len(old) + len(new) == 10 and len(new) >= 4
