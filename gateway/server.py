@@ -214,6 +214,11 @@ def serve(config_path: str | None, workers: int = 1) -> int:
     except Exception as exc:  # noqa: BLE001 - any start failure is reported plainly
         print(f"gateway: cannot open the store: {exc}", file=sys.stderr)
         return 1
+    if workers > 1 and config.logging.file is not None and config.logging.max_bytes > 0:
+        print("gateway: logging.max_bytes > 0 (in-process rotation) works with one worker "
+              "only; use 0 and logrotate (systemd/logrotate.conf), or --workers 1",
+              file=sys.stderr)
+        return 2
     worker = bool(inherited_fds())
     if config.downstream.capture is not None and not worker:
         from gateway.firstrun import first_run
