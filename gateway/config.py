@@ -109,7 +109,7 @@ class MailId(_Strict):
 class Dkim(_Strict):
     keys_dir: Path = Path("var/dkim")
     algorithms: list[Literal["rsa-sha256", "ed25519-sha256"]] = Field(
-        default_factory=lambda: ["rsa-sha256"]
+        default_factory=lambda: ["rsa-sha256"]  # type: ignore[arg-type, return-value]
     )
     missing_key: Literal["tempfail", "unsigned"] = "tempfail"
     # Optional second signature with the ESP's own domain.
@@ -121,7 +121,9 @@ class Logging(_Strict):
     format: Literal["logfmt"] = "logfmt"
     file: Path | None = None
     level: Literal["debug", "info", "warning", "error"] = "info"
-    max_bytes: int = Field(default=100 * 1024 * 1024, ge=0)
+    # 0: reopen the file when logrotate moves it (systemd/logrotate.conf); > 0: rotate by size
+    # in-process (one worker only: several workers would rotate under each other).
+    max_bytes: int = Field(default=0, ge=0)
     backup_count: int = Field(default=10, ge=0)
 
 
@@ -163,6 +165,60 @@ class FeedbackIntake(_Strict):
         return self
 
 
+class HttpPages(_Strict):
+    """The recipients' pages and the consent API on the `http` listener (RULES.md "Unsubscribe
+    endpoint", "Double opt-in evidence")."""
+
+    # Base of the links the gateway puts in mail (List-Unsubscribe of managed customers, DOI
+    # confirmation links): the https address under which the http listener is reachable from
+    # the internet (behind a reverse proxy). http:// is accepted for loopback only (local tests).
+    public_url: str | None = None
+    # HMAC keys of the URL tokens: '<key-id> <base64>' lines like the mail ID key file; the
+    # last line signs, every line verifies. Created (0600) with one key on first use.
+    token_key_file: Path = Path("var/http.key")
+    # API keys of the consent API: lines '<customer> <sha256 hex of the key>' (written by
+    # `gateway consent api-key add`). Missing file: the API answers 401 to everyone.
+    api_keys_file: Path = Path("var/api-keys")
+    # Days a DOI confirmation link stays valid (0: forever). Unsubscribe links never expire.
+    confirm_link_days: float = Field(default=30.0, ge=0)
+    default_language: Literal["en", "de"] = "en"
+    # Reverse proxies whose X-Forwarded-For is believed (CIDRs); the IP recorded as evidence
+    # is the first address that is not one of them.
+    trusted_proxies: list[str] = Field(default_factory=list)
+    # The report-abuse form: largest upload, and reports per client IP per hour.
+    max_upload_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
+    report_limit_per_hour: int = Field(default=30, ge=1)
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url_https(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(value)
+        if parts.scheme == "http":
+            host = parts.hostname or ""
+            try:
+                loopback = ipaddress.ip_address(host).is_loopback
+            except ValueError:
+                loopback = host == "localhost"
+            if not loopback:
+                raise ValueError("must be an https:// URL (http:// only on a loopback address)")
+        elif parts.scheme != "https":
+            raise ValueError("must be an https:// URL")
+        if not parts.hostname or parts.query or parts.fragment:
+            raise ValueError("must be a plain base URL like https://gw.esp.example")
+        return value.rstrip("/")
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies_parse(cls, value: list[str]) -> list[str]:
+        for net in value:
+            ipaddress.ip_network(net, strict=False)
+        return value
+
+
 class PolicyEntry(_Strict):
     name: str
     mode: Literal["enforce", "monitor", "off"] = "enforce"
@@ -189,6 +245,7 @@ class Config(_Strict):
     feedback_intake: FeedbackIntake = Field(default_factory=FeedbackIntake)
     dkim: Dkim = Field(default_factory=Dkim)
     logging: Logging = Field(default_factory=Logging)
+    http: HttpPages = Field(default_factory=HttpPages)
     policies: list[PolicyEntry] = Field(default_factory=list)
 
     # Where the file was read from; relative paths are resolved against its directory.

@@ -1,7 +1,9 @@
-"""The HTTP listener: /metrics (Prometheus text format) and /healthz for ops.
+"""The HTTP listener: /metrics (Prometheus text format) and /healthz for ops, the recipients'
+pages (one-click unsubscribe, DOI confirmation, report abuse: gateway.http.pages) and the
+consent API (gateway.http.api).
 
-aiohttp rather than a hand-written HTTP parser: the same listener later serves the
-unsubscribe and opt-in pages, where request parsing must be right.
+aiohttp rather than a hand-written HTTP parser: request parsing must be right on pages the
+whole internet reaches.
 """
 
 from __future__ import annotations
@@ -23,11 +25,24 @@ from prometheus_client import (
 from gateway.logging import get_logger
 
 log = get_logger()
+SERVER = web.AppKey("server", object)
 
 
 def make_app(server: Any) -> web.Application:
-    app = web.Application()
-    app["server"] = server
+    from gateway.http.api import ConsentApi
+    from gateway.http.pages import Pages, error_middleware
+    from gateway.http.tokens import signer_for
+
+    http = server.config.http
+    # The multipart upload of the report page is the largest body; the rest read their own caps.
+    app = web.Application(client_max_size=http.max_upload_bytes + 64 * 1024,
+                          middlewares=[error_middleware])
+    app[SERVER] = server
+    # Created now (0600), as the service user, rather than on the first mail of a managed
+    # customer; a key file that cannot be read stops the start with its path in the message.
+    signer_for(server.config.path(http.token_key_file))
+    Pages(server).mount(app)
+    ConsentApi(server).mount(app)
 
     async def metrics(request: web.Request) -> web.Response:
         body = await asyncio.to_thread(generate_latest, _registry())

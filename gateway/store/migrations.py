@@ -115,6 +115,47 @@ MIGRATIONS: list[list[str]] = [
         "CREATE INDEX suppression_history_address ON suppression_history (address, happened_at)",
         "CREATE INDEX messages_recipients ON messages (lower(recipients))",
     ],
+    # 3: double-opt-in evidence: the current consent state per (customer, address), and every
+    # event that made it (subscribe, confirmation sent, confirm, revoke, import), append-only
+    [
+        """CREATE TABLE consent_records (
+            id {id},
+            customer_id INTEGER NOT NULL REFERENCES customers(id),
+            address TEXT NOT NULL,
+            generation INTEGER NOT NULL DEFAULT 1,
+            source TEXT NOT NULL,
+            list_name TEXT,
+            subscribed_at DOUBLE PRECISION NOT NULL,
+            subscribed_ip TEXT,
+            subscribed_user_agent TEXT,
+            confirmation_sent_at DOUBLE PRECISION,
+            confirmed_at DOUBLE PRECISION,
+            confirmed_ip TEXT,
+            confirmed_user_agent TEXT,
+            revoked_at DOUBLE PRECISION,
+            revoked_reason TEXT,
+            recorded_via TEXT NOT NULL,
+            import_batch TEXT,
+            created_at DOUBLE PRECISION NOT NULL,
+            updated_at DOUBLE PRECISION NOT NULL,
+            UNIQUE (customer_id, address)
+        )""",
+        "CREATE INDEX consent_records_address ON consent_records (address)",
+        """CREATE TABLE consent_events (
+            id {id},
+            customer_id INTEGER NOT NULL,
+            address TEXT NOT NULL,
+            event TEXT NOT NULL,
+            happened_at DOUBLE PRECISION NOT NULL,
+            ip TEXT,
+            user_agent TEXT,
+            source TEXT,
+            via TEXT,
+            detail TEXT,
+            recorded_at DOUBLE PRECISION NOT NULL
+        )""",
+        "CREATE INDEX consent_events_address ON consent_events (customer_id, address, happened_at)",
+    ],
 ]
 
 
