@@ -8,6 +8,7 @@ password printed once on the terminal (never into the log).
 from __future__ import annotations
 
 import secrets
+import string
 import sys
 
 from gateway.config import Config
@@ -67,7 +68,9 @@ def first_run(config: Config, store: SqlStore) -> str | None:
     """Create the demo customer if there is no customer at all; returns its password."""
     if store.list_customers():
         return None
-    password = secrets.token_urlsafe(12)
+    # Letters and digits only: a leading "-" would read as an option to swaks and friends.
+    alphabet = string.ascii_letters + string.digits
+    password = "".join(secrets.choice(alphabet) for _ in range(20))
     store.add_customer(DEMO_CUSTOMER)
     store.set_password_hash(DEMO_CUSTOMER, hash_password(password))
     store.set_imprint(DEMO_CUSTOMER, DEMO_IMPRINT)

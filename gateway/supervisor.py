@@ -50,6 +50,13 @@ def bind(address: str, port: int) -> socket.socket:
     return sock
 
 
+def _terminate_with_parent() -> None:
+    # Workers must not outlive a supervisor that was killed (SIGKILL leaves no time to forward).
+    import ctypes
+
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 class Supervisor:
     def __init__(self, config_path: str | None, config: Config, workers: int) -> None:
         self.config_path = config_path
@@ -73,7 +80,8 @@ class Supervisor:
         cmd = [sys.executable, "-m", "gateway", "serve", "--workers", "1"]
         if self.config_path:
             cmd += ["-c", str(self.config_path)]
-        proc = subprocess.Popen(cmd, env=env, pass_fds=[s.fileno() for s in self.sockets.values()])
+        proc = subprocess.Popen(cmd, env=env, pass_fds=[s.fileno() for s in self.sockets.values()],
+                                preexec_fn=_terminate_with_parent)
         self.workers[slot] = proc
         log.event("worker", action="started", slot=slot, pid=proc.pid)
 

@@ -62,7 +62,9 @@ class PhaseResult:
     def mutations(self) -> list[HeaderMutation]:
         if not self.passed:
             return []
-        return [m for d in self.decisions if d.verdict.passed for m in d.verdict.mutations]
+        # Effective, not found: a monitored policy that would reject still gets its headers in.
+        return [m for d in self.decisions if d.effective is Action.CONTINUE and not d.error
+                for m in d.verdict.mutations]
 
 
 class Pipeline:

@@ -418,6 +418,10 @@ def test_the_same_eml_gets_the_same_decision_through_proxy_and_milter(milter_gat
     gw.store.set_imprint("acme", IMPRINT)
     gw.store.set_unsubscribe("acme", UNSUBSCRIBE_PREFIX)
     gw.store.confirm_campaign("acme", "spring-2026", by="test")
+    acme = gw.store.get_customer("acme")
+    gw.store.consent_subscribe(acme.id, "kunde@example.org", source="https://shop.example/form",
+                               at=time.time() - 60, ip="192.0.2.1")
+    gw.store.consent_confirm(acme.id, "kunde@example.org", at=time.time() - 30, ip="192.0.2.2")
     decisions = {}
     for path in _corpus():
         message = crlf(path.read_bytes())
