@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import re
+import weakref
 from collections.abc import Sequence
+from email.message import Message
 
-from gateway.mime.parts import TextPart
+from gateway.core.transaction import Transaction
+from gateway.mime.parts import TextPart, body_alternatives
 
 _UNPRINTABLE = re.compile(r"[^\x21-\x7e]")
 
@@ -34,3 +37,19 @@ def join_parts(names: Sequence[str]) -> str:
 def clip(text: str, limit: int = 400) -> str:
     """Keep a client text within one SMTP reply line (512 octets with code and policy name)."""
     return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
+
+
+# Decoded body parts per parsed message, shared by the policies that read the body
+# (unsubscribe, imprint) instead of decoding every part once per policy. Keyed on the
+# parsed message object, weakly: Transaction parses anew when its bytes change, and
+# policies never modify the parsed message.
+_BODY_PARTS: weakref.WeakKeyDictionary[Message, tuple[TextPart, ...]] = weakref.WeakKeyDictionary()
+
+
+def body_parts(txn: Transaction) -> list[TextPart]:
+    """``body_alternatives(txn.message)``, decoded once per message."""
+    message = txn.message
+    parts = _BODY_PARTS.get(message)
+    if parts is None:
+        parts = _BODY_PARTS[message] = tuple(body_alternatives(message))
+    return list(parts)
