@@ -208,6 +208,13 @@ def prepare_store(config_path: Path) -> None:
     store.mark_domain_verified(domain.customer_id, "customer.example", "bench")
     store.confirm_campaign("bench", "bench-2026", "bench")
     store.set_customer_status("bench", "active")
+    if hasattr(store, "consent_subscribe"):
+        # The consent policy needs confirmed double opt-in evidence for the bench recipients.
+        now = time.time()
+        for address in ("reader@recipients.example", "probe@recipients.example"):
+            store.consent_subscribe(domain.customer_id, address, source="bench", at=now - 60,
+                                    ip="192.0.2.1")
+            store.consent_confirm(domain.customer_id, address, at=now - 30, ip="192.0.2.1")
     keygen("customer.example", "bench", "rsa-sha256", config.path(config.dkim.keys_dir))
 
 
