@@ -11,7 +11,6 @@ from collections.abc import Iterable, Sequence
 
 _HEADER_END = re.compile(rb"\r\n\r\n|\n\n")
 _FOLD = re.compile(rb"\r?\n[ \t]")
-_NOT_CR_LF = bytes(c for c in range(256) if c not in b"\r\n")
 
 
 def split_message(raw: bytes) -> tuple[bytes, bytes]:
@@ -75,10 +74,11 @@ def prepend_headers(raw: bytes, headers: Sequence[tuple[str, str]]) -> bytes:
 
 
 def crlf_only(data: bytes) -> bool:
-    """No bare CR or LF. Keeping only the CR and LF bytes (one C pass) and comparing with
-    CRLF repeated is ~50x cheaper than a regex over a 20 KB message."""
-    line_ends = data.translate(None, _NOT_CR_LF)
-    return line_ends == b"\r\n" * (len(line_ends) // 2)
+    """No bare CR or LF: every CR and every LF is part of a CRLF exactly when the three counts
+    are equal (a CR starts at most one CRLF, an LF ends at most one). Three C-speed counts,
+    ~50x cheaper than a regex over a 20 KB message."""
+    pairs = data.count(b"\r\n")
+    return data.count(b"\r") == pairs and data.count(b"\n") == pairs
 
 
 def has_bare_line_ending(raw: bytes) -> bool:
