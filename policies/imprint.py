@@ -8,8 +8,7 @@ from gateway.core.transaction import Phase, Transaction
 from gateway.core.verdict import Verdict
 from gateway.mime.html import visible_text
 from gateway.mime.imprint import Imprint, incomplete_imprint, missing_imprint_fields
-from gateway.mime.parts import body_alternatives
-from policies._text import clip, join_parts, part_name
+from policies._text import body_parts, clip, join_parts, part_name
 
 
 class ImprintPolicy(Policy):
@@ -34,7 +33,7 @@ class ImprintPolicy(Policy):
         if imprint is None or gaps:
             return Verdict.reject("The imprint registered for your account is incomplete; ask support "
                                   "to complete it", f"imprint record of {customer.name}: {gaps}")
-        parts = body_alternatives(txn.message)
+        parts = body_parts(txn)
         if not parts:
             return Verdict.reject("Message has no text or HTML body; the imprint must be in the "
                                   "visible body", "no body alternatives")

@@ -22,7 +22,12 @@ class MessageFormat(Policy):
 
     def check(self, txn: Transaction, ctx: PolicyContext) -> Verdict:
         raw = txn.raw
-        bare = _BARE.search(raw)
+        lines = raw.split(b"\r\n")
+        # Every CR and every LF is part of a CRLF exactly when there are as many of each
+        # as CRLFs (len(lines) - 1): three C-speed scans instead of a regex over every
+        # octet. Only a refused message needs the regex, to say where.
+        crlfs = len(lines) - 1
+        bare = None if raw.count(b"\r") == raw.count(b"\n") == crlfs else _BARE.search(raw)
         if bare is not None:
             kind = "LF" if bare.group() == b"\n" else "CR"
             return Verdict.reject(
@@ -39,11 +44,13 @@ class MessageFormat(Policy):
             count = len(txn.headers(name))
             if count > 1:
                 problems.append(f"{count} {name} headers; at most one is allowed")
-        for number, line in enumerate(raw.split(b"\r\n"), start=1):
-            if len(line) > MAX_LINE:
-                problems.append(f"line {number} is {len(line)} octets long; "
-                                f"lines may have at most {MAX_LINE} octets")
-                break
+        # max(map(len, ...)) runs in C; only a too long line needs the loop for its number.
+        if max(map(len, lines)) > MAX_LINE:
+            for number, line in enumerate(lines, start=1):
+                if len(line) > MAX_LINE:
+                    problems.append(f"line {number} is {len(line)} octets long; "
+                                    f"lines may have at most {MAX_LINE} octets")
+                    break
         if problems:
             return Verdict.reject("Message format: " + "; ".join(problems),
                                   "RFC 5322 format: " + "; ".join(problems), enhanced="5.6.0")

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import codecs
+import functools
 import re
 import unicodedata
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 from gateway.mime.html import LinkSpan, render
@@ -71,20 +75,29 @@ _CLOSERS = {")": "(", "]": "[", "}": "{", ">": "<"}
 
 _ACCENTED = "áàâäãåąéèêëěęíìîïóòôöõøúùûüůýÿçćčñńřšśžźżďťľĺ"
 _MAX_WORD_LEN = 60
+# Decomposed input (e + U+0301) carries its accent as a combining mark.
+_MARKS = "[\u0300-\u036f]"
 
 
-def _letter_class(base: str) -> str:
+def _variants(base: str) -> list[str]:
     # Every accented letter whose decomposition starts with ``base``, so
     # "desinscrire" and "désinscrire" both match, without touching offsets.
     variants = {base}
     for ch in _ACCENTED:
         if unicodedata.normalize("NFD", ch)[0] == base:
             variants.add(ch)
-    # Decomposed input (e + U+0301) carries its accent as a combining mark.
-    marks = "[\u0300-\u036f]*"
+    return sorted(variants)
+
+
+def _letter_set(base: str) -> str:
+    variants = _variants(base)
     if len(variants) == 1:
-        return re.escape(base) + marks
-    return "[" + "".join(sorted(variants)) + "]" + marks
+        return re.escape(base)
+    return "[" + "".join(variants) + "]"
+
+
+def _letter_class(base: str) -> str:
+    return _letter_set(base) + _MARKS + "*"
 
 
 def _phrase_pattern(phrase: str) -> str:
@@ -112,13 +125,146 @@ _WORDS_RE = _compile(UNSUBSCRIBE_WORDS)
 
 def mentions_unsubscribe(text: str) -> bool:
     """Whether ``text`` contains one of :data:`UNSUBSCRIBE_WORDS`."""
-    return _WORDS_RE.search(text) is not None
+    return bool(_word_spans(text))
 
 
-def _word_spans(text: str) -> list[tuple[int, int]]:
+def _word_spans_slow(text: str) -> list[tuple[int, int]]:
     # No Unicode normalisation: the pattern already accepts decomposed accents,
     # and offsets (and URLs) must stay those of the text we were given.
     return [m.span() for m in _WORDS_RE.finditer(text)]
+
+
+# -- finding the phrases fast ---------------------------------------------------
+# _WORDS_RE tries its ~77 case-insensitive alternatives at every word start: about
+# 0.2 us per character, 2 ms for a 10 KB footer-heavy newsletter. Nearly all of a
+# text contains no phrase, so _word_spans first finds the few places where a match
+# could start, with byte operations that run at C speed, and runs _WORDS_RE only
+# there. The result is exactly _word_spans_slow's (tests/unit/test_mime_fastpaths.py
+# compares both on random and real texts):
+#
+# 1. Map the text to bytes, one byte per character so that offsets stay valid. Each
+#    character that _WORDS_RE's letter class for a base letter accepts (accented and
+#    upper-case forms, with re.IGNORECASE's own case rules) becomes that base letter's
+#    byte; other word characters become b"0"; everything else becomes b" ".
+# 2. A match starts after a non-word character, and without combining marks in the
+#    text its letters are one character each. So it starts a space-delimited token of
+#    the mapped bytes, and that token is the phrase's first word or its first words
+#    written together ("optout"): separators map to spaces, and the character after a
+#    match is not a word character (it maps to a space too).
+# 3. Only where such a token occurs does _WORDS_RE.match decide, left to right and
+#    skipping overlaps, just as finditer does. Text with combining marks (decomposed
+#    accents, rare in mail) takes the slow path.
+
+_COMBINING = re.compile(_MARKS)
+_SEPARATORS = " -'"  # _phrase_pattern turns these into optional separators
+
+
+@dataclass(frozen=True)
+class _FastTables:
+    latin1: bytes  # translate table for text.encode("latin-1")
+    charmap: Any  # codecs encoding map: the characters that matter -> a byte each
+    other: bytes  # translate table for that encoding's output
+    first_tokens: frozenset[bytes]  # what a phrase's first token can be, in mapped bytes
+
+
+def _phrase_words(phrase: str) -> list[str] | None:
+    """Base letters of each word of ``phrase`` (None if it has other characters)."""
+    words = [""]
+    for ch in unicodedata.normalize("NFC", phrase.lower()):
+        if ch in _SEPARATORS:
+            words.append("")
+            continue
+        base = unicodedata.normalize("NFD", ch)[0]
+        if not base.isalpha():
+            return None
+        words[-1] += base
+    # A leading or trailing separator would let a match start or end with a space.
+    return words if words[0] and words[-1] else None
+
+
+@functools.cache
+def _fast_tables() -> _FastTables | None:
+    """The mapping of step 1 and the tokens of step 2, or None if they cannot be exact.
+
+    Built on first use (about 10 ms): which characters a letter class accepts under
+    re.IGNORECASE is found by asking the regex engine about every BMP character (no
+    letter outside the BMP folds to Latin or Cyrillic; a test checks all of Unicode).
+    """
+    words_of = [_phrase_words(p) for p in UNSUBSCRIBE_WORDS]
+    if any(w is None for w in words_of):
+        return None
+    bases = sorted({ch for words in words_of for word in words for ch in word})  # type: ignore[union-attr]
+    # One scan of the BMP for any letter, then each letter's own class over the few found.
+    letters = "".join(sorted({ch for base in bases for ch in _variants(base)}))
+    bmp = "".join(map(chr, range(0x10000)))
+    found = "".join(re.findall("[" + re.escape(letters) + "]", bmp, re.IGNORECASE))
+    base_of: dict[str, str] = {}
+    for base in bases:
+        for ch in re.findall(_letter_set(base), found, re.IGNORECASE):
+            # Each character must map to one letter, and be a word character (step 2:
+            # then a letter can never be the character before or after a match).
+            if base_of.setdefault(ch, base) != base or not re.match(r"\w", ch):
+                return None
+    # ASCII letters keep their byte; the others (Cyrillic) get bytes from 0x80 up.
+    code = {base: ord(base) for base in bases if base.isascii()}
+    others = [base for base in bases if not base.isascii()]
+    code.update((base, 0x80 + i) for i, base in enumerate(others))
+    if len(others) > 0x80:
+        return None
+
+    def mapped(ch: str) -> int:
+        if ch in base_of:
+            return code[base_of[ch]]
+        return ord("0") if re.match(r"\w", ch) else ord(" ")
+
+    latin1 = bytes(mapped(chr(i)) for i in range(256))
+    # Other text: ASCII keeps its byte, the non-ASCII letters the classes accept get
+    # the next ones; anything else is "unmapped" and encodes as "?", which maps to " ".
+    extra = sorted(ch for ch in base_of if not ch.isascii())
+    if 128 + len(extra) > 256:
+        return None
+    decoding = "".join(map(chr, range(128))) + "".join(extra)
+    charmap = codecs.charmap_build(decoding + "\ufffe" * (256 - len(decoding)))
+    other = bytes(mapped(ch) for ch in decoding) + b" " * (256 - len(decoding))
+    tokens = set()
+    for words in words_of:
+        joined = ""
+        for word in words:  # type: ignore[union-attr]
+            joined += word
+            tokens.add(bytes(code[ch] for ch in joined))
+    return _FastTables(latin1, charmap, other, frozenset(tokens))
+
+
+def _word_spans(text: str) -> list[tuple[int, int]]:
+    """``[m.span() for m in _WORDS_RE.finditer(text)]``, fast (see above)."""
+    tables = _fast_tables()
+    if tables is None:
+        return _word_spans_slow(text)
+    try:
+        mapped = text.encode("latin-1").translate(tables.latin1)
+    except UnicodeEncodeError:
+        if _COMBINING.search(text):
+            return _word_spans_slow(text)
+        encoded, _ = codecs.charmap_encode(text, "replace", tables.charmap)
+        mapped = encoded.translate(tables.other)
+    tokens = tables.first_tokens.intersection(mapped.split())
+    if not tokens:
+        return []
+    padded = b" " + mapped + b" "  # padded[i + 1] is mapped[i]
+    starts = set()
+    for token in tokens:
+        needle = b" " + token + b" "
+        at = padded.find(needle)
+        while at >= 0:
+            starts.add(at)  # the token starts at padded[at + 1], i.e. text[at]
+            at = padded.find(needle, at + 1)
+    spans: list[tuple[int, int]] = []
+    end = 0
+    for start in sorted(starts):
+        if start >= end and (match := _WORDS_RE.match(text, start)):
+            spans.append(match.span())
+            end = match.end()
+    return spans
 
 
 def has_registered_prefix(url: str, prefix: str | None) -> bool:
@@ -232,8 +378,52 @@ def _clean_url(url: str) -> str:
     return url
 
 
+def _text_urls(text: str) -> list[re.Match[str]]:
+    """``list(_TEXT_URL.finditer(text))``, without scanning every position.
+
+    Every match has its "://" 4 or 5 characters after its start ("http", "https"), so
+    _TEXT_URL only needs to try there: left to right, skipping overlaps, as finditer.
+    """
+    starts = []
+    at = text.find("://")
+    while at >= 0:
+        starts += [at - 5, at - 4]
+        at = text.find("://", at + 1)
+    matches = []
+    end = 0
+    for start in starts:  # ascending, as "://" occurrences are 3 or more apart
+        if start >= end and (match := _TEXT_URL.match(text, start)):  # end >= 0: no negatives
+            matches.append(match)
+            end = match.end()
+    return matches
+
+
+def _line_numbers(text: str, positions: list[int]) -> list[int]:
+    r"""Line of each of the ascending ``positions``, counted from the first of them.
+
+    That is how many line breaks (CRLF, CR or LF, as ``\r\n|\r|\n`` finds them)
+    end after ``positions[0]`` and at or before the position; only differences of
+    lines matter to the caller. C-speed counting over just that stretch, instead of
+    a regex over the whole text.
+    """
+    lines = []
+    line = 0
+    last = positions[0] if positions else 0
+    for pos in positions:
+        if pos > last:
+            # Breaks end in (last, pos] when their last character is in [last, pos).
+            line += text.count("\n", last, pos) + text.count("\r", last, pos)
+            line -= text.count("\r\n", last, pos)  # counted twice above
+            # A CR at pos - 1 whose LF is at pos: that CRLF ends after pos (and its LF
+            # is counted in the next stretch), so its CR must not count here.
+            line -= text.startswith("\r\n", pos - 1)
+            last = pos
+        lines.append(line)
+    return lines
+
+
 def _find_in_text(text: str, prefix: str | None) -> str | None:
-    urls = [(m.start(), _clean_url(m.group())) for m in _TEXT_URL.finditer(text)]
+    urls = [(m.start(), _clean_url(m.group())) for m in _text_urls(text)]
     urls = [(pos, url) for pos, url in urls if _has_host(url)]
     for _, url in urls:
         if has_registered_prefix(url, prefix):
@@ -241,12 +431,13 @@ def _find_in_text(text: str, prefix: str | None) -> str | None:
     words = _word_spans(text)
     if not words or not urls:
         return None
-    line_starts = [0] + [m.end() for m in re.finditer(r"\r\n|\r|\n", text)]
-    word_lines = [bisect_right(line_starts, w[0]) - 1 for w in words]
     word_starts = [w[0] for w in words]
+    positions = sorted({*word_starts, *(pos for pos, _ in urls)})
+    line_of = dict(zip(positions, _line_numbers(text, positions), strict=True))
+    word_lines = [line_of[pos] for pos in word_starts]
     best: tuple[int, int, str] | None = None
     for pos, url in urls:
-        line = bisect_right(line_starts, pos) - 1
+        line = line_of[pos]
         lo = bisect_left(word_lines, line - TEXT_LINE_WINDOW)
         hi = bisect_right(word_lines, line + TEXT_LINE_WINDOW)
         for index in range(lo, hi):
