@@ -14,6 +14,7 @@ HEADER = "X-Campaign-ID"
 class CampaignConfirmed(Policy):
     name = "campaign-confirmed"
     phases = (Phase.DATA,)
+    blocking = False  # one cached store read (store.cached)
     description = "the campaign in X-Campaign-ID has a guideline confirmation recorded"
 
     def check(self, txn: Transaction, ctx: PolicyContext) -> Verdict:

@@ -50,6 +50,10 @@ class Consent(Policy):
     description = "no confirmed double-opt-in record for this customer + recipient"
     Options = ConsentOptions
 
+    def blocks(self, phase: Phase) -> bool:
+        # RCPT queries the store for a new recipient; DATA reads what RCPT put in the cache.
+        return phase is Phase.RCPT
+
     def check(self, txn: Transaction, ctx: PolicyContext) -> Verdict:
         if ctx.phase is Phase.RCPT:
             return self._rcpt(txn, ctx)

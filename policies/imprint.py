@@ -14,6 +14,7 @@ from policies._text import body_parts, clip, join_parts, part_name
 class ImprintPolicy(Policy):
     name = "imprint"
     phases = (Phase.DATA,)
+    blocking = False  # the message and one cached store read
     description = "the registered imprint (name, postal address, contact) is in every visible body"
 
     def check(self, txn: Transaction, ctx: PolicyContext) -> Verdict:

@@ -18,6 +18,7 @@ _BARE = re.compile(rb"\r(?!\n)|(?<!\r)\n")
 class MessageFormat(Policy):
     name = "message-format"
     phases = (Phase.DATA,)
+    blocking = False  # reads the message only
     description = "one From, Date and Message-ID; at most one To and Subject; CRLF only; short lines"
 
     def check(self, txn: Transaction, ctx: PolicyContext) -> Verdict:

@@ -31,6 +31,7 @@ def role_key(address: str) -> str:
 class RoleAddress(Policy):
     name = "role-address"
     phases = (Phase.RCPT,)
+    blocking = False  # compares the address with a list
     description = "the recipient is a role or general inbox (sales@, webmaster@, abuse@ ...)"
 
     class Options(BaseModel):

@@ -19,6 +19,10 @@ NOT_VERIFIED = "{what} domain {domain} is not a verified sending domain of your 
 class SenderIdentity(Policy):
     name = "sender-identity"
     phases = (Phase.MAIL, Phase.DATA)
+
+    def blocks(self, phase: Phase) -> bool:
+        # Cached store reads only, unless the DMARC record must be looked up in the DNS.
+        return bool(self.options.require_dmarc)  # type: ignore[attr-defined]
     description = "envelope sender, From, Sender and Reply-To are in the customer's verified domains"
 
     class Options(BaseModel):

@@ -26,6 +26,7 @@ from policies._text import body_parts, clip, join_parts, part_name
 class Unsubscribe(Policy):
     name = "unsubscribe"
     phases = (Phase.DATA,)
+    blocking = False  # the message, one cached store read, the (cached) token key
     description = ("List-Unsubscribe with an https URI, exact List-Unsubscribe-Post, and a visible "
                    "unsubscribe link in every text and HTML body")
 

@@ -45,6 +45,10 @@ class Policy:
     # with the GIL a thread buys CPU work no parallelism, only a costly hand-over.
     blocking: bool = True
 
+    def blocks(self, phase: Phase) -> bool:
+        """Whether check() may wait on I/O in this phase (default: `blocking`)."""
+        return self.blocking
+
     def __init__(self, options: BaseModel | None = None) -> None:
         self.options = options if options is not None else self.Options()
 
