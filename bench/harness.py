@@ -124,7 +124,7 @@ def run_load(name: str, port: int, message_file: Path, message: bytes, args: arg
     if args.reuse:
         cmd.append("-d")
     if getattr(args, "wait", None):
-        cmd += ["-w", str(args.wait)]
+        cmd += ["-R", str(args.wait)]
     cmd.append(f"127.0.0.1:{port}")
     started = time.perf_counter()
     prober.start()
@@ -392,10 +392,11 @@ def half_rate_latency(port: int, message_file: Path, message: bytes, args: argpa
     """The probe's latency while smtp-source sends at `rate` msg/s in total."""
     paced = argparse.Namespace(**vars(args))
     paced.reuse = False
-    # smtp-source paces in whole seconds: `rate` sessions sending one message a second each.
+    # smtp-source paces in whole seconds: `rate` sessions, each waiting a random 0-2 s (1 s on
+    # average) between messages, so arrivals spread instead of coming in one burst a second.
     paced.sessions = max(1, round(rate))
     paced.messages = paced.sessions * 8
-    paced.wait = 1
+    paced.wait = 2
     return run_load("paced", port, message_file, message, paced, pid)
 
 
