@@ -39,7 +39,6 @@ import base64
 import functools
 import hashlib
 import logging
-import os
 import re
 import time
 from collections import Counter
@@ -60,6 +59,7 @@ from dkim.dnsplug import get_txt as _dns_get_txt
 from dkim.util import InvalidTagValueList, parse_tag_value
 
 from gateway.core.message import crlf_only
+from gateway.keyfiles import create_exclusive, warn_if_readable_by_others
 
 __all__ = [
     "DEFAULT_HEADERS_TO_SIGN",
@@ -245,7 +245,7 @@ def load_key(path: Path, domain: str) -> SigningKey:
         key.private_key.key_size < RECOMMENDED_RSA_BITS
     ):
         log.warning("DKIM key %s has %d bits; 2048 recommended", path, key.private_key.key_size)
-    _warn_if_readable_by_others(path)
+    warn_if_readable_by_others(path, "DKIM key")
     return key
 
 
@@ -266,15 +266,6 @@ def load_keys(keys_dir: Path | str) -> KeyRing:
             seen[key.selector] = path
             keys.append(key)
     return KeyRing(tuple(keys))
-
-
-def _warn_if_readable_by_others(path: Path) -> None:
-    try:
-        mode = path.stat().st_mode
-    except OSError:
-        return
-    if mode & 0o077:
-        log.warning("DKIM key %s has mode %o; 0600 recommended", path, mode & 0o777)
 
 
 # -- DNS records and key generation -----------------------------------------------------------
@@ -350,14 +341,8 @@ def keygen(
 
 
 def _write_exclusive(path: Path, data: bytes) -> None:
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        raise DkimKeyError(f"{path} exists; refusing to overwrite") from None
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
+    if not create_exclusive(path, data):
+        raise DkimKeyError(f"{path} exists; refusing to overwrite")
 
 
 class _TxtResolver(Protocol):

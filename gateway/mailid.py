@@ -56,7 +56,6 @@ import hashlib
 import hmac
 import itertools
 import logging
-import os
 import random
 import re
 import secrets
@@ -69,6 +68,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
+
+from gateway.keyfiles import create_key_file, new_key_line, warn_if_readable_by_others
 
 __all__ = [
     "MAILID_RE",
@@ -94,7 +95,6 @@ ID_BYTES = 30
 STEM_LEN = 16  # base32 characters
 ID_LEN = 48
 MIN_SECRET_BYTES = 16
-NEW_SECRET_BYTES = 32
 
 _MAC_BYTES = 10
 _RCPT_LABEL = b"rcpt\0"
@@ -361,7 +361,7 @@ def read_key_file(path: Path | str) -> dict[int, bytes]:
         raise MailIdKeyError(path, problem) from None
     except OSError as exc:
         raise MailIdKeyError(path, f"cannot be read ({exc.strerror or exc})") from None
-    _warn_if_readable_by_others(path)
+    warn_if_readable_by_others(path, "mail ID key file")
     keys: dict[int, bytes] = {}
     for lineno, line in enumerate(text.splitlines(), 1):
         stripped = line.strip()
@@ -392,35 +392,14 @@ def _parse_key_line(path: Path, lineno: int, line: str) -> tuple[int, bytes]:
     return int(parts[0]), secret
 
 
-def _warn_if_readable_by_others(path: Path) -> None:
-    # A warning, not a refusal: secrets mounted by orchestrators are often 0644 in a private dir.
-    try:
-        mode = path.stat().st_mode
-    except OSError:
-        return
-    if mode & 0o077:
-        log.warning("mail ID key file %s has mode %o; 0600 recommended", path, mode & 0o777)
-
-
-def _key_line(key_id: int) -> str:
-    secret = base64.b64encode(secrets.token_bytes(NEW_SECRET_BYTES)).decode("ascii")
-    return f"{key_id} {secret}\n"
-
-
 def _create_key_file(path: Path) -> None:
     """Create the key file with one fresh key; a concurrent creator wins and we use its file."""
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return
+        created = create_key_file(path, "mail ID keys")
     except OSError as exc:
         raise MailIdKeyError(path, f"cannot be created ({exc.strerror or exc})") from None
-    with os.fdopen(fd, "w", encoding="ascii") as fh:
-        fh.write("# mail ID keys: '<key-id> <base64 secret>'; the last line signs, all verify\n")
-        fh.write(_key_line(0))
-        fh.flush()
-        os.fsync(fh.fileno())
-    log.info("created mail ID key file %s", path)
+    if created:
+        log.info("created mail ID key file %s", path)
 
 
 def add_key(path: Path | str) -> int:
@@ -435,5 +414,5 @@ def add_key(path: Path | str) -> int:
     if new_id in keys:
         raise MailIdKeyError(path, f"key id {new_id} is still in use; remove its line first")
     with path.open("a", encoding="ascii") as fh:
-        fh.write(_key_line(new_id))
+        fh.write(new_key_line(new_id))
     return new_id

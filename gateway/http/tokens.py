@@ -30,18 +30,17 @@ import base64
 import binascii
 import hashlib
 import hmac
-import os
-import secrets
 import struct
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway import keyfiles
+
 VERSION = 1
 MAX_KEY_ID = 31
 MIN_SECRET_BYTES = 16
-NEW_SECRET_BYTES = 32
 MAC_BYTES = 16
 UNSUBSCRIBE = "u"
 CONFIRM = "c"
@@ -145,25 +144,14 @@ class TokenSigner:
 
 # -- key file ---------------------------------------------------------------------------------
 
-def _key_line(key_id: int) -> str:
-    return f"{key_id} {base64.b64encode(secrets.token_bytes(NEW_SECRET_BYTES)).decode()}\n"
-
-
 def create_key_file(path: Path) -> None:
     """A new key file (0600) with one fresh key; a concurrent creator wins."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return
+        keyfiles.create_key_file(path, "URL token keys")
     except OSError as exc:
         raise TokenKeyError(f"URL token key file {path}: cannot be created "
                             f"({exc.strerror or exc})") from None
-    with os.fdopen(fd, "w", encoding="ascii") as fh:
-        fh.write("# URL token keys: '<key-id> <base64 secret>'; the last line signs, all verify\n")
-        fh.write(_key_line(0))
-        fh.flush()
-        os.fsync(fh.fileno())
 
 
 def add_key(path: Path | str) -> int:
@@ -175,7 +163,7 @@ def add_key(path: Path | str) -> int:
         raise TokenKeyError(f"URL token key file {path}: key id {new_id} is still in use; "
                             "remove its line first")
     with path.open("a", encoding="ascii") as fh:
-        fh.write(_key_line(new_id))
+        fh.write(keyfiles.new_key_line(new_id))
     return new_id
 
 
