@@ -20,11 +20,13 @@ import aiosmtplib
 
 from gateway.core import replies
 from gateway.core.verdict import Reply
+from gateway.transports import fastdata
 
 _QUEUE_ID = re.compile(
     r"(?:queued as|queue id|id=|message id is|ok:?\s+id)\s*[:=]?\s*<?([A-Za-z0-9._@-]{4,})>?",
     re.IGNORECASE,
 )
+fastdata.install()
 _ENHANCED = re.compile(r"^([245]\.\d{1,3}\.\d{1,3})\s+")
 
 
