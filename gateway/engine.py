@@ -7,6 +7,7 @@ answers. Logs, metrics and the ledger are written here, once, the same way for a
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -69,7 +70,7 @@ class Engine:
                        customer=_name(session), mail_from=mail_from)
         result = await self._run(Phase.MAIL, txn)
         if not result.passed:
-            return txn, self._refused(txn, Phase.MAIL, result)
+            return txn, await self._refused(txn, Phase.MAIL, result)
         return txn, Outcome(replies.SENDER_OK, decisions=result.decisions)
 
     # -- RCPT ---------------------------------------------------------------------------------
@@ -84,7 +85,7 @@ class Engine:
         finally:
             txn.current_rcpt = None
         if not result.passed:
-            outcome = self._refused(txn, Phase.RCPT, result, rcpt=rcpt)
+            outcome = await self._refused(txn, Phase.RCPT, result, rcpt=rcpt)
             return outcome
         txn.recipients.append(rcpt)
         self.log.event("rcpt", session=txn.session.id, mail_id=txn.mail_id, rcpt=rcpt,
@@ -97,22 +98,22 @@ class Engine:
         if has_bare_line_ending(raw):
             # Refuse, never repair: a bare LF is how SMTP smuggling hides a second message.
             txn.set_raw(b"")
-            self._finish(txn, "rejected", replies.BARE_LINE_ENDING, reason="bare CR or LF")
+            await self._finish(txn, "rejected", replies.BARE_LINE_ENDING, reason="bare CR or LF")
             return Outcome(replies.BARE_LINE_ENDING)
         txn.set_raw(raw)
         txn.mail_id = self._final_mail_id(txn)
         result = await self._run(Phase.DATA, txn)
         if not result.passed:
-            return self._refused(txn, Phase.DATA, result)
+            return await self._refused(txn, Phase.DATA, result)
         try:
             data = await self._stamp(txn, result)
         except SigningUnavailable as exc:
-            self._finish(txn, "tempfailed", replies.POLICY_ERROR, reason=str(exc))
+            await self._finish(txn, "tempfailed", replies.POLICY_ERROR, reason=str(exc))
             return Outcome(replies.POLICY_ERROR, decisions=result.decisions)
         return Outcome(replies.OK, data=data, mail_from=self._envelope_sender(txn),
                        decisions=result.decisions)
 
-    def relayed(self, txn: Transaction, reply: Reply, *, queue_id: str | None = None,
+    async def relayed(self, txn: Transaction, reply: Reply, *, queue_id: str | None = None,
                 seconds: float = 0.0, detail: str = "") -> None:
         """Record what the downstream answered for this message."""
         result = ("accepted" if 200 <= reply.code < 300
@@ -123,7 +124,7 @@ class Engine:
         self.log.event("relay", session=txn.session.id, mail_id=txn.mail_id,
                        result=result, reply=str(reply), queue_id=queue_id,
                        downstream=detail or None, seconds=round(seconds, 6))
-        self._finish(txn, result, reply, queue_id=queue_id)
+        await self._finish(txn, result, reply, queue_id=queue_id)
 
     # -- internals ----------------------------------------------------------------------------
     async def _run(self, phase: Phase, txn: Transaction) -> PhaseResult:
@@ -156,7 +157,7 @@ class Engine:
         )
         return result
 
-    def _refused(self, txn: Transaction, phase: Phase, result: PhaseResult,
+    async def _refused(self, txn: Transaction, phase: Phase, result: PhaseResult,
                  rcpt: str | None = None) -> Outcome:
         verdict = result.verdict
         reply = verdict.reply or replies.POLICY_ERROR
@@ -168,10 +169,10 @@ class Engine:
                            result="refused", reply=str(reply))
             return Outcome(reply, decisions=result.decisions)
         outcome = "rejected" if verdict.action is Action.REJECT else "tempfailed"
-        self._finish(txn, outcome, reply, reason=verdict.reason)
+        await self._finish(txn, outcome, reply, reason=verdict.reason)
         return Outcome(reply, decisions=result.decisions)
 
-    def _finish(self, txn: Transaction, result: str, reply: Reply, *,
+    async def _finish(self, txn: Transaction, result: str, reply: Reply, *,
                 queue_id: str | None = None, reason: str | None = None) -> None:
         metrics.MESSAGES.labels(result).inc()
         self.log.event("message", session=txn.session.id, mail_id=txn.mail_id,
@@ -188,13 +189,15 @@ class Engine:
             reply=str(reply), queue_id=queue_id,
             verdicts=list(getattr(txn, "decisions", [])),
         )
-        self._record(record)
+        await self._record(record)
 
-    def _record(self, record: MessageRecord) -> None:
+    async def _record(self, record: MessageRecord) -> None:
         if not self.ledger:
             return
         try:
-            self.store.record_message(record)
+            # In a worker thread: a database write (and now and then a WAL checkpoint with its
+            # fsync) must not stall every other session on this event loop.
+            await asyncio.to_thread(self.store.record_message, record)
         except StoreUnavailable as exc:
             # The message outcome stands; the ledger row is lost, and ops must hear about it.
             self.log.error("ledger", mail_id=record.mail_id, error=str(exc))

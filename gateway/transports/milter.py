@@ -511,13 +511,13 @@ class MilterSession:
             edits = header_edits(txn.raw, outcome.data)
         except ValueError as exc:
             log.error("milter_error", session=self.id, mail_id=txn.mail_id, error=str(exc))
-            engine.relayed(txn, replies.INTERNAL_ERROR, detail=f"error: {exc}")
+            await engine.relayed(txn, replies.INTERNAL_ERROR, detail=f"error: {exc}")
             return [reply_packet(replies.INTERNAL_ERROR)]
         out = edit_packets(edits, leading_space=self.negotiated.leading_space)
         if outcome.mail_from and outcome.mail_from != txn.mail_from:
             out.append(packet(SMFIR_CHGFROM, f"<{outcome.mail_from}>".encode() + b"\0"))
         out.append(packet(SMFIR_CONTINUE))
-        engine.relayed(txn, HANDED_TO_POSTFIX, queue_id=self.macro("i", b"E") or None,
+        await engine.relayed(txn, HANDED_TO_POSTFIX, queue_id=self.macro("i", b"E") or None,
                        detail="postfix-milter")
         return out
 

@@ -334,7 +334,7 @@ class SubmissionHandler:
             return reply_line(outcome.reply)
         result = await self.state.relay.send(outcome.mail_from, txn.recipients, outcome.data,
                                              txn.mail_options)
-        engine.relayed(txn, result.reply, queue_id=result.queue_id, seconds=result.seconds,
+        await engine.relayed(txn, result.reply, queue_id=result.queue_id, seconds=result.seconds,
                        detail=result.detail)
         return reply_line(result.reply)
 
