@@ -119,7 +119,7 @@ class Engine:
         result = ("accepted" if 200 <= reply.code < 300
                   else "rejected" if reply.code >= 500 else "tempfailed")
         reply_class = "error" if detail.startswith("error") else f"{reply.code // 100}xx"
-        metrics.RELAY_REPLIES.labels(reply_class).inc()
+        metrics.child(metrics.RELAY_REPLIES, reply_class).inc()
         metrics.RELAY_DURATION.observe(seconds)
         self.log.event("relay", session=txn.session.id, mail_id=txn.mail_id,
                        result=result, reply=str(reply), queue_id=queue_id,
@@ -131,10 +131,10 @@ class Engine:
         result = await self.pipeline.run(phase, txn, self.context(phase))
         for d in result.decisions:
             action = d.verdict.action.name.lower()
-            metrics.POLICY_DECISIONS.labels(d.policy, action, d.mode).inc()
-            metrics.POLICY_DURATION.labels(d.policy).observe(d.seconds)
+            metrics.child(metrics.POLICY_DECISIONS, d.policy, action, d.mode).inc()
+            metrics.child(metrics.POLICY_DURATION, d.policy).observe(d.seconds)
             if d.error:
-                metrics.POLICY_ERRORS.labels(d.policy).inc()
+                metrics.child(metrics.POLICY_ERRORS, d.policy).inc()
             refused = d.verdict.action is not Action.CONTINUE
             if not refused and not d.error:
                 continue  # passes are summed up on the message line (policies=...)
@@ -146,11 +146,7 @@ class Engine:
                 reason=d.verdict.reason or None, rcpt=txn.current_rcpt, error=d.error or None,
                 seconds=round(d.seconds, 6),
             )
-        txn_decisions = getattr(txn, "decisions", None)
-        if txn_decisions is None:
-            txn_decisions = []
-            txn.decisions = txn_decisions  # type: ignore[attr-defined]
-        txn_decisions.extend(
+        txn.decisions.extend(
             {"phase": phase.value, "policy": d.policy, "mode": d.mode,
              "action": d.verdict.action.name.lower(), "reason": d.verdict.reason}
             for d in result.decisions
@@ -174,20 +170,20 @@ class Engine:
 
     async def _finish(self, txn: Transaction, result: str, reply: Reply, *,
                 queue_id: str | None = None, reason: str | None = None) -> None:
-        metrics.MESSAGES.labels(result).inc()
+        metrics.child(metrics.MESSAGES, result).inc()
         self.log.event("message", session=txn.session.id, mail_id=txn.mail_id,
                        customer=_name(txn.session), campaign=txn.campaign if txn.raw else None,
                        mail_from=txn.mail_from, rcpt=",".join(txn.recipients) or None,
                        result=result, reply=str(reply), reason=reason,
                        policies=",".join(f"{d['policy']}={d['action']}"
-                                         for d in getattr(txn, "decisions", [])) or None)
+                                         for d in txn.decisions) or None)
         record = MessageRecord(
             mail_id=txn.mail_id,
             customer_id=txn.customer.id if txn.customer is not None else None,
             campaign=txn.campaign if txn.raw else None, mail_from=txn.mail_from,
             recipients=list(txn.recipients), created_at=time.time(), result=result,
             reply=str(reply), queue_id=queue_id,
-            verdicts=list(getattr(txn, "decisions", [])),
+            verdicts=list(txn.decisions),
         )
         await self._record(record)
 

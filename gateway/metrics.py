@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
 from prometheus_client import Counter, Gauge, Histogram
 
 MESSAGES = Counter("gateway_messages_total", "Messages by final result",
@@ -28,3 +31,10 @@ AUTH_FAILURES = Counter("gateway_auth_failures_total", "Failed AUTH attempts")
 FEEDBACK_EVENTS = Counter("gateway_feedback_events_total", "Bounces, complaints, other feedback",
                           ["kind", "class"])
 SUPPRESSIONS = Counter("gateway_suppressions_total", "Suppressions added", ["reason"])
+
+
+@functools.lru_cache(maxsize=4096)
+def child(metric: Any, *labels: str) -> Any:
+    """`metric.labels(*labels)`, looked up once: the hot path asks for the same few dozen
+    children for every message, and labels() validates and locks each time."""
+    return metric.labels(*labels)

@@ -38,6 +38,8 @@ class Transaction:
     current_rcpt: str | None = None
     mail_id: str = ""  # the stem before DATA, the final signed ID after
     raw: bytes = b""
+    # Every policy decision so far ({phase, policy, mode, action, reason}), for the ledger.
+    decisions: list[dict[str, str]] = field(default_factory=list)
     _parsed: email.message.Message | None = field(default=None, repr=False)
     _headers: dict[str, list[str]] | None = field(default=None, repr=False)
 
