@@ -310,7 +310,6 @@ def test_message_format_refusal_at_end_of_data_as_through_the_proxy(milter_gatew
     assert "message-format=reject" in record["policies"]
 
 
-@pytest.mark.skipif("imprint" not in discover(), reason="the imprint policy is not registered yet")
 def test_missing_imprint_is_refused_at_end_of_data_as_through_the_proxy(milter_gateway, mpf,
                                                                          tmp_path):
     gw = milter_gateway(policies=[*POLICIES, {"name": "imprint", "mode": "enforce"}])

@@ -14,7 +14,7 @@ MESSAGE = b"Subject: x\r\n\r\n..dot line\r\nbody\r\n.\r\nMAIL FROM:<next@example
 def feed_in_chunks(data: bytes, cuts: list[int], size_limit=None, line_limit=1001):
     acc = DataAccumulator(size_limit, line_limit)
     points = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
-    for start, end in zip(points, points[1:]):
+    for start, end in zip(points, points[1:], strict=False):
         if acc.feed(data[start:end]):
             # What the reader got past the marker in this chunk, plus what was not fed yet.
             return acc, acc.leftover + data[end:]

@@ -65,7 +65,6 @@ def test_parse_mailbox_of_fixture_from_header() -> None:
     assert parse_mailbox(msg["From"]) == [("Muster Handels", "news@muster-handels.example")]
 
 
-@pytest.mark.skipif(not NEWSLETTERS.is_dir(), reason="shared corpora not available")
 @pytest.mark.parametrize(
     ("name", "expected"),
     [

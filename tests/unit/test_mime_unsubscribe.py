@@ -161,7 +161,9 @@ CORPUS_CASES = [
     ),
 ]
 
-needs_corpus = pytest.mark.skipif(not NEWSLETTERS.is_dir(), reason="shared corpora not available")
+# The corpus is part of the workspace (../shared): missing means broken, not skipped.
+assert NEWSLETTERS.is_dir(), f"shared corpora not found at {NEWSLETTERS}"
+needs_corpus = pytest.mark.usefixtures()
 
 
 @needs_corpus

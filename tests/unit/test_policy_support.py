@@ -10,8 +10,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from gateway.core.message import remove_headers
 from gateway.core.policy import Policy, PolicyContext
 from gateway.core.transaction import Phase, SessionInfo, Transaction
@@ -43,7 +41,7 @@ def fixture(name: str) -> bytes:
 def newsletter(relpath: str) -> bytes:
     path = NEWSLETTERS / relpath
     if not path.exists():
-        pytest.skip(f"shared corpus not available: {path}")
+        raise AssertionError(f"shared corpus file missing: {path}")
     return crlf(path.read_bytes())
 
 
