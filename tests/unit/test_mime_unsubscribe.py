@@ -163,16 +163,13 @@ CORPUS_CASES = [
 
 # The corpus is part of the workspace (../shared): missing means broken, not skipped.
 assert NEWSLETTERS.is_dir(), f"shared corpora not found at {NEWSLETTERS}"
-needs_corpus = pytest.mark.usefixtures()
 
 
-@needs_corpus
 @pytest.mark.parametrize(("name", "expected"), CORPUS_CASES, ids=[c[0].split("/")[-1] for c in CORPUS_CASES])
 def test_corpus_newsletter(name: str, expected: dict[str, str | None]) -> None:
     assert found_per_part(load(NEWSLETTERS / name)) == expected
 
 
-@needs_corpus
 def test_corpus_table_covers_every_message() -> None:
     on_disk = {str(p.relative_to(NEWSLETTERS)) for p in NEWSLETTERS.glob("*/*.eml")}
     assert on_disk == {name for name, _ in CORPUS_CASES}
@@ -414,7 +411,6 @@ CORPUS_HEADERS = [
 ]
 
 
-@needs_corpus
 @pytest.mark.parametrize(
     ("name", "uris", "ok"), CORPUS_HEADERS, ids=[c[0].split("/")[-1] for c in CORPUS_HEADERS]
 )
