@@ -240,8 +240,24 @@ class Intake:
             self.store.add_feedback_event(event, raw[:limit])
             plan(pending_logs)
             self.store.update_feedback_event(event)
+        self._revoke_consent(result, pending_logs)
         self._report(result, pending_logs)
         return result
+
+    def _revoke_consent(self, result: IntakeResult, logs: list[Any]) -> None:
+        """A complaint or an unsubscribe also ends the recipient's double opt-in with that
+        customer: its consent evidence must not keep saying "confirmed" (RULES.md: "and no
+        revocation"). After the commit: the consent store runs its own transaction."""
+        for entry, added in result.suppressions:
+            if not added or entry.is_global or entry.reason not in ("complaint", "unsubscribe"):
+                continue
+            record, changed = self.store.consent_revoke(
+                entry.customer_id, entry.address, at=entry.created_at,
+                reason=f"{entry.reason} ({result.event.source})", via="feedback")
+            if changed:
+                logs.append(("consent", logging.INFO, {
+                    "mail_id": result.event.mail_id, "rcpt": entry.address,
+                    "result": "revoked", "reason": entry.reason}))
 
     # -- attribution --------------------------------------------------------------------------
     def _final_recipient_fallback(self, conclusion: Conclusion, now: float) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import smtplib
 import socket
+import time
 
 import pytest
 
@@ -244,6 +245,10 @@ def test_soft_bounces_suppress_after_three_and_a_delivery_in_between_resets(setu
 
 def test_arf_complaint_suppresses_the_recipient_for_that_customer(setup):
     gw, mta, port = setup(complaint_min_messages=1000)
+    acme = gw.store.require_customer("acme")
+    gw.store.consent_subscribe(acme.id, "dora@example.org", source="https://shop.example/form",
+                               at=time.time() - 60, ip="192.0.2.1")
+    gw.store.consent_confirm(acme.id, "dora@example.org", at=time.time() - 30, ip="192.0.2.2")
     verp, relayed = send(gw, mta, "dora@example.org")
     mail_id = mail_id_of(verp)
     assert f"X-Mailing-ID: {mail_id}".encode() in relayed
@@ -259,6 +264,9 @@ def test_arf_complaint_suppresses_the_recipient_for_that_customer(setup):
     assert event.campaign_id == gw.store.get_campaign(entry.customer_id, "autumn-2026").id
     # another customer may still write to dora
     assert gw.store.find_suppression(0, "dora@example.org") is None
+    # ... and the consent evidence now says the consent was revoked, and by what.
+    record = gw.store.get_consent(acme.id, "dora@example.org")
+    assert record.revoked_at is not None and "complaint" in record.revoked_reason
 
 
 def test_complaint_rate_over_the_limit_suspends_the_customer(setup):
