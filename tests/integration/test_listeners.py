@@ -129,3 +129,19 @@ def test_a_log_file_moved_by_logrotate_is_reopened_and_no_line_is_lost(tmp_path)
     old = (tmp_path / "gw.log.1").read_text().splitlines()
     new = path.read_text().splitlines()
     assert len(old) + len(new) == 10 and len(new) >= 4
+
+
+def test_healthz_of_a_milter_only_gateway_does_not_check_a_downstream(gateway):
+    import json
+    import urllib.request
+
+    from tests.support.postfix import free_port
+
+    http_port = free_port()
+    gateway(free_port(), listeners=[  # the downstream port: nothing listens there
+        {"kind": "milter", "address": "127.0.0.1", "port": free_port()},
+        {"kind": "http", "address": "127.0.0.1", "port": http_port}])
+    with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/healthz") as response:
+        report = json.loads(response.read())
+    assert response.status == 200
+    assert report["checks"] == {"store": "ok", "downstream": "not used"}
