@@ -80,7 +80,8 @@ class RunningGateway:
         self.thread.start()
         self.server = Server(str(config_path), self.config, self.store)
         self.call(self.server.start())
-        self.port = self.server.submission_ports()[0]
+        ports = self.server.submission_ports()
+        self.port = ports[0] if ports else 0  # 0: no submission listener (milter only)
 
     def call(self, coro: Any, timeout: float = 30) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
