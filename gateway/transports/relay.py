@@ -131,9 +131,14 @@ class Relay:
             try:
                 result = await self._transaction(pooled.client, mail_from, recipients, data,
                                                  mail_options, stage)
+            except asyncio.CancelledError:
+                pooled.client.close()  # mid-transaction: unusable for anybody else
+                raise
             except Exception as exc:  # noqa: BLE001 - judged below
                 if stage[0] == "connected" and _is_disconnect(exc):
-                    pooled = None  # the downstream closed the idle connection: start afresh
+                    # The downstream closed the idle connection: start afresh.
+                    pooled.client.close()
+                    pooled = None
                 else:
                     await self._quit(pooled.client)
                     return _failure(exc)
@@ -148,6 +153,9 @@ class Relay:
         try:
             result = await self._transaction(client, mail_from, recipients, data, mail_options,
                                              ["connected"])
+        except asyncio.CancelledError:
+            client.close()
+            raise
         except Exception as exc:  # noqa: BLE001 - mapped to a reply for the client
             await self._quit(client)
             return _failure(exc)

@@ -127,7 +127,10 @@ class SubmissionSMTP(AioSMTP):
         first = self.transport is None
         super().connection_made(transport)
         if not first:
-            return  # STARTTLS re-enters here with the TLS transport
+            # STARTTLS re-enters here with the TLS transport and a fresh, unauthenticated
+            # session: a sending engine known by its network stays known.
+            self._trusted_network_login()
+            return
         assert self.session is not None and self._handler_coroutine is not None
         peer = transport.get_extra_info("peername")
         self.peer_ip = peer[0] if peer else ""
@@ -232,8 +235,17 @@ class SubmissionSMTP(AioSMTP):
         content = acc.content()
         self.envelope.content = content
         self.envelope.original_content = content
-        status = await self._call_handler_hook("DATA")
-        self._set_post_data_state()
+        # The message is in: from here the policies and the downstream set the pace (each with
+        # its own timeouts). The DATA timer must not cut the client off while the downstream
+        # may still accept the message, which the client would then send again.
+        if self._timeout_handle is not None:
+            self._timeout_handle.cancel()
+        try:
+            status = await self._call_handler_hook("DATA")
+        finally:
+            # Whatever happened, the transaction is over and the session waits for a command.
+            self._set_post_data_state()
+            self._reset_timeout()
         await self.push(status)
 
     async def smtp_RSET(self, arg: str) -> None:
@@ -332,11 +344,18 @@ class SubmissionHandler:
         outcome = await engine.data(txn, envelope.original_content or b"")
         if not outcome.ok:
             return reply_line(outcome.reply)
+        # Shielded: a client that hangs up while we relay must not cancel a relay the
+        # downstream may already have accepted; it finishes and is recorded in the ledger.
+        relay = asyncio.ensure_future(self._relay_and_record(engine, txn, outcome))
+        result = await asyncio.shield(relay)
+        return reply_line(result.reply)
+
+    async def _relay_and_record(self, engine: Engine, txn: Transaction, outcome: Any) -> Any:
         result = await self.state.relay.send(outcome.mail_from, txn.recipients, outcome.data,
                                              txn.mail_options)
         await engine.relayed(txn, result.reply, queue_id=result.queue_id, seconds=result.seconds,
-                       detail=result.detail)
-        return reply_line(result.reply)
+                             detail=result.detail)
+        return result
 
     async def handle_RSET(self, server: SubmissionSMTP, session: Session,
                           envelope: Envelope) -> str:

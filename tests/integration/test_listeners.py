@@ -145,3 +145,54 @@ def test_healthz_of_a_milter_only_gateway_does_not_check_a_downstream(gateway):
         report = json.loads(response.read())
     assert response.status == 200
     assert report["checks"] == {"store": "ok", "downstream": "not used"}
+
+
+def test_a_slow_downstream_is_waited_for_beyond_the_data_timeout(gateway, scripted_mta):
+    """The DATA timer covers the client's upload, not the downstream's answer: cutting the
+    client off there would make it send again what the downstream then accepted."""
+    mta = scripted_mta("slow-data")
+    gw = gateway(mta.port, limits={"data_timeout": 0.5})
+    add_customer(gw.store)
+    with gw.client() as smtp:
+        assert smtp.sendmail("news@customer.example", ["anna@example.org"], MESSAGE) == {}
+    assert len(mta.received) == 1
+
+
+def test_a_client_hanging_up_during_the_relay_still_gets_its_message_recorded(
+        gateway, scripted_mta):
+    from gateway.core.message import header_values
+
+    mta = scripted_mta("slow-data")
+    gw = gateway(mta.port, listeners=[
+        {"kind": "submission", "address": "127.0.0.1", "port": 0, "trusted_local": True}])
+    add_customer(gw.store)
+    smtp = gw.client(tls=False)
+    smtp.mail("news@customer.example")
+    smtp.rcpt("anna@example.org")
+    smtp.putcmd("DATA")
+    assert smtp.getreply()[0] == 354
+    smtp.send(MESSAGE + b".\r\n")
+    time.sleep(0.3)
+    smtp.sock.shutdown(socket.SHUT_WR)  # gone before the downstream answered
+    smtp.sock.close()
+    deadline = time.monotonic() + 10
+    while not mta.received and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.5)
+    [mail_id] = header_values(mta.received[0][2], "X-Mailing-ID")
+    record = gw.store.get_message(mail_id)
+    assert record is not None and record.result == "accepted"
+    assert any(line.get("event") == "relay" and line.get("mail_id") == mail_id
+               for line in gw.log_lines())
+
+
+def test_a_trusted_network_client_stays_known_after_starttls(gateway, scripted_mta, tmp_path):
+    mta = scripted_mta()
+    gw = gateway(mta.port, listeners=[
+        {"kind": "submission", "address": "127.0.0.1", "port": 0,
+         "tls": {"cert": str(tmp_path / "c.pem"), "key": str(tmp_path / "k.pem")},
+         "trusted_networks": {"127.0.0.1/32": "acme"}}])
+    add_customer(gw.store)
+    with gw.client(tls=True, login=None) as smtp:
+        assert smtp.sendmail("news@customer.example", ["anna@example.org"], MESSAGE) == {}
+    assert len(mta.received) == 1

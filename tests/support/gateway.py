@@ -119,7 +119,8 @@ class RunningGateway:
 class ScriptedMTA:
     """A downstream that records what it accepted and answers as the test says.
 
-    behaviour: "accept" | "rcpt-5xx" | "data-5xx" | "data-4xx" | "drop-in-data" | "greet-4xx"
+    behaviour: "accept" | "rcpt-5xx" | "data-5xx" | "data-4xx" | "drop-in-data" | "slow-data"
+    (accepts after 1.5 s)
     """
 
     behaviour: str = "accept"
@@ -158,6 +159,8 @@ class ScriptedMTA:
                     return "554 5.7.1 Message rejected: content policy"
                 if mta.behaviour == "data-4xx":
                     return "452 4.3.1 Insufficient system storage"
+                if mta.behaviour == "slow-data":
+                    await asyncio.sleep(1.5)
                 if mta.behaviour == "drop-in-data":
                     server.transport.close()
                     return "250 never sent"
