@@ -67,7 +67,6 @@ class Server:
     servers: list[asyncio.Server] = field(default_factory=list)
     capture_port: int | None = None
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
-    extra_tasks: list[Callable[[Server], Awaitable[Any]]] = field(default_factory=list)
 
     async def listen(self, listener: Any, factory: Callable[[], Any],
                      ssl: Any = None) -> asyncio.Server:
@@ -141,8 +140,6 @@ class Server:
 
         await attach_feedback(self)
         await attach_milter(self)
-        for task in self.extra_tasks:
-            await task(self)
 
     def submission_ports(self) -> list[int]:
         return [s.sockets[0].getsockname()[1] for s in self.servers[1 if self.capture_port else 0:]

@@ -17,12 +17,7 @@ from typing import Any
 from gateway.cli import CliError
 from gateway.cli.common import add_parser, print_json, store_of, when
 from gateway.cli.feedback import _log_to_gateway_log, _read, codec_of
-
-_STATUS_TEXT = {
-    "forged": "FORGED: the signature does not verify; this gateway did not issue it",
-    "altered": "ALTERED: the checksum does not match (mistyped, truncated or edited)",
-    "malformed": "MALFORMED: not a mail ID of this gateway",
-}
+from gateway.cli.mailid import STATUS_MEANING
 
 
 def register(sub: Any) -> None:
@@ -64,7 +59,7 @@ def lookup(store: Any, codec: Any, mail_id: str) -> dict[str, Any]:
         },
     }
     if not info["genuine"]:
-        info["problem"] = _STATUS_TEXT.get(status, status)
+        info["problem"] = STATUS_MEANING.get(status, status)
         # Only the facts of the store that the ID itself cannot fake: none, for a bad ID.
         info["feedback"] = [_event(e) for e in store.feedback_for_mail_id(mail_id)]
         return info

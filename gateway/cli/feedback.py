@@ -105,10 +105,10 @@ def describe_id(check: Any) -> str:
         how = f", found by {check.attribution}" if check.attribution else ""
         return (f"{check.mail_id} (genuine: customer id {d.customer_id}, campaign ref "
                 f"{d.campaign_ref or '-'}, sent {stamp}{how})")
-    if check.status == "forged":
-        return f"{check.mail_id} (FORGED: the signature does not verify; not acted on)"
-    if check.status == "altered":
-        return f"{check.mail_id} (ALTERED: the checksum does not match; not acted on)"
+    from gateway.cli.mailid import STATUS_MEANING
+
+    if check.status in ("forged", "altered"):
+        return f"{check.mail_id} ({STATUS_MEANING[check.status]}; not acted on)"
     return f"{check.mail_id} ({check.status})"
 
 

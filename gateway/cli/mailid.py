@@ -9,7 +9,8 @@ from typing import Any
 from gateway.cli import CliError
 from gateway.cli.common import add_parser, config_of
 
-_MEANING = {
+# What a mail ID's status means, for every command that shows one.
+STATUS_MEANING = {
     "genuine": "genuine: made by this gateway with one of its keys",
     "altered": "ALTERED: the ID was changed or truncated after it was made (checksum fails)",
     "forged": "FORGED: well-formed, but not signed by any of this gateway's keys",
@@ -70,7 +71,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
         print(json.dumps(info, sort_keys=True))
     else:
         print(f"mail ID:      {info['mail_id']}")
-        print(f"status:       {_MEANING[info['status']]}")
+        print(f"status:       {STATUS_MEANING[info['status']]}")
         if info["status"] != "malformed":
             print(f"time:         {info['time']}")
             print(f"customer:     {info.get('customer') or '-'} (id {info['customer_id']})")

@@ -11,8 +11,8 @@ from typing import Any
 
 from gateway.cli import CliError
 from gateway.cli.common import add_parser, config_of
+from gateway.mailid import STEM_LEN
 
-STEM_LEN = 16
 _MAIL_ID = re.compile(r"\bmail_id=([a-z2-7]+)")
 
 
