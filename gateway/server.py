@@ -67,6 +67,10 @@ class Server:
     servers: list[asyncio.Server] = field(default_factory=list)
     capture_port: int | None = None
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    # The other listeners, opened by their modules' attach_* functions.
+    http_runners: list[Any] = field(default_factory=list)
+    feedback_servers: list[asyncio.Server] = field(default_factory=list)
+    milter: Any = None
 
     async def listen(self, listener: Any, factory: Callable[[], Any],
                      ssl: Any = None) -> asyncio.Server:
@@ -166,9 +170,9 @@ class Server:
     async def shutdown(self) -> None:
         assert self.state is not None
         self.state.accepting = False
-        for server in [*self.servers, *getattr(self, "feedback_servers", [])]:
+        for server in [*self.servers, *self.feedback_servers]:
             server.close()
-        for runner in getattr(self, "http_runners", []):
+        for runner in self.http_runners:
             await runner.cleanup()
         from gateway.transports.milter import stop_milter
 

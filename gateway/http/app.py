@@ -105,5 +105,5 @@ async def attach_http(server: Any) -> None:
         else:
             site = web.TCPSite(runner, listener.address, listener.port, reuse_address=True)
         await site.start()
-        server.http_runners = getattr(server, "http_runners", []) + [runner]
+        server.http_runners.append(runner)
         log.event("listening", kind="http", address=listener.address, port=listener.port)

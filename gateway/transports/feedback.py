@@ -142,7 +142,7 @@ async def attach_feedback(server: Any) -> None:
         else:
             srv = await loop.create_server(factory, host=listener.address, port=listener.port,
                                            reuse_address=True)
-        server.feedback_servers = getattr(server, "feedback_servers", []) + [srv]
+        server.feedback_servers.append(srv)
         port = srv.sockets[0].getsockname()[1]
         log.event("listening", kind="feedback", address=listener.address, port=port,
                   bounce_domains=",".join(_domains(config)) or None)
@@ -155,5 +155,5 @@ def _domains(config: Any) -> list[str]:
 
 
 def feedback_ports(server: Any) -> list[int]:
-    return [s.sockets[0].getsockname()[1] for s in getattr(server, "feedback_servers", [])
+    return [s.sockets[0].getsockname()[1] for s in server.feedback_servers
             if s.sockets]

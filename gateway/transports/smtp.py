@@ -22,7 +22,6 @@ from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 from gateway import metrics
 from gateway.core import replies
 from gateway.core.transaction import SessionInfo, Transaction
-from gateway.core.verdict import Reply
 from gateway.engine import Engine, new_session_id
 from gateway.logging import get_logger
 from gateway.store import StoreUnavailable
@@ -33,10 +32,6 @@ from gateway.transports.dataread import DataAccumulator
 fastinit.install()
 log = get_logger()
 _DATA_CHUNK = 256 * 1024
-
-
-def reply_line(reply: Reply) -> str:
-    return str(reply)
 
 
 @dataclass
@@ -318,11 +313,11 @@ class SubmissionHandler:
             return str(replies.STORE_UNAVAILABLE)
         if not outcome.ok:
             server.busy = False
-            return reply_line(outcome.reply)
+            return str(outcome.reply)
         server.txn = txn
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
-        return reply_line(outcome.reply)
+        return str(outcome.reply)
 
     async def handle_RCPT(self, server: SubmissionSMTP, session: Session, envelope: Envelope,
                           address: str, rcpt_options: list[str]) -> str:
@@ -333,7 +328,7 @@ class SubmissionHandler:
         if outcome.ok:
             envelope.rcpt_tos.append(address)
             envelope.rcpt_options.extend(rcpt_options)
-        return reply_line(outcome.reply)
+        return str(outcome.reply)
 
     async def handle_DATA(self, server: SubmissionSMTP, session: Session,
                           envelope: Envelope) -> str:
@@ -343,12 +338,12 @@ class SubmissionHandler:
         engine = self.state.engine
         outcome = await engine.data(txn, envelope.original_content or b"")
         if not outcome.ok:
-            return reply_line(outcome.reply)
+            return str(outcome.reply)
         # Shielded: a client that hangs up while we relay must not cancel a relay the
         # downstream may already have accepted; it finishes and is recorded in the ledger.
         relay = asyncio.ensure_future(self._relay_and_record(engine, txn, outcome))
         result = await asyncio.shield(relay)
-        return reply_line(result.reply)
+        return str(result.reply)
 
     async def _relay_and_record(self, engine: Engine, txn: Transaction, outcome: Any) -> Any:
         result = await self.state.relay.send(outcome.mail_from, txn.recipients, outcome.data,
