@@ -65,6 +65,7 @@ class Supervisor:
         self.sockets: dict[str, socket.socket] = {}
         self.workers: dict[int, subprocess.Popen[bytes]] = {}
         self.stopping = False
+        self.told_to_stop: set[int] = set()
         self.metrics_dir = Path(tempfile.mkdtemp(prefix="gateway-metrics-"))
 
     def bind_all(self) -> None:
@@ -89,6 +90,17 @@ class Supervisor:
         for proc in self.workers.values():
             if proc.poll() is None:
                 proc.send_signal(signum)
+                if signum == signal.SIGTERM:
+                    self.told_to_stop.add(proc.pid)
+
+    def stop_stragglers(self) -> None:
+        # A SIGTERM that lands while a replacement is being spawned reaches forward() before the
+        # new process is in self.workers; without this sweep that worker would never be told to
+        # stop and the supervisor would wait for it forever.
+        for proc in self.workers.values():
+            if proc.pid not in self.told_to_stop and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                self.told_to_stop.add(proc.pid)
 
     def run(self) -> int:
         self.bind_all()
@@ -106,6 +118,8 @@ class Supervisor:
         try:
             while True:
                 time.sleep(0.2)
+                if self.stopping:
+                    self.stop_stragglers()
                 for slot, proc in list(self.workers.items()):
                     code = proc.poll()
                     if code is None:

@@ -5,11 +5,14 @@ from __future__ import annotations
 import os
 import re
 import signal
+import subprocess
 import time
 import urllib.request
 from pathlib import Path
 
+from gateway.config import Config
 from gateway.store import open_store
+from gateway.supervisor import Supervisor
 from tests.integration.test_operations import start_serve, tls_client
 from tests.integration.test_relay_core import MESSAGE
 from tests.support.gateway import add_customer, base_config, write_config
@@ -63,3 +66,34 @@ def test_two_workers_share_the_listeners_restart_and_stop_cleanly(tmp_path, scri
         if proc.poll() is None:
             proc.kill()
     assert len(mta.received) == 11
+
+
+class SignalDuringRespawn(Supervisor):
+    """Workers are plain `sleep` processes; the first one dies at once, and the SIGTERM for the
+    supervisor arrives while its replacement is being spawned (the race CI once hit)."""
+
+    def __init__(self, config: Config) -> None:
+        super().__init__(None, config, workers=1)
+        self.spawned: list[subprocess.Popen[bytes]] = []
+
+    def spawn(self, slot: int) -> None:
+        proc = subprocess.Popen(["sleep", "0" if not self.spawned else "20"])
+        if self.spawned:
+            os.kill(os.getpid(), signal.SIGTERM)  # handled before the new worker is registered
+        self.spawned.append(proc)
+        self.workers[slot] = proc
+
+
+def test_sigterm_while_a_worker_is_being_replaced_still_stops_that_worker(tmp_path):
+    config = Config.model_validate({**base_config(tmp_path, 25), "listeners": []})
+    supervisor = SignalDuringRespawn(config)
+    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    try:
+        assert supervisor.run() == 0
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
+    replacement = supervisor.spawned[1]
+    replacement.wait(5)
+    # Terminated by the supervisor, not by running out its 20 seconds.
+    assert replacement.returncode == -signal.SIGTERM
