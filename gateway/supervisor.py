@@ -147,5 +147,4 @@ class Supervisor:
     def _mark_dead(self, pid: int) -> None:
         from prometheus_client import multiprocess
 
-        os.environ.setdefault(MULTIPROC_ENV, str(self.metrics_dir))
         multiprocess.mark_process_dead(pid, str(self.metrics_dir))
