@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import email.message
-import email.parser
-import email.policy
 import enum
 from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.core.message import header_map
+from gateway.mime import fastparse
 
 
 class Phase(enum.StrEnum):
@@ -49,10 +48,10 @@ class Transaction:
 
     @property
     def message(self) -> email.message.Message:
-        """Parsed once, with the cheap compat32 parser, shared by every policy."""
+        """Parsed once, as compat32's parser would (gateway.mime.fastparse), shared by every
+        policy."""
         if self._parsed is None:
-            parser = email.parser.BytesParser(policy=email.policy.compat32)
-            self._parsed = parser.parsebytes(self.raw)
+            self._parsed = fastparse.parse(self.raw)
         return self._parsed
 
     def headers(self, name: str) -> list[str]:

@@ -6,4 +6,5 @@
 - :mod:`.imprint` -- the registered imprint and whether a body shows it
 - :mod:`.addresses` -- mailbox headers, domains, disguised display names
 - :mod:`.charset` -- tolerant decoding of mislabelled charsets
+- :mod:`.fastparse` -- the compat32 parse of well-formed mail, without the line-by-line parser
 """
