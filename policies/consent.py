@@ -49,6 +49,7 @@ class Consent(Policy):
     phases = (Phase.RCPT, Phase.DATA)
     description = "no confirmed double-opt-in record for this customer + recipient"
     Options = ConsentOptions
+    store_reads_only = True
 
     def blocks(self, phase: Phase) -> bool:
         # RCPT queries the store for a new recipient; DATA reads what RCPT put in the cache.

@@ -29,6 +29,7 @@ class Suppression(Policy):
     phases = (Phase.RCPT,)
     description = ("the recipient is suppressed for this customer or globally (bounce, "
                    "complaint, unsubscribe)")
+    store_reads_only = True  # one indexed store read per recipient
 
     def check(self, txn: Transaction, ctx: PolicyContext) -> Verdict:
         rcpt = (txn.current_rcpt or "").strip().strip("<>").strip()

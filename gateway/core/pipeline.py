@@ -112,7 +112,7 @@ class Pipeline:
         steps = self._by_phase[phase]
         stop_at_first = phase is not Phase.DATA
         if steps and not any(_is_async(s.policy) for s in steps):
-            if any(s.policy.blocks(phase) for s in steps):
+            if any(s.policy.needs_thread(phase, ctx.store) for s in steps):
                 # One hop to a worker thread for the whole phase, not one per policy: the hop
                 # (and the loop wake-up after it) costs more than most checks.
                 decisions = await self._run_batch(steps, txn, ctx, stop_at_first)

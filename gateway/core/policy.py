@@ -44,10 +44,20 @@ class Policy:
     # only reads what the store caches (store.cached), sets False and runs on the event loop:
     # with the GIL a thread buys CPU work no parallelism, only a costly hand-over.
     blocking: bool = True
+    # True when the only I/O check() does is reading the store. Such a check runs on the event
+    # loop after all when the store's reads cannot wait (store.reads_block is False: the
+    # embedded SQLite in WAL mode, where a read never waits for a writer and costs less than
+    # the hand-over to a thread and back, which under load also queues for the GIL).
+    store_reads_only: bool = False
 
     def blocks(self, phase: Phase) -> bool:
         """Whether check() may wait on I/O in this phase (default: `blocking`)."""
         return self.blocking
+
+    def needs_thread(self, phase: Phase, store: Any) -> bool:
+        if not self.blocks(phase):
+            return False
+        return not self.store_reads_only or getattr(store, "reads_block", True)
 
     def __init__(self, options: BaseModel | None = None) -> None:
         self.options = options if options is not None else self.Options()

@@ -94,6 +94,9 @@ def _customer(row: Sequence[Any]) -> Customer:
 
 class SqlStore(FeedbackStoreMixin, ConsentStoreMixin):
     dialect = "sqlite"
+    # Whether a read may wait (network, a server under load): policies then read in a worker
+    # thread. The embedded SQLite says False (see SqliteStore).
+    reads_block = True
     # Exceptions of the driver that mean "database unavailable".
     driver_errors: tuple[type[BaseException], ...] = ()
 

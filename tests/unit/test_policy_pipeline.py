@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -315,3 +315,36 @@ def test_non_blocking_checks_run_on_the_loop_with_the_same_rules(env: Env) -> No
     result = run(env, pipe, Phase.DATA, fixture("reference_newsletter.eml"))
     assert seen == ["MainThread"]
     assert result.verdict.reply == POLICY_ERROR and result.decisions[1].error
+
+
+class StoreReader(Policy):
+    """Blocks only by reading the store: a thread for a remote store, the loop for SQLite."""
+
+    name = "test-store-reader"
+    phases = (Phase.RCPT,)
+    description = "records the thread its store read runs on"
+    store_reads_only = True
+    seen: ClassVar[list[str]] = []
+
+    def check(self, txn: Transaction, ctx: PolicyContext) -> Verdict:
+        import threading
+
+        ctx.store.find_suppression(None, "anna@example.org")
+        self.seen.append(threading.current_thread().name)
+        return Verdict.ok()
+
+
+@pytest.mark.parametrize("reads_block, where", [(False, "MainThread"), (True, "worker")])
+def test_store_reads_run_on_the_loop_only_when_the_store_cannot_wait(
+        env: Env, reads_block: bool, where: str) -> None:
+    registry = discover(extra=[StoreReader])
+    pipe = Pipeline.from_config([PolicyEntry(name="test-store-reader")], registry)
+    ctx = env.ctx(Phase.RCPT)
+    assert ctx.store.reads_block is False  # the embedded SQLite
+    ctx.store.reads_block = reads_block  # as PostgreSQL says
+    StoreReader.seen.clear()
+    txn = env.txn(fixture("reference_newsletter.eml"))
+    txn.current_rcpt = "anna@example.org"
+    result = asyncio.run(pipe.run(Phase.RCPT, txn, ctx))
+    assert result.passed
+    assert (StoreReader.seen == ["MainThread"]) == (where == "MainThread")
