@@ -49,3 +49,18 @@ def install() -> None:
     protocol.normalize_message_line_endings = _normalize_line_endings(  # type: ignore[assignment]
         protocol.normalize_message_line_endings)
     protocol.PERIOD_REGEX = _DotStuffing(protocol.PERIOD_REGEX)  # type: ignore[assignment]
+
+
+def data_payload(message: bytes) -> bytes:
+    """The bytes aiosmtplib transmits after DATA's 354 (`execute_data_command`): line endings
+    normalised, dot-stuffed, terminated by ".\\r\\n". A CRLF-only message is checked once and
+    prepared as the stand-ins above do; any other goes through aiosmtplib's own helpers."""
+    if crlf_only(message):
+        if not message.endswith(b"\r\n"):
+            message += b"\r\n"
+        stuffed = message.replace(b"\r\n.", b"\r\n..")
+        return (b"." + stuffed if stuffed.startswith(b".") else stuffed) + b".\r\n"
+    import aiosmtplib.protocol as protocol
+
+    message = protocol.normalize_message_line_endings(message)
+    return protocol.PERIOD_REGEX.sub(b"..", message) + b".\r\n"
