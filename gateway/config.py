@@ -146,6 +146,9 @@ class FeedbackIntake(_Strict):
     abuse_addresses: list[str] = Field(default_factory=list)
     # The stored copy of a report is cut after this many bytes (the parse sees all of it).
     max_raw_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # Concurrent sessions on the feedback listeners (per worker); more get 421 and retry later.
+    # Apart from limits.max_sessions, so a bounce storm cannot crowd out the customers.
+    max_sessions: int = Field(default=200, ge=1)
     # A bounce without any mail ID of ours is matched to the newest message the ledger relayed
     # to its Final-Recipient (RULES.md). Off: only bounces naming a genuine mail ID count.
     final_recipient_fallback: bool = True

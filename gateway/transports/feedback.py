@@ -17,6 +17,7 @@ from aiosmtpd.smtp import SMTP as AioSMTP
 from aiosmtpd.smtp import Envelope, Session
 
 from gateway import metrics
+from gateway.core import replies
 from gateway.engine import new_session_id
 from gateway.feedback.intake import Intake, accepts_recipient
 from gateway.logging import get_logger
@@ -46,10 +47,27 @@ class FeedbackSMTP(AioSMTP):
     def connection_made(self, transport: Any) -> None:
         first = self.transport is None
         super().connection_made(transport)
-        if first:
-            peer = transport.get_extra_info("peername")
-            self.peer_ip = peer[0] if peer else ""
-            metrics.SESSIONS.labels("feedback").inc()
+        if not first:
+            return
+        peer = transport.get_extra_info("peername")
+        self.peer_ip = peer[0] if peer else ""
+        open_sessions = self.event_handler.sessions
+        if len(open_sessions) >= self.event_handler.server.config.feedback_intake.max_sessions:
+            # Refused before the greeting: the sending MTA keeps its bounce and retries.
+            transport.write(f"{replies.TOO_MANY_SESSIONS}\r\n".encode())
+            log.warning("session_refused", session=self.session_id, peer=self.peer_ip,
+                        kind="feedback", reason="session cap",
+                        sessions=len(open_sessions))
+            assert self._handler_coroutine is not None
+            self._handler_coroutine.cancel()
+            transport.close()
+            return
+        open_sessions.add(self)
+        metrics.SESSIONS.labels("feedback").inc()
+
+    def connection_lost(self, error: Exception | None) -> None:
+        self.event_handler.sessions.discard(self)
+        super().connection_lost(error)
 
     async def push(self, status: Any) -> None:
         if isinstance(status, str):
@@ -65,6 +83,7 @@ class FeedbackHandler:
 
     def __init__(self, server: Any, intake: Intake | None = None) -> None:
         self.server = server
+        self.sessions: set[FeedbackSMTP] = set()
         self._intake = intake
         self._intake_config: Any = None
 

@@ -376,3 +376,32 @@ def test_feedback_listener_port_is_its_own(setup):
     with socket.create_connection(("127.0.0.1", port)) as s:
         banner = s.recv(200)
     assert banner.startswith(b"220 gateway.test ") and b"feedback intake" in banner
+
+
+def test_feedback_listener_caps_its_sessions_apart_from_the_submission_cap(setup):
+    gw, mta, port = setup(max_sessions=2)
+    held = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(2)]
+    try:
+        for conn in held:
+            assert conn.recv(200).startswith(b"220 ")
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as third:
+            refused = third.recv(200)
+            assert refused.startswith(b"421 4.3.2 ")
+            assert third.recv(200) == b""  # and closed
+        # The customers' listener is not affected by a full feedback listener.
+        verp, _ = send(gw, mta, "hal@example.org")
+        assert verp
+        assert any(e.get("reason") == "session cap" and e.get("kind") == "feedback"
+                   for e in events(gw, "session_refused"))
+    finally:
+        for conn in held:
+            conn.close()
+    # A freed slot is usable again.
+    deadline = time.monotonic() + 5
+    while True:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as again:
+            banner = again.recv(200)
+        if banner.startswith(b"220 ") or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert banner.startswith(b"220 ")
