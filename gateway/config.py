@@ -6,6 +6,7 @@ Relative paths in the file are resolved against the directory of the config file
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 from pathlib import Path
@@ -48,6 +49,17 @@ class Listener(_Strict):
         for net in value:
             ipaddress.ip_network(net, strict=False)
         return value
+
+    def network_customer(self, address: str) -> str | None:
+        """The customer a client at `address` sends as by `trusted_networks`, if any."""
+        if not self.trusted_networks or not address:
+            return None
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return None
+        return next((name for net, name in self.trusted_networks.items()
+                     if ip in _ip_network(net)), None)
 
     @model_validator(mode="after")
     def _trusted_local_is_loopback(self) -> Listener:
@@ -347,3 +359,8 @@ def check_files(config: Config) -> list[str]:
         if not p.exists():
             problems.append(f"downstream.auth.password_file: file not found: {p}")
     return problems
+
+
+@functools.lru_cache(maxsize=256)
+def _ip_network(net: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    return ipaddress.ip_network(net, strict=False)

@@ -40,6 +40,7 @@ the reference it is checked against; the integration tests run it against a real
 from __future__ import annotations
 
 import asyncio
+import functools
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -270,8 +271,9 @@ def edit_packets(edits: HeaderEdits, *, leading_space: bool) -> list[bytes]:
 
 class MilterSession:
     def __init__(self, listener: MilterListener, reader: asyncio.StreamReader,
-                 writer: asyncio.StreamWriter) -> None:
+                 writer: asyncio.StreamWriter, config: Any = None) -> None:
         self.listener = listener
+        self.config = config  # this listener's config.Listener (trusted_networks)
         self.reader = reader
         self.writer = writer
         self.id = new_session_id()
@@ -416,8 +418,14 @@ class MilterSession:
         if not self.listener.accepting:
             return [reply_packet(replies.SHUTTING_DOWN)]
         login = self.macro("auth_authen", b"M")
+        how = "postfix-sasl"
         if not login:
-            # Never pass mail without a customer, whatever Postfix itself would allow.
+            # A sending engine on the ESP's network, known by the client address Postfix
+            # reports (`trusted_networks` of this listener); without that, never pass mail
+            # without a customer, whatever Postfix itself would allow.
+            login = self.config.network_customer(self.peer) if self.config else None
+            how = "trusted-network"
+        if not login:
             log.warning("auth", session=self.id, peer=self.peer, transport="milter",
                         mail_from=mail_from, result="unauthenticated")
             return [reply_packet(replies.AUTH_REQUIRED)]
@@ -436,7 +444,7 @@ class MilterSession:
             self.logged_in = customer.name
             log.event("auth", session=self.id, peer=self.peer, customer=customer.name,
                       mechanism=self.macro("auth_type", b"M") or None, transport="milter",
-                      result="postfix-sasl")
+                      result=how)
         try:
             txn, outcome = await engine.mail(self._session_info(customer), mail_from, options)
         except StoreUnavailable:
@@ -545,8 +553,9 @@ class MilterListener:
     def in_flight(self) -> int:
         return sum(1 for s in self.sessions if s.busy)
 
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        session = MilterSession(self, reader, writer)
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                     config: Any = None) -> None:
+        session = MilterSession(self, reader, writer, config)
         if not self.accepting:
             writer.close()
             return
@@ -602,13 +611,14 @@ async def attach_milter(server: Any) -> None:
     milter = MilterListener(engine=lambda: server.state.engine)
     try:
         for listener in listeners:
-            ignored = [name for name in ("tls", "implicit_tls", "trusted_local", "trusted_networks")
+            ignored = [name for name in ("tls", "implicit_tls", "trusted_local")
                        if getattr(listener, name)]
             if ignored:
                 # Postfix does TLS and AUTH; the customer is the SASL login Postfix reports.
                 log.warning("listener_option_ignored", kind="milter", port=listener.port,
                             options=",".join(ignored))
-            srv = await server.listen_streams(listener, milter.handle)
+            srv = await server.listen_streams(listener, functools.partial(
+                milter.handle, config=listener))
             milter.servers.append(srv)
             log.event("listening", kind="milter", address=listener.address,
                       port=srv.sockets[0].getsockname()[1])

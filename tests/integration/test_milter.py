@@ -489,3 +489,24 @@ def test_header_edits_remove_by_occurrence_last_first_and_insert_in_order():
                                 (b"X-Mailing-ID", b" new")]
     with pytest.raises(ValueError):
         header_edits(raw, final.replace(b"body", b"changed"))
+
+
+def test_a_trusted_network_sends_without_sasl_as_its_customer(gateway, scripted_mta, mpf,
+                                                               tmp_path):
+    mta = scripted_mta()
+    gw = gateway(mta.port, listeners=[
+        {"kind": "submission", "address": "127.0.0.1", "port": 0, "trusted_local": True},
+        {"kind": "milter", "address": "127.0.0.1", "port": mpf.milter_port,
+         "trusted_networks": {"127.0.0.0/8": "acme"}},
+    ], policies=POLICIES, dkim={"keys_dir": str(tmp_path / "dkim"), "missing_key": "unsigned"})
+    try:
+        add_customer(gw.store)
+        with postfix_client(mpf, login=None) as smtp:
+            result = attempt(smtp, MESSAGE, ["anna@example.org"])
+        assert result == ("accepted", 250, b""), result
+        delivered = mpf.wait_for_messages(1)
+        assert b"X-Mailing-ID: " in delivered[0]
+        auth = [line for line in gw.log_lines() if line.get("event") == "auth"]
+        assert auth[-1]["customer"] == "acme" and auth[-1]["result"] == "trusted-network"
+    finally:
+        gw.call(stop_milter(gw.server, grace=0))
