@@ -417,7 +417,7 @@ class MilterSession:
         options = [a.decode("utf-8", "replace") for a in args[1:]]
         if not self.listener.accepting:
             return [reply_packet(replies.SHUTTING_DOWN)]
-        login = self.macro("auth_authen", b"M")
+        login: str | None = self.macro("auth_authen", b"M")
         how = "postfix-sasl"
         if not login:
             # A sending engine on the ESP's network, known by the client address Postfix
