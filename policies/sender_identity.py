@@ -3,6 +3,8 @@ envelope sender, From, Sender and Reply-To lie in the customer's verified sendin
 
 from __future__ import annotations
 
+import functools
+
 import dns.exception
 import dns.resolver
 from pydantic import BaseModel, ConfigDict
@@ -50,7 +52,7 @@ class SenderIdentity(Policy):
 
     def _headers(self, txn: Transaction, verified: set[str], ctx: PolicyContext) -> Verdict:
         froms = txn.headers("From")
-        mailboxes = [p for v in froms for p in parse_mailbox(v)]
+        mailboxes = [p for v in froms for p in _mailboxes(v)]
         if len(froms) != 1 or len(mailboxes) != 1 or not domain_of(mailboxes[0][1]):
             return Verdict.reject("The message must have exactly one From address (found "
                                   f"{sum(1 for _, a in mailboxes if '@' in a)})",
@@ -60,13 +62,13 @@ class SenderIdentity(Policy):
         if not _covered(domain, verified):
             return Verdict.reject(NOT_VERIFIED.format(what="From", domain=shown(domain)),
                                   f"From domain {domain} not in verified {sorted(verified)}")
-        disguise = display_name_disguise(name, domain)
+        disguise = _disguise(name, domain)
         if disguise and not _covered(domain_of(disguise) or disguise, verified):
             return Verdict.reject(f"The From display name shows {shown(disguise)}, which is not the "
                                   f"sending domain {domain}; remove it from the display name",
                                   f"display name {name!r} disguises {disguise}")
         for header in ("Sender", "Reply-To"):
-            for _, addr in (p for v in txn.headers(header) for p in parse_mailbox(v)):
+            for _, addr in (p for v in txn.headers(header) for p in _mailboxes(v)):
                 if not _covered(domain_of(addr), verified):
                     return Verdict.reject(
                         NOT_VERIFIED.format(what=header, domain=shown(domain_of(addr) or addr)),
@@ -74,6 +76,18 @@ class SenderIdentity(Policy):
         if self.options.require_dmarc:  # type: ignore[attr-defined]
             return _dmarc(domain, ctx.resolver)
         return Verdict.ok(f"From {address} in verified domain; display name, Sender, Reply-To checked")
+
+
+# A sender's messages carry the same From (and Reply-To) over and over: parse each value
+# once. Both functions are pure; the values are header text (str), never Header objects.
+@functools.lru_cache(maxsize=1024)
+def _mailboxes(value: str) -> tuple[tuple[str, str], ...]:
+    return tuple(parse_mailbox(value))
+
+
+@functools.lru_cache(maxsize=1024)
+def _disguise(name: str, domain: str) -> str | None:
+    return display_name_disguise(name, domain)
 
 
 def _covered(domain: str, verified: set[str]) -> bool:

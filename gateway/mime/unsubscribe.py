@@ -165,6 +165,7 @@ class _FastTables:
     charmap: Any  # codecs encoding map: the characters that matter -> a byte each
     other: bytes  # translate table for that encoding's output
     first_tokens: frozenset[bytes]  # what a phrase's first token can be, in mapped bytes
+    phrases_of: dict[bytes, frozenset[str]]  # first token -> the phrases that can start with it
 
 
 def _phrase_words(phrase: str) -> list[str] | None:
@@ -226,45 +227,150 @@ def _fast_tables() -> _FastTables | None:
     decoding = "".join(map(chr, range(128))) + "".join(extra)
     charmap = codecs.charmap_build(decoding + "\ufffe" * (256 - len(decoding)))
     other = bytes(mapped(ch) for ch in decoding) + b" " * (256 - len(decoding))
-    tokens = set()
-    for words in words_of:
+    phrases_of: dict[bytes, set[str]] = {}
+    for phrase, words in zip(UNSUBSCRIBE_WORDS, words_of, strict=True):
         joined = ""
         for word in words:  # type: ignore[union-attr]
             joined += word
-            tokens.add(bytes(code[ch] for ch in joined))
-    return _FastTables(latin1, charmap, other, frozenset(tokens))
+            phrases_of.setdefault(bytes(code[ch] for ch in joined), set()).add(phrase)
+    return _FastTables(latin1, charmap, other, frozenset(phrases_of),
+                       {token: frozenset(p) for token, p in phrases_of.items()})
+
+
+@functools.cache
+def _token_regex(token: bytes) -> re.Pattern[str]:
+    """_WORDS_RE with only the phrases that can start with ``token`` (same order).
+
+    A match of _WORDS_RE starts with one of its phrases' first tokens (step 2), so at a
+    place where ``token`` starts, the other alternatives cannot match: this regex finds
+    the same match there, without trying ~77 alternatives.
+    """
+    tables = _fast_tables()
+    assert tables is not None
+    phrases = tables.phrases_of[token]
+    ordered = [w for w in sorted(set(UNSUBSCRIBE_WORDS), key=len, reverse=True) if w in phrases]
+    alternatives = "|".join(_phrase_pattern(w) for w in ordered)
+    return re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)", re.IGNORECASE)
+
+
+def _mapped(text: str, tables: _FastTables) -> bytes | None:
+    """Step 1: ``text`` as one byte per character; None for text with combining marks."""
+    try:
+        return text.encode("latin-1").translate(tables.latin1)
+    except UnicodeEncodeError:
+        if _COMBINING.search(text):
+            return None
+        encoded, _ = codecs.charmap_encode(text, "replace", tables.charmap)
+        return encoded.translate(tables.other)
+
+
+def _candidates(mapped: bytes, offset: int, first_tokens: frozenset[bytes]) -> dict[int, bytes]:
+    """Step 2: where in ``mapped`` a first token starts (plus ``offset``) -> that token.
+
+    ``mapped`` must not begin or end inside a token: it maps all of the text or a stretch
+    of it that starts at the text's start or after a character mapped to a space or "0",
+    and ends at the text's end or before a character mapped to a space.
+    """
+    tokens = first_tokens.intersection(mapped.split())
+    starts: dict[int, bytes] = {}
+    if not tokens:
+        return starts
+    padded = b" " + mapped + b" "  # padded[i + 1] is mapped[i]
+    for token in tokens:
+        needle = b" " + token + b" "
+        at = padded.find(needle)
+        while at >= 0:
+            starts[offset + at] = token  # the token starts at padded[at + 1], i.e. mapped[at]
+            at = padded.find(needle, at + 1)
+    return starts
+
+
+def _matches_at(text: str, starts: dict[int, bytes]) -> list[tuple[int, int]]:
+    """Step 3: the regex decides at each candidate, left to right, skipping overlaps."""
+    spans: list[tuple[int, int]] = []
+    end = 0
+    for start in sorted(starts):
+        if start >= end and (match := _token_regex(starts[start]).match(text, start)):
+            spans.append(match.span())
+            end = match.end()
+    return spans
 
 
 def _word_spans(text: str) -> list[tuple[int, int]]:
     """``[m.span() for m in _WORDS_RE.finditer(text)]``, fast (see above)."""
     tables = _fast_tables()
-    if tables is None:
+    mapped = None if tables is None else _mapped(text, tables)
+    if tables is None or mapped is None:
         return _word_spans_slow(text)
-    try:
-        mapped = text.encode("latin-1").translate(tables.latin1)
-    except UnicodeEncodeError:
-        if _COMBINING.search(text):
+    return _matches_at(text, _candidates(mapped, 0, tables.first_tokens))
+
+
+# -- only near some places ---------------------------------------------------------
+# The plain-text search only uses words within a few lines of a URL, and a newsletter
+# has its few URLs in the footer: _word_spans_near maps and searches those stretches
+# only, and gives every span of _word_spans(text) that starts in them (and maybe some
+# other of its spans, never anything else).
+#
+# finditer's result after a point depends on what came before only through a match
+# that runs across that point. A match consumes only phrase letters, combining marks,
+# whitespace, hyphens and apostrophes, so it never runs across a "stop" character (an
+# ASCII digit or punctuation mark that is none of those): each stretch is widened back
+# to just after one (or the start of the text) and then searched on its own, exactly.
+
+
+@functools.cache
+def _stop_table() -> bytes | None:
+    """bytes.translate table for ASCII-encoded text: stop characters -> b"!", others b"."."""
+    tables = _fast_tables()
+    if tables is None:
+        return None
+    table = bytearray(b"." * 256)
+    for code in range(128):
+        # Not a phrase letter (mapped to "0" or " "), not a separator, and not the "?"
+        # that encode("ascii", "replace") puts for every non-ASCII character.
+        if tables.latin1[code] in b"0 " and not re.match(r"[\s\-'?]", chr(code)):
+            table[code] = ord("!")
+    return bytes(table)
+
+
+def _after_stop(text: str, pos: int, stops: bytes) -> int:
+    """Just after the last stop character before ``pos``, or 0."""
+    size = 256
+    while pos > 0:
+        start = max(0, pos - size)
+        found = text[start:pos].encode("ascii", "replace").translate(stops).rfind(b"!")
+        if found >= 0:
+            return start + found + 1
+        pos, size = start, size * 2
+    return 0
+
+
+def _word_spans_near(text: str, stretches: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The spans of ``_word_spans(text)`` that start in one of the ``[lo, hi)`` stretches.
+
+    Each ``hi`` must be len(text) or the position of a character that is neither a letter
+    nor a digit (a line break, say). Spans of ``_word_spans(text)`` outside the stretches
+    may be in the result too.
+    """
+    tables = _fast_tables()
+    stops = _stop_table()
+    if tables is None or stops is None:
+        return _word_spans_slow(text)
+    merged: list[list[int]] = []
+    for lo, hi in sorted(stretches):
+        if not merged or lo > merged[-1][1]:
+            lo = _after_stop(text, lo, stops)
+        if merged and lo <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], hi)
+        else:
+            merged.append([lo, hi])
+    starts: dict[int, bytes] = {}
+    for lo, hi in merged:
+        mapped = _mapped(text[lo:hi], tables)
+        if mapped is None:  # combining marks: the slow path, as _word_spans takes it
             return _word_spans_slow(text)
-        encoded, _ = codecs.charmap_encode(text, "replace", tables.charmap)
-        mapped = encoded.translate(tables.other)
-    tokens = tables.first_tokens.intersection(mapped.split())
-    if not tokens:
-        return []
-    padded = b" " + mapped + b" "  # padded[i + 1] is mapped[i]
-    starts = set()
-    for token in tokens:
-        needle = b" " + token + b" "
-        at = padded.find(needle)
-        while at >= 0:
-            starts.add(at)  # the token starts at padded[at + 1], i.e. text[at]
-            at = padded.find(needle, at + 1)
-    spans: list[tuple[int, int]] = []
-    end = 0
-    for start in sorted(starts):
-        if start >= end and (match := _WORDS_RE.match(text, start)):
-            spans.append(match.span())
-            end = match.end()
-    return spans
+        starts.update(_candidates(mapped, lo, tables.first_tokens))
+    return _matches_at(text, starts)
 
 
 def has_registered_prefix(url: str, prefix: str | None) -> bool:
@@ -422,14 +528,79 @@ def _line_numbers(text: str, positions: list[int]) -> list[int]:
     return lines
 
 
+_NEAR_MIN_CHARS = 4096
+_NEAR_MAX_URLS = 8
+
+
+def _line_break_before(text: str, end: int, has_cr: bool) -> int:
+    r"""Start of the last line break (``\r\n``, ``\r`` or ``\n``) before ``end``, or -1.
+
+    ``text[end]`` must not be the LF of a CRLF. Scans only back to that break.
+    """
+    lf = text.rfind("\n", 0, end)
+    if has_cr:
+        cr = text.rfind("\r", lf + 1, end)
+        if cr >= 0:
+            return cr
+    if lf > 0 and text[lf - 1] == "\r":
+        return lf - 1
+    return lf
+
+
+def _line_break_after(text: str, start: int, has_cr: bool) -> tuple[int, int]:
+    """``(start, end)`` of the first line break at or after ``start``, or (-1, -1)."""
+    lf = text.find("\n", start)
+    if has_cr:
+        cr = text.find("\r", start, lf if lf >= 0 else len(text))
+        if cr >= 0:
+            return cr, cr + 2 if text.startswith("\n", cr + 1) else cr + 1
+    return lf, lf + 1
+
+
+def _line_stretches(text: str, positions: list[int], lines: int) -> list[tuple[int, int]]:
+    """``[lo, hi)`` stretches that hold every position at most ``lines`` lines from a position.
+
+    For each position, ``lo`` is the start of the ``lines + 1``-th line break before the position (0 if none),
+    ``hi`` the start of the ``lines + 1``-th after it (len(text) if none); a position inside
+    the previous stretch keeps ``lo`` at itself. Positions must not be inside a line break.
+    """
+    has_cr = "\r" in text
+    stretches: list[tuple[int, int]] = []
+    for pos in sorted(positions):
+        lo = pos
+        # Inside the previous stretch: that one already reaches back far enough.
+        if not stretches or pos >= stretches[-1][1]:
+            for _ in range(lines + 1):
+                lo = _line_break_before(text, lo, has_cr)
+                if lo < 0:
+                    lo = 0
+                    break
+        hi, at = pos, pos
+        for _ in range(lines + 1):
+            hi, at = _line_break_after(text, at, has_cr)
+            if hi < 0:
+                hi = len(text)
+                break
+        stretches.append((lo, hi))
+    return stretches
+
+
 def _find_in_text(text: str, prefix: str | None) -> str | None:
     urls = [(m.start(), _clean_url(m.group())) for m in _text_urls(text)]
     urls = [(pos, url) for pos, url in urls if _has_host(url)]
     for _, url in urls:
         if has_registered_prefix(url, prefix):
             return url
-    words = _word_spans(text)
-    if not words or not urls:
+    if not urls:
+        return None
+    # Only words within TEXT_LINE_WINDOW lines of a URL count: in a long text with few URLs
+    # (a newsletter's footer), look for them only there; else finding the stretches costs more.
+    if len(text) >= _NEAR_MIN_CHARS and len(urls) <= _NEAR_MAX_URLS:
+        stretches = _line_stretches(text, [pos for pos, _ in urls], TEXT_LINE_WINDOW)
+        words = _word_spans_near(text, stretches)
+    else:
+        words = _word_spans(text)
+    if not words:
         return None
     word_starts = [w[0] for w in words]
     positions = sorted({*word_starts, *(pos for pos, _ in urls)})

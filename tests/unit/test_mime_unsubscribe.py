@@ -419,3 +419,110 @@ def test_corpus_headers(name: str, uris: list[str], ok: bool) -> None:
     assert parse_list_unsubscribe(msg.get("List-Unsubscribe")) == uris
     result = check_list_unsubscribe_headers(msg.get("List-Unsubscribe"), msg.get("List-Unsubscribe-Post"))
     assert (result is None) is ok
+
+
+# -- the plain-text search looks for words only near URLs ------------------------------
+# _find_in_text maps and searches only the lines around its URLs (_line_stretches,
+# _word_spans_near). These compare that with the whole-text search it replaces.
+
+import re  # noqa: E402
+from bisect import bisect_right  # noqa: E402
+from unittest import mock  # noqa: E402
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from gateway.mime import unsubscribe as unsub  # noqa: E402
+
+_NEAR = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+_BREAKS = ["\r\n", "\n", "\r", "\n\r", "\r\r\n"]
+_near_pieces = st.one_of(
+    st.sampled_from(UNSUBSCRIBE_WORDS),
+    st.sampled_from(UNSUBSCRIBE_WORDS).map(str.upper),
+    st.sampled_from(UNSUBSCRIBE_WORDS).map(lambda w: unicodedata.normalize("NFD", w)),
+    st.sampled_from(["se", "opt", "no longer", "ne plus", "darse", "de", "wypisz", "meld", "dig"]),
+    st.sampled_from([" ", "  ", "-", "\u2010", "'", "\u2019", "\t", "\u00a0", "\u2028"]),
+    st.sampled_from(_BREAKS),
+    st.sampled_from(["https://shop.example/u?x=1", "http://a.example/abmelden", "x", "42",
+                     ".", ",", ":", "?", "!", "(", ")", "3abmelden", "STRASSE", "Straße", "ß",
+                     "\u0301", "ОТПИСАТЬСЯ", "ª", "_", "©"]),
+)
+_near_texts = st.lists(_near_pieces, max_size=40).map("".join)
+
+
+def _line_of(text: str) -> list[int]:
+    starts = [0] + [m.end() for m in re.finditer(r"\r\n|\r|\n", text)]
+    return [bisect_right(starts, p) - 1 for p in range(len(text) + 1)]
+
+
+@_NEAR
+@given(_near_texts, st.lists(st.integers(0, 2000), max_size=6))
+def test_word_spans_near_are_the_whole_text_spans(text: str, picks: list[int]) -> None:
+    whole = unsub._word_spans(text)
+    cuts = [0] + [i for i, ch in enumerate(text) if not ch.isalnum()] + [len(text)]
+    stretches = []
+    for a, b in zip(picks[::2], picks[1::2], strict=False):
+        hi = cuts[b % len(cuts)]
+        stretches.append((min(a % (len(text) + 1), hi), hi))
+    near = unsub._word_spans_near(text, stretches)
+    assert set(near) <= set(whole)
+    assert [w for w in whole if any(lo <= w[0] < hi for lo, hi in stretches)] == [
+        w for w in near if any(lo <= w[0] < hi for lo, hi in stretches)]
+
+
+@_NEAR
+@given(_near_texts, st.lists(st.integers(0, 2000), max_size=5), st.integers(0, 3))
+def test_line_stretches_hold_every_position_close_enough(text: str, picks: list[int], lines: int) -> None:
+    line = _line_of(text)
+    # Positions not inside a line break (as URL starts are not).
+    allowed = [p for p in range(len(text) + 1) if p == len(text) or text[p] not in "\r\n"]
+    positions = sorted({allowed[p % len(allowed)] for p in picks})
+    stretches = unsub._line_stretches(text, positions, lines)
+    for _, hi in stretches:
+        assert hi == len(text) or text[hi] in "\r\n"
+    for pos in positions:
+        for q in range(len(text)):  # where a word can start: not in a line break
+            if text[q] not in "\r\n" and abs(line[q] - line[pos]) <= lines:
+                assert any(lo <= q < hi for lo, hi in stretches), (pos, q)
+
+
+@pytest.mark.parametrize("text, expected", [
+    # A phrase that starts three lines above the URL and runs into the line two above: the
+    # whole-text search sees one match, three lines away, not "désinscrire" two lines away.
+    ("se\ndésinscrire\nc\nhttps://x.example/u", None),
+    ("x.\nse\ndésinscrire\nc\nhttps://x.example/u", None),
+    ("NEWSLETTER\r\nAbbestellen\r\nc\r\nhttps://x.example/u", None),
+    ("Newsletter  \n abbestellen\nhttps://x.example/u", "https://x.example/u"),
+    ("se\n\ndésinscrire\nb\nc\nhttps://x.example/u", None),
+    ("OPT\r\nOUT\r\na\r\nb\r\nhttps://x.example/u", None),
+    ("ABMELDEN\r\n\r\n\r\nhttps://x.example/u", None),
+    ("ABMELDEN\r\n\r\nhttps://x.example/u", "https://x.example/u"),
+    ("ABMELDEN\r\r\nhttps://x.example/u", "https://x.example/u"),
+    ("ABMELDEN\n\r\r\nhttps://x.example/u", None),
+    ("Ab-\nmelden. 12 Straße\n\nhttps://x.example/u", None),
+    ("abmelden" + " x" * 500 + "\nhttps://x.example/u", "https://x.example/u"),
+    ("a " * 400 + "wypisz\nsię\nx\nhttps://x.example/u", None),
+    ("a " * 400 + "wypisz\nsię\nhttps://x.example/u", "https://x.example/u"),
+    ("STRASSE 3abmelden\nhttps://x.example/u", None),
+    ("des\u0301inscrire\nhttps://x.example/u", "https://x.example/u"),
+    ("ОТПИСАТЬСЯ: https://x.example/u", "https://x.example/u"),
+])
+def test_text_words_near_urls(text: str, expected: str | None) -> None:
+    part = TextPart("text/plain", text, "1", False)
+    with mock.patch.object(unsub, "_NEAR_MIN_CHARS", 0):
+        assert find_unsubscribe_link(part) == expected
+    # The same with the whole-text word search.
+    with mock.patch.object(unsub, "_word_spans_near", lambda text, _: unsub._word_spans_slow(text)):
+        assert find_unsubscribe_link(part) == expected
+
+
+def test_token_regexes_find_what_the_whole_regex_finds() -> None:
+    tables = unsub._fast_tables()
+    assert tables is not None
+    for token in tables.first_tokens:
+        for phrase in tables.phrases_of[token]:
+            for text in (phrase, phrase.upper(), f"x {phrase}, y"):
+                start = text.lower().find(phrase.lower()[:1])
+                whole = unsub._WORDS_RE.match(text, start)
+                if whole is not None:
+                    assert unsub._token_regex(token).match(text, start).span() == whole.span()

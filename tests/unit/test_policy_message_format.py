@@ -61,3 +61,23 @@ def test_format(env: Env, raw: bytes, expected: str | None) -> None:
 ])
 def test_real_newsletters(env: Env, relpath: str, expected: str | None) -> None:
     assert reply_of(env.check(MessageFormat(), newsletter(relpath))) == expected
+
+
+HEAD = (b"From: a@shop.example\r\nDate: Fri, 27 Nov 2026 10:00:00 +0100\r\n"
+        b"Message-ID: <m@shop.example>\r\n\r\n")
+LONG = "550 5.6.0 Message format: line {} is {} octets long; lines may have at most 998 octets"
+
+
+@pytest.mark.parametrize("body, expected", [
+    (b"x" * 998 + b"\r\n", None),  # 998 octets and the CR: 999 in the LF-split segment
+    (b"x" * 998, None),  # last line without CRLF
+    (b"x" * 999 + b"\r\n", LONG.format(5, 999)),
+    (b"ok\r\n" + b"x" * 999, LONG.format(6, 999)),
+    (b"a\r\r\n", BARE),  # two CRs, one LF
+    (b"a\n\r", BARE),  # one CR, one LF, but not a CRLF
+    (b"a\r\nb\r", BARE),  # a CR ending the last segment
+    (b"a\r\nb\n", BARE),
+    (b"\r\n\r\n", None),
+])
+def test_line_ends_and_lengths(env: Env, body: bytes, expected: str | None) -> None:
+    assert reply_of(env.check(MessageFormat(), HEAD + body)) == expected
