@@ -17,16 +17,19 @@ from typing import Any
 
 LOGGER_NAME = "gateway"
 _SAFE = re.compile(r"[A-Za-z0-9\-_.:/@+<>=,\[\]]+")
+_safe = _SAFE.fullmatch
 
 
 def _quote(value: Any) -> str:
     if value is None:
         return '""'
-    if isinstance(value, float):
+    if type(value) is str:
+        text = value
+    elif isinstance(value, float):
         text = f"{value:.6f}".rstrip("0").rstrip(".")
     else:
         text = str(value)
-    if _SAFE.fullmatch(text):
+    if _safe(text):
         return text
     escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace(
         "\r", "\\r")
@@ -71,16 +74,17 @@ def parse_logfmt(line: str) -> dict[str, str]:
 
 
 class LogfmtFormatter(logging.Formatter):
-    _second = -1
-    _second_text = ""
+    # (second, its text): one tuple, so that a thread never pairs one second with another's text.
+    _second: tuple[int, str] = (-1, "")
 
     def _timestamp(self, created: float) -> str:
         # strftime once per second, not once per line.
         second = int(created)
-        if second != self._second:
-            self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-            self._second = second
-        return f"{self._second_text}.{int((created - second) * 1000):03d}Z"
+        cached, text = self._second
+        if second != cached:
+            text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = (second, text)
+        return f"{text}.{int((created - second) * 1000):03d}Z"
 
     def format(self, record: logging.LogRecord) -> str:
         fields: dict[str, Any] = {
@@ -97,20 +101,60 @@ class LogfmtFormatter(logging.Formatter):
 
 
 class EventLogger:
-    """`log.event("relay", mail_id=..., reply=...)` writes one logfmt line."""
+    """`log.event("relay", mail_id=..., reply=...)` writes one logfmt line.
+
+    When the logger's only handler is one of ours (setup_logging's stdout or reopened file)
+    the line is formatted and written here directly, without a LogRecord, caller lookup and
+    handler dispatch: the same line (LogfmtFormatter's format, the same timestamp), written
+    and flushed before `event` returns, under the handler's lock. Any other set-up (another
+    handler, a filter, propagation, a record factory) takes the stdlib path."""
 
     def __init__(self, logger: logging.Logger) -> None:
         self._logger = logger
 
     def event(self, event: str, level: int = logging.INFO, **fields: Any) -> None:
-        if self._logger.isEnabledFor(level):
-            self._logger.log(level, "", extra={"event": event, "fields": fields})
+        logger = self._logger
+        if not logger.isEnabledFor(level):
+            return
+        handlers = logger.handlers
+        if len(handlers) == 1 and not logger.propagate and not logger.filters:
+            handler = handlers[0]
+            if (type(handler) in _DIRECT_HANDLERS and level >= handler.level
+                    and not handler.filters and type(handler.formatter) is LogfmtFormatter
+                    and logging.getLogRecordFactory() is logging.LogRecord):
+                created = time.time()
+                try:
+                    line = format_logfmt({
+                        "ts": handler.formatter._timestamp(created),
+                        "level": logging.getLevelName(level).lower(),
+                        "event": event or "log", **fields})
+                    handler.write_line(line)  # type: ignore[attr-defined]
+                except RecursionError:  # as StreamHandler.emit
+                    raise
+                except Exception:  # noqa: BLE001 - reported as the stdlib handler would
+                    record = logger.makeRecord(logger.name, level, "(unknown file)", 0, "",
+                                               (), None, extra={"event": event,
+                                                                "fields": fields})
+                    record.created = created
+                    handler.handleError(record)
+                return
+        logger.log(level, "", extra={"event": event, "fields": fields})
 
     def warning(self, event: str, **fields: Any) -> None:
         self.event(event, logging.WARNING, **fields)
 
     def error(self, event: str, **fields: Any) -> None:
         self.event(event, logging.ERROR, **fields)
+
+
+class StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A StreamHandler on stdout that EventLogger may also write lines to directly."""
+
+    def write_line(self, line: str) -> None:
+        """What emit() does with the formatted line: write it and flush, under the lock."""
+        with self.lock:  # type: ignore[union-attr]
+            self.stream.write(line + self.terminator)
+            self.flush()
 
 
 class ReopeningFileHandler(logging.handlers.WatchedFileHandler):
@@ -125,6 +169,23 @@ class ReopeningFileHandler(logging.handlers.WatchedFileHandler):
         if now - self._checked >= 1.0:
             self._checked = now
             super().reopenIfNeeded()
+
+    def write_line(self, line: str) -> None:
+        """What emit() does with the formatted line (reopen if moved, write, flush), in one
+        write system call on the file's descriptor. Every write to the stream is flushed at
+        once (here and in emit), so its buffer is empty and the order of lines is kept."""
+        with self.lock:  # type: ignore[union-attr]
+            self.reopenIfNeeded()
+            if self.stream is None and (self.mode != "w" or not getattr(self, "_closed", False)):
+                self.stream = self._open()  # as FileHandler.emit after close()
+            stream: Any = self.stream
+            data = (line + self.terminator).encode(stream.encoding, stream.errors or "strict")
+            fd = stream.fileno()
+            while data:
+                data = data[os.write(fd, data):]
+
+
+_DIRECT_HANDLERS = (StdoutHandler, ReopeningFileHandler)
 
 
 def get_logger() -> EventLogger:
@@ -142,7 +203,7 @@ def setup_logging(file: Path | None, level: str = "info", max_bytes: int = 0,
         old.close()
     handler: logging.Handler
     if file is None:
-        handler = logging.StreamHandler(sys.stdout)
+        handler = StdoutHandler(sys.stdout)
     else:
         file.parent.mkdir(parents=True, exist_ok=True)
         if max_bytes > 0:
