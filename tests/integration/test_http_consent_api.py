@@ -235,3 +235,58 @@ def test_confirmed_resubscription_on_the_page_lifts_the_old_unsubscribe(setup):
     assert [h.action for h in gw.store.suppression_history("anna@example.org")] == [
         "added", "removed"]
     assert rcpt_reply(gw, "anna@example.org")[0] == 250
+
+
+WITH_SUPPRESSION = [{"name": "customer-active", "mode": "enforce"},
+                    {"name": "suppression", "mode": "enforce"},
+                    {"name": "consent", "mode": "enforce"}]
+
+
+def test_an_unsubscribed_recipient_can_sign_up_again_and_get_only_the_confirmation_mail(
+        gateway, scripted_mta, tmp_path):
+    gw, mta, http, _ = start(gateway, scripted_mta, tmp_path, policies=WITH_SUPPRESSION)
+    key, _ = add_key(tmp_path / "api-keys", "acme", "signup form")
+    customer = gw.store.get_customer("acme")
+    subscribe(http, key)
+    assert http.api("POST", "/api/v1/consent/confirm", key,
+                    {"email": "anna@example.org", "ip": "192.0.2.1"}).status == 200
+    url = http.api("GET", "/api/v1/unsubscribe-url?email=anna@example.org", key).json()["url"]
+    assert http.post_form(local_path(url), "List-Unsubscribe=One-Click").status == 200
+    code, text = rcpt_reply(gw, "anna@example.org")
+    assert code == 550 and b"unsubscribed on" in text and b"(suppression)" in text
+
+    # Signed up again on the customer's form: the confirmation mail may go out ...
+    fresh = subscribe(http, key).json()
+    assert fresh["result"] == "resubscribed"
+    assert rcpt_reply(gw, "anna@example.org")[0] == 250
+    # ... but nothing else: a newsletter is refused at end of DATA, nothing relayed.
+    before = len(mta.received)
+    with gw.client() as smtp, pytest.raises(Exception) as err:
+        smtp.sendmail("news@customer.example", ["anna@example.org"], message("anna@example.org"))
+    assert "only the confirmation mail" in str(err.value) and "(suppression)" in str(err.value)
+    assert len(mta.received) == before
+    body = (f"Please confirm your subscription: {fresh['confirm_url']}\r\n\r\n"
+            "To unsubscribe, click https://customer.example/unsubscribe?u=1\r\n")
+    data = send(gw, mta, "anna@example.org", message("anna@example.org", body=body))
+    assert fresh["confirm_url"].encode() in data
+    # A link for somebody else does not open the door either.
+    other = subscribe(http, key, email="bert@example.org").json()["confirm_url"]
+    with gw.client() as smtp, pytest.raises(Exception):
+        smtp.sendmail("news@customer.example", ["anna@example.org"], message(
+            "anna@example.org", body=f"Confirm: {other}\r\n\r\nUnsubscribe: "
+                                      "https://customer.example/unsubscribe?u=1\r\n"))
+
+    # Confirmed on the page: the suppression is lifted, newsletters flow again.
+    assert http.post_form(local_path(fresh["confirm_url"]), "confirm=yes").status == 200
+    assert gw.store.find_suppression(customer.id, "anna@example.org") is None
+    send(gw, mta, "anna@example.org")
+
+
+def test_a_complaint_is_not_undone_by_signing_up_again(gateway, scripted_mta, tmp_path):
+    gw, mta, http, _ = start(gateway, scripted_mta, tmp_path, policies=WITH_SUPPRESSION)
+    key, _ = add_key(tmp_path / "api-keys", "acme", "signup form")
+    customer = gw.store.get_customer("acme")
+    gw.store.add_suppression(customer.id, "anna@example.org", "complaint", by="test")
+    assert subscribe(http, key).status == 201
+    code, text = rcpt_reply(gw, "anna@example.org")
+    assert code == 550 and b"complained" in text
