@@ -30,6 +30,9 @@ _COMPAT32 = email_policy.compat32
 # specially: "From " lines, empty names and continuation lines are handled separately.
 _HEADER_NAME = re.compile(r"[\x21-\x39\x3b-\x7e]+:")
 _MAX_DEPTH = 20
+# More MIME entities than this (the policies' own bound) go to the feed parser at once, so a
+# message of many thousand parts never pays for a fast attempt and then the full parse.
+_MAX_ENTITIES = 1000
 
 
 def parse(raw: bytes) -> Message:
@@ -46,12 +49,14 @@ def parse_fast(raw: bytes) -> Message | None:
     if raw.count(b"\r") != pairs or raw.count(b"\n") != pairs:
         return None
     text = raw.decode("ascii", "surrogateescape")
-    return _entity(text, 0, len(text), 0)
+    return _entity(text, 0, len(text), 0, [_MAX_ENTITIES])
 
 
-def _entity(text: str, start: int, end: int, depth: int) -> Message | None:
-    """The entity in text[start:end]: header block, blank line, body."""
-    if depth > _MAX_DEPTH:
+def _entity(text: str, start: int, end: int, depth: int, budget: list[int]) -> Message | None:
+    """The entity in text[start:end]: header block, blank line, body. `budget` counts down the
+    entities still allowed."""
+    budget[0] -= 1
+    if depth > _MAX_DEPTH or budget[0] < 0:
         return None
     blank = text.find("\r\n\r\n", start, end)
     if text.startswith("\r\n", start) and start + 2 <= end:
@@ -69,7 +74,7 @@ def _entity(text: str, start: int, end: int, depth: int) -> Message | None:
     if maintype != "multipart":
         message._payload = text[body_start:end]  # type: ignore[attr-defined]
         return message
-    if not _multipart(message, text, body_start, end, depth):
+    if not _multipart(message, text, body_start, end, depth, budget):
         return None
     return message
 
@@ -103,40 +108,62 @@ def _store(message: Message, lines: list[str]) -> None:
     message._headers.append((name, value))  # type: ignore[attr-defined]
 
 
-def _multipart(message: Message, text: str, start: int, end: int, depth: int) -> bool:
+def _multipart(message: Message, text: str, start: int, end: int, depth: int,
+               budget: list[int]) -> bool:
     boundary = message.get_boundary()
-    if boundary is None:
-        return False
+    if boundary is None or "\r" in boundary or "\n" in boundary:
+        return False  # the feed parser matches line by line: such a boundary never matches
     cte = str(message.get("content-transfer-encoding", "8bit")).lower()
     if cte not in ("7bit", "8bit", "binary"):
         return False
-    # Delimiter lines, found by their literal start (a `^` pattern would be tried at every
-    # position). A region never holds an enclosing boundary's line: each part is cut out
-    # between its parent's delimiter lines, and the top level has no parent.
-    delimiter = re.compile("--" + re.escape(boundary) + r"(--)?[ \t]*(?:\r\n|\Z)")
-    lines = [m for m in delimiter.finditer(text, start, end)
-             if m.start() == start or text[m.start() - 1] == "\n"]
-    if not lines or lines[-1].group(1) is None:
+    lines = _delimiter_lines(text, "--" + boundary, start, end)
+    if not lines or not lines[-1][2]:
         return False  # no start delimiter, or no close delimiter
-    if any(m.group(1) for m in lines[:-1]) or lines[0].group(1):
+    if lines[0][2] or any(close for _, _, close in lines[:-1]):
         return False  # a close delimiter before the last, or nothing but a close
-    first = lines[0].start()
+    first = lines[0][0]
     if first > start:
         preamble = text[start:first]
         message.preamble = preamble[:-2] if preamble.endswith("\r\n") else preamble
     parts: list[Message] = []
     for before, after in itertools.pairwise(lines):
-        part_start, part_end = before.end(), after.start()
+        part_start, part_end = before[1], after[0]
         if part_start == part_end:
             return False  # doubled boundary lines: the feed parser skips them specially
-        part = _entity(text, part_start, part_end, depth + 1)
+        part = _entity(text, part_start, part_end, depth + 1, budget)
         if part is None:
             return False
         _trim_trailing_newline(part)
         parts.append(part)
     message._payload = parts  # type: ignore[attr-defined]
-    message.epilogue = text[lines[-1].end():end]
+    message.epilogue = text[lines[-1][1]:end]
     return True
+
+
+def _delimiter_lines(text: str, dashed: str, start: int, end: int) -> list[tuple[int, int, bool]]:
+    """(start, end, is the close delimiter) of each line in text[start:end] that the feed
+    parser takes for a delimiter: `--boundary`, optionally `--`, blanks and tabs, then CRLF
+    (or the end of the region).
+
+    A region never holds an enclosing boundary's line: each part is cut out between its
+    parent's delimiter lines, and the top level has no parent.
+    """
+    lines = []
+    at = text.find(dashed, start, end)
+    while at >= 0:
+        if at == start or text[at - 1] == "\n":
+            after = at + len(dashed)
+            close = text.startswith("--", after, end)
+            if close:
+                after += 2
+            while after < end and text[after] in " \t":
+                after += 1
+            if after == end:
+                lines.append((at, end, close))
+            elif text.startswith("\r\n", after, end):
+                lines.append((at, after + 2, close))
+        at = text.find(dashed, at + 1, end)
+    return lines
 
 
 def _trim_trailing_newline(part: Message) -> None:
