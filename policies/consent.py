@@ -118,13 +118,6 @@ class Consent(Policy):
         return Verdict.ok(f"confirmation mail to {', '.join(r for r, _ in pending)}")
 
 
-def carries_confirmation_link(txn: Transaction, ctx: PolicyContext, customer_id: int,
-                              rcpt: str) -> bool:
-    """The message carries a genuine confirmation link of this gateway for this customer and
-    recipient (what a pending subscription may receive)."""
-    return _link_for(_confirmation_links(txn, ctx), ctx, customer_id, rcpt)
-
-
 def _confirmation_links(txn: Transaction, ctx: PolicyContext) -> list[str]:
     """Tokens of `<public_url>/c/<token>` links in any text part of the message."""
     public = getattr(getattr(ctx.config, "http", None), "public_url", None)

@@ -80,4 +80,4 @@ def test_registered_as_an_rcpt_policy() -> None:
     from gateway.core.registry import discover
 
     assert discover()["suppression"] is Suppression
-    assert Suppression.phases == (Phase.RCPT, Phase.DATA)
+    assert Suppression.phases == (Phase.RCPT,)
