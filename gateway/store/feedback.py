@@ -27,6 +27,9 @@ from typing import Any
 
 GLOBAL = 0  # customer_id of a global suppression
 SUPPRESSION_REASONS = ("hard-bounce", "soft-bounce", "complaint", "unsubscribe", "manual")
+# Reasons that take over an existing entry of the same scope with one of the weaker reasons
+# (otherwise the first entry stays as it is).
+_REPLACES = {"complaint": ("unsubscribe",)}
 
 
 def normalise_address(address: str) -> str:
@@ -131,7 +134,7 @@ class FeedbackStoreMixin:
                         at: float | None = None) -> tuple[Suppression, bool]:
         """Suppress `address` for `customer_id` (0: everyone). Returns (row, newly added); an
         existing entry of the same scope is kept as it is (its reason and time stay the
-        first ones)."""
+        first ones), except that a complaint takes over an unsubscribe."""
         from gateway.store.base import StoreError
 
         if reason not in SUPPRESSION_REASONS:
@@ -147,6 +150,16 @@ class FeedbackStoreMixin:
             "ON CONFLICT (customer_id, address) DO NOTHING RETURNING id",
             (customer_id, address, reason, detail, mail_id, feedback_id, now, by),
         )
+        if not inserted and reason in _REPLACES:
+            # A complaint after an unsubscribe must not vanish behind it: the abuse desk reads
+            # the reason, and only an unsubscribe can ever be lifted by a new confirmation.
+            weaker = _REPLACES[reason]
+            inserted = self.execute(
+                "UPDATE suppressions SET reason = ?, detail = ?, mail_id = ?, feedback_id = ?, "
+                "created_at = ?, created_by = ? WHERE customer_id = ? AND address = ? AND "
+                f"reason IN ({', '.join('?' for _ in weaker)}) RETURNING id",
+                (reason, detail, mail_id, feedback_id, now, by, customer_id, address, *weaker),
+            )
         if inserted:
             self._suppression_change(customer_id, address, "added", reason, detail, mail_id,
                                      now, by)

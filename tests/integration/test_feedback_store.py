@@ -61,6 +61,22 @@ def test_suppressions_scopes_and_history(store):
         store.add_suppression(GLOBAL, "nobody", "manual")
 
 
+def test_a_complaint_after_an_unsubscribe_takes_over_the_entry(store):
+    acme = store.add_customer("acme")
+    first, _ = store.add_suppression(acme.id, "anna@example.org", "unsubscribe", by="http")
+    entry, added = store.add_suppression(acme.id, "anna@example.org", "complaint",
+                                         mail_id="m9", detail="arf", at=first.created_at + 60)
+    assert added and entry.id == first.id
+    assert (entry.reason, entry.mail_id, entry.created_at) == (
+        "complaint", "m9", first.created_at + 60)
+    assert store.find_suppression(acme.id, "anna@example.org").reason == "complaint"
+    # Nothing takes over a complaint, and an unsubscribe after it changes nothing.
+    _, added = store.add_suppression(acme.id, "anna@example.org", "unsubscribe")
+    assert not added and store.find_suppression(acme.id, "anna@example.org").reason == "complaint"
+    assert [(h.action, h.reason) for h in store.suppression_history("anna@example.org")] == [
+        ("added", "unsubscribe"), ("added", "complaint")]
+
+
 def test_feedback_events_roundtrip_with_raw_bytes(store):
     raw = b"From: x\r\n\r\n\xff\xfe not utf-8 \x00 bytes"
     event = FeedbackEvent(received_at=time.time(), source="smtp", kind="bounce",
