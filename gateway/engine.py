@@ -7,7 +7,6 @@ answers. Logs, metrics and the ledger are written here, once, the same way for a
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from gateway.core.pipeline import PhaseResult, Pipeline
 from gateway.core.policy import PolicyContext
 from gateway.core.transaction import Phase, SessionInfo, Transaction
 from gateway.core.verdict import Action, Reply
+from gateway.ledger import LedgerWriter
 from gateway.logging import EventLogger, get_logger
 from gateway.store import MessageRecord, StoreUnavailable
 
@@ -191,9 +191,9 @@ class Engine:
         if not self.ledger:
             return
         try:
-            # In a worker thread: a database write (and now and then a WAL checkpoint with its
-            # fsync) must not stall every other session on this event loop.
-            await asyncio.to_thread(self.store.record_message, record)
+            # In the ledger's writer thread: a database write (and now and then a WAL
+            # checkpoint with its fsync) must not stall every other session on this loop.
+            await LedgerWriter.for_store(self.store).record(record)
         except StoreUnavailable as exc:
             # The message outcome stands; the ledger row is lost, and ops must hear about it.
             self.log.error("ledger", mail_id=record.mail_id, error=str(exc))

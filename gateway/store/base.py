@@ -175,9 +175,12 @@ class SqlStore(FeedbackStoreMixin, ConsentStoreMixin):
             return [tuple(row) for row in cur.fetchall()]
 
     @contextmanager
-    def transaction(self) -> Iterator[Callable[..., list[tuple[Any, ...]]]]:
-        """Several statements atomically: `with store.transaction() as q: q(sql, params)`."""
-        self._cache.clear()
+    def transaction(self, *, invalidate: bool = True
+                    ) -> Iterator[Callable[..., list[tuple[Any, ...]]]]:
+        """Several statements atomically: `with store.transaction() as q: q(sql, params)`.
+        `invalidate=False` as for `execute`: the caller writes nothing that is cached."""
+        if invalidate:
+            self._cache.clear()
         with self._cursor() as cur:
             cur.execute("BEGIN")
 
@@ -365,17 +368,22 @@ class SqlStore(FeedbackStoreMixin, ConsentStoreMixin):
 
     # -- message ledger -----------------------------------------------------------------------
     def record_message(self, record: MessageRecord) -> None:
-        self.execute(
-            "INSERT INTO messages (mail_id, customer_id, campaign, mail_from, recipients, "
-            "created_at, result, reply, queue_id, verdicts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT (mail_id) DO UPDATE SET result = excluded.result, "
-            "reply = excluded.reply, queue_id = excluded.queue_id, verdicts = excluded.verdicts, "
-            "campaign = excluded.campaign, recipients = excluded.recipients",
-            (record.mail_id, record.customer_id, record.campaign, record.mail_from,
-             json.dumps(record.recipients), record.created_at, record.result, record.reply,
-             record.queue_id, json.dumps(record.verdicts)),
-            invalidate=False,
-        )
+        self.record_messages([record])
+
+    def record_messages(self, records: Sequence[MessageRecord]) -> None:
+        """Ledger rows, in one transaction (see gateway/ledger.py)."""
+        with self.transaction(invalidate=False) as q:
+            for record in records:
+                q("INSERT INTO messages (mail_id, customer_id, campaign, mail_from, recipients, "
+                  "created_at, result, reply, queue_id, verdicts) VALUES "
+                  "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                  "ON CONFLICT (mail_id) DO UPDATE SET result = excluded.result, "
+                  "reply = excluded.reply, queue_id = excluded.queue_id, "
+                  "verdicts = excluded.verdicts, campaign = excluded.campaign, "
+                  "recipients = excluded.recipients",
+                  (record.mail_id, record.customer_id, record.campaign, record.mail_from,
+                   json.dumps(record.recipients), record.created_at, record.result,
+                   record.reply, record.queue_id, json.dumps(record.verdicts)))
 
     def get_message(self, mail_id: str) -> MessageRecord | None:
         rows = self.execute(
