@@ -73,12 +73,24 @@ def prepend_headers(raw: bytes, headers: Sequence[tuple[str, str]]) -> bytes:
     return added + raw
 
 
+# The last answer of crlf_only, by object: the end of DATA, the parse, DKIM and the relay each
+# ask about the same bytes object of a message (bytes are immutable, so the answer holds).
+_last_crlf_check: tuple[bytes | None, bool] = (None, False)
+
+
 def crlf_only(data: bytes) -> bool:
     """No bare CR or LF: every CR and every LF is part of a CRLF exactly when the three counts
     are equal (a CR starts at most one CRLF, an LF ends at most one). Three C-speed counts,
     ~50x cheaper than a regex over a 20 KB message."""
+    global _last_crlf_check
+    last, answer = _last_crlf_check
+    if last is data:
+        return answer
     pairs = data.count(b"\r\n")
-    return data.count(b"\r") == pairs and data.count(b"\n") == pairs
+    answer = data.count(b"\r") == pairs and data.count(b"\n") == pairs
+    if type(data) is bytes:  # a bytearray could change after the check
+        _last_crlf_check = (data, answer)
+    return answer
 
 
 def has_bare_line_ending(raw: bytes) -> bool:

@@ -23,6 +23,8 @@ import re
 from email import policy as email_policy
 from email.message import Message
 
+from gateway.core.message import crlf_only
+
 __all__ = ["parse", "parse_fast"]
 
 _COMPAT32 = email_policy.compat32
@@ -45,8 +47,7 @@ def parse(raw: bytes) -> Message:
 
 def parse_fast(raw: bytes) -> Message | None:
     """The compat32 tree of `raw`, or None when the message needs the feed parser."""
-    pairs = raw.count(b"\r\n")
-    if raw.count(b"\r") != pairs or raw.count(b"\n") != pairs:
+    if not crlf_only(raw):
         return None
     text = raw.decode("ascii", "surrogateescape")
     return _entity(text, 0, len(text), 0, [_MAX_ENTITIES])

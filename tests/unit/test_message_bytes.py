@@ -38,3 +38,14 @@ def test_header_edits_keep_the_body_byte_identical():
     edited = prepend_headers(remove_headers(raw, ["x-mailing-id"]), [("X-Mailing-ID", "id1")])
     assert edited == b"X-Mailing-ID: id1\r\nFrom: a@b.example\r\nSubject: x\r\n y\r\n\r\nbody\r\n"
     assert header_values(edited, "subject") == ["x y"]
+
+
+def test_crlf_only_answers_again_for_the_same_bytes_and_rechecks_a_changed_buffer() -> None:
+    clean = b"Subject: x\r\n\r\nbody\r\n" * 100
+    assert crlf_only(clean) and crlf_only(clean)
+    smuggled = clean + b"\n.\r\n"
+    assert not crlf_only(smuggled) and not crlf_only(smuggled)
+    buffer = bytearray(clean)
+    assert crlf_only(buffer)
+    buffer += b"\n"
+    assert not crlf_only(buffer)
