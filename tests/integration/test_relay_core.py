@@ -337,3 +337,18 @@ def test_smuggling_sequences_never_yield_a_second_message(gateway, scripted_mta,
     reply()
     conn.close()
     assert mta.received == []
+
+
+def test_a_ledger_that_cannot_be_written_leaves_the_delivery_standing_and_tells_ops(
+        gateway, scripted_mta):
+    mta = scripted_mta()
+    gw = gateway(mta.port)
+    add_customer(gw.store)
+    assert send(gw) == {}
+    gw.store.execute("DROP TABLE messages")  # the ledger is gone; everything else works
+    assert send(gw) == {}, "the downstream accepted it: the client hears its 250"
+    assert len(mta.received) == 2
+    failed = [line for line in gw.log_lines() if line.get("event") == "ledger"]
+    relayed = [line for line in gw.log_lines() if line.get("event") == "relay"]
+    assert len(failed) == 1 and failed[0]["level"] == "error"
+    assert failed[0]["mail_id"] == relayed[-1]["mail_id"]
