@@ -11,7 +11,7 @@ from email.utils import getaddresses
 from typing import Any
 
 from gateway import metrics
-from gateway.core.message import header_values
+from gateway.core.message import header_values, prepend
 from gateway.dkim import DkimError, DkimSigner, SigningKey, load_keys
 from gateway.engine import SigningUnavailable
 
@@ -64,7 +64,7 @@ class MessageSigner:
             signature = self.signer.sign(data, keys)
         except DkimError as exc:  # e.g. no From header: nothing we may relay unsigned
             raise SigningUnavailable(f"cannot DKIM-sign: {exc}") from exc
-        return signature + data, {
+        return prepend(signature, data), {
             "result": "signed",
             "signatures": ",".join(f"{k.domain}/{k.selector}/{k.algorithm}" for k in keys),
         }

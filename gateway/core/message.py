@@ -70,7 +70,21 @@ def prepend_headers(raw: bytes, headers: Sequence[tuple[str, str]]) -> bytes:
     if not headers:
         return raw
     added = b"".join(f"{name}: {value}\r\n".encode() for name, value in headers)
-    return added + raw
+    return prepend(added, raw)
+
+
+def prepend(prefix: bytes, body: bytes) -> bytes:
+    """``prefix + body``; when `body` was just found CRLF-only (crlf_only's last answer) and
+    `prefix` is CRLF-terminated lines, the result is known to be CRLF-only without counting
+    the whole message again (no CR or LF pair can span the join)."""
+    global _last_crlf_check
+    joined = prefix + body
+    last, answer = _last_crlf_check
+    if last is body and answer and prefix.endswith(b"\r\n"):
+        pairs = prefix.count(b"\r\n")
+        if prefix.count(b"\r") == pairs and prefix.count(b"\n") == pairs:
+            _last_crlf_check = (joined, True)
+    return joined
 
 
 # The last answer of crlf_only, by object: the end of DATA, the parse, DKIM and the relay each

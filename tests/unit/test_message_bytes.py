@@ -12,6 +12,7 @@ from gateway.core.message import (
     crlf_only,
     has_bare_line_ending,
     header_values,
+    prepend,
     prepend_headers,
     remove_headers,
 )
@@ -49,3 +50,15 @@ def test_crlf_only_answers_again_for_the_same_bytes_and_rechecks_a_changed_buffe
     assert crlf_only(buffer)
     buffer += b"\n"
     assert not crlf_only(buffer)
+
+
+_LINES = st.binary(max_size=32).map(lambda b: bytes(c if c > 14 else (10, 13)[c % 2] for c in b))
+
+
+@given(_LINES, _LINES, st.booleans())
+def test_prepend_keeps_crlf_only_right(prefix: bytes, body: bytes, checked_first: bool) -> None:
+    if checked_first:
+        crlf_only(body)  # what the engine does before it adds headers
+    joined = prepend(prefix, body)
+    assert joined == prefix + body
+    assert crlf_only(joined) is (_BARE.search(joined) is None)
