@@ -126,6 +126,7 @@ class FeedbackStoreMixin:
     """Uses self.execute / self.transaction of SqlStore."""
 
     execute: Callable[..., list[tuple[Any, ...]]]
+    cached: Callable[..., Any]
 
     # -- suppressions -------------------------------------------------------------------------
     def add_suppression(self, customer_id: int, address: str, reason: str, *,
@@ -204,13 +205,19 @@ class FeedbackStoreMixin:
         return _suppression(rows[0]) if rows else None
 
     def find_suppression(self, customer_id: int | None, address: str) -> Suppression | None:
-        """What refuses `address` for this customer: a global entry first, else the customer's."""
-        rows = self.execute(
-            f"SELECT {_SUPPRESSION_COLS} FROM suppressions WHERE address = ? AND customer_id IN "
-            "(?, ?) ORDER BY customer_id, created_at LIMIT 1",
-            (normalise_address(address), GLOBAL, customer_id if customer_id is not None else GLOBAL),
-        )
-        return _suppression(rows[0]) if rows else None
+        """What refuses `address` for this customer: a global entry first, else the customer's.
+        Read through the hot-path cache (DESIGN §10): this process's own writes clear it at
+        once, other processes' show after at most `store.cache_ttl`."""
+        address = normalise_address(address)
+        scope = customer_id if customer_id is not None else GLOBAL
+
+        def load() -> Suppression | None:
+            rows = self.execute(
+                f"SELECT {_SUPPRESSION_COLS} FROM suppressions WHERE address = ? AND customer_id "
+                "IN (?, ?) ORDER BY customer_id, created_at LIMIT 1", (address, GLOBAL, scope))
+            return _suppression(rows[0]) if rows else None
+
+        return self.cached(("suppression", scope, address), load)  # type: ignore[no-any-return]
 
     def list_suppressions(self, *, customer_id: int | None = None, address: str | None = None,
                           reason: str | None = None, limit: int | None = None) -> list[Suppression]:

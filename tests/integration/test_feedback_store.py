@@ -77,6 +77,29 @@ def test_a_complaint_after_an_unsubscribe_takes_over_the_entry(store):
         ("added", "unsubscribe"), ("added", "complaint")]
 
 
+def test_suppression_reads_are_cached_and_own_writes_show_at_once(url):
+    gateway_view = open_store(url, cache_ttl=60)  # as `gateway serve` opens it
+    other_process = open_store(url)
+    try:
+        acme = gateway_view.add_customer("acme")
+        assert gateway_view.find_suppression(acme.id, "anna@example.org") is None
+        other_process.add_suppression(acme.id, "anna@example.org", "unsubscribe")
+        # Another process's write shows after at most cache_ttl ...
+        assert gateway_view.find_suppression(acme.id, "anna@example.org") is None
+        gateway_view.cache_ttl = 0
+        assert gateway_view.find_suppression(acme.id, "anna@example.org").reason == "unsubscribe"
+        # ... this process's own writes at once.
+        gateway_view.cache_ttl = 60
+        assert gateway_view.find_suppression(acme.id, "bert@example.org") is None
+        gateway_view.add_suppression(acme.id, "Bert@Example.org", "complaint")
+        assert gateway_view.find_suppression(acme.id, "bert@example.org").reason == "complaint"
+        gateway_view.remove_suppression(acme.id, "bert@example.org")
+        assert gateway_view.find_suppression(acme.id, "bert@example.org") is None
+    finally:
+        gateway_view.close()
+        other_process.close()
+
+
 def test_feedback_events_roundtrip_with_raw_bytes(store):
     raw = b"From: x\r\n\r\n\xff\xfe not utf-8 \x00 bytes"
     event = FeedbackEvent(received_at=time.time(), source="smtp", kind="bounce",
