@@ -14,18 +14,29 @@ log = logging.getLogger(__name__)
 NEW_SECRET_BYTES = 32
 
 
-def create_exclusive(path: Path, data: bytes) -> bool:
-    """Write a new file with mode 0600 and fsync it; False (nothing written) if it exists, so
-    that two processes starting together end up with the same file."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
+def create_exclusive(path: Path, data: bytes, mode: int = 0o600) -> bool:
+    """Write a new file (fsynced) that appears whole or not at all; False (nothing written) if
+    it exists, so that processes starting together (the workers of `serve --workers N`) all end
+    up with the same file and none ever reads a half-written one.
+
+    The content goes to a private temporary file first, which is then hard-linked to `path`:
+    the link fails if `path` exists, and once it exists it is complete."""
+    if path.exists():
         return False
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    return True
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            return False
+        return True
+    finally:
+        os.unlink(temporary)
 
 
 def new_key_line(key_id: int) -> str:
