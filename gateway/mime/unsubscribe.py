@@ -358,6 +358,10 @@ def _word_spans_near(text: str, stretches: Iterable[tuple[int, int]]) -> list[tu
         return _word_spans_slow(text)
     merged: list[list[int]] = []
     for lo, hi in sorted(stretches):
+        # A combining mark is no letter, but words carry them: a stretch must not end between
+        # a letter and its marks (the first word of a phrase would be cut short).
+        while hi < len(text) and _COMBINING.match(text, hi):
+            hi += 1
         if not merged or lo > merged[-1][1]:
             lo = _after_stop(text, lo, stops)
         if merged and lo <= merged[-1][1]:

@@ -526,3 +526,10 @@ def test_token_regexes_find_what_the_whole_regex_finds() -> None:
                 whole = unsub._WORDS_RE.match(text, start)
                 if whole is not None:
                     assert unsub._token_regex(token).match(text, start).span() == whole.span()
+
+
+def test_a_stretch_ending_before_a_combining_mark_still_finds_the_word() -> None:
+    # Found by the randomised test above: the stretch ended at the accent of "d\u0301..."
+    text = "unsubscribese d\u0301\u00e9sinscrire"
+    assert unsub._word_spans(text) == [(14, 26)]
+    assert unsub._word_spans_near(text, [(0, 15)]) == [(14, 26)]
