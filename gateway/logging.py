@@ -86,18 +86,21 @@ class LogfmtFormatter(logging.Formatter):
             self._second = (second, text)
         return f"{text}.{int((created - second) * 1000):03d}Z"
 
+    def line(self, created: float, level: str, event: str | None, fields: dict[str, Any],
+             **extra: Any) -> str:
+        """The logfmt line of one event (format() and EventLogger's direct path)."""
+        return format_logfmt({"ts": self._timestamp(created), "level": level.lower(),
+                              "event": event or "log", **fields, **extra})
+
     def format(self, record: logging.LogRecord) -> str:
-        fields: dict[str, Any] = {
-            "ts": self._timestamp(record.created),
-            "level": record.levelname.lower(),
-            "event": getattr(record, "event", None) or "log",
-        }
-        fields.update(getattr(record, "fields", {}))
-        if record.msg and not getattr(record, "event", None):
-            fields["msg"] = record.getMessage()
+        event = getattr(record, "event", None)
+        extra: dict[str, Any] = {}
+        if record.msg and not event:
+            extra["msg"] = record.getMessage()
         if record.exc_info and record.levelno >= logging.ERROR:
-            fields["error"] = self.formatException(record.exc_info).splitlines()[-1]
-        return format_logfmt(fields)
+            extra["error"] = self.formatException(record.exc_info).splitlines()[-1]
+        return self.line(record.created, record.levelname, event,
+                         getattr(record, "fields", {}), **extra)
 
 
 class EventLogger:
@@ -124,10 +127,8 @@ class EventLogger:
                     and logging.getLogRecordFactory() is logging.LogRecord):
                 created = time.time()
                 try:
-                    line = format_logfmt({
-                        "ts": handler.formatter._timestamp(created),
-                        "level": logging.getLevelName(level).lower(),
-                        "event": event or "log", **fields})
+                    line = handler.formatter.line(created, logging.getLevelName(level), event,
+                                                  fields)
                     handler.write_line(line)  # type: ignore[attr-defined]
                 except RecursionError:  # as StreamHandler.emit
                     raise
