@@ -53,13 +53,7 @@ def install() -> None:
 
 def data_payload(message: bytes) -> bytes:
     """The bytes aiosmtplib transmits after DATA's 354 (`execute_data_command`): line endings
-    normalised, dot-stuffed, terminated by ".\\r\\n". A CRLF-only message is checked once and
-    prepared as the stand-ins above do; any other goes through aiosmtplib's own helpers."""
-    if crlf_only(message):
-        if not message.endswith(b"\r\n"):
-            message += b"\r\n"
-        stuffed = message.replace(b"\r\n.", b"\r\n..")
-        return (b"." + stuffed if stuffed.startswith(b".") else stuffed) + b".\r\n"
+    normalised, dot-stuffed (through the stand-ins above), terminated by ".\r\n"."""
     import aiosmtplib.protocol as protocol
 
     message = protocol.normalize_message_line_endings(message)
