@@ -22,7 +22,7 @@ from gateway.engine import new_session_id
 from gateway.feedback.intake import Intake, accepts_recipient
 from gateway.logging import get_logger
 from gateway.store import StoreUnavailable
-from gateway.transports.smtp import _AIOSMTPD_REPLIES
+from gateway.transports.smtp import _AIOSMTPD_REPLIES, refuse_before_greeting
 
 log = get_logger()
 
@@ -54,13 +54,8 @@ class FeedbackSMTP(AioSMTP):
         open_sessions = self.event_handler.sessions
         if len(open_sessions) >= self.event_handler.server.config.feedback_intake.max_sessions:
             # Refused before the greeting: the sending MTA keeps its bounce and retries.
-            transport.write(f"{replies.TOO_MANY_SESSIONS}\r\n".encode())
-            log.warning("session_refused", session=self.session_id, peer=self.peer_ip,
-                        kind="feedback", reason="session cap",
-                        sessions=len(open_sessions))
-            assert self._handler_coroutine is not None
-            self._handler_coroutine.cancel()
-            transport.close()
+            refuse_before_greeting(self, transport, replies.TOO_MANY_SESSIONS, kind="feedback",
+                                   reason="session cap", sessions=len(open_sessions))
             return
         open_sessions.add(self)
         metrics.SESSIONS.labels("feedback").inc()

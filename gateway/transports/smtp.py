@@ -49,6 +49,15 @@ class _NoSuchCustomer(Exception):
     """Raised inside a cached load so that a miss is not remembered."""
 
 
+def refuse_before_greeting(server: Any, transport: Any, reply: Any, **fields: Any) -> None:
+    """Answer a new connection with `reply` (a 421) instead of the greeting, log it and close;
+    aiosmtpd's session coroutine, already started, is cancelled."""
+    transport.write(f"{reply}\r\n".encode())
+    log.warning("session_refused", session=server.session_id, peer=server.peer_ip, **fields)
+    server._handler_coroutine.cancel()
+    transport.close()
+
+
 @dataclass
 class AuthThrottle:
     """Per-peer failure memory: each recent failure adds a delay before the next attempt."""
@@ -149,11 +158,8 @@ class SubmissionSMTP(AioSMTP):
             self.session.ssl = {"ssl_object": ssl_object} if ssl_object is not None else None
         if not self.state.accepting or len(self.state.sessions) >= self.state.max_sessions:
             reply = replies.SHUTTING_DOWN if not self.state.accepting else replies.TOO_MANY_SESSIONS
-            transport.write(f"{reply}\r\n".encode())
-            log.warning("session_refused", session=self.session_id, peer=self.peer_ip,
-                        reason="shutting down" if not self.state.accepting else "session cap")
-            self._handler_coroutine.cancel()
-            transport.close()
+            refuse_before_greeting(self, transport, reply, reason="shutting down"
+                                   if not self.state.accepting else "session cap")
             return
         self.state.sessions.add(self)
         metrics.SESSIONS_ACTIVE.inc()
