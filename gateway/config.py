@@ -234,6 +234,32 @@ class HttpPages(_Strict):
         return value
 
 
+class Webhooks(_Strict):
+    """Events to customers (DESIGN §13): delivery of the outbox to each customer's URL."""
+    # Run the dispatcher in `gateway serve` (every worker and node may; a lease in the store
+    # keeps one event with one of them at a time).
+    deliver: bool = True
+    # http:// to a loopback receiver (tests, a local relay): never for production customers.
+    allow_loopback: bool = False
+    # POST to private/link-local addresses: off, so a webhook cannot reach internal services.
+    allow_private_networks: bool = False
+    retry_base_seconds: float = Field(default=30.0, gt=0)
+    retry_max_seconds: float = Field(default=3600.0, gt=0)
+    retry_for_hours: float = Field(default=24.0, gt=0)
+    timeout_seconds: float = Field(default=10.0, gt=0)
+    poll_interval_seconds: float = Field(default=2.0, gt=0)
+    lease_seconds: float = Field(default=60.0, gt=0)
+    batch_size: int = Field(default=50, ge=1, le=1000)
+    concurrency: int = Field(default=20, ge=1)
+
+    @model_validator(mode="after")
+    def _lease_outlasts_a_post(self) -> Webhooks:
+        if self.lease_seconds <= self.timeout_seconds:
+            raise ValueError("lease_seconds must be longer than timeout_seconds (a lease that "
+                             "expires during a POST lets a second worker send the same event)")
+        return self
+
+
 class PolicyEntry(_Strict):
     name: str
     mode: Literal["enforce", "monitor", "off"] = "enforce"
@@ -261,6 +287,7 @@ class Config(_Strict):
     dkim: Dkim = Field(default_factory=Dkim)
     logging: Logging = Field(default_factory=Logging)
     http: HttpPages = Field(default_factory=HttpPages)
+    webhooks: Webhooks = Field(default_factory=Webhooks)
     policies: list[PolicyEntry] = Field(default_factory=list)
 
     # Where the file was read from; relative paths are resolved against its directory.

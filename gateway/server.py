@@ -71,6 +71,8 @@ class Server:
     http_runners: list[Any] = field(default_factory=list)
     feedback_servers: list[asyncio.Server] = field(default_factory=list)
     milter: Any = None
+    webhook_dispatcher: Any = None
+    webhook_task: Any = None
 
     async def listen(self, listener: Any, factory: Callable[[], Any],
                      ssl: Any = None) -> asyncio.Server:
@@ -144,6 +146,9 @@ class Server:
 
         await attach_feedback(self)
         await attach_milter(self)
+        from gateway.webhooks import attach_webhooks
+
+        await attach_webhooks(self)
 
     def submission_ports(self) -> list[int]:
         return [s.sockets[0].getsockname()[1] for s in self.servers[1 if self.capture_port else 0:]
@@ -191,6 +196,9 @@ class Server:
                 session.transport.close()
         await asyncio.sleep(0.05)
         await milter_drained
+        from gateway.webhooks import stop_webhooks
+
+        await stop_webhooks(self)
         await self.state.relay.close()
         log.event("shutdown", phase="done", abandoned=self.state.in_flight)
 

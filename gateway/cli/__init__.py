@@ -16,7 +16,7 @@ from gateway.store import StoreError, StoreUnavailable
 
 # Order is the order of `gateway --help`.
 GROUPS = ["serve", "customer", "domain", "campaign", "policies", "check", "mailid", "dkim",
-          "trace", "feedback", "suppression", "abuse", "consent"]
+          "trace", "feedback", "suppression", "abuse", "consent", "webhook", "recipient"]
 
 
 class CliError(Exception):

@@ -240,6 +240,7 @@ class Intake:
             self.store.add_feedback_event(event, raw[:limit])
             plan(pending_logs)
             self.store.update_feedback_event(event)
+            emit_customer_event(self.store, result)
         self._revoke_consent(result, pending_logs)
         self._report(result, pending_logs)
         return result
@@ -424,7 +425,8 @@ class Intake:
         event = result.event
         entry, added = self.store.add_suppression(
             customer_id, address, reason, detail=detail, mail_id=event.mail_id,
-            feedback_id=event.id, by=f"feedback:{event.source}", at=event.received_at)
+            feedback_id=event.id, by=f"feedback:{event.source}", at=event.received_at,
+            notify=event.customer_id)
         result.suppressions.append((entry, added))
         scope = "global" if customer_id == GLOBAL else (result.customer_name or str(customer_id))
         where = "for everyone" if customer_id == GLOBAL else "for this customer"
@@ -500,3 +502,20 @@ class Intake:
             if name == "complaint_rate" and fields["action"] in ("warning", "suspended"):
                 COMPLAINT_RATE_ACTIONS.labels(fields["action"]).inc()
             self.log.event(name, lvl, **fields)
+
+
+def emit_customer_event(store: Any, result: IntakeResult) -> None:
+    """A bounce or complaint the intake acted on is an event for the customer whose message it
+    was (DESIGN §13), written in the intake's transaction. Reports that changed nothing
+    (unverified, duplicates, auto-replies) tell the customer nothing."""
+    event = result.event
+    if not event.acted or not event.customer_id or event.kind not in ("bounce", "complaint"):
+        return
+    data: dict[str, Any] = {"mail_id": event.mail_id, "campaign": result.campaign}
+    if event.kind == "bounce":
+        data.update({"class": event.bounce_class, "status": event.status,
+                     "diagnostic": (event.reason or "")[:500] or None})
+    else:
+        data.update({"source": event.source, "feedback_type": event.feedback_type})
+    store.emit_event(event.customer_id, event.kind, data, recipient=event.recipient,
+                     at=event.received_at)

@@ -357,11 +357,17 @@ class Pages:
         detail = ("one-click unsubscribe (RFC 8058)" if via == "one-click"
                   else "unsubscribe page") + (f", list {claims.list_label}"
                                               if claims.list_label else "")
-        entry, added = self.store.add_suppression(
-            customer.id, claims.recipient, "unsubscribe", detail=detail,
-            mail_id=claims.reference or None, by=f"http:{via}")
-        _, revoked = self.store.consent_revoke(
-            customer.id, claims.recipient, reason=f"unsubscribed ({detail})", via=f"http:{via}")
+        with self.store.transaction():
+            entry, added = self.store.add_suppression(
+                customer.id, claims.recipient, "unsubscribe", detail=detail,
+                mail_id=claims.reference or None, by=f"http:{via}")
+            _, revoked = self.store.consent_revoke(
+                customer.id, claims.recipient, reason=f"unsubscribed ({detail})",
+                via=f"http:{via}")
+            if added:  # a repeated click changes nothing and tells the customer nothing new
+                self.store.emit_event(customer.id, "unsubscribe", {
+                    "via": via, "list": claims.list_label or None,
+                    "mail_id": claims.reference or None}, recipient=claims.recipient)
         if added:
             metrics.SUPPRESSIONS.labels("unsubscribe").inc()
         log.event("unsubscribe", mail_id=claims.reference or None, customer=customer.name,

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.store.consent import ConsentStoreMixin
+from gateway.store.events import EventStoreMixin
 from gateway.store.feedback import FeedbackStoreMixin
 from gateway.store.migrations import MIGRATIONS, render
 
@@ -92,7 +93,7 @@ def _customer(row: Sequence[Any]) -> Customer:
     )
 
 
-class SqlStore(FeedbackStoreMixin, ConsentStoreMixin):
+class SqlStore(FeedbackStoreMixin, ConsentStoreMixin, EventStoreMixin):
     dialect = "sqlite"
     # Whether a read may wait (network, a server under load): policies then read in a worker
     # thread. The embedded SQLite says False (see SqliteStore).
@@ -181,8 +182,18 @@ class SqlStore(FeedbackStoreMixin, ConsentStoreMixin):
         `invalidate=False` as for `execute`: the caller writes nothing that is cached."""
         if invalidate:
             self._cache.clear()
+        if getattr(self._local, "in_transaction", False):
+            # Already inside one on this thread (same connection): the outer one commits, so
+            # a store method that is atomic on its own also joins a caller's transaction (an
+            # event is written together with the change it reports).
+            def joined(statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+                return self.execute(statement, params, invalidate=invalidate)
+
+            yield joined
+            return
         with self._cursor() as cur:
             cur.execute("BEGIN")
+            self._local.in_transaction = True
 
             def q(statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
                 cur.execute(self._sql(statement), tuple(params))
@@ -191,8 +202,10 @@ class SqlStore(FeedbackStoreMixin, ConsentStoreMixin):
             try:
                 yield q
             except BaseException:
+                self._local.in_transaction = False
                 cur.execute("ROLLBACK")
                 raise
+            self._local.in_transaction = False
             cur.execute("COMMIT")
 
     def close(self) -> None:

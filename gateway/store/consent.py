@@ -128,6 +128,7 @@ class ConsentStoreMixin:
     execute: Callable[..., list[tuple[Any, ...]]]
     transaction: Callable[..., Any]
     cached: Callable[..., Any]
+    emit_event: Callable[..., str | None]
     get_customer_by_id: Callable[..., Any]
 
     # -- reading ------------------------------------------------------------------------------
@@ -299,6 +300,9 @@ class ConsentStoreMixin:
                     "UPDATE consent_records SET confirmed_at = ?, confirmed_ip = ?, "
                     "confirmed_user_agent = ?, updated_at = ? WHERE id = ?",
                     (at, ip, user_agent, time.time(), record.id))
+                self.emit_event(customer_id, "consent.confirmed", {
+                    "via": via, "source": record.source, "list": record.list_name},
+                    recipient=address, at=at)
             self._consent_event(customer_id, address, "confirm", at, ip=ip,
                                 user_agent=user_agent, via=via, detail={"result": outcome})
             return self.read_consent(customer_id, address), outcome
@@ -317,6 +321,8 @@ class ConsentStoreMixin:
                 self.execute(
                     "UPDATE consent_records SET revoked_at = ?, revoked_reason = ?, "
                     "updated_at = ? WHERE id = ?", (at, reason, time.time(), record.id))
+                self.emit_event(customer_id, "consent.revoked", {"via": via, "reason": reason},
+                                recipient=address, at=at)
             self._consent_event(customer_id, address, "revoke", at, via=via,
                                 detail={"reason": reason,
                                         "result": "revoked" if changed else "already revoked"})

@@ -106,6 +106,14 @@ _EVENT_COLS = ("id, received_at, source, envelope_from, envelope_to, kind, bounc
                "raw_truncated")
 
 
+def _source(by: str | None) -> str | None:
+    """What made a change, for the customer's event: the kind of actor, never an OS user."""
+    if by is None:
+        return None
+    kind = by.split(":", 1)[0]
+    return by if kind in ("feedback", "http", "api") else "support"
+
+
 def _suppression(row: Sequence[Any]) -> Suppression:
     return Suppression(*row)
 
@@ -127,15 +135,20 @@ class FeedbackStoreMixin:
 
     execute: Callable[..., list[tuple[Any, ...]]]
     cached: Callable[..., Any]
+    transaction: Callable[..., Any]
+    emit_event: Callable[..., str | None]
 
     # -- suppressions -------------------------------------------------------------------------
     def add_suppression(self, customer_id: int, address: str, reason: str, *,
                         detail: str | None = None, mail_id: str | None = None,
                         feedback_id: int | None = None, by: str | None = None,
-                        at: float | None = None) -> tuple[Suppression, bool]:
+                        at: float | None = None, notify: int | None = None
+                        ) -> tuple[Suppression, bool]:
         """Suppress `address` for `customer_id` (0: everyone). Returns (row, newly added); an
         existing entry of the same scope is kept as it is (its reason and time stay the
-        first ones), except that a complaint takes over an unsubscribe."""
+        first ones), except that a complaint takes over an unsubscribe. A new entry is a
+        ``suppression.added`` event for the customer it concerns (`notify` for a global entry:
+        the customer whose message caused it), in the same transaction."""
         from gateway.store.base import StoreError
 
         if reason not in SUPPRESSION_REASONS:
@@ -145,6 +158,13 @@ class FeedbackStoreMixin:
         if "@" not in address or address.startswith("@") or address.endswith("@"):
             raise StoreError(f"not an email address: {address!r}")
         now = time.time() if at is None else at
+        with self.transaction():
+            return self._add_suppression(customer_id, address, reason, detail, mail_id,
+                                         feedback_id, by, now, notify)
+
+    def _add_suppression(self, customer_id: int, address: str, reason: str, detail: str | None,
+                         mail_id: str | None, feedback_id: int | None, by: str | None,
+                         now: float, notify: int | None) -> tuple[Suppression, bool]:
         inserted = self.execute(
             "INSERT INTO suppressions (customer_id, address, reason, detail, mail_id, feedback_id, "
             "created_at, created_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
@@ -164,6 +184,10 @@ class FeedbackStoreMixin:
         if inserted:
             self._suppression_change(customer_id, address, "added", reason, detail, mail_id,
                                      now, by)
+            self.emit_event(customer_id or notify, "suppression.added", {
+                "scope": "global" if customer_id == GLOBAL else "customer", "reason": reason,
+                "mail_id": mail_id, "detail": detail, "source": _source(by)},
+                recipient=address, at=now)
         found = self.get_suppression(customer_id, address)
         assert found is not None
         return found, bool(inserted)
@@ -191,10 +215,14 @@ class FeedbackStoreMixin:
                 "customer_id = ?", (address, customer_id))
         removed = [_suppression(r) for r in found]
         now = time.time() if at is None else at
-        for entry in removed:
-            self.execute("DELETE FROM suppressions WHERE id = ?", (entry.id,))
-            self._suppression_change(entry.customer_id, address, "removed", entry.reason,
-                                     entry.detail, entry.mail_id, now, by)
+        with self.transaction():
+            for entry in removed:
+                self.execute("DELETE FROM suppressions WHERE id = ?", (entry.id,))
+                self._suppression_change(entry.customer_id, address, "removed", entry.reason,
+                                         entry.detail, entry.mail_id, now, by)
+                self.emit_event(entry.customer_id, "suppression.lifted", {
+                    "scope": "customer", "reason": entry.reason, "source": _source(by)},
+                    recipient=address, at=now)
         return removed
 
     def get_suppression(self, customer_id: int, address: str) -> Suppression | None:

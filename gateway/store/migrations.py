@@ -156,6 +156,40 @@ MIGRATIONS: list[list[str]] = [
         )""",
         "CREATE INDEX consent_events_address ON consent_events (customer_id, address, happened_at)",
     ],
+    # 4: events to customers (DESIGN §13): the durable outbox, written in the transaction of
+    # the change it reports, and one webhook endpoint per customer
+    [
+        """CREATE TABLE webhooks (
+            customer_id INTEGER PRIMARY KEY REFERENCES customers(id),
+            url TEXT NOT NULL,
+            secret TEXT NOT NULL,
+            event_types TEXT,
+            enabled INTEGER NOT NULL DEFAULT 1,
+            created_at DOUBLE PRECISION NOT NULL,
+            updated_at DOUBLE PRECISION NOT NULL,
+            updated_by TEXT
+        )""",
+        """CREATE TABLE outbox_events (
+            id {id},
+            event_id TEXT NOT NULL UNIQUE,
+            customer_id INTEGER NOT NULL,
+            type TEXT NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL,
+            recipient TEXT,
+            payload TEXT NOT NULL,
+            state TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            pending_since DOUBLE PRECISION NOT NULL,
+            next_attempt_at DOUBLE PRECISION NOT NULL,
+            lease_owner TEXT,
+            lease_until DOUBLE PRECISION,
+            last_error TEXT,
+            delivered_at DOUBLE PRECISION
+        )""",
+        "CREATE INDEX outbox_events_due ON outbox_events (state, next_attempt_at)",
+        "CREATE INDEX outbox_events_customer ON outbox_events (customer_id, created_at)",
+        "CREATE INDEX outbox_events_recipient ON outbox_events (recipient)",
+    ],
 ]
 
 
