@@ -188,12 +188,20 @@ class EventStoreMixin:
         """Lease up to `limit` due events to `owner`. No two owners hold one event at once."""
         now = time.time() if now is None else now
         lock = " FOR UPDATE SKIP LOCKED" if self.dialect == "postgresql" else ""
-        free = "state = 'pending' AND next_attempt_at <= ? AND (lease_until IS NULL OR lease_until < ?)"
-        rows = self.execute(
-            f"UPDATE outbox_events SET lease_owner = ?, lease_until = ? WHERE id IN (SELECT id "
-            f"FROM outbox_events WHERE {free} ORDER BY id LIMIT {int(limit)}{lock}) AND {free} "
-            f"RETURNING {_EVENT_COLS}",
-            (owner, now + lease, now, now, now, now), invalidate=False)
+        free = ("state = 'pending' AND next_attempt_at <= ? AND "
+                "(lease_until IS NULL OR lease_until < ?)")
+        # Two statements in one transaction, not UPDATE ... IN (SELECT ... LIMIT): PostgreSQL
+        # may run such a subquery more than once and lease more than `limit` rows. The UPDATE
+        # checks the lease again, so a row another node took in between is left to it.
+        with self.transaction(invalidate=False) as q:
+            ids = [r[0] for r in q(f"SELECT id FROM outbox_events WHERE {free} ORDER BY id "
+                                   f"LIMIT {int(limit)}{lock}", (now, now))]
+            if not ids:
+                return []
+            marks = ", ".join("?" for _ in ids)
+            rows = q(f"UPDATE outbox_events SET lease_owner = ?, lease_until = ? WHERE id IN "
+                     f"({marks}) AND {free} RETURNING {_EVENT_COLS}",
+                     (owner, now + lease, *ids, now, now))
         return sorted((_event(r) for r in rows), key=lambda e: e.id)
 
     def finish_attempt(self, event: OutboxEvent, owner: str, *, delivered: bool,

@@ -276,3 +276,62 @@ def test_loopback_http_only_when_allowed(node, capsys):
     assert cli(["-c", str(gw.config_path), "webhook", "set", "acme", "--url",
                 "http://127.0.0.1:9/hooks", "--by", "jane"]) == 1
     assert "loopback" in capsys.readouterr().err
+
+
+def test_two_nodes_on_one_postgresql_never_hold_one_event_at_once(postgres_url, receiver):
+    """Two dispatchers with their own connections (two nodes) drain one outbox: every event
+    is delivered, and no event is ever being POSTed by both at the same time."""
+    import asyncio
+    import threading
+
+    from gateway.config import Webhooks
+    from gateway.store import open_store
+    from gateway.webhooks import Dispatcher
+
+    hooks = receiver(delay=0.2)
+    one, two = open_store(postgres_url), open_store(postgres_url)
+    customer = add_customer(one)
+    one.set_webhook(customer.id, hooks.url, None, by="test")
+    for n in range(60):
+        with one.transaction():
+            one.emit_event(customer.id, "unsubscribe", {"via": "one-click"},
+                           recipient=f"r{n}@example.org")
+    settings = Webhooks(allow_loopback=True, poll_interval_seconds=0.05, batch_size=5)
+
+    posted = {"a": 0, "b": 0}
+
+    class Counting(Dispatcher):
+        async def post(self, url, secret, event):
+            posted[self.owner] += 1
+            return await super().post(url, secret, event)
+
+    def node(store, name: str) -> None:
+        async def run() -> None:
+            dispatcher = Counting(store, settings)
+            dispatcher.owner = name
+            task = asyncio.ensure_future(dispatcher.run())
+            deadline = time.monotonic() + 60
+            while (store.list_events(customer.id, state="pending", limit=1)
+                   and time.monotonic() < deadline):
+                await asyncio.sleep(0.1)
+            dispatcher.stop()
+            await task
+        asyncio.run(run())
+
+    threads = [threading.Thread(target=node, args=(s, n)) for s, n in ((one, "a"), (two, "b"))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(90)
+    delivered = hooks.delivered()
+    by_id: dict[str, list] = {}
+    for d in delivered:
+        by_id.setdefault(d.event_id, []).append(d)
+    assert len(by_id) == 60
+    for attempts in by_id.values():
+        attempts.sort(key=lambda d: d.started)
+        for first, second in zip(attempts, attempts[1:], strict=False):
+            assert second.started >= first.ended  # never two at once
+    assert one.list_events(customer.id, state="delivered", limit=None).__len__() == 60
+    # Both nodes did part of the work (a lease is per event, not a global lock).
+    assert posted["a"] > 0 and posted["b"] > 0 and posted["a"] + posted["b"] == 60
