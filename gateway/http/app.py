@@ -31,6 +31,7 @@ SERVER = web.AppKey("server", object)
 def make_app(server: Any) -> web.Application:
     from gateway.http.api import ConsentApi
     from gateway.http.pages import Pages, error_middleware
+    from gateway.http.suppressions import SuppressionApi
     from gateway.http.tokens import signer_for
 
     http = server.config.http
@@ -42,7 +43,9 @@ def make_app(server: Any) -> web.Application:
     # customer; a key file that cannot be read stops the start with its path in the message.
     signer_for(server.config.path(http.token_key_file))
     Pages(server).mount(app)
-    ConsentApi(server).mount(app)
+    consent_api = ConsentApi(server)
+    consent_api.mount(app)
+    SuppressionApi(consent_api).mount(app)
 
     async def metrics(request: web.Request) -> web.Response:
         body = await asyncio.to_thread(generate_latest, _registry())

@@ -389,3 +389,21 @@ class FeedbackStoreMixin:
             "m.result = 'accepted' AND NOT EXISTS (SELECT 1 FROM feedback_events f WHERE "
             "f.mail_id = m.mail_id AND f.kind = 'bounce')", (ledger_key(address),))
         return rows[0][0] if rows and rows[0][0] is not None else None
+
+    # -- the customer's view (suppression API) ------------------------------------------------
+    def suppressions_affecting(self, customer_id: int, address: str) -> list[Suppression]:
+        """The entries that refuse `address` for this customer: its own and the global one."""
+        return [_suppression(r) for r in self.execute(
+            f"SELECT {_SUPPRESSION_COLS} FROM suppressions WHERE address = ? AND customer_id "
+            "IN (?, ?) ORDER BY customer_id, id", (normalise_address(address), GLOBAL,
+                                                   customer_id))]
+
+    def customer_suppressions_page(self, customer_id: int, after_id: int,
+                                   limit: int) -> list[Suppression]:
+        """The customer's own entries, and the global ones its own messages caused (its hard
+        bounces), by id: never another customer's entries or the rest of the global list."""
+        return [_suppression(r) for r in self.execute(
+            f"SELECT {_SUPPRESSION_COLS} FROM suppressions WHERE id > ? AND (customer_id = ? OR "
+            "(customer_id = ? AND mail_id IN (SELECT mail_id FROM messages WHERE "
+            f"customer_id = ?))) ORDER BY id LIMIT {int(limit)}",
+            (after_id, customer_id, GLOBAL, customer_id))]
