@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.store.consent import ConsentStoreMixin
+from gateway.store.erasure import ErasureStoreMixin
 from gateway.store.events import EventStoreMixin
 from gateway.store.feedback import FeedbackStoreMixin
 from gateway.store.migrations import MIGRATIONS, render
@@ -93,7 +94,7 @@ def _customer(row: Sequence[Any]) -> Customer:
     )
 
 
-class SqlStore(FeedbackStoreMixin, ConsentStoreMixin, EventStoreMixin):
+class SqlStore(FeedbackStoreMixin, ConsentStoreMixin, EventStoreMixin, ErasureStoreMixin):
     dialect = "sqlite"
     # Whether a read may wait (network, a server under load): policies then read in a worker
     # thread. The embedded SQLite says False (see SqliteStore).
@@ -230,6 +231,8 @@ class SqlStore(FeedbackStoreMixin, ConsentStoreMixin, EventStoreMixin):
                     q("INSERT INTO schema_version (version) VALUES (?)", (len(MIGRATIONS),))
                 else:
                     q("UPDATE schema_version SET version = ?", (len(MIGRATIONS),))
+            # Made here, at start, so the hot path's first suppression look-up only reads it.
+            self._erasure_key()
             return len(MIGRATIONS)
 
     def _lock_for_migration(self, q: Callable[..., Any]) -> None:

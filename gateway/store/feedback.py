@@ -137,6 +137,7 @@ class FeedbackStoreMixin:
     cached: Callable[..., Any]
     transaction: Callable[..., Any]
     emit_event: Callable[..., str | None]
+    address_hash: Callable[[str], str]
 
     # -- suppressions -------------------------------------------------------------------------
     def add_suppression(self, customer_id: int, address: str, reason: str, *,
@@ -240,9 +241,11 @@ class FeedbackStoreMixin:
         scope = customer_id if customer_id is not None else GLOBAL
 
         def load() -> Suppression | None:
+            # An erased address is kept only as its keyed hash: it must still be refused.
             rows = self.execute(
-                f"SELECT {_SUPPRESSION_COLS} FROM suppressions WHERE address = ? AND customer_id "
-                "IN (?, ?) ORDER BY customer_id, created_at LIMIT 1", (address, GLOBAL, scope))
+                f"SELECT {_SUPPRESSION_COLS} FROM suppressions WHERE address IN (?, ?) AND "
+                "customer_id IN (?, ?) ORDER BY customer_id, created_at LIMIT 1",
+                (address, self.address_hash(address), GLOBAL, scope))
             return _suppression(rows[0]) if rows else None
 
         return self.cached(("suppression", scope, address), load)  # type: ignore[no-any-return]
@@ -394,9 +397,9 @@ class FeedbackStoreMixin:
     def suppressions_affecting(self, customer_id: int, address: str) -> list[Suppression]:
         """The entries that refuse `address` for this customer: its own and the global one."""
         return [_suppression(r) for r in self.execute(
-            f"SELECT {_SUPPRESSION_COLS} FROM suppressions WHERE address = ? AND customer_id "
-            "IN (?, ?) ORDER BY customer_id, id", (normalise_address(address), GLOBAL,
-                                                   customer_id))]
+            f"SELECT {_SUPPRESSION_COLS} FROM suppressions WHERE address IN (?, ?) AND "
+            "customer_id IN (?, ?) ORDER BY customer_id, id",
+            (normalise_address(address), self.address_hash(address), GLOBAL, customer_id))]
 
     def customer_suppressions_page(self, customer_id: int, after_id: int,
                                    limit: int) -> list[Suppression]:

@@ -189,6 +189,12 @@ MIGRATIONS: list[list[str]] = [
         "CREATE INDEX outbox_events_due ON outbox_events (state, next_attempt_at)",
         "CREATE INDEX outbox_events_customer ON outbox_events (customer_id, created_at)",
         "CREATE INDEX outbox_events_recipient ON outbox_events (recipient)",
+        # Secrets the store itself needs on every node: the key of the erased-address hash
+        """CREATE TABLE store_keys (
+            name TEXT PRIMARY KEY,
+            value TEXT NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL
+        )""",
     ],
 ]
 
