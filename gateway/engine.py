@@ -7,6 +7,8 @@ answers. Logs, metrics and the ledger are written here, once, the same way for a
 
 from __future__ import annotations
 
+import asyncio
+
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -159,6 +161,8 @@ class Engine:
         reply = verdict.reply or replies.POLICY_ERROR
         if verdict.policy and not reply.text.endswith(f"({verdict.policy})"):
             reply = Reply(reply.code, reply.enhanced, f"{reply.text} ({verdict.policy})")
+        if txn.customer is not None:
+            await self._tell_customer(txn, phase, verdict.policy, reply, rcpt)
         if phase is Phase.RCPT:
             # One refused recipient does not end the transaction; the ledger is per message.
             self.log.event("rcpt", session=txn.session.id, mail_id=txn.mail_id, rcpt=rcpt,
@@ -167,6 +171,27 @@ class Engine:
         outcome = "rejected" if verdict.action is Action.REJECT else "tempfailed"
         await self._finish(txn, outcome, reply, reason=verdict.reason)
         return Outcome(reply, decisions=result.decisions)
+
+    async def _tell_customer(self, txn: Transaction, phase: Phase, policy: str | None,
+                             reply: Reply, rcpt: str | None) -> None:
+        """A `message.refused` event, for customers whose webhook asked for them (DESIGN §13).
+        In a thread: the webhook look-up may read the store."""
+        assert txn.customer is not None
+        customer_id = txn.customer.id
+        data = {"mail_id": txn.mail_id, "phase": phase.value, "policy": policy,
+                "reply": str(reply), "campaign": txn.campaign if txn.raw else None,
+                "mail_from": txn.mail_from}
+        recipient = rcpt if rcpt is not None else (txn.recipients[0] if txn.recipients else None)
+
+        def emit() -> None:
+            webhook = self.store.cached_webhook(customer_id)
+            if webhook is not None and webhook.wants("message.refused"):
+                self.store.emit_event(customer_id, "message.refused", data, recipient=recipient)
+
+        try:
+            await asyncio.to_thread(emit)
+        except StoreUnavailable as exc:
+            self.log.error("webhook", mail_id=txn.mail_id, error=str(exc))
 
     async def _finish(self, txn: Transaction, result: str, reply: Reply, *,
                 queue_id: str | None = None, reason: str | None = None) -> None:

@@ -49,9 +49,9 @@ def config_for(tmp_path, downstream_port, **overrides):
         bounce_domain=BOUNCE_DOMAIN,
         http={"public_url": PUBLIC, "token_key_file": str(tmp_path / "http.key"),
               "api_keys_file": str(tmp_path / "api-keys")},
-        policies=[{"name": "customer-active", "mode": "enforce"},
-                  {"name": "suppression", "mode": "enforce"},
-                  {"name": "unsubscribe", "mode": "enforce"}],
+        policies=overrides.pop("policies", [{"name": "customer-active", "mode": "enforce"},
+                                            {"name": "suppression", "mode": "enforce"},
+                                            {"name": "unsubscribe", "mode": "enforce"}]),
         webhooks={**WEBHOOKS, **overrides.pop("webhooks", {})},
         **overrides)
 
@@ -335,3 +335,29 @@ def test_two_nodes_on_one_postgresql_never_hold_one_event_at_once(postgres_url, 
     assert one.list_events(customer.id, state="delivered", limit=None).__len__() == 60
     # Both nodes did part of the work (a lease is per event, not a global lock).
     assert posted["a"] > 0 and posted["b"] > 0 and posted["a"] + posted["b"] == 60
+
+
+def test_refusals_are_events_only_for_a_customer_that_asked(node, receiver):
+    hooks = receiver()
+    gw = node(policies=[{"name": "customer-active", "mode": "enforce"},
+                        {"name": "role-address", "mode": "enforce"},
+                        {"name": "unsubscribe", "mode": "enforce"}])
+    prepare(gw, hooks.url)  # all default types: message.refused is opt-in, so not included
+    customer = gw.store.get_customer("acme")
+    with gw.client() as smtp:
+        smtp.mail(SENDER)
+        assert smtp.rcpt("sales@example.org")[0] == 550
+    assert gw.store.list_events(customer.id, limit=None) == []
+
+    assert cli(["-c", str(gw.config_path), "webhook", "set", "acme", "--url", hooks.url,
+                "--events", "message.refused,bounce", "--by", "jane"]) == 0
+    gw.store._cache.clear()  # the CLI is another process: its change shows after cache_ttl
+    with gw.client() as smtp:
+        smtp.mail(SENDER)
+        assert smtp.rcpt("sales@example.org")[0] == 550
+    [delivered] = hooks.wait_for(lambda ds: len(ds) >= 1)
+    event = delivered.event
+    assert event["type"] == "message.refused"
+    assert event["data"]["policy"] == "role-address" and event["data"]["recipient"] == \
+        "sales@example.org"
+    assert event["data"]["reply"].startswith("550 5.7.1") and event["data"]["phase"] == "rcpt"
