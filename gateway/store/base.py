@@ -229,7 +229,10 @@ class SqlStore(FeedbackStoreMixin, ConsentStoreMixin, EventStoreMixin, ErasureSt
                         q(render(statement, self.dialect))
                 if not rows:
                     q("INSERT INTO schema_version (version) VALUES (?)", (len(MIGRATIONS),))
-                else:
+                elif current < len(MIGRATIONS):
+                    # Never lowered: during a rolling upgrade an older node starts against the
+                    # newer (additive) schema, and must not make the next new node re-run
+                    # migrations that are already in place.
                     q("UPDATE schema_version SET version = ?", (len(MIGRATIONS),))
             # Made here, at start, so the hot path's first suppression look-up only reads it.
             self._erasure_key()
