@@ -24,6 +24,15 @@ from gateway.logging import EventLogger, get_logger
 from gateway.store import MessageRecord, StoreUnavailable
 
 
+# Headers only the gateway or the receiving side may write (RULES.md "Headers the gateway
+# adds"): every copy the customer sent is removed, whatever its case or folding, before the
+# gateway adds its own. Return-Path and Delivered-To are written at final delivery (RFC 5321
+# 4.4); a customer's copy would pose as the receiving side's. X-CSA-Complaints is the gateway's
+# to set for CSA-certified pools, and nobody else's where it does not.
+GATEWAY_ONLY_HEADERS = ("Feedback-ID", "CFBL-Address", "CFBL-Feedback-ID", "X-CSA-Complaints",
+                        "Return-Path", "Delivered-To")
+
+
 def new_session_id() -> str:
     return secrets.token_hex(5)
 
@@ -234,7 +243,7 @@ class Engine:
 
     async def _stamp(self, txn: Transaction, result: PhaseResult) -> bytes:
         """Header changes, then DKIM last, over the exact bytes that will be relayed."""
-        removed = {self.config.mail_id.header, "Feedback-ID", "CFBL-Address", "CFBL-Feedback-ID"}
+        removed = {self.config.mail_id.header, *GATEWAY_ONLY_HEADERS}
         added = self.added_headers(txn)
         for mutation in result.mutations:
             if mutation.op == "remove" or mutation.value is None:

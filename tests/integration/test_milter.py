@@ -510,3 +510,26 @@ def test_a_trusted_network_sends_without_sasl_as_its_customer(gateway, scripted_
         assert auth[-1]["customer"] == "acme" and auth[-1]["result"] == "trusted-network"
     finally:
         gw.call(stop_milter(gw.server, grace=0))
+
+
+def test_headers_only_the_gateway_or_receiver_may_write_are_removed_as_through_the_proxy(
+        milter_gateway, mpf, tmp_path):
+    _, txt = keygen("customer.example", "s2026", "rsa-sha256", tmp_path / "dkim")
+    gw = milter_gateway(dkim={"keys_dir": str(tmp_path / "dkim"), "missing_key": "tempfail"})
+    add_customer(gw.store)
+    forged = (b"Return-Path: <forged-rp@attacker.example>\r\n"
+              b"Delivered-To: forged-dt@example.org\r\n"
+              b"x-csa-complaints:\r\n forged-csa-folded@attacker.example\r\n"
+              b"DELIVERED-TO :\r\n\tforged-dt-folded@example.org\r\n")
+    message = forged + MESSAGE.replace(b"MIME-Version", b"RETURN-PATH: <forged-2@a.example>\r\n"
+                                       b"X-CSA-Complaints: forged-csa@attacker.example\r\n"
+                                       b"MIME-Version")
+
+    assert via_postfix(mpf, message) == ("accepted", 250, b"")
+
+    [delivered] = mpf.wait_for_messages(1)
+    delivered = crlf(delivered)
+    assert b"forged" not in delivered
+    assert header_values(delivered, "X-CSA-Complaints") == []
+    dns = static_dnsfunc({"s2026._domainkey.customer.example": txt})
+    assert [r.ok for r in verify(delivered, dns)] == [True]
