@@ -4,10 +4,13 @@ client, and the exact bytes the downstream receives."""
 from __future__ import annotations
 
 import re
+import smtplib
+import threading
+import time
 
 import pytest
 
-from gateway.core.message import header_values, split_message
+from gateway.core.message import header_values
 from gateway.dkim import keygen, static_dnsfunc, verify
 from tests.support.gateway import add_customer
 
@@ -82,3 +85,109 @@ def test_headers_only_the_gateway_or_receiver_may_write_are_removed_before_signi
     assert [r.result for r in verify(data, dns)] == ["pass"]
     if csa:
         assert "x-csa-complaints" in signed_names(data)
+
+
+# -- item 7: MIME complexity is bounded, and a big message does not freeze the worker ----------
+
+def multipart(parts: int, part_body: bytes = b"hello\r\n", depth: int = 1) -> bytes:
+    """A message of `parts` text parts in one multipart, that multipart nested `depth` deep."""
+    inner = b"".join(b"--leaf\r\nContent-Type: text/plain\r\n\r\n" + part_body
+                     for _ in range(parts)) + b"--leaf--\r\n"
+    content_type = b'multipart/mixed; boundary="leaf"'
+    for level in range(depth - 1):
+        boundary = b"level%d" % level
+        inner = (b"--" + boundary + b"\r\nContent-Type: " + content_type + b"\r\n\r\n" + inner
+                 + b"--" + boundary + b"--\r\n")
+        content_type = b'multipart/mixed; boundary="' + boundary + b'"'
+    return HEAD.replace(b"text/plain; charset=utf-8", content_type) + b"\r\n" + inner
+
+
+@pytest.mark.parametrize("limits, message, reply", [
+    ({}, multipart(501), b"5.3.4 Message has more than 500 MIME parts, the most accepted"),
+    ({}, multipart(240_000, b""), b"5.3.4 Message has more than 500 MIME parts, the most accepted"),
+    ({"max_mime_parts": 50}, multipart(51),
+     b"5.3.4 Message has more than 50 MIME parts, the most accepted"),
+    ({}, multipart(2, depth=21),
+     b"5.3.4 Message has MIME parts nested more than 20 deep, the most accepted"),
+    ({"max_mime_depth": 5}, multipart(2, depth=5),
+     b"5.3.4 Message has MIME parts nested more than 5 deep, the most accepted"),
+])
+def test_a_message_over_the_mime_limits_is_refused_naming_the_limit(
+        gateway, scripted_mta, limits, message, reply):
+    mta = scripted_mta()
+    gw = gateway(mta.port, limits={"auth_failure_delay": 0.0, **limits})
+    add_customer(gw.store)
+
+    with pytest.raises(smtplib.SMTPDataError) as refused:
+        send(gw, message)
+
+    assert (refused.value.smtp_code, refused.value.smtp_error) == (552, reply)
+    assert mta.received == []
+    [line] = [e for e in gw.log_lines() if e.get("event") == "message"]
+    assert line["result"] == "rejected" and "limits.max_mime_" in line["reason"]
+
+
+@pytest.mark.parametrize("limits, message", [
+    ({}, multipart(499)),
+    ({}, multipart(2, depth=19)),
+    ({"max_mime_parts": 50, "max_mime_depth": 5}, multipart(50)),
+])
+def test_a_message_within_the_mime_limits_is_relayed(gateway, scripted_mta, limits, message):
+    mta = scripted_mta()
+    gw = gateway(mta.port, limits={"auth_failure_delay": 0.0, **limits})
+    add_customer(gw.store)
+
+    assert send(gw, message) == {}
+    assert mta.received[0][2].endswith(message)
+
+
+def test_another_session_is_answered_while_the_largest_allowed_message_is_checked(
+        signing_gateway):
+    """The largest message the limits allow (10 MB, 500 parts) is counted, parsed, checked and
+    signed while a second session on the same worker sends NOOPs: they are answered all along,
+    not after the check."""
+    gw, mta, dns = signing_gateway(policies=[
+        {"name": "customer-active", "mode": "enforce"},
+        {"name": "sender-identity", "mode": "enforce"},
+        {"name": "message-format", "mode": "monitor"},
+        {"name": "unsubscribe", "mode": "monitor"},
+        {"name": "imprint", "mode": "monitor"},
+    ])
+    line = b"Unsubscribe: https://customer.example/u " + b"x" * 60 + b"\r\n"
+    big = multipart(500, line * 195)
+    assert 9_000_000 < len(big) < gw.config.limits.max_message_size
+
+    latencies: list[tuple[float, float]] = []  # (sent at, seconds to the answer)
+    stop, ready = threading.Event(), threading.Event()
+
+    def noops() -> None:
+        with gw.client() as smtp:
+            ready.set()
+            while not stop.is_set():
+                started = time.perf_counter()
+                assert smtp.noop()[0] == 250
+                latencies.append((started, time.perf_counter() - started))
+                time.sleep(0.005)
+
+    pinger = threading.Thread(target=noops)
+    with gw.client() as smtp:
+        pinger.start()
+        assert ready.wait(30)
+        smtp.mail("news@customer.example")
+        smtp.rcpt("anna@example.org")
+        assert smtp.docmd("DATA")[0] == 354
+        smtp.send(big + b".\r\n")
+        sent = time.perf_counter()
+        code, _ = smtp.getreply()
+        answered = time.perf_counter()
+    stop.set()
+    pinger.join(30)
+
+    assert code == 250
+    assert [r.result for r in verify(mta.received[0][2], dns)] == ["pass"]
+    # While the gateway read the end of the message and checked it, the other session's NOOPs
+    # were answered: none waited for the check (the check itself takes most of the window).
+    window = answered - sent
+    during = [seconds for started, seconds in latencies if sent <= started < answered]
+    assert len(during) >= 3, (window, latencies[-5:])
+    assert max(during) < max(0.1, window / 4), (window, sorted(during)[-5:])
