@@ -22,6 +22,8 @@ from gateway.core.transaction import Phase, SessionInfo, Transaction
 from gateway.core.verdict import Action, Reply
 from gateway.ledger import LedgerWriter
 from gateway.logging import EventLogger, get_logger
+from gateway.managed_unsubscribe import HEADERS as MANAGED_HEADERS
+from gateway.managed_unsubscribe import ManagedUnsubscribeUnavailable, managed_headers
 from gateway.mime.shape import mime_shape
 from gateway.store import MessageRecord, StoreUnavailable
 
@@ -94,6 +96,11 @@ class Engine:
             self.log.event("rcpt", session=txn.session.id, mail_id=txn.mail_id, rcpt=rcpt,
                            result="deferred", reason="max_recipients reached")
             return Outcome(replies.TOO_MANY_RECIPIENTS)
+        if txn.recipients and self._managed_unsubscribe(txn):
+            self.log.event("rcpt", session=txn.session.id, mail_id=txn.mail_id, rcpt=rcpt,
+                           result="deferred",
+                           reason="managed unsubscribe: one recipient per message")
+            return Outcome(replies.TOO_MANY_RECIPIENTS)
         txn.current_rcpt = rcpt
         try:
             result = await self._run(Phase.RCPT, txn)
@@ -136,6 +143,10 @@ class Engine:
         except SigningUnavailable as exc:
             await self._finish(txn, "tempfailed", replies.POLICY_ERROR, reason=str(exc))
             return Outcome(replies.POLICY_ERROR, decisions=result.decisions)
+        except ManagedUnsubscribeUnavailable as exc:
+            await self._finish(txn, "tempfailed", replies.UNSUBSCRIBE_UNAVAILABLE,
+                               reason=f"managed unsubscribe: {exc}")
+            return Outcome(replies.UNSUBSCRIBE_UNAVAILABLE, decisions=result.decisions)
         return Outcome(replies.OK, data=data, mail_from=self._envelope_sender(txn),
                        decisions=result.decisions)
 
@@ -273,10 +284,29 @@ class Engine:
             headers.append(("X-CSA-Complaints", cfg.feedback.csa_complaints))
         return headers
 
+    def _managed_unsubscribe(self, txn: Transaction) -> bool:
+        """Whether the gateway writes this customer's List-Unsubscribe (re-read from the
+        cached store: support may have switched it during the session)."""
+        customer = txn.customer
+        if customer is None:
+            return False
+        try:
+            customer = self.store.get_customer_by_id(customer.id) or customer
+        except StoreUnavailable:
+            pass  # the flag as it was at AUTH
+        return bool(customer.managed_unsubscribe)
+
     async def _stamp(self, txn: Transaction, result: PhaseResult) -> bytes:
         """Header changes, then DKIM last, over the exact bytes that will be relayed."""
         removed = {self.config.mail_id.header, *GATEWAY_ONLY_HEADERS}
         added = self.added_headers(txn)
+        if self._managed_unsubscribe(txn):
+            if len(txn.recipients) != 1:
+                # Switched to managed after RCPT: the retry gets one recipient per transaction.
+                raise ManagedUnsubscribeUnavailable(
+                    f"{len(txn.recipients)} recipients, one link cannot serve them")
+            removed.update(MANAGED_HEADERS)
+            added += managed_headers(self.config, txn, txn.customer.id)
         for mutation in result.mutations:
             if mutation.op == "remove" or mutation.value is None:
                 removed.add(mutation.name)

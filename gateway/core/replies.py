@@ -34,6 +34,9 @@ PARTIAL_RECIPIENTS = Reply(
     "Downstream refused some recipients; retry them in separate transactions",
 )
 INTERNAL_ERROR = Reply(451, "4.3.0", "Temporary local problem, please try again later")
+UNSUBSCRIBE_UNAVAILABLE = Reply(
+    451, "4.3.5", "Unsubscribe links cannot be made right now, please try again later"
+)
 
 
 def too_many_mime_parts(limit: int) -> Reply:

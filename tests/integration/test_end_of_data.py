@@ -12,6 +12,7 @@ import pytest
 
 from gateway.core.message import header_values
 from gateway.dkim import keygen, static_dnsfunc, verify
+from tests.integration import test_http_support as http_support
 from tests.support.gateway import add_customer
 
 HEAD = (
@@ -191,3 +192,63 @@ def test_another_session_is_answered_while_the_largest_allowed_message_is_checke
     during = [seconds for started, seconds in latencies if sent <= started < answered]
     assert len(during) >= 3, (window, latencies[-5:])
     assert max(during) < max(0.1, window / 4), (window, sorted(during)[-5:])
+
+
+# -- item 14: managed List-Unsubscribe is the customer's service, not a policy's side effect ---
+
+@pytest.mark.parametrize("unsubscribe_policy, body", [
+    ("enforce", None),
+    ("monitor", None),
+    ("monitor", "Hello, no link to leave the list here.\r\n"),  # the policy would refuse
+    ("off", None),
+    (None, None),  # not in the pipeline at all
+])
+def test_managed_list_unsubscribe_is_stamped_whatever_the_unsubscribe_policy_says(
+        gateway, scripted_mta, tmp_path, unsubscribe_policy, body):
+    policies = [{"name": "customer-active", "mode": "enforce"}]
+    if unsubscribe_policy:
+        policies.append({"name": "unsubscribe", "mode": unsubscribe_policy})
+    gw, mta, _, records = http_support.start(gateway, scripted_mta, tmp_path,
+                                             policies=policies, managed=True)
+    raw = http_support.message("anna@example.org", body=body,
+                               extra_headers="List-Unsubscribe: <https://evil.example/u>\r\n"
+                                             "list-unsubscribe-post: List-Unsubscribe=One-Click\r\n")
+
+    data = http_support.send(gw, mta, "anna@example.org", raw)
+
+    [url] = header_values(data, "List-Unsubscribe")
+    assert url.startswith(f"<{http_support.PUBLIC}/u/")
+    assert header_values(data, "List-Unsubscribe-Post") == ["List-Unsubscribe=One-Click"]
+    assert b"evil.example" not in data
+    assert [r.result for r in verify(data, static_dnsfunc(records))] == ["pass"]
+    assert {"list-unsubscribe", "list-unsubscribe-post"} <= set(signed_names(data))
+
+
+def test_a_managed_customers_second_recipient_goes_in_its_own_transaction(
+        gateway, scripted_mta, tmp_path):
+    def five_recipients(port, **overrides):
+        return gateway(port, limits={"max_recipients": 5, "auth_failure_delay": 0.0}, **overrides)
+
+    gw, mta, _, _ = http_support.start(five_recipients, scripted_mta, tmp_path, managed=True,
+                                       policies=[{"name": "customer-active", "mode": "enforce"}])
+    with gw.client() as smtp:
+        smtp.mail("news@customer.example")
+        assert smtp.rcpt("anna@example.org")[0] == 250
+        assert smtp.rcpt("ben@example.org") == (
+            452, b"4.5.3 Too many recipients; send the others in a new transaction")
+        assert smtp.data(http_support.message("anna@example.org"))[0] == 250
+    [(_, rcpts, data)] = mta.received
+    assert rcpts == ["anna@example.org"]
+    assert len(header_values(data, "List-Unsubscribe")) == 1
+
+
+def test_managed_list_unsubscribe_without_a_public_url_tempfails_rather_than_leave_without(
+        gateway, scripted_mta, tmp_path):
+    gw, mta, _, _ = http_support.start(gateway, scripted_mta, tmp_path, managed=True,
+                                       policies=[{"name": "customer-active", "mode": "enforce"}],
+                                       http={"public_url": None})
+    with pytest.raises(smtplib.SMTPDataError) as refused:
+        send(gw, http_support.message("anna@example.org"))
+    assert (refused.value.smtp_code, refused.value.smtp_error) == (
+        451, b"4.3.5 Unsubscribe links cannot be made right now, please try again later")
+    assert mta.received == []
