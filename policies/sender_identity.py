@@ -54,6 +54,10 @@ class SenderIdentity(Policy):
         if not _covered(domain, verified):
             return Verdict.reject(NOT_VERIFIED.format(what="Envelope sender", domain=shown(domain)),
                                   f"envelope domain {domain} not in verified {sorted(verified)}")
+        # The envelope sender is shown too, as the Return-Path of the delivered message.
+        refused = _disguised("envelope sender", "", mail_from, verified)
+        if refused:
+            return refused
         return Verdict.ok(f"envelope domain {domain} is verified")
 
     def _headers(self, txn: Transaction, verified: set[str], ctx: PolicyContext) -> Verdict:

@@ -44,6 +44,10 @@ def ref(**headers: list[str]) -> bytes:
          "verified sending domains"),
     ("postmaster", "550 5.7.1 An empty envelope sender is not accepted; use an address in one of "
                    "your verified sending domains"),
+    ('"first last"@shop.example', None),
+    ('"bounce@paypal.example"@shop.example',
+     "550 5.7.1 The envelope sender address shows bounce@paypal.example before its domain "
+     "shop.example; use a plain address without it"),
 ])
 def test_envelope_at_mail(env: Env, mail_from: str, expected: str | None) -> None:
     verdict = env.check(SenderIdentity(), phase=Phase.MAIL, mail_from=mail_from)
