@@ -104,6 +104,10 @@ class Limits(_Strict):
     max_sessions: int = Field(default=1000, ge=1)
     # RFC 5321 4.5.3.1.6: 998 octets + CRLF (+1 for the transparency dot).
     max_line_length: int = Field(default=1001, ge=78)
+    # MIME complexity, checked before the message is parsed (a parse of 240,000 tiny parts
+    # takes seconds of CPU): more parts or deeper nesting is refused with 552 5.3.4.
+    max_mime_parts: int = Field(default=500, ge=1)
+    max_mime_depth: int = Field(default=20, ge=2)
     command_timeout: float = Field(default=300.0, gt=0)
     data_timeout: float = Field(default=600.0, gt=0)
     # Seconds to wait per recent AUTH failure of a peer, capped.

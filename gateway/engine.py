@@ -8,7 +8,6 @@ answers. Logs, metrics and the ledger are written here, once, the same way for a
 from __future__ import annotations
 
 import asyncio
-
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -23,7 +22,23 @@ from gateway.core.transaction import Phase, SessionInfo, Transaction
 from gateway.core.verdict import Action, Reply
 from gateway.ledger import LedgerWriter
 from gateway.logging import EventLogger, get_logger
+from gateway.managed_unsubscribe import HEADERS as MANAGED_HEADERS
+from gateway.managed_unsubscribe import ManagedUnsubscribeUnavailable, managed_headers
+from gateway.mime.shape import mime_shape
 from gateway.store import MessageRecord, StoreUnavailable
+
+# Headers only the gateway or the receiving side may write (RULES.md "Headers the gateway
+# adds"): every copy the customer sent is removed, whatever its case or folding, before the
+# gateway adds its own. Return-Path and Delivered-To are written at final delivery (RFC 5321
+# 4.4); a customer's copy would pose as the receiving side's. X-CSA-Complaints is the gateway's
+# to set for CSA-certified pools, and nobody else's where it does not.
+GATEWAY_ONLY_HEADERS = ("Feedback-ID", "CFBL-Address", "CFBL-Feedback-ID", "X-CSA-Complaints",
+                        "Return-Path", "Delivered-To")
+
+
+# From this size on (bytes), the end-of-DATA work runs in a worker thread (see Engine.data); below
+# it the thread hop would cost more than the check (a 20 KB newsletter takes about a millisecond).
+LARGE_MESSAGE = 256 * 1024
 
 
 def new_session_id() -> str:
@@ -81,6 +96,11 @@ class Engine:
             self.log.event("rcpt", session=txn.session.id, mail_id=txn.mail_id, rcpt=rcpt,
                            result="deferred", reason="max_recipients reached")
             return Outcome(replies.TOO_MANY_RECIPIENTS)
+        if txn.recipients and self._managed_unsubscribe(txn):
+            self.log.event("rcpt", session=txn.session.id, mail_id=txn.mail_id, rcpt=rcpt,
+                           result="deferred",
+                           reason="managed unsubscribe: one recipient per message")
+            return Outcome(replies.TOO_MANY_RECIPIENTS)
         txn.current_rcpt = rcpt
         try:
             result = await self._run(Phase.RCPT, txn)
@@ -104,7 +124,18 @@ class Engine:
             return Outcome(replies.BARE_LINE_ENDING)
         txn.set_raw(raw)
         txn.mail_id = self._final_mail_id(txn)
-        result = await self._run(Phase.DATA, txn)
+        # A large message is counted, parsed and checked in a worker thread: the GIL's switch
+        # interval lets this loop serve its other sessions meanwhile instead of freezing them.
+        large = len(raw) >= LARGE_MESSAGE
+        if large:
+            too_complex = await asyncio.to_thread(self._too_complex, raw)
+        else:
+            too_complex = self._too_complex(raw)
+        if too_complex is not None:
+            reply, reason = too_complex
+            await self._finish(txn, "rejected", reply, reason=reason)
+            return Outcome(reply)
+        result = await self._run(Phase.DATA, txn, in_thread=large)
         if not result.passed:
             return await self._refused(txn, Phase.DATA, result)
         try:
@@ -112,6 +143,10 @@ class Engine:
         except SigningUnavailable as exc:
             await self._finish(txn, "tempfailed", replies.POLICY_ERROR, reason=str(exc))
             return Outcome(replies.POLICY_ERROR, decisions=result.decisions)
+        except ManagedUnsubscribeUnavailable as exc:
+            await self._finish(txn, "tempfailed", replies.UNSUBSCRIBE_UNAVAILABLE,
+                               reason=f"managed unsubscribe: {exc}")
+            return Outcome(replies.UNSUBSCRIBE_UNAVAILABLE, decisions=result.decisions)
         return Outcome(replies.OK, data=data, mail_from=self._envelope_sender(txn),
                        decisions=result.decisions)
 
@@ -129,8 +164,9 @@ class Engine:
         await self._finish(txn, result, reply, queue_id=queue_id)
 
     # -- internals ----------------------------------------------------------------------------
-    async def _run(self, phase: Phase, txn: Transaction) -> PhaseResult:
-        result = await self.pipeline.run(phase, txn, self.context(phase))
+    async def _run(self, phase: Phase, txn: Transaction, *, in_thread: bool = False
+                   ) -> PhaseResult:
+        result = await self.pipeline.run(phase, txn, self.context(phase), in_thread=in_thread)
         for d in result.decisions:
             action = d.verdict.action.name.lower()
             metrics.child(metrics.POLICY_DECISIONS, d.policy, action, d.mode).inc()
@@ -223,6 +259,20 @@ class Engine:
             # The message outcome stands; the ledger row is lost, and ops must hear about it.
             self.log.error("ledger", mail_id=record.mail_id, error=str(exc))
 
+    def _too_complex(self, raw: bytes) -> tuple[Reply, str] | None:
+        """The refusal of a message over the MIME part or depth limit, counted without a parse
+        (gateway.mime.shape), else None."""
+        limits = self.config.limits
+        shape = mime_shape(raw, limits.max_mime_parts)
+        if shape.parts > limits.max_mime_parts:
+            return (replies.too_many_mime_parts(limits.max_mime_parts),
+                    f"more than {limits.max_mime_parts} MIME parts (limits.max_mime_parts)")
+        if shape.depth > limits.max_mime_depth:
+            return (replies.mime_nested_too_deep(limits.max_mime_depth),
+                    f"MIME nesting deeper than {limits.max_mime_depth} "
+                    "(limits.max_mime_depth)")
+        return None
+
     def _final_mail_id(self, txn: Transaction) -> str:
         campaign_ref = 0
         campaign = txn.campaign
@@ -257,10 +307,29 @@ class Engine:
             headers.append(("X-CSA-Complaints", cfg.feedback.csa_complaints))
         return headers
 
+    def _managed_unsubscribe(self, txn: Transaction) -> bool:
+        """Whether the gateway writes this customer's List-Unsubscribe (re-read from the
+        cached store: support may have switched it during the session)."""
+        customer = txn.customer
+        if customer is None:
+            return False
+        try:
+            customer = self.store.get_customer_by_id(customer.id) or customer
+        except StoreUnavailable:
+            pass  # the flag as it was at AUTH
+        return bool(customer.managed_unsubscribe)
+
     async def _stamp(self, txn: Transaction, result: PhaseResult) -> bytes:
         """Header changes, then DKIM last, over the exact bytes that will be relayed."""
-        removed = {self.config.mail_id.header, "Feedback-ID", "CFBL-Address", "CFBL-Feedback-ID"}
+        removed = {self.config.mail_id.header, *GATEWAY_ONLY_HEADERS}
         added = self.added_headers(txn)
+        if self._managed_unsubscribe(txn):
+            if len(txn.recipients) != 1:
+                # Switched to managed after RCPT: the retry gets one recipient per transaction.
+                raise ManagedUnsubscribeUnavailable(
+                    f"{len(txn.recipients)} recipients, one link cannot serve them")
+            removed.update(MANAGED_HEADERS)
+            added += managed_headers(self.config, txn, txn.customer.id)
         for mutation in result.mutations:
             if mutation.op == "remove" or mutation.value is None:
                 removed.add(mutation.name)
@@ -269,9 +338,13 @@ class Engine:
         data = prepend_headers(remove_headers(txn.raw, removed), added)
         if self.signer is not None:
             started = time.perf_counter()
-            # On the loop: pure CPU (the keys are in memory), and a thread would only add the
-            # hand-over; the GIL gives it no parallelism.
-            data, outcome = self.signer.sign_message(data)
+            if len(data) < LARGE_MESSAGE:
+                # On the loop: pure CPU (the keys are in memory), and a thread would only add
+                # the hand-over; the GIL gives it no parallelism.
+                data, outcome = self.signer.sign_message(data)
+            else:
+                # Hashing megabytes would hold the loop for tens of milliseconds.
+                data, outcome = await asyncio.to_thread(self.signer.sign_message, data)
             self.log.event("dkim", session=txn.session.id, mail_id=txn.mail_id, **outcome)
             seconds = time.perf_counter() - started
             metrics.DKIM_SIGN.observe(seconds)

@@ -12,7 +12,13 @@ from pydantic import BaseModel, ConfigDict
 from gateway.core.policy import Policy, PolicyContext
 from gateway.core.transaction import Phase, Transaction
 from gateway.core.verdict import Verdict
-from gateway.mime.addresses import display_name_disguise, domain_of, is_subdomain_or_same, parse_mailbox
+from gateway.mime.addresses import (
+    display_name_disguise,
+    domain_of,
+    is_subdomain_or_same,
+    local_part_disguise,
+    parse_mailbox,
+)
 from policies._text import shown
 
 NOT_VERIFIED = "{what} domain {domain} is not a verified sending domain of your account"
@@ -48,6 +54,10 @@ class SenderIdentity(Policy):
         if not _covered(domain, verified):
             return Verdict.reject(NOT_VERIFIED.format(what="Envelope sender", domain=shown(domain)),
                                   f"envelope domain {domain} not in verified {sorted(verified)}")
+        # The envelope sender is shown too, as the Return-Path of the delivered message.
+        refused = _disguised("envelope sender", "", mail_from, verified)
+        if refused:
+            return refused
         return Verdict.ok(f"envelope domain {domain} is verified")
 
     def _headers(self, txn: Transaction, verified: set[str], ctx: PolicyContext) -> Verdict:
@@ -62,17 +72,18 @@ class SenderIdentity(Policy):
         if not _covered(domain, verified):
             return Verdict.reject(NOT_VERIFIED.format(what="From", domain=shown(domain)),
                                   f"From domain {domain} not in verified {sorted(verified)}")
-        disguise = _disguise(name, domain)
-        if disguise and not _covered(domain_of(disguise) or disguise, verified):
-            return Verdict.reject(f"The From display name shows {shown(disguise)}, which is not the "
-                                  f"sending domain {domain}; remove it from the display name",
-                                  f"display name {name!r} disguises {disguise}")
+        refused = _disguised("From", name, address, verified)
+        if refused:
+            return refused
         for header in ("Sender", "Reply-To"):
-            for _, addr in (p for v in txn.headers(header) for p in _mailboxes(v)):
+            for name, addr in (p for v in txn.headers(header) for p in _mailboxes(v)):
                 if not _covered(domain_of(addr), verified):
                     return Verdict.reject(
                         NOT_VERIFIED.format(what=header, domain=shown(domain_of(addr) or addr)),
                         f"{header} {addr!r} not in verified {sorted(verified)}")
+                refused = _disguised(header, name, addr, verified)
+                if refused:
+                    return refused
         if self.options.require_dmarc:  # type: ignore[attr-defined]
             return _dmarc(domain, ctx.resolver)
         return Verdict.ok(f"From {address} in verified domain; display name, Sender, Reply-To checked")
@@ -88,6 +99,31 @@ def _mailboxes(value: str) -> tuple[tuple[str, str], ...]:
 @functools.lru_cache(maxsize=1024)
 def _disguise(name: str, domain: str) -> str | None:
     return display_name_disguise(name, domain)
+
+
+def _disguised(header: str, name: str, address: str, verified: set[str]) -> Verdict | None:
+    """The refusal when the display name or the local part of a mailbox shows an address or a
+    domain other than the customer's verified ones (the mail client shows both), else None."""
+    domain = domain_of(address)
+    if not address.rsplit("@", 1)[0].strip():
+        return Verdict.reject(f"The {header} address {shown(address)} has no local part",
+                              f"{header} address {address!r} has an empty local part")
+    disguise = _disguise(name, domain)
+    if disguise and not _covered(domain_of(disguise) or disguise, verified):
+        return Verdict.reject(f"The {header} display name shows {shown(disguise)}, which is not "
+                              f"the sending domain {domain}; remove it from the display name",
+                              f"{header} display name {name!r} disguises {disguise}")
+    disguise = _local_part_disguise(address)
+    if disguise and not _covered(domain_of(disguise) or disguise, verified):
+        return Verdict.reject(f"The {header} address shows {shown(disguise)} before its domain "
+                              f"{domain}; use a plain address without it",
+                              f"{header} local part of {address!r} disguises {disguise}")
+    return None
+
+
+@functools.lru_cache(maxsize=1024)
+def _local_part_disguise(address: str) -> str | None:
+    return local_part_disguise(address)
 
 
 def _covered(domain: str, verified: set[str]) -> bool:

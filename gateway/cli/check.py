@@ -207,7 +207,7 @@ async def _run(engine: Any, session: Any, mail_from: str, recipients: list[str],
                              "refused_recipients": [], "not_tried": [], "steps": [],
                              "decisions": [],
                              "dkim": {"result": "not reached", "detail": None},
-                             "result": None, "reply": None}
+                             "headers": None, "result": None, "reply": None}
         transactions.append(t)
         txn, outcome = await engine.mail(session, mail_from)
         t["mail_id"] = txn.mail_id
@@ -249,6 +249,8 @@ async def _run(engine: Any, session: Any, mail_from: str, recipients: list[str],
             t["steps"].append({"command": "DATA", "reply": str(out.reply)})
             t["decisions"] += [_decision(Phase.DATA.value, d) for d in out.decisions]
             results.append((_classify(out.reply), out.reply))
+            if out.ok:
+                t["headers"] = _header_changes(txn.raw, out.data)
             if probe is None:
                 t["dkim"] = {"result": "disabled", "detail": "dkim.enabled: false"}
             elif out.ok:
@@ -260,6 +262,16 @@ async def _run(engine: Any, session: Any, mail_from: str, recipients: list[str],
         result, reply = max(results, key=lambda r: _STRICTNESS[r[0]])
         t["result"], t["reply"] = result, str(reply)
     return transactions
+
+
+def _header_changes(raw: bytes, final: bytes) -> dict[str, list[str]]:
+    """The header fields the gateway removed from the message (in message order) and the ones
+    it adds, by name, as the relay (and the milter's header edits) would apply them."""
+    from gateway.transports.milter import header_edits
+
+    edits = header_edits(raw, final)
+    return {"removed": [name.decode("ascii", "replace") for name, _ in reversed(edits.removals)],
+            "added": [name.decode("ascii", "replace") for name, _ in edits.insertions]}
 
 
 def run_check(args: argparse.Namespace) -> dict[str, Any]:
@@ -350,6 +362,10 @@ def _print_text(report: dict[str, Any]) -> None:
                 print(line.rstrip())
                 if d["reason"]:
                     print(f"          reason: {d['reason']}{' (policy error)' if d['error'] else ''}")
+        if t["headers"] is not None:
+            removed, added = t["headers"]["removed"], t["headers"]["added"]
+            print(f"  headers removed: {', '.join(removed) if removed else 'none'}")
+            print(f"  headers added: {', '.join(added) if added else 'none'}")
         dkim = t["dkim"]
         if dkim["result"] != "not reached":
             print(f"  dkim: {dkim['result']}" + (f": {dkim['detail']}" if dkim["detail"] else ""))

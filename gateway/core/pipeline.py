@@ -107,12 +107,15 @@ class Pipeline:
     def names(self, phase: Phase) -> list[str]:
         return [s.policy.name for s in self._by_phase[phase]]
 
-    async def run(self, phase: Phase, txn: Transaction, ctx: PolicyContext) -> PhaseResult:
+    async def run(self, phase: Phase, txn: Transaction, ctx: PolicyContext, *,
+                  in_thread: bool = False) -> PhaseResult:
+        """`in_thread`: run even checks that never block in a worker thread (a large message,
+        whose parse alone would hold the event loop)."""
         ctx.phase = phase
         steps = self._by_phase[phase]
         stop_at_first = phase is not Phase.DATA
         if steps and not any(_is_async(s.policy) for s in steps):
-            if any(s.policy.needs_thread(phase, ctx.store) for s in steps):
+            if in_thread or any(s.policy.needs_thread(phase, ctx.store) for s in steps):
                 # One hop to a worker thread for the whole phase, not one per policy: the hop
                 # (and the loop wake-up after it) costs more than most checks.
                 decisions = await self._run_batch(steps, txn, ctx, stop_at_first)

@@ -20,6 +20,7 @@ BARE_LINE_ENDING = Reply(
 )
 LINE_TOO_LONG = Reply(500, "5.5.2", "Line too long (RFC 5321 4.5.3.1.6)")
 MESSAGE_TOO_BIG = Reply(552, "5.3.4", "Message size exceeds the fixed maximum message size")
+
 TOO_MANY_SESSIONS = Reply(421, "4.3.2", "Too many connections, try again later")
 SHUTTING_DOWN = Reply(421, "4.3.2", "Service shutting down, try again later")
 POLICY_ERROR = Reply(451, "4.3.5", "Policy check unavailable, please try again later")
@@ -33,3 +34,15 @@ PARTIAL_RECIPIENTS = Reply(
     "Downstream refused some recipients; retry them in separate transactions",
 )
 INTERNAL_ERROR = Reply(451, "4.3.0", "Temporary local problem, please try again later")
+UNSUBSCRIBE_UNAVAILABLE = Reply(
+    451, "4.3.5", "Unsubscribe links cannot be made right now, please try again later"
+)
+
+
+def too_many_mime_parts(limit: int) -> Reply:
+    return Reply(552, "5.3.4", f"Message has more than {limit} MIME parts, the most accepted")
+
+
+def mime_nested_too_deep(limit: int) -> Reply:
+    return Reply(552, "5.3.4",
+                 f"Message has MIME parts nested more than {limit} deep, the most accepted")

@@ -18,6 +18,7 @@ __all__ = [
     "display_name_disguise",
     "domain_of",
     "is_subdomain_or_same",
+    "local_part_disguise",
     "normalise_domain",
     "parse_mailbox",
 ]
@@ -162,3 +163,26 @@ def display_name_disguise(display_name: str, addr_domain: str) -> str | None:
         if _plausible_domain(domain, tld) and not is_subdomain_or_same(domain, addr_domain):
             return domain.lower()
     return None
+
+
+def local_part_disguise(addr: str) -> str | None:
+    """What the local part of ``addr`` shows that is not the address's own domain, or None.
+
+    A quoted local part may hold anything, an address of another domain included:
+    ``"news@shop.example"@demo.example`` reads as news@shop.example in a mail client, so it
+    disguises the sender just as a display name would. Encoded words (RFC 2047 forbids them in
+    an address, but some clients decode them anyway) are decoded first. A plain dot-atom local
+    part ("first.last") is left alone: it cannot hold an "@", and "news.shop" is a name, not a
+    domain.
+    """
+    if "@" not in addr:
+        return None
+    local, domain = addr.rsplit("@", 1)
+    local = local.strip()
+    quoted = local.startswith('"') and local.endswith('"') and len(local) >= 2
+    if quoted:
+        local = re.sub(r"\\(.)", r"\1", local[1:-1])
+    elif "=?" not in local:
+        return None
+    shown = _decode_words(local)
+    return display_name_disguise(shown, normalise_domain(domain))

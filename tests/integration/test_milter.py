@@ -510,3 +510,51 @@ def test_a_trusted_network_sends_without_sasl_as_its_customer(gateway, scripted_
         assert auth[-1]["customer"] == "acme" and auth[-1]["result"] == "trusted-network"
     finally:
         gw.call(stop_milter(gw.server, grace=0))
+
+
+def test_headers_only_the_gateway_or_receiver_may_write_are_removed_as_through_the_proxy(
+        milter_gateway, mpf, tmp_path):
+    _, txt = keygen("customer.example", "s2026", "rsa-sha256", tmp_path / "dkim")
+    gw = milter_gateway(dkim={"keys_dir": str(tmp_path / "dkim"), "missing_key": "tempfail"})
+    add_customer(gw.store)
+    forged = (b"Return-Path: <forged-rp@attacker.example>\r\n"
+              b"Delivered-To: forged-dt@example.org\r\n"
+              b"x-csa-complaints:\r\n forged-csa-folded@attacker.example\r\n"
+              b"DELIVERED-TO :\r\n\tforged-dt-folded@example.org\r\n")
+    message = forged + MESSAGE.replace(b"MIME-Version", b"RETURN-PATH: <forged-2@a.example>\r\n"
+                                       b"X-CSA-Complaints: forged-csa@attacker.example\r\n"
+                                       b"MIME-Version")
+
+    assert via_postfix(mpf, message) == ("accepted", 250, b"")
+
+    [delivered] = mpf.wait_for_messages(1)
+    delivered = crlf(delivered)
+    assert b"forged" not in delivered
+    assert header_values(delivered, "X-CSA-Complaints") == []
+    dns = static_dnsfunc({"s2026._domainkey.customer.example": txt})
+    assert [r.ok for r in verify(delivered, dns)] == [True]
+
+
+@pytest.mark.parametrize("parts, depth, reply", [
+    (21, 1, b"5.3.4 Message has more than 20 MIME parts, the most accepted"),
+    (2, 6, b"5.3.4 Message has MIME parts nested more than 5 deep, the most accepted"),
+])
+def test_mime_limit_refusal_names_the_limit_as_through_the_proxy(milter_gateway, mpf, parts,
+                                                                 depth, reply):
+    gw = milter_gateway(limits={"max_mime_parts": 20, "max_mime_depth": 5,
+                                "auth_failure_delay": 0.0})
+    add_customer(gw.store)
+    body = b"".join(b"--leaf\r\nContent-Type: text/plain\r\n\r\nhello\r\n"
+                    for _ in range(parts)) + b"--leaf--\r\n"
+    content_type = b'multipart/mixed; boundary="leaf"'
+    for level in range(depth - 1):
+        body = (b"--l%d\r\nContent-Type: %s\r\n\r\n%s--l%d--\r\n"
+                % (level, content_type, body, level))
+        content_type = b'multipart/mixed; boundary="l%d"' % level
+    message = MESSAGE.replace(b"text/plain; charset=utf-8", content_type).split(b"\r\n\r\n")[0]
+    message += b"\r\n\r\n" + body
+
+    milter = via_postfix(mpf, message)
+    assert milter == ("data", 552, reply)
+    assert via_proxy(gw, message) == milter
+    assert gw.mta.received == []

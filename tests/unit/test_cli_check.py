@@ -356,7 +356,7 @@ def test_json_shape(cfg: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert report["exit_status"] == 0 and report["reply"] == "250 2.0.0 OK"
     [t] = report["transactions"]
     assert set(t) == {"index", "mail_id", "recipients", "refused_recipients", "not_tried",
-                      "steps", "decisions", "dkim", "result", "reply"}
+                      "steps", "decisions", "dkim", "headers", "result", "reply"}
     assert [s["reply"] for s in t["steps"]] == [
         "250 2.1.0 Sender OK", "250 2.1.5 Recipient OK", "250 2.0.0 OK"]
     [d] = t["decisions"]
@@ -447,3 +447,19 @@ def test_compliant_fixture_passes_each_installed_policy(
     code, report = check_json(capsys, cfg, COMPLIANT)
     assert code == 0, json.dumps(report["transactions"][0]["decisions"], indent=1)
     assert name in {d["policy"] for d in report["transactions"][0]["decisions"]}
+
+
+def test_headers_the_customer_may_not_write_are_shown_removed(
+        tmp_path: Path, cfg: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = eml(tmp_path, headers=b"Return-Path: <x@evil.example>\r\n"
+                                 b"delivered-to:\r\n anna@example.org\r\n"
+                                 b"X-CSA-Complaints: csa@evil.example\r\n"
+                                 b"X-Mailing-ID: forged\r\n")
+    code, report = check_json(capsys, cfg, path)
+    assert code == 0
+    [t] = report["transactions"]
+    assert t["headers"]["removed"] == ["Return-Path", "delivered-to", "X-CSA-Complaints",
+                                       "X-Mailing-ID"]
+    assert t["headers"]["added"][:2] == ["X-Mailing-ID", "Feedback-ID"]
+    code, out, _ = check(capsys, cfg, path)
+    assert "  headers removed: Return-Path, delivered-to, X-CSA-Complaints, X-Mailing-ID" in out

@@ -1,5 +1,5 @@
-"""Policy `consent` (RCPT + DATA) and the managed path of policy `unsubscribe`, on the real
-SQLite store and the real transaction."""
+"""Policy `consent` (RCPT + DATA), the managed path of policy `unsubscribe` and the managed
+List-Unsubscribe headers, on the real SQLite store and the real transaction."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from gateway.core.policy import PolicyContext
 from gateway.core.transaction import Phase, SessionInfo, Transaction
 from gateway.core.verdict import Action
 from gateway.http.tokens import CONFIRM, UNSUBSCRIBE, confirm_url, signer_for
+from gateway.managed_unsubscribe import ManagedUnsubscribeUnavailable, managed_headers
 from policies.consent import Consent
 from policies.unsubscribe import Unsubscribe
 from tests.unit.test_policy_support import Env, fixture, reply_of, set_header
@@ -126,19 +127,26 @@ def test_unmanaged_customer_without_headers_is_still_refused(env, config):
                                                Unsubscribe()))
 
 
-def test_managed_customer_gets_the_headers_added(env, config, tmp_path):
+def test_managed_customer_is_not_judged_on_the_headers_the_gateway_writes(env, config):
     env.store.set_unsubscribe("acme", env.customer.unsubscribe_prefix, managed=True)
-    raw = set_header(fixture("plain_text.eml"), "List-Unsubscribe", "<https://x.example/u>")
+    raw = set_header(fixture("plain_text.eml"), "List-Unsubscribe")
     raw = set_header(raw, "List-Unsubscribe-Post")
-    raw = set_header(raw, "List-Id", "Shop news <news.shop.example>")
     verdict = data(env, config, "anna@example.org", raw, Unsubscribe())
     assert verdict.action is Action.CONTINUE, verdict.reason
-    ops = [(m.op, m.name) for m in verdict.mutations]
-    assert ops == [("remove", "List-Unsubscribe"), ("remove", "List-Unsubscribe-Post"),
-                   ("add", "List-Unsubscribe"), ("add", "List-Unsubscribe-Post")]
-    value = verdict.mutations[2].value
+    assert verdict.mutations == ()  # the engine stamps them, whatever this policy's mode
+
+
+def test_managed_headers_carry_a_signed_link_for_this_recipient_list_and_mail(env, config,
+                                                                             tmp_path):
+    raw = set_header(fixture("plain_text.eml"), "List-Id", "Shop news <news.shop.example>")
+    txn = Transaction(session=SessionInfo(id="t", customer=env.customer),
+                      mail_from="b@shop.example", recipients=["anna@example.org"])
+    txn.mail_id = "e" * 48
+    txn.set_raw(raw)
+    [(lu, value), post] = managed_headers(config, txn, env.customer.id)
+    assert lu == "List-Unsubscribe"
+    assert post == ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click")
     assert value.startswith("<https://gw.esp.example/u/") and value.endswith(">")
-    assert verdict.mutations[3].value == "List-Unsubscribe=One-Click"
     token = value[len("<https://gw.esp.example/u/"):-1]
     claims = signer_for(tmp_path / "http.key").verify(token, UNSUBSCRIBE)
     assert (claims.customer_id, claims.recipient, claims.list_label, claims.reference) == (
@@ -152,17 +160,9 @@ def test_managed_customer_still_needs_the_visible_link(env, config):
     assert "No visible unsubscribe link" in reply_of(verdict)
 
 
-def test_managed_without_public_url_tempfails(env, tmp_path):
-    env.store.set_unsubscribe("acme", env.customer.unsubscribe_prefix, managed=True)
+def test_managed_headers_without_public_url_are_unavailable(env, tmp_path):
     bare = parse_config({}, base_dir=tmp_path, source=tmp_path / "c.yaml")
-    verdict = data(env, bare, "anna@example.org", fixture("plain_text.eml"), Unsubscribe())
-    assert verdict.action is Action.TEMPFAIL and "public_url" in verdict.reason
-
-
-def test_managed_with_two_recipients_is_refused(env, config):
-    env.store.set_unsubscribe("acme", env.customer.unsubscribe_prefix, managed=True)
     txn = Transaction(session=SessionInfo(id="t", customer=env.customer),
-                      mail_from="b@shop.example", recipients=["a@example.org", "b@example.org"])
-    txn.set_raw(fixture("plain_text.eml"))
-    verdict = Unsubscribe().check(txn, ctx(env, config, Phase.DATA))
-    assert "one recipient per message" in reply_of(verdict)
+                      mail_from="b@shop.example", recipients=["anna@example.org"])
+    with pytest.raises(ManagedUnsubscribeUnavailable, match="public_url"):
+        managed_headers(bare, txn, env.customer.id)

@@ -44,6 +44,10 @@ def ref(**headers: list[str]) -> bytes:
          "verified sending domains"),
     ("postmaster", "550 5.7.1 An empty envelope sender is not accepted; use an address in one of "
                    "your verified sending domains"),
+    ('"first last"@shop.example', None),
+    ('"bounce@paypal.example"@shop.example',
+     "550 5.7.1 The envelope sender address shows bounce@paypal.example before its domain "
+     "shop.example; use a plain address without it"),
 ])
 def test_envelope_at_mail(env: Env, mail_from: str, expected: str | None) -> None:
     verdict = env.check(SenderIdentity(), phase=Phase.MAIL, mail_from=mail_from)
@@ -168,3 +172,45 @@ def test_dmarc_is_not_looked_up_by_default(env: Env) -> None:
 def test_unknown_option_is_refused() -> None:
     with pytest.raises(ValueError):
         SenderIdentity.Options.model_validate({"require_dmark": True})
+
+
+LOCAL_PART = ("550 5.7.1 The {} address shows {} before its domain {}; use a plain address "
+              "without it")
+DISPLAY_NAME = ("550 5.7.1 The {} display name shows {}, which is not the sending domain {}; "
+                "remove it from the display name")
+
+
+@pytest.mark.parametrize("headers, expected", [
+    # A quoted local part that is an address of another domain reads as that address.
+    ({"From": ['"news@paypal.example"@shop.example']},
+     LOCAL_PART.format("From", "news@paypal.example", "shop.example")),
+    ({"From": ['Shop <"news@paypal.example"@shop.example>']},
+     LOCAL_PART.format("From", "news@paypal.example", "shop.example")),
+    ({"From": ['"news\\@paypal.example"@shop.example']},  # quoted-pair
+     LOCAL_PART.format("From", "news@paypal.example", "shop.example")),
+    ({"From": ['"service paypal.com"@shop.example']},
+     LOCAL_PART.format("From", "paypal.com", "shop.example")),
+    ({"From": ["=?utf-8?q?news=40paypal=2Eexample?=@shop.example"]},  # encoded word
+     LOCAL_PART.format("From", "news@paypal.example", "shop.example")),
+    ({"From": ["news@paypal.example@shop.example"]},  # salvaged as "@shop.example"
+     "550 5.7.1 The From address @shop.example has no local part"),
+    # The same tricks in Sender and Reply-To, display names included.
+    ({"Sender": ['"bulk@esp.example"@news.shop.example']},
+     LOCAL_PART.format("Sender", "bulk@esp.example", "news.shop.example")),
+    ({"Reply_To": ['help@shop.example, "help@paypal.example"@shop.example']},
+     LOCAL_PART.format("Reply-To", "help@paypal.example", "shop.example")),
+    ({"Reply_To": ['"support@paypal.com" <help@shop.example>']},
+     DISPLAY_NAME.format("Reply-To", "support@paypal.com", "shop.example")),
+    ({"Sender": ["=?utf-8?q?service=40paypal=2Ecom?= <bulk@shop.example>"]},
+     DISPLAY_NAME.format("Sender", "service@paypal.com", "shop.example")),
+    # Legitimate quoted local parts, and addresses that only show the customer's own domains.
+    ({"From": ['"first last"@shop.example']}, None),
+    ({"From": ['Shop <"news letter"@news.shop.example>']}, None),
+    ({"From": ['"news@news.shop.example"@shop.example']}, None),
+    ({"From": ["first.last@shop.example"]}, None),
+    ({"From": ["news.shop@shop.example"]}, None),  # a dot-atom is a name, not a domain
+    ({"Reply_To": ['"info shop.example" <help@shop.example>']}, None),
+])
+def test_quoted_local_part_and_sender_reply_to_disguises(env: Env, headers: dict,
+                                                         expected: str | None) -> None:
+    assert reply_of(env.check(SenderIdentity(), ref(**headers))) == expected
