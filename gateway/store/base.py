@@ -19,6 +19,7 @@ from typing import Any
 from gateway.store.consent import ConsentStoreMixin
 from gateway.store.feedback import FeedbackStoreMixin
 from gateway.store.migrations import MIGRATIONS, render
+from gateway.store.windows import WindowCounterStoreMixin
 
 CUSTOMER_STATUSES = ("pending", "active", "suspended")
 
@@ -92,7 +93,7 @@ def _customer(row: Sequence[Any]) -> Customer:
     )
 
 
-class SqlStore(FeedbackStoreMixin, ConsentStoreMixin):
+class SqlStore(FeedbackStoreMixin, ConsentStoreMixin, WindowCounterStoreMixin):
     dialect = "sqlite"
     # Whether a read may wait (network, a server under load): policies then read in a worker
     # thread. The embedded SQLite says False (see SqliteStore).
