@@ -18,9 +18,7 @@ and nothing else.
 from __future__ import annotations
 
 import asyncio
-import collections
 import datetime
-import ipaddress
 import re
 import time
 import uuid
@@ -31,12 +29,15 @@ from aiohttp import BodyPartReader, web
 from prometheus_client import Counter
 
 from gateway import metrics
+from gateway.http.clientaddr import client_ip, report_limit_key
 from gateway.http.html import e, here, language, page
 from gateway.http.tokens import CONFIRM, UNSUBSCRIBE, Claims, TokenError, signer_for
 from gateway.logging import get_logger
 
 log = get_logger()
 DAY = 86400.0
+HOUR = 3600.0
+REPORT_LIMIT_SCOPE = "http-report"
 _ID_ANY_CASE = re.compile(r"(?i)(?<![a-z0-9])[e-h][a-z2-7]{47}(?![a-z0-9])")
 
 PAGE_ACTIONS = Counter("gateway_http_page_actions_total", "What the recipients' pages did",
@@ -213,34 +214,6 @@ def _date(ts: float | None, lang: str) -> str:
 
 # -- helpers ------------------------------------------------------------------------------------
 
-def client_ip(request: web.Request, trusted: list[str]) -> str:
-    """The client's IP: the peer, or behind trusted proxies the first X-Forwarded-For hop that
-    is not one of them (read from the right: only the proxies' own additions are trusted)."""
-    peer = request.remote or ""
-    if not trusted:
-        return peer
-    nets = [ipaddress.ip_network(n, strict=False) for n in trusted]
-
-    def is_trusted(value: str) -> bool:
-        try:
-            addr = ipaddress.ip_address(value)
-        except ValueError:
-            return False
-        return any(addr in n for n in nets)
-
-    if not is_trusted(peer):
-        return peer
-    hops = [h.strip() for h in ",".join(request.headers.getall("X-Forwarded-For", [])).split(",")
-            if h.strip()]
-    for hop in reversed(hops):
-        if not is_trusted(hop):
-            try:
-                return str(ipaddress.ip_address(hop))
-            except ValueError:
-                return peer
-    return peer
-
-
 def _user_agent(request: web.Request) -> str | None:
     value = request.headers.get("User-Agent")
     return "".join(c for c in value if c.isprintable())[:500] if value else None
@@ -258,7 +231,6 @@ def _sender_name(customer: Any) -> str:
 class Pages:
     def __init__(self, server: Any) -> None:
         self.server = server
-        self._reports: dict[str, collections.deque[float]] = {}
 
     @property
     def config(self) -> Any:
@@ -505,17 +477,11 @@ class Pages:
         return self._report_form(request, self.lang(request))
 
     def _rate_limited(self, ip: str) -> bool:
-        now = time.monotonic()
-        window = self._reports.setdefault(ip, collections.deque())
-        while window and now - window[0] > 3600:
-            window.popleft()
-        if len(window) >= self.config.http.report_limit_per_hour:
-            return True
-        window.append(now)
-        if len(self._reports) > 10_000:
-            for key in [k for k, v in self._reports.items() if not v]:
-                del self._reports[key]
-        return False
+        """Over `report_limit_per_hour` for this client (its /64 for IPv6): counted in the
+        store, so the limit holds across workers and nodes."""
+        hit = self.store.window_hit(REPORT_LIMIT_SCOPE, report_limit_key(ip), window=HOUR,
+                                    limit=self.config.http.report_limit_per_hour)
+        return not hit.allowed
 
     async def report_post(self, request: web.Request) -> web.Response:
         lang = self.lang(request)
@@ -546,7 +512,7 @@ class Pages:
         text = text.strip()[:20_000]
         if not text and not upload.strip():
             return self._report_form(request, lang, error=T[lang]["report_missing"], status=400)
-        if self._rate_limited(ip):
+        if await asyncio.to_thread(self._rate_limited, ip):
             PAGE_ACTIONS.labels("report", "rate-limited").inc()
             return self._report_form(request, lang, error=T[lang]["report_limited"], value=text,
                                      status=429)
