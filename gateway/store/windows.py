@@ -17,7 +17,8 @@ that bucket. A hit, in one transaction:
 
 Precision: the window slides by whole buckets (a spent budget comes back up to one bucket,
 1/60 of the window, early). Each node uses its own clock for the bucket number; skew between
-nodes shifts hits by at most the skew. Rows expire one window after their bucket ends and are
+nodes shifts hits by at most the skew, and a hit that a node ahead of us put in a later bucket
+counts for us too. Rows expire one window after their bucket ends and are
 pruned by whichever process counts next, at most once a minute per process.
 """
 
@@ -64,9 +65,10 @@ class WindowCounterStoreMixin:
                   "VALUES (?, ?, ?, ?, 1, ?) ON CONFLICT (scope, key, width, bucket) DO UPDATE "
                   "SET hits = window_counters.hits + 1, expires_at = excluded.expires_at",
                   (scope, key, width, row, expires))
+            # No upper bound: hits a node with a clock a little ahead put in a later bucket
+            # count too.
             rows = q(f"SELECT COALESCE(SUM(hits), 0) FROM window_counters WHERE {where} "
-                     "AND bucket > ? AND bucket <= ?", (scope, key, width, bucket - BUCKETS,
-                                                        bucket))
+                     "AND bucket > ?", (scope, key, width, bucket - BUCKETS))
             count = int(rows[0][0])
             allowed = limit is None or count <= limit
             if not allowed:
@@ -84,8 +86,7 @@ class WindowCounterStoreMixin:
         bucket = int(now // width)
         rows = self.execute(
             "SELECT COALESCE(SUM(hits), 0) FROM window_counters WHERE scope = ? AND key = ? "
-            "AND width = ? AND bucket > ? AND bucket <= ?",
-            (scope, key, width, bucket - BUCKETS, bucket))
+            "AND width = ? AND bucket > ?", (scope, key, width, bucket - BUCKETS))
         return int(rows[0][0])
 
     def prune_window_counters(self, now: float | None = None) -> int:

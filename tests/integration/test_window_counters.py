@@ -73,20 +73,31 @@ def test_old_buckets_are_pruned(store):
     assert rows(store) == 4
 
 
-def _hammer(url: str, start, hits: int, out) -> None:
+KEYS = [f"198.51.100.{i}" for i in range(5)]
+
+
+def _hammer(url: str, start, hits: int, out, times: list[float | None]) -> None:
     store = open_store(url, migrate=False)
     start.wait(30)
-    allowed = sum(store.window_hit("report", "198.51.100.9", window=HOUR, limit=30).allowed
-                  for _ in range(hits))
+    allowed = [sum(store.window_hit("report", key, window=HOUR, limit=30,
+                                    now=times[i % len(times)]).allowed for i in range(hits))
+               for key in KEYS]
     out.put(allowed)
     store.close()
 
 
-def test_the_limit_holds_across_processes(store):
-    """Four processes take 20 hits each at the same time: exactly 30 are allowed."""
+# Now; and hits on both sides of a bucket boundary (clocks of nodes a little apart): the
+# current buckets differ, and still no two hits both take the last place.
+BOUNDARY = T0 - T0 % (HOUR / BUCKETS) + HOUR / BUCKETS
+
+
+@pytest.mark.parametrize("times", [[None], [BOUNDARY - 0.01, BOUNDARY + 0.01]])
+def test_the_limit_holds_across_processes(store, times):
+    """Four processes take 20 hits each of five keys at the same time: exactly 30 of each key
+    are allowed."""
     context = multiprocessing.get_context("fork")
     start, out = context.Event(), context.Queue()
-    workers = [context.Process(target=_hammer, args=(store.url, start, 20, out))
+    workers = [context.Process(target=_hammer, args=(store.url, start, 20, out, times))
                for _ in range(4)]
     for worker in workers:
         worker.start()
@@ -94,5 +105,7 @@ def test_the_limit_holds_across_processes(store):
     allowed = [out.get(timeout=120) for _ in workers]
     for worker in workers:
         worker.join(30)
-    assert sum(allowed) == 30, allowed
-    assert store.window_count("report", "198.51.100.9", window=HOUR) == 30
+    assert [sum(per_key) for per_key in zip(*allowed, strict=True)] == [30] * len(KEYS), allowed
+    now = None if times == [None] else BOUNDARY + 1
+    for key in KEYS:
+        assert store.window_count("report", key, window=HOUR, now=now) == 30
