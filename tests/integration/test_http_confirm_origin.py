@@ -13,7 +13,13 @@ from prometheus_client import REGISTRY
 from gateway.cli.consent import export_text
 from gateway.http.apikeys import add_key
 from gateway.http.tokens import TokenSigner, signer_for
-from tests.integration.test_http_support import PUBLIC, local_path, page_form, start
+from tests.integration.test_http_support import (
+    PUBLIC,
+    check_page,
+    local_path,
+    page_form,
+    start,
+)
 
 EVIL = "https://signup.evil.example"
 
@@ -70,6 +76,7 @@ def test_cross_origin_confirmation_is_refused(doi, headers):
     before = refused_total()
     reply = http.post_form(action, urlencode(fields), **headers)
     assert reply.status == 403
+    check_page(reply, "en")
     assert "did not come from our confirmation page" in reply.text
     assert re.search(r'<a href="[^"]+\?lang=en">Open the confirmation page</a>', reply.text)
     assert status_of(gw, "anna@example.org") == "pending"
