@@ -201,10 +201,12 @@ class HttpPages(_Strict):
     # Days a DOI confirmation link stays valid (0: forever). Unsubscribe links never expire.
     confirm_link_days: float = Field(default=30.0, ge=0)
     default_language: Literal["en", "de"] = "en"
-    # Reverse proxies whose X-Forwarded-For is believed (CIDRs); the IP recorded as evidence
-    # is the first address that is not one of them.
+    # Reverse proxies whose X-Forwarded-For is believed (CIDRs); the client (evidence IP, /report
+    # limit key) is the right-most X-Forwarded-For address that is not one of them
+    # (gateway/http/clientaddr.py). Without it, the TCP peer, whatever the request claims.
     trusted_proxies: list[str] = Field(default_factory=list)
-    # The report-abuse form: largest upload, and reports per client IP per hour.
+    # The report-abuse form: largest upload, and reports per client IP (IPv6: per /64) per
+    # hour, counted in the store so the limit holds across workers and nodes.
     max_upload_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
     report_limit_per_hour: int = Field(default=30, ge=1)
 

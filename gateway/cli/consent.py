@@ -441,6 +441,10 @@ def export_text(export: dict[str, Any], hostname: str) -> str:
             parts.append(f"reason {detail['reason']}")
         if detail.get("batch"):
             parts.append(f"batch {detail['batch']}")
+        if detail.get("origin_check"):
+            # The confirmation page's check that the POST came from our page (gateway.http.origin)
+            parts.append(f"origin check {detail['origin_check']}, "
+                         f"page nonce {detail.get('page_nonce', '-')}")
         out.append("  " + ", ".join(str(p) for p in parts))
         if h.get("user_agent"):
             out.append(f"    user agent: {h['user_agent']}")

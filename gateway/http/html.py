@@ -4,8 +4,9 @@ Plain HTML and one inline stylesheet: no JavaScript, no external resources, no c
 `lang` attribute, a viewport for phones, labels on every field, visible focus, and colours with
 a contrast of at least 7:1 (text) and 4.5:1 (buttons, links). Everything dynamic is escaped
 with `e()`. The responses carry a Content-Security-Policy that allows exactly this stylesheet
-(by hash), form posts to this origin and nothing else, and `Referrer-Policy: no-referrer` so
-the token in the URL never leaks to another site.
+(by hash), form posts to this origin and nothing else, and `Referrer-Policy: same-origin` so
+the token in the URL never leaks to another site (not `no-referrer`: under it browsers send
+`Origin: null` on our own form posts, and the confirmation checks that they come from us).
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ SECURITY_HEADERS = {
     "Content-Security-Policy": CSP,
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
     "X-Robots-Tag": "noindex, nofollow",
 }
@@ -108,7 +109,7 @@ def page(request: web.Request, lang: str, title: str, body: str, *, status: int 
         f'<html lang="{lang}">\n<head>\n<meta charset="utf-8">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
         '<meta name="robots" content="noindex, nofollow">\n'
-        '<meta name="referrer" content="no-referrer">\n'
+        '<meta name="referrer" content="same-origin">\n'
         f"<title>{e(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n"
         f"<main>\n{body}\n</main>\n"
         f'<footer><nav aria-label="{nav_label}">{others}</nav></footer>\n'

@@ -6,21 +6,29 @@
 | POST   | /u/{token}    | body List-Unsubscribe=One-Click: suppress at once (per customer),   |
 |        |               | revoke the consent record; 200, no redirect, no cookie, idempotent  |
 | GET    | /c/{token}    | page: "confirm your subscription" with a button; changes nothing    |
-| POST   | /c/{token}    | confirm: records time, IP and user agent as DOI evidence            |
+| POST   | /c/{token}    | confirm: records time, IP and user agent as DOI evidence; only from |
+|        |               | our page (same origin + page nonce), else 403 and nothing recorded  |
 | GET    | /report       | form: paste a mail ID or upload the .eml                            |
-| POST   | /report       | the complaint pipeline (feedback intake, as for abuse@ mail)        |
+| POST   | /report       | the complaint pipeline (feedback intake, as for abuse@ mail);       |
+|        |               | report_limit_per_hour per client address (IPv6: per /64)            |
 
 GET never changes anything: link scanners and previews fetch links. Tokens are checked with
 `gateway.http.tokens`; a token that does not verify gets a plain "this link is not valid" (404)
 and nothing else.
+
+The forms of the confirmation and unsubscribe pages carry a page nonce (an HMAC of the token
+and the time, `TokenSigner.page_nonce`). A confirmation counts only when the POST comes from our
+page: same origin (`gateway.http.origin`) and a nonce of this token's page, less than a day
+old; the consent event records how the origin was seen. The one-click unsubscribe needs
+neither: RFC 8058 posts come from mail providers' servers, cross-origin by design, and
+unsubscribing on someone's behalf does them no harm; only the page's own button is recorded as
+"http:page", when it passes the same check.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import datetime
-import ipaddress
 import re
 import time
 import uuid
@@ -31,12 +39,16 @@ from aiohttp import BodyPartReader, web
 from prometheus_client import Counter
 
 from gateway import metrics
+from gateway.http.clientaddr import client_ip, report_limit_key
 from gateway.http.html import e, here, language, page
+from gateway.http.origin import PageOrigin, page_origin
 from gateway.http.tokens import CONFIRM, UNSUBSCRIBE, Claims, TokenError, signer_for
 from gateway.logging import get_logger
 
 log = get_logger()
 DAY = 86400.0
+HOUR = 3600.0
+REPORT_LIMIT_SCOPE = "http-report"
 _ID_ANY_CASE = re.compile(r"(?i)(?<![a-z0-9])[e-h][a-z2-7]{47}(?![a-z0-9])")
 
 PAGE_ACTIONS = Counter("gateway_http_page_actions_total", "What the recipients' pages did",
@@ -71,6 +83,11 @@ T: dict[str, dict[str, str]] = {
         "confirm_superseded": "This confirmation link belongs to an earlier sign-up. Please "
                               "use the link in the newest confirmation email.",
         "confirm_unknown": "No sign-up was found for this link.",
+        "confirm_refused_title": "Please confirm on the confirmation page",
+        "confirm_refused": "This confirmation did not come from our confirmation page, so "
+                           "nothing was recorded. To confirm, open the confirmation page and "
+                           "press the button there.",
+        "confirm_open_page": "Open the confirmation page",
         "confirm_expired_title": "This confirmation link has expired",
         "confirm_expired": "Please sign up again on the sender's website; you will then "
                            "receive a new confirmation email.",
@@ -138,6 +155,11 @@ T: dict[str, dict[str, str]] = {
         "confirm_superseded": "Dieser Bestätigungslink gehört zu einer früheren Anmeldung. "
                               "Bitte nutzen Sie den Link aus der neuesten Bestätigungs-E-Mail.",
         "confirm_unknown": "Zu diesem Link wurde keine Anmeldung gefunden.",
+        "confirm_refused_title": "Bitte auf der Bestätigungsseite bestätigen",
+        "confirm_refused": "Diese Bestätigung kam nicht von unserer Bestätigungsseite, daher "
+                           "wurde nichts gespeichert. Um zu bestätigen, öffnen Sie die "
+                           "Bestätigungsseite und drücken Sie dort die Schaltfläche.",
+        "confirm_open_page": "Bestätigungsseite öffnen",
         "confirm_expired_title": "Dieser Bestätigungslink ist abgelaufen",
         "confirm_expired": "Bitte melden Sie sich auf der Website des Absenders erneut an; "
                            "Sie erhalten dann eine neue Bestätigungs-E-Mail.",
@@ -213,34 +235,6 @@ def _date(ts: float | None, lang: str) -> str:
 
 # -- helpers ------------------------------------------------------------------------------------
 
-def client_ip(request: web.Request, trusted: list[str]) -> str:
-    """The client's IP: the peer, or behind trusted proxies the first X-Forwarded-For hop that
-    is not one of them (read from the right: only the proxies' own additions are trusted)."""
-    peer = request.remote or ""
-    if not trusted:
-        return peer
-    nets = [ipaddress.ip_network(n, strict=False) for n in trusted]
-
-    def is_trusted(value: str) -> bool:
-        try:
-            addr = ipaddress.ip_address(value)
-        except ValueError:
-            return False
-        return any(addr in n for n in nets)
-
-    if not is_trusted(peer):
-        return peer
-    hops = [h.strip() for h in ",".join(request.headers.getall("X-Forwarded-For", [])).split(",")
-            if h.strip()]
-    for hop in reversed(hops):
-        if not is_trusted(hop):
-            try:
-                return str(ipaddress.ip_address(hop))
-            except ValueError:
-                return peer
-    return peer
-
-
 def _user_agent(request: web.Request) -> str | None:
     value = request.headers.get("User-Agent")
     return "".join(c for c in value if c.isprintable())[:500] if value else None
@@ -258,7 +252,6 @@ def _sender_name(customer: Any) -> str:
 class Pages:
     def __init__(self, server: Any) -> None:
         self.server = server
-        self._reports: dict[str, collections.deque[float]] = {}
 
     @property
     def config(self) -> Any:
@@ -279,6 +272,22 @@ class Pages:
             return self.signer().verify(token, purpose, max_age=max_age)
         except TokenError:
             return None
+
+    def nonce(self, request: web.Request) -> str:
+        """The nonce for the form on the page of this request's token."""
+        return str(self.signer().page_nonce(request.match_info["token"]))
+
+    def from_our_page(self, request: web.Request, form: dict[str, str]) -> PageOrigin:
+        """Whether this POST is our page's form: same origin (gateway.http.origin) and a
+        valid nonce of this token's page. Refused as "page-nonce" when the nonce fails."""
+        checked = page_origin(request, self.config.http.public_url)
+        if not checked.ok:
+            return checked
+        try:
+            self.signer().check_page_nonce(request.match_info["token"], form.get("nonce", ""))
+        except TokenError:
+            return PageOrigin(False, "page-nonce")
+        return checked
 
     def invalid(self, request: web.Request, lang: str) -> web.Response:
         body = f'<h1>{t(lang, "invalid_title")}</h1>\n<p>{t(lang, "invalid_text")}</p>'
@@ -323,6 +332,7 @@ class Pages:
             f'<form method="post" action="{e(here(request))}?lang={lang}">\n'
             '<input type="hidden" name="List-Unsubscribe" value="One-Click">\n'
             '<input type="hidden" name="via" value="page">\n'
+            f'<input type="hidden" name="nonce" value="{e(self.nonce(request))}">\n'
             f'<button type="submit">{t(lang, "unsub_button")}</button>\n'
             "</form>\n"
             f'<p class="hint">{t(lang, "unsub_hint")}</p>'
@@ -343,7 +353,12 @@ class Pages:
             body = (f"<h1>{e(title)}</h1>\n<p class=\"problem\">{t(lang, 'unsub_bad_request')}"
                     f'</p>\n<p><a href="{e(here(request))}?lang={lang}">{e(title)}</a></p>')
             return page(request, lang, title, body, status=400)
-        via = "page" if form.get("via") == "page" else "one-click"
+        # The page's button says via=page; only a post that really came from our page (same
+        # origin, a nonce of this token's page) is recorded so. Any other post with the
+        # one-click body is the RFC 8058 one-click, which mail clients send cross-origin by
+        # design: it unsubscribes all the same.
+        via = "page" if (form.get("via") == "page"
+                         and self.from_our_page(request, form).ok) else "one-click"
         ip = client_ip(request, self.config.http.trusted_proxies)
         added = await asyncio.to_thread(self._unsubscribe, claims, customer, via, ip)
         PAGE_ACTIONS.labels("unsubscribe", "added" if added else "exists").inc()
@@ -446,6 +461,7 @@ class Pages:
                 f"<h1>{e(title)}</h1>\n<p>{t(lang, 'confirm_question', **values)}</p>\n"
                 f'<form method="post" action="{e(here(request))}?lang={lang}">\n'
                 '<input type="hidden" name="confirm" value="yes">\n'
+                f'<input type="hidden" name="nonce" value="{e(self.nonce(request))}">\n'
                 f'<button type="submit">{t(lang, "confirm_button")}</button>\n</form>\n'
                 f'<p class="hint">{t(lang, "confirm_hint")}</p>')
             return page(request, lang, title, body)
@@ -457,12 +473,24 @@ class Pages:
         if isinstance(target, web.Response):
             return target
         claims, customer = target
-        await _form_fields(request)
+        form = await _form_fields(request)
         ip = client_ip(request, self.config.http.trusted_proxies)
+        checked = self.from_our_page(request, form)
+        if not checked.ok:
+            PAGE_ACTIONS.labels("confirm", "not-from-page").inc()
+            log.event("consent", customer=customer.name, rcpt=claims.recipient,
+                      action="confirm", result="refused", reason=checked.how, ip=ip,
+                      via="confirm-page")
+            title = T[lang]["confirm_refused_title"]
+            body = (f'<h1>{e(title)}</h1>\n<p class="problem" role="status">'
+                    f'{t(lang, "confirm_refused")}</p>\n<p><a href="{e(here(request))}?lang='
+                    f'{lang}">{t(lang, "confirm_open_page")}</a></p>')
+            return page(request, lang, title, body, status=403)
         agent = _user_agent(request)
         record, outcome = await asyncio.to_thread(
             self.store.consent_confirm, customer.id, claims.recipient, at=time.time(), ip=ip,
-            user_agent=agent, via="http:confirm-page", generation=self._generation(claims))
+            user_agent=agent, via="http:confirm-page", generation=self._generation(claims),
+            checks={"origin_check": checked.how, "page_nonce": "valid"})
         PAGE_ACTIONS.labels("confirm", outcome).inc()
         log.event("consent", customer=customer.name, rcpt=claims.recipient, action="confirm",
                   result=outcome, ip=ip, via="confirm-page")
@@ -511,17 +539,11 @@ class Pages:
         return self._report_form(request, self.lang(request))
 
     def _rate_limited(self, ip: str) -> bool:
-        now = time.monotonic()
-        window = self._reports.setdefault(ip, collections.deque())
-        while window and now - window[0] > 3600:
-            window.popleft()
-        if len(window) >= self.config.http.report_limit_per_hour:
-            return True
-        window.append(now)
-        if len(self._reports) > 10_000:
-            for key in [k for k, v in self._reports.items() if not v]:
-                del self._reports[key]
-        return False
+        """Over `report_limit_per_hour` for this client (its /64 for IPv6): counted in the
+        store, so the limit holds across workers and nodes."""
+        hit = self.store.window_hit(REPORT_LIMIT_SCOPE, report_limit_key(ip), window=HOUR,
+                                    limit=self.config.http.report_limit_per_hour)
+        return not hit.allowed
 
     async def report_post(self, request: web.Request) -> web.Response:
         lang = self.lang(request)
@@ -552,7 +574,7 @@ class Pages:
         text = text.strip()[:20_000]
         if not text and not upload.strip():
             return self._report_form(request, lang, error=T[lang]["report_missing"], status=400)
-        if self._rate_limited(ip):
+        if await asyncio.to_thread(self._rate_limited, ip):
             PAGE_ACTIONS.labels("report", "rate-limited").inc()
             return self._report_form(request, lang, error=T[lang]["report_limited"], value=text,
                                      status=429)

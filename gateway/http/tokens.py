@@ -48,6 +48,13 @@ PURPOSES = (UNSUBSCRIBE, CONFIRM)
 _LABEL = b"gw-url-token\0"
 _HEAD = struct.Struct(">BBcII")
 MAX_TOKEN_CHARS = 1024  # a token longer than this is refused before decoding
+# Page nonces: the hidden field of the confirmation (and unsubscribe) page's form,
+# "<key id>.<issued at>.<base64url HMAC-SHA256(key, label + token NUL issued)[:16]>". Only this
+# service can make one, it names the token of the page it was put on (a nonce of anna's page is
+# worthless on ben's), and it expires: a day is long enough for a tab left open overnight.
+PAGE_NONCE_MAX_AGE = 86400.0
+NONCE_CLOCK_SKEW = 300.0  # nodes' clocks may differ a little
+_NONCE_LABEL = b"gw-page-nonce\0"
 
 
 class TokenKeyError(Exception):
@@ -140,6 +147,38 @@ class TokenSigner:
     @staticmethod
     def _mac(key: bytes, body: bytes) -> bytes:
         return hmac.new(key, _LABEL + body, hashlib.sha256).digest()[:MAC_BYTES]
+
+    # -- page nonces --------------------------------------------------------------------------
+    def page_nonce(self, token: str, *, now: float | None = None) -> str:
+        """The nonce of the form on the page of `token` (see PAGE_NONCE_MAX_AGE)."""
+        issued = int(time.time() if now is None else now)
+        key_id = self.signing_key_id
+        mac = self._nonce_mac(self._keys[key_id], token, issued)
+        return f"{key_id}.{issued}.{_b64e(mac)}"
+
+    def check_page_nonce(self, token: str, nonce: str, *, max_age: float = PAGE_NONCE_MAX_AGE,
+                         now: float | None = None) -> None:
+        """TokenError unless `nonce` is one this service put on the page of this very token,
+        less than `max_age` seconds ago."""
+        parts = nonce.split(".") if 0 < len(nonce) <= 80 else []
+        if len(parts) != 3 or not parts[0].isdigit() or not parts[1].isdigit():
+            raise TokenError("malformed nonce")
+        key = self._keys.get(int(parts[0]))
+        if key is None:
+            raise TokenError("unknown key")
+        issued = int(parts[1])
+        if not hmac.compare_digest(_b64e(self._nonce_mac(key, token, issued)), parts[2]):
+            raise TokenError("nonce does not verify")
+        current = time.time() if now is None else now
+        if issued > current + NONCE_CLOCK_SKEW:
+            raise TokenError("nonce from the future")
+        if current - issued > max_age:
+            raise TokenError("nonce expired")
+
+    @staticmethod
+    def _nonce_mac(key: bytes, token: str, issued: int) -> bytes:
+        message = _NONCE_LABEL + token.encode("utf-8") + b"\0" + str(issued).encode("ascii")
+        return hmac.new(key, message, hashlib.sha256).digest()[:MAC_BYTES]
 
 
 # -- key file ---------------------------------------------------------------------------------

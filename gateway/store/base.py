@@ -21,6 +21,7 @@ from gateway.store.erasure import ErasureStoreMixin
 from gateway.store.events import EventStoreMixin
 from gateway.store.feedback import FeedbackStoreMixin
 from gateway.store.migrations import MIGRATIONS, render
+from gateway.store.windows import WindowCounterStoreMixin
 
 CUSTOMER_STATUSES = ("pending", "active", "suspended")
 
@@ -94,7 +95,8 @@ def _customer(row: Sequence[Any]) -> Customer:
     )
 
 
-class SqlStore(FeedbackStoreMixin, ConsentStoreMixin, EventStoreMixin, ErasureStoreMixin):
+class SqlStore(FeedbackStoreMixin, ConsentStoreMixin, EventStoreMixin, ErasureStoreMixin,
+               WindowCounterStoreMixin):
     dialect = "sqlite"
     # Whether a read may wait (network, a server under load): policies then read in a worker
     # thread. The embedded SQLite says False (see SqliteStore).

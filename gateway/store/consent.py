@@ -274,11 +274,14 @@ class ConsentStoreMixin:
 
     def consent_confirm(self, customer_id: int, address: str, *, at: float, ip: str | None,
                         user_agent: str | None = None, via: str = "api",
-                        generation: int | None = None) -> tuple[ConsentRecord | None, str]:
+                        generation: int | None = None, checks: dict[str, str] | None = None
+                        ) -> tuple[ConsentRecord | None, str]:
         """Record the confirmation (the link in the confirmation mail was followed). Returns
         (record, what happened): ``confirmed``; ``already-confirmed`` (the first confirmation
         stays the evidence); ``unknown`` (no subscription); ``revoked`` (unsubscribed since:
-        the person must subscribe again); ``superseded`` (a link of an earlier subscription)."""
+        the person must subscribe again); ``superseded`` (a link of an earlier subscription).
+        `checks`: what the caller verified about the request (the confirmation page: where
+        the POST came from), kept in the event's detail."""
         from gateway.store.base import StoreError
 
         address = normalise_address(address)
@@ -304,7 +307,8 @@ class ConsentStoreMixin:
                     "via": via, "source": record.source, "list": record.list_name},
                     recipient=address, at=at)
             self._consent_event(customer_id, address, "confirm", at, ip=ip,
-                                user_agent=user_agent, via=via, detail={"result": outcome})
+                                user_agent=user_agent, via=via,
+                                detail={**(checks or {}), "result": outcome})
             return self.read_consent(customer_id, address), outcome
 
     def consent_revoke(self, customer_id: int, address: str, *, at: float | None = None,

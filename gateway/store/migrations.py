@@ -196,6 +196,20 @@ MIGRATIONS: list[list[str]] = [
             created_at DOUBLE PRECISION NOT NULL
         )""",
     ],
+    # 5: windowed counters shared by workers and nodes (gateway/store/windows.py): hits per
+    # (scope, key, bucket width, bucket); bucket -1 is the key's lock row
+    [
+        """CREATE TABLE window_counters (
+            scope TEXT NOT NULL,
+            key TEXT NOT NULL,
+            width DOUBLE PRECISION NOT NULL,
+            bucket BIGINT NOT NULL,
+            hits INTEGER NOT NULL,
+            expires_at DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (scope, key, width, bucket)
+        )""",
+        "CREATE INDEX window_counters_expiry ON window_counters (expires_at)",
+    ],
 ]
 
 

@@ -126,6 +126,11 @@ def test_doi_confirmation_page_records_the_evidence(setup, browser, tmp_path):
     assert evidence["confirmed_ip"] == "127.0.0.1"
     assert "Chrome" in evidence["confirmed_user_agent"]
     assert evidence["confirmed_at"] is not None
+    # The browser said where the POST came from: our page (its Origin), with the page nonce.
+    [confirm] = [h for h in gw.store.consent_history(customer.id, "ben@example.org")
+                 if h.event == "confirm"]
+    assert confirm.detail == {"result": "confirmed", "origin_check": "origin",
+                              "page_nonce": "valid"}
 
 
 def test_report_abuse_form_with_a_pasted_mail_id(setup, browser):

@@ -4,8 +4,7 @@ confirms on the page (time, IP, user agent recorded), and policy `consent` passe
 
 from __future__ import annotations
 
-import re
-from urllib.parse import urljoin
+from urllib.parse import urlencode
 
 import pytest
 
@@ -15,6 +14,8 @@ from tests.integration.test_http_support import (
     check_page,
     local_path,
     message,
+    page_form,
+    press_button,
     rcpt_reply,
     send,
     start,
@@ -111,8 +112,9 @@ def test_double_opt_in_end_to_end(setup):
     assert "Confirm subscription" in page.text and "anna@example.org" in page.text
     assert gw.store.get_consent(customer.id, "anna@example.org").status == "pending"
 
-    form = urljoin(path, re.search(r'<form method="post" action="([^"]+)">', page.text).group(1))
-    done = http.post_form(form, "confirm=yes", **{"User-Agent": "Mozilla/5.0 (Recipient)"})
+    action, fields = page_form(page.text, path)
+    done = http.post_form(action, urlencode(fields), Origin=http.base,
+                          **{"User-Agent": "Mozilla/5.0 (Recipient)"})
     assert done.status == 200 and "is confirmed" in done.text
     evidence = gw.store.consent_evidence(customer.id, "anna@example.org")
     assert evidence["status"] == "confirmed"
@@ -130,7 +132,8 @@ def test_double_opt_in_end_to_end(setup):
     assert "confirmed" in verdicts[1]["reason"] or "confirmed" in str(verdicts)
 
     # Confirming again keeps the first evidence.
-    again = http.post_form(form, "confirm=yes", **{"User-Agent": "Other"})
+    again = http.post_form(action, urlencode(fields), Origin=http.base,
+                           **{"User-Agent": "Other"})
     assert again.status == 200 and "already confirmed" in again.text
     assert gw.store.consent_evidence(customer.id, "anna@example.org")[
         "confirmed_user_agent"] == "Mozilla/5.0 (Recipient)"
@@ -159,7 +162,7 @@ def test_confirm_link_tokens_cannot_be_bent(setup, tmp_path):
     assert http.post_form("/c/" + unsub, "confirm=yes").status == 404
     assert gw.store.get_consent(customer.id, "ben@example.org").status == "pending"
     # Anna's link confirms anna only.
-    assert http.post_form("/c/" + token, "confirm=yes").status == 200
+    assert press_button(http, "/c/" + token).status == 200
     assert gw.store.get_consent(customer.id, "ben@example.org").status == "pending"
     assert gw.store.get_consent(customer.id, "anna@example.org").status == "confirmed"
 
@@ -176,17 +179,21 @@ def test_expired_and_revoked_links(setup, tmp_path):
     assert reply.status == 410 and "abgelaufen" in reply.text
     assert http.post_form("/c/" + old, "confirm=yes").status == 410
     confirm = subscribe(http, key).json()["confirm_url"]
+    # The page was opened (its form and nonce are in the browser) before the revocation.
+    action, fields = page_form(http.get(local_path(confirm)).text, local_path(confirm))
     revoked = http.api("POST", "/api/v1/consent/revoke", key,
                        {"email": "anna@example.org", "reason": "asked by phone"})
     assert revoked.status == 200 and revoked.json()["consent"]["status"] == "revoked"
-    reply = http.post_form(local_path(confirm), "confirm=yes")
+    reply = http.post_form(action, urlencode(fields), Origin=http.base)
     assert reply.status == 409 and "cancelled" in reply.text
+    page = http.get(local_path(confirm))
+    assert page.status == 409 and "cancelled" in page.text and "<form" not in page.text
     assert gw.store.get_consent(customer.id, "anna@example.org").status == "revoked"
     # A new subscription makes a new generation; the old link stays dead.
     fresh = subscribe(http, key).json()
     assert fresh["result"] == "resubscribed"
-    assert http.post_form(local_path(confirm), "confirm=yes").status == 409
-    assert http.post_form(local_path(fresh["confirm_url"]), "confirm=yes").status == 200
+    assert http.post_form(action, urlencode(fields), Origin=http.base).status == 409
+    assert press_button(http, local_path(fresh["confirm_url"])).status == 200
 
 
 def test_api_confirm_and_unsubscribe_url(setup):
@@ -230,7 +237,7 @@ def test_confirmed_resubscription_on_the_page_lifts_the_old_unsubscribe(setup):
     # Revoked and re-subscribed once more, now confirmed by the recipient on our page.
     http.api("POST", "/api/v1/consent/revoke", key, {"email": "anna@example.org"})
     fresh = subscribe(http, key).json()
-    assert http.post_form(local_path(fresh["confirm_url"]), "confirm=yes").status == 200
+    assert press_button(http, local_path(fresh["confirm_url"])).status == 200
     assert gw.store.find_suppression(customer.id, "anna@example.org") is None
     assert [h.action for h in gw.store.suppression_history("anna@example.org")] == [
         "added", "removed"]

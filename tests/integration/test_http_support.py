@@ -8,6 +8,7 @@ redirects, the way a mailbox provider's one-click POST does.
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import urllib.error
@@ -15,6 +16,7 @@ import urllib.request
 import uuid
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode, urljoin
 
 from gateway.core.message import header_values
 from gateway.dkim import keygen
@@ -144,6 +146,24 @@ def rcpt_reply(gw: Any, rcpt: str) -> tuple[int, bytes]:
         return smtp.rcpt(rcpt)
 
 
+def page_form(page_text: str, page_path: str) -> tuple[str, dict[str, str]]:
+    """(action as a path, hidden fields) of the one POST form on a page."""
+    form = re.search(r'<form method="post" action="([^"]+)">(.*?)</form>', page_text, re.S)
+    assert form, page_text
+    fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">',
+                             form.group(2)))
+    return urljoin(page_path, html.unescape(form.group(1))), {
+        k: html.unescape(v) for k, v in fields.items()}
+
+
+def press_button(http: Http, page_path: str, **headers: str) -> Reply:
+    """What a browser does on our page: load it, post its form from the page's own origin."""
+    page = http.get(page_path)
+    assert page.status == 200, page.text
+    action, fields = page_form(page.text, page_path)
+    return http.post_form(action, urlencode(fields), **{"Origin": http.base, **headers})
+
+
 def unsubscribe_url_of(data: bytes) -> str:
     [value] = header_values(data, "List-Unsubscribe")
     match = re.fullmatch(r"<(https://[^>]+)>", value.strip())
@@ -162,7 +182,9 @@ def check_page(reply: Reply, lang: str) -> None:
     assert "Location" not in reply.headers
     csp = reply.headers["Content-Security-Policy"]
     assert "default-src 'none'" in csp and "script-src" not in csp
-    assert reply.headers["Referrer-Policy"] == "no-referrer"
+    # same-origin, not no-referrer: under no-referrer our own form posts carry Origin: null.
+    assert reply.headers["Referrer-Policy"] == "same-origin"
+    assert '<meta name="referrer" content="same-origin">' in text
     # Every form field has a label.
     for field_id in re.findall(r'<(?:input|textarea)[^>]*\bid="([^"]+)"', text):
         assert f'<label for="{field_id}">' in text, field_id

@@ -5,7 +5,7 @@ once (200, no redirect, no cookie, idempotent), GET does not, and the next send 
 from __future__ import annotations
 
 import re
-from urllib.parse import urljoin
+from urllib.parse import urlencode, urljoin
 
 import pytest
 from prometheus_client import REGISTRY
@@ -16,6 +16,7 @@ from tests.integration.test_http_support import (
     check_page,
     local_path,
     message,
+    page_form,
     rcpt_reply,
     send,
     start,
@@ -158,10 +159,10 @@ def test_the_page_button_posts_the_same_one_click_body(managed):
     form = re.search(r'<form method="post" action="([^"]+)">(.*?)</form>', page.text, re.S)
     # Relative, so that the pages also work under a path prefix of public_url.
     assert form and urljoin(path, form.group(1)) == path + "?lang=en"
-    fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]+)">',
-                             form.group(2)))
-    assert fields == {"List-Unsubscribe": "One-Click", "via": "page"}
-    reply = http.post_form(urljoin(path, form.group(1)), "List-Unsubscribe=One-Click&via=page")
+    action, fields = page_form(page.text, path)
+    assert fields.keys() == {"List-Unsubscribe", "via", "nonce"}
+    assert (fields["List-Unsubscribe"], fields["via"]) == ("One-Click", "page")
+    reply = http.post_form(action, urlencode(fields), Origin=http.base)
     assert reply.status == 200 and "You are unsubscribed" in reply.text
     entry = gw.store.find_suppression(gw.store.get_customer("acme").id, "anna@example.org")
     assert entry.created_by == "http:page"
