@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.store.authslots import AuthSlotStoreMixin
 from gateway.store.consent import ConsentStoreMixin
 from gateway.store.feedback import FeedbackStoreMixin
 from gateway.store.migrations import MIGRATIONS, render
@@ -92,7 +93,7 @@ def _customer(row: Sequence[Any]) -> Customer:
     )
 
 
-class SqlStore(FeedbackStoreMixin, ConsentStoreMixin):
+class SqlStore(FeedbackStoreMixin, ConsentStoreMixin, AuthSlotStoreMixin):
     dialect = "sqlite"
     # Whether a read may wait (network, a server under load): policies then read in a worker
     # thread. The embedded SQLite says False (see SqliteStore).

@@ -156,6 +156,15 @@ MIGRATIONS: list[list[str]] = [
         )""",
         "CREATE INDEX consent_events_address ON consent_events (customer_id, address, happened_at)",
     ],
+    # 4: failed-AUTH slow-down shared by workers and nodes: per client address and per login,
+    # the earliest time the next failure may be answered (gateway/store/authslots.py)
+    [
+        """CREATE TABLE auth_slots (
+            key TEXT PRIMARY KEY,
+            next_at DOUBLE PRECISION NOT NULL
+        )""",
+        "CREATE INDEX auth_slots_next_at ON auth_slots (next_at)",
+    ],
 ]
 
 
