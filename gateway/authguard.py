@@ -129,6 +129,7 @@ class AuthGuard:
             owed = await self._store(self.store.auth_next_slots, (address, account), write=False)
             wait = owed.get(address, 0.0) - self.allowance * self.interval - time.time()
             if wait > self.max_wait:
+                metrics.AUTH_FAILURES.inc()
                 log.warning("auth", **fields, result="throttled", wait=round(wait, 1))
                 return LoginOutcome(replies.AUTH_THROTTLED, close=True)
             if wait > 0:
