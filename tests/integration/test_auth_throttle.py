@@ -26,9 +26,11 @@ def plain(login: str, password: str) -> str:
     return "PLAIN " + base64.b64encode(f"\0{login}\0{password}".encode()).decode()
 
 
-def session(port: int) -> smtplib.SMTP:
-    """A plaintext session on a trusted-local listener (no TLS handshakes to load the test)."""
-    smtp = smtplib.SMTP("127.0.0.1", port, local_hostname="client.test", timeout=120)
+def session(port: int, source: str = "127.0.0.1") -> smtplib.SMTP:
+    """A plaintext session on a trusted-local listener (no TLS handshakes to load the test),
+    from `source` (any 127.x address: each is another client address)."""
+    smtp = smtplib.SMTP("127.0.0.1", port, local_hostname="client.test", timeout=120,
+                        source_address=(source, 0))
     smtp.ehlo()
     return smtp
 
@@ -128,15 +130,15 @@ def test_another_accounts_success_does_not_reset_the_address(gateway, scripted_m
                  limits={"auth_failure_delay": 0.5, "auth_failure_allowance": 100})
     add_customer(gw.store)
     add_customer(gw.store, "beta", domain="beta.example")
-    burst = threading.Thread(target=in_parallel, args=(10, lambda i: wrong_auths(gw.port, 1)))
+    burst = threading.Thread(target=in_parallel, args=(14, lambda i: wrong_auths(gw.port, 1)))
     burst.start()
     try:
         deadline = time.monotonic() + 60
-        while sum(1 for line in gw.log_lines() if line.get("result") == "failed") < 10:
+        while sum(1 for line in gw.log_lines() if line.get("result") == "failed") < 14:
             assert time.monotonic() < deadline
             time.sleep(0.02)
-        # Ten failures taken: the address owes about 5 s. beta logs in, then somebody guesses
-        # at yet another login from the same address: still slowed down.
+        # Fourteen failures taken: the address owes about 7 s. beta logs in, then somebody
+        # guesses at yet another login from the same address: still slowed down.
         with session(gw.port) as smtp:
             assert smtp.docmd("AUTH", plain("beta", PASSWORD))[0] == 235
         with session(gw.port) as smtp:
@@ -145,6 +147,34 @@ def test_another_accounts_success_does_not_reset_the_address(gateway, scripted_m
             assert time.monotonic() - started >= 2.0
     finally:
         burst.join(60)
+
+
+def test_guesses_at_one_login_from_many_addresses_are_slowed_down_without_locking_it(
+        gateway, scripted_mta):
+    gw = gateway(scripted_mta().port, listeners=TRUSTED_LOCAL, limits={"auth_failure_delay": 0.5})
+    add_customer(gw.store)
+
+    def guess_from(i: int) -> int:
+        with session(gw.port, source=f"127.0.0.{10 + i}") as smtp:
+            return smtp.docmd("AUTH", plain("acme", f"guess {i}"))[0]
+
+    started = time.monotonic()
+    burst = threading.Thread(target=in_parallel, args=(8, guess_from))
+    burst.start()
+    try:
+        deadline = time.monotonic() + 60
+        while sum(1 for line in gw.log_lines() if line.get("result") == "failed") < 8:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        # acme owes about 4 s now; its owner, from an address of its own, is not held back.
+        with session(gw.port, source="127.0.0.99") as smtp:
+            assert smtp.docmd("AUTH", plain("acme", PASSWORD))[0] == 235
+        assert time.monotonic() - started < 3.5
+    finally:
+        burst.join(60)
+    assert time.monotonic() - started >= 7 * 0.5  # eight failures of acme, 0.5 s apart
+    peers = {line["peer"] for line in gw.log_lines() if line.get("result") == "failed"}
+    assert peers == {f"127.0.0.{10 + i}" for i in range(8)}
 
 
 def test_unknown_login_costs_as_much_as_a_wrong_password(gateway, scripted_mta):
