@@ -11,9 +11,13 @@ The slow-down, with `interval` = limits.auth_failure_delay (1 s by default, 0 tu
 * Decay. A key owes the time until its next slot; that shrinks in real time. A first failure
   is answered at once, and a user who mistyped and tries again a second later waits for nothing.
 * Allowance. Before its password is checked, an attempt from an address that owes more than
-  `allowance` intervals waits until it owes no more than that: a client that hangs up instead
-  of waiting for its 535 cannot guess faster than one password per interval either. Should that
-  wait exceed `max_wait`, the attempt gets 421 4.7.0 at once, its password unchecked.
+  `allowance` intervals waits until it owes no more than that: a client that does not wait for
+  its 535 (it hangs up once no 235 came) cannot guess faster than one password per interval
+  either. Should that wait exceed `max_wait`, the attempt gets 421 4.7.0 at once, unchecked.
+  At most `_CHECKS_PER_ADDRESS` checks of one address run at once in a process, and a failure
+  takes its slots before the next one starts: a burst of parallel guesses from a clean address
+  gets a few checked, not one per connection, while a sending engine's parallel logins (right
+  passwords, nothing owed) just queue for a few milliseconds each.
   What a login owes only delays failures, never a check: somebody guessing at account A from
   elsewhere must not lock A's owner out.
 * A success never clears the address's slots (one account's success must not wipe a guesser's
@@ -29,13 +33,14 @@ the same cost, so that it takes as long as a wrong password and user names canno
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
 import ipaddress
 import os
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -55,6 +60,7 @@ T = TypeVar("T")
 _HASH_THREADS = max(2, min(8, os.cpu_count() or 2))
 _LOGIN_KEY_CHARS = 256
 _EXPIRE_EVERY = 60.0
+_CHECKS_PER_ADDRESS = 4
 
 
 @functools.cache
@@ -92,6 +98,26 @@ def login_key(login: str) -> str:
     return f"login:{login[:_LOGIN_KEY_CHARS]}"
 
 
+class _PerKeyLimit:
+    """At most `limit` holders per key at once (asyncio, one process); idle keys use no memory."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._keys: dict[str, tuple[asyncio.Semaphore, list[int]]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        semaphore, users = self._keys.setdefault(key, (asyncio.Semaphore(self.limit), [0]))
+        users[0] += 1
+        try:
+            async with semaphore:
+                yield
+        finally:
+            users[0] -= 1
+            if not users[0]:
+                del self._keys[key]
+
+
 @dataclass(frozen=True)
 class LoginOutcome:
     reply: Reply
@@ -107,6 +133,7 @@ class AuthGuard:
         # per connection for sending engines that reconnect for every message.
         self._verified: dict[bytes, str] = {}
         self._next_expiry = 0.0
+        self._checking = _PerKeyLimit(_CHECKS_PER_ADDRESS)
         _hash_pool().submit(_dummy_hash)  # ready before the first unknown login
 
     def configure(self, limits: Any) -> None:
@@ -130,24 +157,21 @@ class AuthGuard:
     async def _login(self, fields: dict[str, Any], name: str, login: bytes, password: bytes,
                      failures: int) -> LoginOutcome:
         address, account = client_key(fields["peer"]), login_key(name)
-        owed: dict[str, float] = {}
-        if self.interval > 0:
-            owed = await self._store(self.store.auth_next_slots, (address, account), write=False)
-            wait = owed.get(address, 0.0) - self.allowance * self.interval - time.time()
-            if wait > self.max_wait:
-                metrics.AUTH_FAILURES.inc()
-                log.warning("auth", **fields, result="throttled", wait=round(wait, 1))
-                return LoginOutcome(replies.AUTH_THROTTLED, close=True)
-            if wait > 0:
-                await asyncio.sleep(wait)
-        customer = await self._store(self.store.get_customer, name, write=False)
-        if await self._password_matches(customer, login, password):
-            if account in owed:
-                await self._store(self.store.clear_auth_slots, account)
-            log.event("auth", **fields, customer=customer.name, result="ok")
-            return LoginOutcome(replies.AUTH_OK, customer=customer)
-        metrics.AUTH_FAILURES.inc()
-        delay = await self._failure_delay(address, account)
+        if await self._owes_too_long(fields, address, account) is None:
+            return self._throttled()
+        async with self._checking.hold(address):
+            # Read again: the checks this one queued behind may have failed meanwhile.
+            owed = await self._owes_too_long(fields, address, account)
+            if owed is None:
+                return self._throttled()
+            customer = await self._store(self.store.get_customer, name, write=False)
+            if await self._password_matches(customer, login, password):
+                if account in owed:
+                    await self._store(self.store.clear_auth_slots, account)
+                log.event("auth", **fields, customer=customer.name, result="ok")
+                return LoginOutcome(replies.AUTH_OK, customer=customer)
+            metrics.AUTH_FAILURES.inc()
+            delay = await self._failure_delay(address, account)
         close = failures + 1 >= self.per_connection
         log.warning("auth", **fields, result="failed", delay=round(delay, 2),
                     closing=close or None)
@@ -155,6 +179,25 @@ class AuthGuard:
             await asyncio.sleep(delay)
         return LoginOutcome(replies.AUTH_TOO_MANY_FAILURES if close else replies.AUTH_FAILED,
                             close=close)
+
+    async def _owes_too_long(self, fields: dict[str, Any], address: str,
+                             account: str) -> dict[str, float] | None:
+        """Waits while the address owes more than the allowance; returns the next slots of the
+        address and the login, or None (logged) when the wait would be longer than max_wait."""
+        if self.interval <= 0:
+            return {}
+        owed = await self._store(self.store.auth_next_slots, (address, account), write=False)
+        wait = owed.get(address, 0.0) - self.allowance * self.interval - time.time()
+        if wait > self.max_wait:
+            log.warning("auth", **fields, result="throttled", wait=round(wait, 1))
+            return None
+        if wait > 0:
+            await asyncio.sleep(wait)
+        return owed
+
+    def _throttled(self) -> LoginOutcome:
+        metrics.AUTH_FAILURES.inc()
+        return LoginOutcome(replies.AUTH_THROTTLED, close=True)
 
     async def _failure_delay(self, address: str, account: str) -> float:
         """Take the failure's slots; returns how long to hold its reply back."""

@@ -177,6 +177,31 @@ def test_guesses_at_one_login_from_many_addresses_are_slowed_down_without_lockin
     assert peers == {f"127.0.0.{10 + i}" for i in range(8)}
 
 
+def test_a_burst_of_guesses_from_a_clean_address_gets_only_a_few_checked(gateway, scripted_mta):
+    """A guesser that does not wait for its 535s (no 235 within a moment means wrong) must not
+    get one password checked per connection it opened."""
+    gw = gateway(scripted_mta().port, listeners=TRUSTED_LOCAL,
+                 limits={"auth_failure_delay": 1.0, "auth_failure_allowance": 0})
+    add_customer(gw.store)
+    guessers = [session(gw.port) for _ in range(20)]
+
+    def checked() -> int:
+        return sum(1 for line in gw.log_lines() if line.get("result") == "failed")
+
+    try:
+        for i, smtp in enumerate(guessers):
+            smtp.send(f"AUTH {plain('acme', f'guess {i}')}\r\n")  # and never read the answer
+        deadline = time.monotonic() + 30
+        while not checked():
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        time.sleep(1.0)
+        assert checked() <= 4  # the rest wait for the slots those took, 1 s apart
+    finally:
+        for smtp in guessers:
+            smtp.close()
+
+
 def test_unknown_login_costs_as_much_as_a_wrong_password(gateway, scripted_mta):
     gw = gateway(scripted_mta().port, listeners=TRUSTED_LOCAL, limits={"auth_failure_delay": 0})
     add_customer(gw.store)
