@@ -202,6 +202,20 @@ def test_a_burst_of_guesses_from_a_clean_address_gets_only_a_few_checked(gateway
             smtp.close()
 
 
+def test_parallel_right_logins_of_a_sending_engine_are_not_slowed_down(gateway, scripted_mta):
+    gw = gateway(scripted_mta().port, listeners=TRUSTED_LOCAL,
+                 limits={"auth_failure_delay": 1.0, "auth_failure_allowance": 0})
+    add_customer(gw.store)
+
+    def right_login(i: int) -> int:
+        with session(gw.port) as smtp:
+            return smtp.docmd("AUTH", plain("acme", PASSWORD))[0]
+
+    started = time.monotonic()
+    assert in_parallel(20, right_login) == [235] * 20
+    assert time.monotonic() - started < 0.5 * 19  # not one per second: successes cost no slot
+
+
 def test_unknown_login_costs_as_much_as_a_wrong_password(gateway, scripted_mta):
     gw = gateway(scripted_mta().port, listeners=TRUSTED_LOCAL, limits={"auth_failure_delay": 0})
     add_customer(gw.store)
