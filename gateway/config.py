@@ -110,9 +110,16 @@ class Limits(_Strict):
     max_mime_depth: int = Field(default=20, ge=2)
     command_timeout: float = Field(default=300.0, gt=0)
     data_timeout: float = Field(default=600.0, gt=0)
-    # Seconds to wait per recent AUTH failure of a peer, capped.
+    # Failed AUTH slow-down (gateway/authguard.py): failures of one client address (and of one
+    # login) are answered at least this many seconds apart, across connections, workers and
+    # nodes; 0 turns the slow-down off.
     auth_failure_delay: float = Field(default=1.0, ge=0)
+    # Failures' worth of delay an address may owe before its new attempts wait to be checked.
+    auth_failure_allowance: int = Field(default=5, ge=0)
+    # Longest such a wait; beyond it the attempt gets 421 4.7.0, its password unchecked.
     auth_failure_max_delay: float = Field(default=30.0, ge=0)
+    # Failures on one connection before it is closed with 421 4.7.0.
+    auth_failures_per_connection: int = Field(default=3, ge=1)
     shutdown_grace: float = Field(default=30.0, ge=0)
 
 

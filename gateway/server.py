@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.authguard import AuthGuard
 from gateway.config import Config, ConfigError, load_config
 from gateway.core.pipeline import Pipeline
 from gateway.core.registry import discover
@@ -25,12 +26,7 @@ from gateway.store import SqlStore, open_store
 from gateway.supervisor import Supervisor, inherited_fds, listener_key
 from gateway.tlsutil import ensure_self_signed, server_context
 from gateway.transports.relay import Relay
-from gateway.transports.smtp import (
-    AuthThrottle,
-    ListenerState,
-    SubmissionHandler,
-    SubmissionSMTP,
-)
+from gateway.transports.smtp import ListenerState, SubmissionHandler, SubmissionSMTP
 
 log = get_logger()
 
@@ -111,8 +107,7 @@ class Server:
         self.state = ListenerState(
             engine=engine, relay=build_relay(config, self.capture_port),
             max_sessions=config.limits.max_sessions,
-            throttle=AuthThrottle(config.limits.auth_failure_delay,
-                                  config.limits.auth_failure_max_delay),
+            auth_guard=AuthGuard(self.store, config.limits),
         )
         loop = asyncio.get_running_loop()
         for listener in config.listeners_of("submission"):
@@ -167,6 +162,7 @@ class Server:
         old_relay, self.state.relay = self.state.relay, build_relay(config, self.capture_port)
         asyncio.ensure_future(old_relay.close())
         self.state.max_sessions = config.limits.max_sessions
+        self.state.auth_guard.configure(config.limits)
         setup_logging(config.path(config.logging.file) if config.logging.file else None,
                       config.logging.level, config.logging.max_bytes,
                       config.logging.backup_count)

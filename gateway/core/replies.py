@@ -12,6 +12,14 @@ SENDER_OK = Reply(250, "2.1.0", "Sender OK")
 RECIPIENT_OK = Reply(250, "2.1.5", "Recipient OK")
 AUTH_REQUIRED = Reply(530, "5.7.0", "Authentication required")
 AUTH_TEMPFAIL = Reply(454, "4.7.0", "Temporary authentication failure, try again later")
+AUTH_OK = Reply(235, "2.7.0", "Authentication successful")
+AUTH_FAILED = Reply(535, "5.7.8", "Authentication credentials invalid")
+AUTH_TOO_MANY_FAILURES = Reply(
+    421, "4.7.0", "Too many failed authentication attempts, closing connection"
+)
+AUTH_THROTTLED = Reply(
+    421, "4.7.0", "Too many failed authentication attempts from your address, try again later"
+)
 TOO_MANY_RECIPIENTS = Reply(
     452, "4.5.3", "Too many recipients; send the others in a new transaction"
 )

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.store.authslots import AuthSlotStoreMixin
 from gateway.store.consent import ConsentStoreMixin
 from gateway.store.erasure import ErasureStoreMixin
 from gateway.store.events import EventStoreMixin
@@ -96,7 +97,7 @@ def _customer(row: Sequence[Any]) -> Customer:
 
 
 class SqlStore(FeedbackStoreMixin, ConsentStoreMixin, EventStoreMixin, ErasureStoreMixin,
-               WindowCounterStoreMixin):
+               WindowCounterStoreMixin, AuthSlotStoreMixin):
     dialect = "sqlite"
     # Whether a read may wait (network, a server under load): policies then read in a worker
     # thread. The embedded SQLite says False (see SqliteStore).

@@ -210,6 +210,15 @@ MIGRATIONS: list[list[str]] = [
         )""",
         "CREATE INDEX window_counters_expiry ON window_counters (expires_at)",
     ],
+    # 6: failed-AUTH slow-down shared by workers and nodes: per client address and per login,
+    # the earliest time the next failure may be answered (gateway/store/authslots.py)
+    [
+        """CREATE TABLE auth_slots (
+            key TEXT PRIMARY KEY,
+            next_at DOUBLE PRECISION NOT NULL
+        )""",
+        "CREATE INDEX auth_slots_next_at ON auth_slots (next_at)",
+    ],
 ]
 
 

@@ -2,18 +2,15 @@
 
 aiosmtpd does the protocol; this module adds what a submission gateway needs around it:
 AUTH only after TLS (or on a trusted-local listener), customers looked up in the store,
-per-peer slow-down after failed AUTH, a session cap, a DATA timeout, and the before-queue
-relay: the client's 250 is the downstream's 250.
+the failed-AUTH slow-down (gateway/authguard.py), a session cap, a DATA timeout, and the
+before-queue relay: the client's 250 is the downstream's 250.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import re
-import time
-from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,12 +18,12 @@ from aiosmtpd.smtp import SMTP as AioSMTP
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 
 from gateway import metrics
+from gateway.authguard import AuthGuard
 from gateway.core import replies
 from gateway.core.transaction import SessionInfo, Transaction
 from gateway.engine import Engine, new_session_id
 from gateway.logging import get_logger
 from gateway.store import StoreUnavailable
-from gateway.store.passwords import verify_password
 from gateway.transports import fastinit
 from gateway.transports.dataread import DataAccumulator
 
@@ -58,31 +55,14 @@ def refuse_before_greeting(server: Any, transport: Any, reply: Any, **fields: An
     transport.close()
 
 
-@dataclass
-class AuthThrottle:
-    """Per-peer failure memory: each recent failure adds a delay before the next attempt."""
-
-    delay: float = 1.0
-    max_delay: float = 30.0
-    window: float = 600.0
-    failures: dict[str, deque[float]] = field(default_factory=lambda: defaultdict(deque))
-
-    def _recent(self, peer: str, now: float) -> deque[float]:
-        q = self.failures[peer]
-        while q and now - q[0] > self.window:
-            q.popleft()
-        return q
-
-    def wait_for(self, peer: str) -> float:
-        return min(self.max_delay, self.delay * len(self._recent(peer, time.monotonic())))
-
-    def failed(self, peer: str) -> None:
-        self._recent(peer, time.monotonic()).append(time.monotonic())
-        if len(self.failures) > 100_000:  # bounded memory under a scan
-            self.failures.clear()
-
-    def succeeded(self, peer: str) -> None:
-        self.failures.pop(peer, None)
+def _hold_credentials(server: SubmissionSMTP, session: Session, envelope: Envelope,
+                      mechanism: str, auth_data: Any) -> AuthResult:
+    """aiosmtpd's authenticator, which it calls without awaiting: keeps the credentials for
+    SubmissionSMTP.smtp_AUTH to check, and lets aiosmtpd answer nothing."""
+    if isinstance(auth_data, LoginPassword):
+        server.pending_login = (mechanism, auth_data)
+        return AuthResult(success=False, handled=True)
+    return AuthResult(success=False, handled=False)
 
 
 @dataclass
@@ -92,12 +72,9 @@ class ListenerState:
     engine: Engine
     relay: Any
     max_sessions: int
-    throttle: AuthThrottle
+    auth_guard: AuthGuard
     sessions: set[SubmissionSMTP] = field(default_factory=set)
     accepting: bool = True
-    # Verified logins: sha256(login, password, salt) -> customer name. Spares a 40 ms scrypt
-    # per connection for sending engines that reconnect for every message.
-    auth_cache: dict[bytes, str] = field(default_factory=dict)
 
     @property
     def in_flight(self) -> int:
@@ -128,6 +105,8 @@ class SubmissionSMTP(AioSMTP):
         self.session_id = new_session_id()
         self.busy = False
         self._pending_reply = b""
+        self.pending_login: tuple[str, LoginPassword] | None = None
+        self.auth_failures = 0  # on this connection
         super().__init__(
             handler,
             hostname=state.engine.config.hostname,
@@ -137,7 +116,7 @@ class SubmissionSMTP(AioSMTP):
             timeout=limits.command_timeout,
             # Implicit TLS encrypts the whole connection, so AUTH is safe from the first byte.
             auth_require_tls=not (listener.trusted_local or listener.implicit_tls),
-            authenticator=handler.authenticate,  # type: ignore[arg-type]
+            authenticator=_hold_credentials,  # type: ignore[arg-type]
             auth_exclude_mechanism=[],
             **kwargs,
         )
@@ -247,12 +226,27 @@ class SubmissionSMTP(AioSMTP):
         await self._writer.drain()
 
     async def smtp_AUTH(self, arg: str) -> None:
-        wait = self.state.throttle.wait_for(self.peer_ip)
-        if wait:
-            await asyncio.sleep(wait)
+        # aiosmtpd runs the exchange (challenges, base64) and hands the credentials to
+        # _hold_credentials; the check, which waits (slow-down, hashing in a thread), is here.
+        self.pending_login = None
         await super().smtp_AUTH(arg)
-        if self.session is not None and self.session.authenticated:
-            self.state.throttle.succeeded(self.peer_ip)
+        if self.pending_login is None:
+            return
+        (mechanism, credentials), self.pending_login = self.pending_login, None
+        outcome = await self.state.auth_guard.login(
+            session=self.session_id, peer=self.peer_ip, mechanism=mechanism,
+            login=credentials.login, password=credentials.password, failures=self.auth_failures)
+        if self.transport is None or self.transport.is_closing():
+            return  # the client left (or timed out) while its answer was held back
+        assert self.session is not None
+        if outcome.customer is not None:
+            self.session.authenticated = True
+            self.session.auth_data = outcome.customer
+        else:
+            self.auth_failures += 1
+        await self.push(str(outcome.reply))
+        if outcome.close:
+            self.transport.close()
 
     async def smtp_DATA(self, arg: str) -> None:
         # Same checks and replies as aiosmtpd's smtp_DATA; the message is read in chunks.
@@ -311,42 +305,6 @@ class SubmissionSMTP(AioSMTP):
 class SubmissionHandler:
     def __init__(self, state: ListenerState) -> None:
         self.state = state
-
-    # aiosmtpd calls the authenticator synchronously; the store lookup is a local read and
-    # the scrypt check is cached per credential, so this stays short after the first login.
-    def authenticate(self, server: SubmissionSMTP, session: Session, envelope: Envelope,
-                     mechanism: str, auth_data: Any) -> AuthResult:
-        if not isinstance(auth_data, LoginPassword):
-            return AuthResult(success=False, handled=False)
-        login = auth_data.login.decode("utf-8", "replace")
-        engine = self.state.engine
-        try:
-            customer = engine.store.get_customer(login)
-        except StoreUnavailable as exc:
-            log.error("auth", session=server.session_id, peer=server.peer_ip, login=login,
-                      result="store-unavailable", error=str(exc))
-            return AuthResult(success=False, handled=False, message=str(replies.AUTH_TEMPFAIL))
-        ok = False
-        if customer is not None and customer.password_hash:
-            key = hashlib.sha256(customer.password_hash.encode() + b"\0" + auth_data.login
-                                 + b"\0" + auth_data.password).digest()
-            if self.state.auth_cache.get(key) == customer.name:
-                ok = True
-            elif verify_password(auth_data.password.decode("utf-8", "replace"),
-                                 customer.password_hash):
-                ok = True
-                if len(self.state.auth_cache) > 10_000:
-                    self.state.auth_cache.clear()
-                self.state.auth_cache[key] = customer.name
-        if not ok:
-            self.state.throttle.failed(server.peer_ip)
-            metrics.AUTH_FAILURES.inc()
-            log.warning("auth", session=server.session_id, peer=server.peer_ip, login=login,
-                        mechanism=mechanism, result="failed")
-            return AuthResult(success=False, handled=False)
-        log.event("auth", session=server.session_id, peer=server.peer_ip,
-                  customer=customer.name, mechanism=mechanism, result="ok")
-        return AuthResult(success=True, auth_data=customer)
 
     def _session_info(self, server: SubmissionSMTP, session: Session) -> SessionInfo:
         return SessionInfo(

@@ -146,3 +146,23 @@ def test_hot_reads_are_cached_and_writes_invalidate(store):
     assert cached.get_customer_by_id(customer.id).status == "active"
     time.sleep(0.6)
     assert cached.get_customer_by_id(customer.id).status == "suspended"
+
+
+def test_auth_slots_are_an_interval_apart_across_threads(store):
+    now = time.time()
+    slots: list[float] = []
+    threads = [threading.Thread(target=lambda: slots.append(
+        store.take_auth_slot("addr:192.0.2.1", now, 1.0))) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(slots) == pytest.approx([now + k for k in range(8)])
+    assert store.auth_next_slots(["addr:192.0.2.1", "login:x"]) == {
+        "addr:192.0.2.1": pytest.approx(now + 8)}
+    later = now + 100
+    assert store.take_auth_slot("addr:192.0.2.1", later, 1.0) == pytest.approx(now + 8)
+    store.clear_auth_slots("addr:192.0.2.1")
+    assert store.take_auth_slot("addr:192.0.2.1", later, 1.0) == pytest.approx(later)
+    store.expire_auth_slots(later + 2)
+    assert store.auth_next_slots(["addr:192.0.2.1"]) == {}
