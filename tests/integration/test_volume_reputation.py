@@ -91,3 +91,124 @@ def test_customer_decisions_need_by_and_are_in_the_audit_trail(tmp_path):
     assert "no audit entries" in cli(path, "audit", "--since", "2999-01-01").stdout
     bad = cli(path, "audit", "--since", "yesterday")
     assert bad.returncode == 1 and "--since" in bad.stderr
+
+
+# -- quotas -----------------------------------------------------------------------------------
+
+def avoid_hour_edge() -> None:
+    """Hourly counters restart at the full hour; a test must not straddle it."""
+    import time
+
+    left = 3600 - time.time() % 3600
+    if left < 60:
+        time.sleep(left + 1)
+
+
+def test_quota_reached_on_one_node_is_refused_on_the_other(tmp_path, scripted_mta,
+                                                           postgres_url):
+    import concurrent.futures
+
+    avoid_hour_edge()
+    mta = scripted_mta()
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    path_a, port_a = serve_config(tmp_path / "a", mta.port, postgres_url)
+    path_b, port_b = serve_config(tmp_path / "b", mta.port, postgres_url)
+    add_customer(open_store(postgres_url))
+    assert cli(path_a, "customer", "set-limits", "acme", "--per-hour", "10",
+               "--by", "Jane").returncode == 0
+    node_a, node_b = start_serve(path_a), start_serve(path_b)
+    try:
+        assert [send(port_a) for _ in range(6)] == ["250"] * 6
+        on_b = [send(port_b) for _ in range(6)]
+        assert on_b[:4] == ["250"] * 4
+        assert all(r.startswith("451 4.7.1 Hourly sending limit of 10 recipients") and
+                   "resets at" in r for r in on_b[4:]), on_b
+        assert send(port_a).startswith("451 4.7.1 Hourly sending limit of 10")
+        assert len(mta.received) == 10
+        shown = cli(path_a, "customer", "show", "acme", "--json")
+        limits = json.loads(shown.stdout)["limits"]
+        assert limits["per_hour"] == 10 and limits["used_hour"] == 10
+        # Raced from both nodes at once: the day's limit of 25 holds exactly (15 left).
+        assert cli(path_a, "customer", "set-limits", "acme", "--per-hour", "1000",
+                   "--per-day", "25", "--by", "Jane").returncode == 0
+        import time
+
+        time.sleep(5.5)  # the nodes' memory of "over the limit" (quota.OVER_LIMIT_MEMORY)
+        with concurrent.futures.ThreadPoolExecutor(12) as pool:
+            results = list(pool.map(send, [port_a, port_b] * 15))
+        assert results.count("250") == 15, results
+        assert all(r.startswith("451 4.7.1 Daily sending limit of 25") for r in results
+                   if r != "250")
+        assert len(mta.received) == 25
+    finally:
+        stop(node_a)
+        stop(node_b)
+    log = (tmp_path / "b" / "gateway.log").read_text()
+    assert "event=quota" in log and "customer=acme" in log
+
+
+def test_quotas_survive_a_restart(tmp_path, scripted_mta):
+    avoid_hour_edge()
+    mta = scripted_mta()
+    path, port = serve_config(tmp_path, mta.port)
+    add_customer(open_store(f"sqlite:///{tmp_path / 'gateway.db'}"))
+    assert cli(path, "customer", "set-limits", "acme", "--per-hour", "3", "--by", "Jane"
+               ).returncode == 0
+    proc = start_serve(path)
+    try:
+        assert [send(port) for _ in range(3)] == ["250"] * 3
+        assert send(port).startswith("451 4.7.1 Hourly sending limit of 3")
+    finally:
+        stop(proc)
+    proc = start_serve(path)
+    try:
+        assert send(port).startswith("451 4.7.1 Hourly sending limit of 3")
+        assert cli(path, "customer", "set-limits", "acme", "--per-hour", "4", "--by", "Jane"
+                   ).returncode == 0
+        import time
+
+        time.sleep(5.5)
+        assert send(port) == "250"
+        assert send(port).startswith("451 4.7.1 Hourly sending limit of 4")
+    finally:
+        stop(proc)
+    assert len(mta.received) == 4
+
+
+def test_sqlite_with_two_workers_shares_the_counts(tmp_path, scripted_mta):
+    import concurrent.futures
+
+    avoid_hour_edge()
+    mta = scripted_mta()
+    path, port = serve_config(tmp_path, mta.port)
+    add_customer(open_store(f"sqlite:///{tmp_path / 'gateway.db'}"))
+    assert cli(path, "customer", "set-limits", "acme", "--per-hour", "8", "--by", "Jane"
+               ).returncode == 0
+    proc = start_serve(path, workers=2)
+    try:
+        with concurrent.futures.ThreadPoolExecutor(6) as pool:
+            results = list(pool.map(lambda _: send(port), range(20)))
+    finally:
+        stop(proc)
+    assert results.count("250") == 8, results
+    assert len(mta.received) == 8
+
+
+def test_a_refused_recipient_does_not_count(tmp_path, scripted_mta):
+    avoid_hour_edge()
+    mta = scripted_mta()
+    path, port = serve_config(
+        tmp_path, mta.port,
+        policies=[{"name": "customer-active"}, {"name": "role-address"}])
+    add_customer(open_store(f"sqlite:///{tmp_path / 'gateway.db'}"))
+    assert cli(path, "customer", "set-limits", "acme", "--per-hour", "2", "--by", "Jane"
+               ).returncode == 0
+    proc = start_serve(path)
+    try:
+        assert send(port, "sales@example.org").startswith("550")
+        assert send(port, "sales@example.org").startswith("550")
+        assert [send(port) for _ in range(2)] == ["250", "250"]
+        assert send(port).startswith("451 4.7.1")
+    finally:
+        stop(proc)
