@@ -62,6 +62,7 @@ class ReputationStoreMixin:
     execute: Callable[..., list[tuple[Any, ...]]]
     transaction: Any
     cached: Callable[..., Any]
+    _cache: dict[Any, Any]
 
     # -- audit trail --------------------------------------------------------------------------
     def audit(self, customer: Any, action: str, actor: str, reason: str | None = None,
@@ -98,14 +99,43 @@ class ReputationStoreMixin:
                            json.loads(r[8]) if r[8] else None) for r in rows]
 
     def change_status(self, customer: Any, status: str, reason: str | None, *, actor: str,
-                      action: str) -> None:
-        """Set a customer's status and audit it in one transaction."""
-        with self.transaction() as q:
-            q("UPDATE customers SET status = ?, status_reason = ?, updated_at = ? WHERE id = ?",
-              (status, reason, time.time(), customer.id))
-            self.audit(customer, action, actor, reason,
-                       {"status": customer.status, "status_reason": customer.status_reason},
-                       {"status": status, "status_reason": reason}, q=q)
+                      action: str, q: Callable[..., Any] | None = None) -> None:
+        """Set a customer's status and audit it in one transaction (the caller's, with `q`:
+        the feedback intake decides inside its own)."""
+        if q is None:
+            with self.transaction() as q:
+                self.change_status(customer, status, reason, actor=actor, action=action, q=q)
+            return
+        q("UPDATE customers SET status = ?, status_reason = ?, updated_at = ? WHERE id = ?",
+          (status, reason, time.time(), customer.id))
+        self.audit(customer, action, actor, reason,
+                   {"status": customer.status, "status_reason": customer.status_reason},
+                   {"status": status, "status_reason": reason}, q=q)
+        self._cache.clear()
+
+    def last_resumed(self, customer_id: int) -> float | None:
+        """When support last let the customer send again (resume or activate)."""
+        rows = self.execute(
+            "SELECT MAX(happened_at) FROM audit_log WHERE customer_id = ? AND "
+            "action IN ('resume', 'activate')", (customer_id,))
+        return rows[0][0] if rows and rows[0][0] is not None else None
+
+    def set_breaker_warning(self, customer: Any, warning: str | None, reason: str | None,
+                            q: Callable[..., Any] | None = None) -> bool:
+        """Record the breaker's current warning; audited when it changes. True if it did."""
+        run = q or self.execute
+        rows = run("SELECT breaker_warning FROM customer_limits WHERE customer_id = ?",
+                   (customer.id,))
+        current = rows[0][0] if rows else None
+        if current == warning:
+            return False
+        run("INSERT INTO customer_limits (customer_id) VALUES (?) "
+            "ON CONFLICT (customer_id) DO NOTHING", (customer.id,))
+        run("UPDATE customer_limits SET breaker_warning = ? WHERE customer_id = ?",
+            (warning, customer.id))
+        self.audit(customer, "warning", "breaker", reason, {"breaker_warning": current},
+                   {"breaker_warning": warning}, q=run)
+        return True
 
     # -- limits, probation, breaker state -----------------------------------------------------
     def get_limits(self, customer_id: int) -> CustomerLimits:
@@ -162,7 +192,7 @@ class ReputationStoreMixin:
         rows = self.execute(
             "SELECT COUNT(DISTINCT mail_id) FROM feedback_events WHERE customer_id = ? AND "
             "kind = 'bounce' AND bounce_class = 'hard' AND mail_id_status = 'genuine' AND "
-            "received_at >= ?", (customer_id, since))
+            "acted = 1 AND received_at >= ?", (customer_id, since))
         return int(rows[0][0] or 0)
 
     def count_customers_by_status(self) -> dict[str, int]:

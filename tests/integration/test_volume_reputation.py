@@ -212,3 +212,86 @@ def test_a_refused_recipient_does_not_count(tmp_path, scripted_mta):
         assert send(port).startswith("451 4.7.1")
     finally:
         stop(proc)
+
+
+# -- circuit breaker --------------------------------------------------------------------------
+
+def mail_reply(gw: Any) -> str:
+    from tests.integration.test_feedback_e2e import SENDER
+
+    with gw.client() as smtp:
+        code, text = smtp.mail(SENDER)
+        return f"{code} {text.decode()}"
+
+
+def test_hard_bounce_burst_pauses_the_customer_until_resumed(gateway, scripted_mta, tmp_path):
+    import time
+
+    from gateway.transports.feedback import feedback_ports
+    from tests.integration.test_feedback_e2e import (
+        BOUNCE_DOMAIN,
+        SENDER,
+        deliver_feedback,
+        message,
+        postfix_dsn,
+    )
+    from tests.integration.test_feedback_e2e import send as send_one
+
+    mta = scripted_mta()
+    gw = gateway(
+        mta.port,
+        listeners=[
+            {"kind": "submission", "address": "127.0.0.1", "port": 0,
+             "tls": {"cert": str(tmp_path / "tls/cert.pem"),
+                     "key": str(tmp_path / "tls/key.pem")}},
+            {"kind": "feedback", "address": "127.0.0.1", "port": 0},
+        ],
+        bounce_domain=BOUNCE_DOMAIN,
+        breaker={"min_messages": 20},
+        policies=[{"name": "customer-active"}, {"name": "suppression"}],
+    )
+    add_customer(gw.store)
+    feedback_port = feedback_ports(gw.server)[0]
+    sent = [send_one(gw, mta, f"reader{i}@example.org") for i in range(40)]
+
+    def bounce(i: int) -> None:
+        verp, relayed = sent[i]
+        code, _ = deliver_feedback(feedback_port, "", verp,
+                                   postfix_dsn(verp, f"reader{i}@example.org", relayed))
+        assert code == 250
+
+    bounce(0)  # 1 / 40 = 2.5 %: a warning, sending goes on
+    assert gw.store.get_customer("acme").status == "active"
+    assert gw.store.get_limits(gw.store.get_customer("acme").id).breaker_warning == "bounce"
+    # A transaction past MAIL when the pause comes is not cut.
+    inflight = gw.client()
+    assert inflight.mail(SENDER)[0] == 250
+    assert inflight.rcpt("late@example.org")[0] == 250
+    bounce(1)  # 2 / 40 = 5 %: paused
+    customer = gw.store.get_customer("acme")
+    assert customer.status == "paused" and "hard-bounce rate 5.00%" in customer.status_reason
+    assert inflight.data(message("late@example.org"))[0] == 250
+    inflight.quit()
+    assert mta.received[-1][1] == ["late@example.org"]
+    deadline = time.monotonic() + 15  # the gateway's customer cache (store.cache_ttl)
+    while (reply := mail_reply(gw)).startswith("250") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert reply.startswith("451 4.7.1 Sending for account acme is paused"), reply
+    c = ["-c", str(gw.config_path)]
+    assert run_cli("customer", "resume", "acme", "--by", "Jane", *c).returncode == 2
+    assert run_cli("customer", "resume", "acme", "--by", "Jane", "--reason",
+                   "list cleaned, bounces suppressed", *c).returncode == 0
+    deadline = time.monotonic() + 15
+    while not (reply := mail_reply(gw)).startswith("250") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert reply.startswith("250"), reply
+    entries = json.loads(run_cli("audit", "--customer", "acme", "--json", *c).stdout)
+    assert [(e["action"], e["by"]) for e in entries] == [
+        ("warning", "breaker"), ("pause", "breaker"), ("resume", "Jane")]
+    assert entries[1]["after"]["status"] == "paused"
+    assert entries[2]["reason"] == "list cleaned, bounces suppressed"
+    # The window starts at the resume: too few messages since then to pause it again.
+    bounce(2)
+    assert gw.store.get_customer("acme").status == "active"
+    lines = [line for line in gw.log_lines() if line.get("event") == "breaker"]
+    assert any(line["action"] == "paused" and line["customer"] == "acme" for line in lines)
