@@ -295,3 +295,58 @@ def test_hard_bounce_burst_pauses_the_customer_until_resumed(gateway, scripted_m
     assert gw.store.get_customer("acme").status == "active"
     lines = [line for line in gw.log_lines() if line.get("event") == "breaker"]
     assert any(line["action"] == "paused" and line["customer"] == "acme" for line in lines)
+
+
+# -- probation --------------------------------------------------------------------------------
+
+def test_probation_limits_apply_to_a_new_customer_and_lift_after_graduation(tmp_path,
+                                                                          scripted_mta):
+    import time
+
+    avoid_hour_edge()
+    mta = scripted_mta()
+    path, port = serve_config(tmp_path, mta.port,
+                              quota={"per_hour": 50, "probation_per_hour": 2})
+    add_customer(open_store(f"sqlite:///{tmp_path / 'gateway.db'}"), status="pending")
+    activated = cli(path, "customer", "activate", "acme", "--by", "Jane")
+    assert activated.returncode == 0 and "probation: until" in activated.stdout
+    proc = start_serve(path)
+    try:
+        assert [send(port) for _ in range(2)] == ["250", "250"]
+        assert send(port).startswith("451 4.7.1 Hourly sending limit of 2 recipients")
+        shown = json.loads(cli(path, "customer", "show", "acme", "--json").stdout)["limits"]
+        assert shown["tier"] == "probation" and shown["per_hour"] == 2
+        assert cli(path, "customer", "graduate", "acme", "--by", "Bob").returncode == 0
+        again = cli(path, "customer", "graduate", "acme", "--by", "Bob")
+        assert again.returncode == 1 and "not on probation" in again.stderr
+        time.sleep(5.5)  # the node's memory of "over the limit"
+        assert [send(port) for _ in range(3)] == ["250"] * 3
+        shown = json.loads(cli(path, "customer", "show", "acme", "--json").stdout)["limits"]
+        assert shown["tier"] == "standard" and shown["per_hour"] == 50
+        # Support puts it back on probation until a date.
+        assert cli(path, "customer", "set-limits", "acme", "--probation-until", "2999-01-01",
+                   "--by", "Bob").returncode == 0
+        shown = json.loads(cli(path, "customer", "show", "acme", "--json").stdout)["limits"]
+        assert shown["tier"] == "probation" and "2999-01-01" in shown["probation"]
+    finally:
+        stop(proc)
+    entries = json.loads(cli(path, "audit", "--json").stdout)
+    assert ("graduate", "Bob") in [(e["action"], e["by"]) for e in entries]
+
+
+def test_probation_ends_by_itself_once_served(tmp_path, scripted_mta):
+    avoid_hour_edge()
+    mta = scripted_mta()
+    path, port = serve_config(tmp_path, mta.port,
+                              quota={"per_hour": 50, "probation_per_hour": 2,
+                                     "probation_days": 0, "probation_campaigns": 1})
+    add_customer(open_store(f"sqlite:///{tmp_path / 'gateway.db'}"), status="pending")
+    assert cli(path, "customer", "activate", "acme", "--by", "Jane").returncode == 0
+    proc = start_serve(path)
+    try:
+        # The first message is sent on probation; once one campaign went out, it graduates.
+        assert [send(port) for _ in range(4)] == ["250"] * 4
+    finally:
+        stop(proc)
+    entries = json.loads(cli(path, "audit", "--customer", "acme", "--json").stdout)
+    assert ("graduate", "probation") in [(e["action"], e["by"]) for e in entries]
