@@ -24,7 +24,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 DAY = 86400.0
 HOUR = 3600.0
@@ -32,6 +32,23 @@ HOUR = 3600.0
 BREAKER_ACTIONS = Counter("gateway_breaker_actions_total",
                           "Circuit-breaker thresholds crossed",
                           ["rate", "action"])  # bounce|complaint|refusal, warning|paused|suspended
+
+
+# States are bounded (statuses, plus "probation" and "warning" for active customers on
+# probation or with a breaker warning): never a customer name as a label.
+CUSTOMER_STATE = Gauge("gateway_customer_state", "Customers by state", ["state"],
+                       multiprocess_mode="mostrecent")
+CUSTOMER_STATES = ("pending", "active", "paused", "suspended", "probation", "warning")
+
+
+def update_customer_states(store: Any) -> None:
+    """Set gateway_customer_state from the store (at each /metrics scrape: the states are
+    the whole platform's, whichever node or worker answers)."""
+    counts = dict.fromkeys(CUSTOMER_STATES, 0)
+    counts.update(store.count_customers_by_status())
+    counts.update(store.count_customers_flagged())
+    for state in CUSTOMER_STATES:
+        CUSTOMER_STATE.labels(state).set(counts.get(state, 0))
 
 
 @dataclass

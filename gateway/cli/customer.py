@@ -231,7 +231,11 @@ def cmd_resume(args: argparse.Namespace) -> int:
         raise CliError(f"customer {before.name} is {before.status}, not paused"
                        + ("; a suspension is lifted with `gateway customer activate`"
                           if before.status == "suspended" else ""))
-    store.change_status(before, "active", args.reason, actor=actor_of(args), action="resume")
+    with store.transaction() as q:
+        store.change_status(before, "active", args.reason, actor=actor_of(args),
+                            action="resume", q=q)
+        # Support reviewed the account: the breaker's warnings start afresh.
+        store.set_breaker_warning(before, None, "cleared on resume", q=q, actor=actor_of(args))
     print(f"customer {before.name} is active again ({args.reason})")
     return 0
 

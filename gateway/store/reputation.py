@@ -121,7 +121,8 @@ class ReputationStoreMixin:
         return rows[0][0] if rows and rows[0][0] is not None else None
 
     def set_breaker_warning(self, customer: Any, warning: str | None, reason: str | None,
-                            q: Callable[..., Any] | None = None) -> bool:
+                            q: Callable[..., Any] | None = None, *,
+                            actor: str = "breaker") -> bool:
         """Record the breaker's current warning; audited when it changes. True if it did."""
         run = q or self.execute
         rows = run("SELECT breaker_warning FROM customer_limits WHERE customer_id = ?",
@@ -133,7 +134,7 @@ class ReputationStoreMixin:
             "ON CONFLICT (customer_id) DO NOTHING", (customer.id,))
         run("UPDATE customer_limits SET breaker_warning = ? WHERE customer_id = ?",
             (warning, customer.id))
-        self.audit(customer, "warning", "breaker", reason, {"breaker_warning": current},
+        self.audit(customer, "warning", actor, reason, {"breaker_warning": current},
                    {"breaker_warning": warning}, q=run)
         return True
 
@@ -198,6 +199,15 @@ class ReputationStoreMixin:
     def count_customers_by_status(self) -> dict[str, int]:
         return {r[0]: int(r[1]) for r in self.execute(
             "SELECT status, COUNT(*) FROM customers GROUP BY status")}
+
+    def count_customers_flagged(self) -> dict[str, int]:
+        """Active customers on probation, and customers with a breaker warning."""
+        rows = self.execute(
+            "SELECT SUM(CASE WHEN l.activated_at IS NOT NULL AND l.graduated_at IS NULL "
+            "THEN 1 ELSE 0 END), SUM(CASE WHEN l.breaker_warning IS NOT NULL THEN 1 ELSE 0 END) "
+            "FROM customer_limits l JOIN customers c ON c.id = l.customer_id "
+            "WHERE c.status = 'active'")
+        return {"probation": int(rows[0][0] or 0), "warning": int(rows[0][1] or 0)}
 
     # -- quota counters -----------------------------------------------------------------------
     def reserve_quota(self, customer_id: int, hour_start: int, hour_limit: int,

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from gateway.store import open_store
 from tests.integration.test_operations import run_cli, start_serve, tls_client
@@ -150,8 +151,15 @@ def test_quota_reached_on_one_node_is_refused_on_the_other(tmp_path, scripted_mt
 
 def test_quotas_survive_a_restart(tmp_path, scripted_mta):
     avoid_hour_edge()
+    import re
+    import urllib.request
+
     mta = scripted_mta()
+    http_port = free_port()
     path, port = serve_config(tmp_path, mta.port)
+    config = yaml.safe_load(path.read_text())
+    config["listeners"].append({"kind": "http", "address": "127.0.0.1", "port": http_port})
+    path.write_text(yaml.safe_dump(config))
     add_customer(open_store(f"sqlite:///{tmp_path / 'gateway.db'}"))
     assert cli(path, "customer", "set-limits", "acme", "--per-hour", "3", "--by", "Jane"
                ).returncode == 0
@@ -159,6 +167,11 @@ def test_quotas_survive_a_restart(tmp_path, scripted_mta):
     try:
         assert [send(port) for _ in range(3)] == ["250"] * 3
         assert send(port).startswith("451 4.7.1 Hourly sending limit of 3")
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics").read().decode()
+        assert re.search(r'^gateway_quota_refusals_total\{customer_tier="custom"\} 1\.0$',
+                         metrics, re.M), metrics
+        assert re.search(r'^gateway_customer_state\{state="active"\} 1\.0$', metrics, re.M)
+        assert re.search(r'^gateway_customer_state\{state="paused"\} 0\.0$', metrics, re.M)
     finally:
         stop(proc)
     proc = start_serve(path)
@@ -287,7 +300,8 @@ def test_hard_bounce_burst_pauses_the_customer_until_resumed(gateway, scripted_m
     assert reply.startswith("250"), reply
     entries = json.loads(run_cli("audit", "--customer", "acme", "--json", *c).stdout)
     assert [(e["action"], e["by"]) for e in entries] == [
-        ("warning", "breaker"), ("pause", "breaker"), ("resume", "Jane")]
+        ("warning", "breaker"), ("pause", "breaker"), ("resume", "Jane"), ("warning", "Jane")]
+    assert entries[3]["after"] == {"breaker_warning": None}
     assert entries[1]["after"]["status"] == "paused"
     assert entries[2]["reason"] == "list cleaned, bounces suppressed"
     # The window starts at the resume: too few messages since then to pause it again.
