@@ -83,12 +83,38 @@ class Breaker:
         resumed = self.store.last_resumed(customer.id)
         return max(since, resumed) if resumed is not None else since
 
-    def _warn(self, customer: Any, kind: str, reason: str) -> None:
+    def _warn(self, customer: Any, kind: str, reason: str) -> bool:
+        """Add `kind` to the customer's warnings; True when it is new (audited then)."""
         current = self.store.get_limits(customer.id).breaker_warning
         kinds = set(filter(None, (current or "").split(",")))
-        if kind not in kinds:
-            self.store.set_breaker_warning(customer, ",".join(sorted(kinds | {kind})), reason,
-                                           q=self.store.execute)
+        if kind in kinds:
+            return False
+        return bool(self.store.set_breaker_warning(
+            customer, ",".join(sorted(kinds | {kind})), reason, q=self.store.execute))
+
+    # -- the gateway's own refusals -----------------------------------------------------------
+    def refusal_check(self, customer: Any, refused: int, accepted: int,
+                      logs: list[Any]) -> str:
+        """Today's recipients refused by the list policies (role, consent, suppression) of
+        all recipients tried: a high rate means a bad list. Warns once (until a resume)."""
+        settings = self.settings
+        tried = refused + accepted
+        if not settings.enabled or tried < settings.min_messages or tried == 0:
+            return "ok"
+        rate = refused / tried
+        if settings.refusal_warning_rate <= 0 or rate < settings.refusal_warning_rate:
+            return "ok"
+        what = (f"own-refusal rate {rate:.2%} today ({refused} of {tried} recipients refused "
+                f"by {', '.join(settings.refusal_policies)})")
+        if not self._warn(customer, "refusal",
+                          f"{what} above {settings.refusal_warning_rate:.2%}"):
+            return "warned-before"
+        logs.append(("breaker", logging.WARNING, {
+            "customer": customer.name, "rate_kind": "refusal", "refused": refused,
+            "recipients": tried, "rate": round(rate, 6), "action": "warning",
+            "warning_rate": settings.refusal_warning_rate}))
+        BREAKER_ACTIONS.labels("refusal", "warning").inc()
+        return "warning"
 
     # -- hard bounces -------------------------------------------------------------------------
     def hard_bounce(self, customer: Any, now: float, logs: list[Any]) -> BounceCheck | None:

@@ -58,7 +58,7 @@ class Engine:
         self.ledger = ledger
         # Sending quotas (gateway/quota.py): only for real sends.
         settings = getattr(config, "quota", None)
-        self.quota = (QuotaGate.for_store(store, settings)
+        self.quota = (QuotaGate.for_store(store, settings, config)
                       if ledger and settings is not None and settings.enabled else None)
 
     def context(self, phase: Phase) -> PolicyContext:
@@ -96,6 +96,8 @@ class Engine:
             txn.current_rcpt = None
         if not result.passed:
             outcome = await self._refused(txn, Phase.RCPT, result, rcpt=rcpt)
+            if self.quota is not None:
+                self.quota.refused(txn.session.customer, result.verdict.policy)
             return outcome
         if self.quota is not None:
             # Counted only now, once every policy accepted the recipient.

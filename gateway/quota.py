@@ -39,6 +39,9 @@ DAY = 86400
 # How long a process remembers that a customer is over its limit before asking the store
 # again: a client retrying in a loop must not turn into one store transaction per MAIL.
 OVER_LIMIT_MEMORY = 5.0
+# The list policies' refusals of a customer are written to the store (and the breaker's
+# own-refusal rate checked) after this many in a process, and at each block reservation.
+REFUSALS_PER_FLUSH = 20
 
 QUOTA_REFUSALS = Counter("gateway_quota_refusals_total",
                          "MAIL and RCPT refused because the customer reached a sending limit",
@@ -121,9 +124,14 @@ class QuotaGate:
     _instances: weakref.WeakKeyDictionary[Any, QuotaGate] = weakref.WeakKeyDictionary()
 
     def __init__(self, store: Any, settings: Any, log: EventLogger | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, config: Any = None) -> None:
         self.store = store
         self.settings = settings
+        self.config = config  # the whole config, for the breaker's refusal-rate check
+        # Recipients refused by the list policies / accepted since the last flush to the store.
+        self._refused: dict[int, int] = {}
+        self._accepted: dict[int, int] = {}
+        self._flushing: set[int] = set()
         self.log = log or get_logger()
         self.clock = clock
         self._allowances: dict[int, _Allowance] = {}
@@ -131,12 +139,13 @@ class QuotaGate:
         self._locks: dict[int, asyncio.Lock] = {}
 
     @classmethod
-    def for_store(cls, store: Any, settings: Any) -> QuotaGate:
+    def for_store(cls, store: Any, settings: Any, config: Any = None) -> QuotaGate:
         """The process's gate for this store; a config reload keeps the reserved units."""
         gate = cls._instances.get(store)
         if gate is None:
             gate = cls._instances[store] = cls(store, settings)
         gate.settings = settings
+        gate.config = config
         return gate
 
     # -- the hot path -------------------------------------------------------------------------
@@ -146,7 +155,40 @@ class QuotaGate:
 
     async def take(self, customer: Any) -> Reply | None:
         """RCPT: use one unit for an accepted recipient, or the 451 when none is left."""
-        return await self._units(customer, take=True)
+        over = await self._units(customer, take=True)
+        if over is None and customer is not None:
+            self._accepted[customer.id] = self._accepted.get(customer.id, 0) + 1
+        return over
+
+    def refused(self, customer: Any, policy: str) -> None:
+        """RCPT refused by a policy: tally the list policies' refusals for the breaker's
+        own-refusal rate; written to the store every REFUSALS_PER_FLUSH refusals."""
+        breaker = getattr(self.config, "breaker", None)
+        if customer is None or breaker is None or policy not in breaker.refusal_policies:
+            return
+        count = self._refused[customer.id] = self._refused.get(customer.id, 0) + 1
+        if count >= REFUSALS_PER_FLUSH and customer.id not in self._flushing:
+            self._flushing.add(customer.id)
+            task = asyncio.get_running_loop().create_task(
+                asyncio.to_thread(self._flush_counts, customer))
+            task.add_done_callback(lambda _: self._flushing.discard(customer.id))
+
+    def _flush_counts(self, customer: Any) -> None:
+        from gateway.breaker import Breaker
+
+        refused = self._refused.pop(customer.id, 0)
+        accepted = self._accepted.pop(customer.id, 0)
+        if not refused and not accepted:
+            return
+        try:
+            totals = self.store.add_recipient_counts(
+                customer.id, period_starts(self.clock())[1], refused, accepted)
+            logs: list[Any] = []
+            Breaker(self.config, self.store).refusal_check(customer, *totals, logs)
+            for name, level, fields in logs:
+                self.log.event(name, level, **fields)
+        except Exception as exc:  # noqa: BLE001 - a tally lost is a warning late, not mail
+            self.log.error("breaker", customer=customer.name, error=str(exc))
 
     async def _units(self, customer: Any, *, take: bool) -> Reply | None:
         if customer is None:
@@ -183,6 +225,8 @@ class QuotaGate:
 
     # -- the store side (a worker thread) -----------------------------------------------------
     def _reserve(self, customer: Any, now: float) -> _Over | None:
+        if self._refused.get(customer.id) and customer.id not in self._flushing:
+            self._flush_counts(customer)
         hour_start, day_start = period_starts(now)
         limits = self.limits_of(customer, now)
         eff = effective_limits(self.settings, limits)

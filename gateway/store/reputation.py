@@ -249,6 +249,20 @@ class ReputationStoreMixin:
                   "period = ? AND period_start = ? AND used >= ?",
                   (units, customer_id, period, start, units))
 
+    def add_recipient_counts(self, customer_id: int, day_start: int, refused: int,
+                             accepted: int) -> tuple[int, int]:
+        """Add a process's tallies of the day's recipients refused by the gateway's own list
+        policies and accepted; returns the day's totals of all processes."""
+        totals = []
+        with self.transaction(invalidate=False) as q:
+            for period, n in (("refused", refused), ("accepted", accepted)):
+                rows = q("INSERT INTO quota_counters (customer_id, period, period_start, used) "
+                         "VALUES (?, ?, ?, ?) ON CONFLICT (customer_id, period, period_start) "
+                         "DO UPDATE SET used = quota_counters.used + excluded.used "
+                         "RETURNING used", (customer_id, period, day_start, n))
+                totals.append(int(rows[0][0]))
+        return totals[0], totals[1]
+
     def quota_used(self, customer_id: int, hour_start: int, day_start: int) -> tuple[int, int]:
         rows = self.execute(
             "SELECT period, used FROM quota_counters WHERE customer_id = ? AND "

@@ -364,3 +364,37 @@ def test_probation_ends_by_itself_once_served(tmp_path, scripted_mta):
         stop(proc)
     entries = json.loads(cli(path, "audit", "--customer", "acme", "--json").stdout)
     assert ("graduate", "probation") in [(e["action"], e["by"]) for e in entries]
+
+
+def test_many_refusals_of_the_gateway_warn_about_the_list(tmp_path, scripted_mta):
+    import time
+
+    mta = scripted_mta()
+    path, port = serve_config(
+        tmp_path, mta.port, breaker={"min_messages": 20, "refusal_warning_rate": 0.5},
+        policies=[{"name": "customer-active"}, {"name": "role-address"}])
+    add_customer(open_store(f"sqlite:///{tmp_path / 'gateway.db'}"))
+    proc = start_serve(path)
+    try:
+        assert [send(port) for _ in range(3)] == ["250"] * 3
+        with tls_client(port) as smtp:
+            smtp.mail("news@customer.example")
+            for i in range(19):
+                assert smtp.rcpt(f"sales+{i}@example.org")[0] == 550
+        time.sleep(1)
+        store = open_store(f"sqlite:///{tmp_path / 'gateway.db'}")
+        assert store.list_audit() == []  # 19 of 22: not tallied yet
+        with tls_client(port) as smtp:
+            smtp.mail("news@customer.example")
+            assert smtp.rcpt("info@example.org")[0] == 550
+        deadline = time.monotonic() + 15
+        while not store.list_audit() and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        stop(proc)
+    [entry] = store.list_audit()
+    assert (entry.action, entry.actor) == ("warning", "breaker")
+    assert entry.after == {"breaker_warning": "refusal"}
+    assert "own-refusal rate 86.96% today (20 of 23 recipients" in entry.reason
+    log = (tmp_path / "gateway.log").read_text()
+    assert "event=breaker" in log and "rate_kind=refusal" in log
