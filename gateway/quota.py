@@ -181,10 +181,11 @@ class QuotaGate:
         if not refused and not accepted:
             return
         try:
-            totals = self.store.add_recipient_counts(
+            refused_today, accepted_today = self.store.add_recipient_counts(
                 customer.id, period_starts(self.clock())[1], refused, accepted)
             logs: list[Any] = []
-            Breaker(self.config, self.store).refusal_check(customer, *totals, logs)
+            Breaker(self.config, self.store).refusal_check(customer, refused_today,
+                                                           accepted_today, logs)
             for name, level, fields in logs:
                 self.log.event(name, level, **fields)
         except Exception as exc:  # noqa: BLE001 - a tally lost is a warning late, not mail

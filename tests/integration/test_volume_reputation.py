@@ -11,7 +11,6 @@ import smtplib
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 from gateway.store import open_store
