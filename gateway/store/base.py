@@ -218,7 +218,9 @@ class SqlStore(FeedbackStoreMixin, ConsentStoreMixin, ReputationStoreMixin):
                         q(render(statement, self.dialect))
                 if not rows:
                     q("INSERT INTO schema_version (version) VALUES (?)", (len(MIGRATIONS),))
-                else:
+                elif current < len(MIGRATIONS):
+                    # Never lower it: a node of an older release starting after a newer one
+                    # migrated would make the newer nodes re-run their migrations and fail.
                     q("UPDATE schema_version SET version = ?", (len(MIGRATIONS),))
             return len(MIGRATIONS)
 

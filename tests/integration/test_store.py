@@ -88,6 +88,17 @@ def test_migrations_are_idempotent_and_safe_concurrently(store):
     assert store.execute("SELECT version FROM schema_version") == [(store.migrate(),)]
 
 
+def test_an_older_release_does_not_lower_the_schema_version(store, monkeypatch):
+    from gateway.store import base
+
+    newest = store.migrate()
+    monkeypatch.setattr(base, "MIGRATIONS", base.MIGRATIONS[:-1])  # the release before
+    store.migrate()
+    assert store.execute("SELECT version FROM schema_version") == [(newest,)]
+    monkeypatch.undo()
+    assert store.migrate() == newest  # the newer release starts again without re-running
+
+
 def test_second_store_object_sees_the_same_data(store):
     other = open_store(store.url)
     store.add_customer("acme")
