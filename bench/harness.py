@@ -171,7 +171,8 @@ def _peak_rss(pid: int) -> float | None:
 
 
 def gateway_config(tmp: Path, sink_port: int, listen_port: int, policies: list[str],
-                   http_port: int | None = None, quota: bool = True) -> Path:
+                   http_port: int | None = None, quota: bool = True,
+                   store_url: str | None = None) -> Path:
     listeners: list[dict[str, object]] = [
         {"kind": "submission", "address": "127.0.0.1", "port": listen_port,
          "trusted_networks": {"127.0.0.1/32": "bench"}}]
@@ -181,7 +182,7 @@ def gateway_config(tmp: Path, sink_port: int, listen_port: int, policies: list[s
         "hostname": "gateway.bench",
         "listeners": listeners,
         "downstream": {"host": "127.0.0.1", "port": sink_port, "starttls": "none"},
-        "store": {"url": f"sqlite:///{tmp / 'gateway.db'}"},
+        "store": {"url": store_url or f"sqlite:///{tmp / 'gateway.db'}"},
         "mail_id": {"key_file": str(tmp / "mailid.key")},
         "dkim": {"keys_dir": str(tmp / "dkim"), "algorithms": ["rsa-sha256"],
                  "missing_key": "tempfail"},
@@ -306,6 +307,9 @@ def main() -> int:
     parser.add_argument("--quota", choices=("on", "off", "both"), default="on",
                         help="sending quotas in the gateway; both: also a gateway with quotas "
                              "off per worker count, to measure their cost in the same run")
+    parser.add_argument("--postgres", action="store_true",
+                        help="the gateways' store on a private PostgreSQL (tests/support) "
+                             "instead of SQLite")
     parser.add_argument("--probe-interval", type=float, default=0.05)
     parser.add_argument("--idle", type=int, default=1000, help="idle sessions for the RSS figure")
     parser.add_argument("--quick", action="store_true", help="profile a, 20 KB, 1000 messages")
@@ -319,6 +323,11 @@ def main() -> int:
     worker_counts = [int(x) for x in args.workers.split(",")]
 
     tmp = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
+    postgres = None
+    if args.postgres:
+        from tests.support.postgres import PostgresServer
+
+        postgres = PostgresServer().start()
     policies = available_policies()
     sink_port, bare_port = free_port(), free_port()
     sink = start_sink(sink_port)
@@ -331,14 +340,18 @@ def main() -> int:
             port = free_port()
             wtmp = tmp / f"w{workers}"
             wtmp.mkdir()
-            config = gateway_config(wtmp, sink_port, port, policies, quota=args.quota != "off")
+            config = gateway_config(
+                wtmp, sink_port, port, policies, quota=args.quota != "off",
+                store_url=postgres.create_database(f"bench_w{workers}") if postgres else None)
             prepare_store(config)
             gateways[workers] = (start_gateway(config, port, workers), port)
             if args.quota == "both":
                 port = free_port()
                 wtmp = tmp / f"w{workers}-noquota"
                 wtmp.mkdir()
-                config = gateway_config(wtmp, sink_port, port, policies, quota=False)
+                config = gateway_config(
+                    wtmp, sink_port, port, policies, quota=False,
+                    store_url=postgres.create_database(f"bench_nq{workers}") if postgres else None)
                 prepare_store(config)
                 unlimited[workers] = (start_gateway(config, port, workers), port)
         for profile in profiles:
@@ -383,6 +396,8 @@ def main() -> int:
             stop(proc)
         stop(bare)
         stop(sink)
+        if postgres is not None:
+            postgres.stop()
 
     print(f"\npolicies: {', '.join(policies)}; mail ID; DKIM rsa-sha256 2048; relay to smtp-sink")
     print("ratios (goal):")
