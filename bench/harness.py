@@ -171,7 +171,8 @@ def _peak_rss(pid: int) -> float | None:
 
 
 def gateway_config(tmp: Path, sink_port: int, listen_port: int, policies: list[str],
-                   http_port: int | None = None) -> Path:
+                   http_port: int | None = None, quota: bool = True,
+                   store_url: str | None = None) -> Path:
     listeners: list[dict[str, object]] = [
         {"kind": "submission", "address": "127.0.0.1", "port": listen_port,
          "trusted_networks": {"127.0.0.1/32": "bench"}}]
@@ -181,13 +182,14 @@ def gateway_config(tmp: Path, sink_port: int, listen_port: int, policies: list[s
         "hostname": "gateway.bench",
         "listeners": listeners,
         "downstream": {"host": "127.0.0.1", "port": sink_port, "starttls": "none"},
-        "store": {"url": f"sqlite:///{tmp / 'gateway.db'}"},
+        "store": {"url": store_url or f"sqlite:///{tmp / 'gateway.db'}"},
         "mail_id": {"key_file": str(tmp / "mailid.key")},
         "dkim": {"keys_dir": str(tmp / "dkim"), "algorithms": ["rsa-sha256"],
                  "missing_key": "tempfail"},
         "logging": {"file": str(tmp / "gateway.log"), "max_bytes": 0},
         "limits": {"max_sessions": 5000},
         "policies": [{"name": p, "mode": "enforce"} for p in policies],
+        "quota": {"enabled": quota},
     }
     path = tmp / "config.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -209,6 +211,10 @@ def prepare_store(config_path: Path) -> None:
     store.mark_domain_verified(domain.customer_id, "customer.example", "bench")
     store.confirm_campaign("bench", "bench-2026", "bench")
     store.set_customer_status("bench", "active")
+    if hasattr(store, "update_limits"):
+        # Quotas stay on (their cost is measured) but a whole bench run must fit into them.
+        store.update_limits(store.require_customer("bench"), actor="bench", action="limits",
+                            per_hour=10**9, per_day=10**9)
     if hasattr(store, "consent_subscribe"):
         # The consent policy needs confirmed double opt-in evidence for the bench recipients.
         now = time.time()
@@ -298,6 +304,12 @@ def main() -> int:
     parser.add_argument("--profiles", default="a,b",
                         help="a: new connection per message; b: 100 messages per connection")
     parser.add_argument("--workers", default="1,2")
+    parser.add_argument("--quota", choices=("on", "off", "both"), default="on",
+                        help="sending quotas in the gateway; both: also a gateway with quotas "
+                             "off per worker count, to measure their cost in the same run")
+    parser.add_argument("--postgres", action="store_true",
+                        help="the gateways' store on a private PostgreSQL (tests/support) "
+                             "instead of SQLite")
     parser.add_argument("--probe-interval", type=float, default=0.05)
     parser.add_argument("--idle", type=int, default=1000, help="idle sessions for the RSS figure")
     parser.add_argument("--quick", action="store_true", help="profile a, 20 KB, 1000 messages")
@@ -311,20 +323,37 @@ def main() -> int:
     worker_counts = [int(x) for x in args.workers.split(",")]
 
     tmp = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
+    postgres = None
+    if args.postgres:
+        from tests.support.postgres import PostgresServer
+
+        postgres = PostgresServer().start()
     policies = available_policies()
     sink_port, bare_port = free_port(), free_port()
     sink = start_sink(sink_port)
     bare = start_bare(bare_port)
     gateways: dict[int, tuple[subprocess.Popen[bytes], int]] = {}
+    unlimited: dict[int, tuple[subprocess.Popen[bytes], int]] = {}  # --quota both: quotas off
     summary: dict[tuple[str, int], dict[str, Result]] = {}
     try:
         for workers in worker_counts:
             port = free_port()
             wtmp = tmp / f"w{workers}"
             wtmp.mkdir()
-            config = gateway_config(wtmp, sink_port, port, policies)
+            config = gateway_config(
+                wtmp, sink_port, port, policies, quota=args.quota != "off",
+                store_url=postgres.create_database(f"bench_w{workers}") if postgres else None)
             prepare_store(config)
             gateways[workers] = (start_gateway(config, port, workers), port)
+            if args.quota == "both":
+                port = free_port()
+                wtmp = tmp / f"w{workers}-noquota"
+                wtmp.mkdir()
+                config = gateway_config(
+                    wtmp, sink_port, port, policies, quota=False,
+                    store_url=postgres.create_database(f"bench_nq{workers}") if postgres else None)
+                prepare_store(config)
+                unlimited[workers] = (start_gateway(config, port, workers), port)
         for profile in profiles:
             args.reuse = profile == "b"
             for size in sizes:
@@ -340,6 +369,11 @@ def main() -> int:
                     results[f"gw{workers}"] = run_load(
                         f"gateway, {workers} worker{'s' if workers > 1 else ''}", port,
                         message_file, message, args, proc.pid)
+                    if workers in unlimited:
+                        proc, port = unlimited[workers]
+                        results[f"nq{workers}"] = run_load(
+                            f"gateway, {workers} worker{'s' if workers > 1 else ''}, no quota",
+                            port, message_file, message, args, proc.pid)
                 summary[(profile, size)] = results
                 label = "(a) new connection per message" if profile == "a" else \
                     "(b) 100 messages per connection"
@@ -358,10 +392,12 @@ def main() -> int:
             proc, port = gateways[1]
             rss = idle_sessions_rss(port, proc.pid, args.idle)
     finally:
-        for proc, _ in gateways.values():
+        for proc, _ in [*gateways.values(), *unlimited.values()]:
             stop(proc)
         stop(bare)
         stop(sink)
+        if postgres is not None:
+            postgres.stop()
 
     print(f"\npolicies: {', '.join(policies)}; mail ID; DKIM rsa-sha256 2048; relay to smtp-sink")
     print("ratios (goal):")
@@ -371,6 +407,11 @@ def main() -> int:
             print(f"  ({profile}) {size:>3} KB  gateway(1)/bare aiosmtpd = "
                   f"{results['gw1'].rate / results['bare'].rate:.2f} (>= 1.5 for (a) 20 KB)   "
                   f"gateway(best)/smtp-sink = {best / results['sink'].rate:.2f} (>= 0.2)")
+        for workers in unlimited:
+            if f"gw{workers}" in results:
+                print(f"  ({profile}) {size:>3} KB  quotas on / off, {workers} worker(s) = "
+                      f"{results[f'gw{workers}'].rate / results[f'nq{workers}'].rate:.2f} "
+                      f"(>= 0.9)")
         if "gw1" in results and "gw2" in results:
             print(f"  ({profile}) {size:>3} KB  2 workers / 1 worker = "
                   f"{results['gw2'].rate / results['gw1'].rate:.2f} (>= 1.5)")

@@ -191,6 +191,48 @@ class FeedbackIntake(_Strict):
         return self
 
 
+class Quota(_Strict):
+    """Sending limits per customer (RULES.md "Volume and reputation", gateway/quota.py)."""
+
+    enabled: bool = True
+    # Platform defaults: recipients accepted per clock hour and per UTC day. A customer's own
+    # limit (`gateway customer set-limits`) replaces them; 0 there means "the default".
+    per_hour: int = Field(default=10_000, ge=1)
+    per_day: int = Field(default=100_000, ge=1)
+    # Largest block a process reserves from the shared counter at once; it shrinks to a tenth
+    # of what is left, so near a limit (and for small limits) every unit is taken singly.
+    block_size: int = Field(default=50, ge=1)
+    # Probation of a newly activated customer: ends when both have passed (CSA: first 3
+    # campaigns); `gateway customer graduate` ends it early, `set-limits --probation-until`
+    # moves the date.
+    probation_days: float = Field(default=14.0, ge=0)
+    probation_campaigns: int = Field(default=3, ge=0)
+    probation_per_hour: int = Field(default=500, ge=1)
+    probation_per_day: int = Field(default=2_000, ge=1)
+
+
+class Breaker(_Strict):
+    """The circuit breaker per customer (gateway/breaker.py). Rates are over the sliding
+    window (since the customer's last resume, if later) and act only once the customer sent
+    `min_messages` in it. Complaint rates, window and minimum are `feedback_intake.complaint_*`."""
+
+    enabled: bool = True
+    window_hours: float = Field(default=24.0, gt=0)
+    min_messages: int = Field(default=500, ge=1)
+    bounce_warning_rate: float = Field(default=0.02, ge=0, le=1)
+    bounce_pause_rate: float = Field(default=0.05, ge=0, le=1)
+    # The gateway's own refusals at RCPT (role, consent, suppression) per recipient tried.
+    refusal_warning_rate: float = Field(default=0.10, ge=0, le=1)
+    refusal_policies: list[str] = Field(
+        default_factory=lambda: ["role-address", "consent", "suppression"])
+
+    @model_validator(mode="after")
+    def _rates_ordered(self) -> Breaker:
+        if self.bounce_warning_rate > self.bounce_pause_rate:
+            raise ValueError("bounce_warning_rate must not exceed bounce_pause_rate")
+        return self
+
+
 class HttpPages(_Strict):
     """The recipients' pages and the consent API on the `http` listener (RULES.md "Unsubscribe
     endpoint", "Double opt-in evidence")."""
@@ -301,6 +343,8 @@ class Config(_Strict):
     logging: Logging = Field(default_factory=Logging)
     http: HttpPages = Field(default_factory=HttpPages)
     webhooks: Webhooks = Field(default_factory=Webhooks)
+    quota: Quota = Field(default_factory=Quota)
+    breaker: Breaker = Field(default_factory=Breaker)
     policies: list[PolicyEntry] = Field(default_factory=list)
 
     # Where the file was read from; relative paths are resolved against its directory.

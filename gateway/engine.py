@@ -25,6 +25,7 @@ from gateway.logging import EventLogger, get_logger
 from gateway.managed_unsubscribe import HEADERS as MANAGED_HEADERS
 from gateway.managed_unsubscribe import ManagedUnsubscribeUnavailable, managed_headers
 from gateway.mime.shape import mime_shape
+from gateway.quota import QuotaGate
 from gateway.store import MessageRecord, StoreUnavailable
 
 # Headers only the gateway or the receiving side may write (RULES.md "Headers the gateway
@@ -72,6 +73,10 @@ class Engine:
         self.log = log or get_logger()
         # `gateway check` runs the same flow but is not a send: it writes no ledger rows.
         self.ledger = ledger
+        # Sending quotas (gateway/quota.py): only for real sends.
+        settings = getattr(config, "quota", None)
+        self.quota = (QuotaGate.for_store(store, settings, config)
+                      if ledger and settings is not None and settings.enabled else None)
 
     def context(self, phase: Phase) -> PolicyContext:
         return PolicyContext(phase=phase, store=self.store, config=self.config,
@@ -88,6 +93,11 @@ class Engine:
         result = await self._run(Phase.MAIL, txn)
         if not result.passed:
             return txn, await self._refused(txn, Phase.MAIL, result)
+        if self.quota is not None:
+            over = await self.quota.admit(session.customer)
+            if over is not None:
+                await self._finish(txn, "tempfailed", over, reason="sending limit reached")
+                return txn, Outcome(over, decisions=result.decisions)
         return txn, Outcome(replies.SENDER_OK, decisions=result.decisions)
 
     # -- RCPT ---------------------------------------------------------------------------------
@@ -108,7 +118,16 @@ class Engine:
             txn.current_rcpt = None
         if not result.passed:
             outcome = await self._refused(txn, Phase.RCPT, result, rcpt=rcpt)
+            if self.quota is not None:
+                self.quota.refused(txn.session.customer, result.verdict.policy)
             return outcome
+        if self.quota is not None:
+            # Counted only now, once every policy accepted the recipient.
+            over = await self.quota.take(txn.session.customer)
+            if over is not None:
+                self.log.event("rcpt", session=txn.session.id, mail_id=txn.mail_id, rcpt=rcpt,
+                               customer=_name(txn.session), result="refused", reply=str(over))
+                return Outcome(over, decisions=result.decisions)
         txn.recipients.append(rcpt)
         self.log.event("rcpt", session=txn.session.id, mail_id=txn.mail_id, rcpt=rcpt,
                        result="accepted")

@@ -196,6 +196,9 @@ class Server:
 
         await stop_webhooks(self)
         await self.state.relay.close()
+        if self.state.engine.quota is not None:
+            # Unused reserved quota goes back to the shared counters (gateway/quota.py).
+            await asyncio.to_thread(self.state.engine.quota.release_all)
         log.event("shutdown", phase="done", abandoned=self.state.in_flight)
 
     async def run_until_stopped(self) -> None:

@@ -9,6 +9,8 @@ from gateway.core.verdict import Verdict
 _TEXTS = {
     "pending": "Account {name} is not yet activated; sending is possible after account review",
     "suspended": "Account {name} is suspended; please contact support",
+    "paused": "Sending for account {name} is paused for review of its bounce rate; "
+              "please try again later or contact support",
 }
 
 
@@ -34,4 +36,7 @@ class CustomerActive(Policy):
         reason = f"customer {customer.name} is {customer.status}"
         if customer.status_reason:
             reason += f" ({customer.status_reason})"
+        if customer.status == "paused":
+            # Temporary: the sending engine keeps the mail and retries after support resumed.
+            return Verdict.tempfail(text, reason, enhanced="4.7.1")
         return Verdict.reject(text, reason)

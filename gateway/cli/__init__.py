@@ -15,7 +15,7 @@ from gateway.config import ConfigError
 from gateway.store import StoreError, StoreUnavailable
 
 # Order is the order of `gateway --help`.
-GROUPS = ["serve", "customer", "domain", "campaign", "policies", "check", "mailid", "dkim",
+GROUPS = ["serve", "customer", "audit", "domain", "campaign", "policies", "check", "mailid", "dkim",
           "trace", "feedback", "suppression", "abuse", "consent", "webhook", "recipient"]
 
 

@@ -57,6 +57,9 @@ def cmd_confirm(args: argparse.Namespace) -> int:
         raise CliError("--by needs a name (who confirmed)")
     before = store.get_campaign(customer.id, campaign)
     found = store.confirm_campaign(customer.name, campaign, by)
+    store.audit(customer, "campaign", by, f"campaign {campaign} confirmed",
+                {"campaign": campaign, "confirmed_by": before.confirmed_by} if before else None,
+                {"campaign": campaign, "confirmed_by": by})
     again = " again" if before is not None else ""
     print(f"campaign {found.campaign} of customer {customer.name} confirmed{again} by "
           f"{found.confirmed_by} at {when(found.confirmed_at)}")

@@ -53,3 +53,31 @@ def when(ts: float | None) -> str:
 
 def print_json(obj: Any) -> None:
     print(json.dumps(obj, indent=2, sort_keys=True, default=str))
+
+
+def add_by(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--by", metavar="WHO", required=True,
+                        help="who takes this decision (recorded in the audit trail)")
+
+
+def actor_of(args: argparse.Namespace) -> str:
+    """`--by`, checked: a name, not blank, no control characters (it goes into logs)."""
+    from gateway.cli import CliError
+
+    by = (getattr(args, "by", None) or "").strip()
+    if not by:
+        raise CliError("--by needs a name (who takes the decision)")
+    if any(ord(c) < 32 or ord(c) == 127 for c in by) or len(by) > 200:
+        raise CliError("--by: a name of at most 200 characters without control characters")
+    return by
+
+
+def parse_date(value: str) -> float:
+    """'YYYY-MM-DD' or an ISO date-time; without a zone it is UTC."""
+    try:
+        parsed = datetime.datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise ValueError(f"{value!r} is not a date (YYYY-MM-DD or YYYY-MM-DDTHH:MM)") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=datetime.UTC)
+    return parsed.timestamp()

@@ -84,6 +84,8 @@ def register(sub: Any) -> None:
     p.add_argument("address", metavar="ADDRESS")
     p.add_argument("--customer", metavar="NAME", required=True)
     p.add_argument("--reason", default="revoked by support")
+    p.add_argument("--by", metavar="WHO", help="who revokes it (audit trail; default: "
+                   "the operating-system user)")
     p.set_defaults(func=cmd_revoke)
 
     p = add_parser(csub, "api-key", "API keys of the consent API")
@@ -474,8 +476,13 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     _, store = store_of(args)
     customer = store.require_customer(args.customer)
     address = _address(args.address)
+    actor = (args.by or "").strip() or f"cli:{_actor()}"
     record, changed = store.consent_revoke(customer.id, address, reason=args.reason,
-                                           via=f"cli:{_actor()}")
+                                           via=actor)
+    if changed:
+        store.audit(customer, "consent-revoked", actor, args.reason,
+                    {"address": address, "consent": "confirmed"},
+                    {"address": address, "consent": "revoked"})
     if record is None:
         raise CliError(f"{address}: no consent record for {customer.name}")
     print(f"{address}: consent {'revoked' if changed else 'was already revoked'} "

@@ -90,6 +90,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
         if not by:
             raise CliError("--force needs --by NAME (who verified the domain by hand)")
         store.mark_domain_verified(customer.id, domain, f"force:{by}")
+        store.audit(customer, "domain-forced", by, f"{domain} marked verified without DNS check",
+                    {"domain": domain, "verified_by": record.verified_by},
+                    {"domain": domain, "verified_by": f"force:{by}"})
         print(f"domain {domain} of customer {customer.name} marked verified by hand "
               f"(verified_by force:{by}); the DNS record was not checked")
         return 0

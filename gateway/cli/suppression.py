@@ -46,6 +46,9 @@ def register(sub: Any) -> None:
     p.add_argument("addresses", nargs="+", metavar="ADDRESS")
     _scope_options(p)
     p.add_argument("--all", action="store_true", help="every scope: global and all customers")
+    p.add_argument("--by", metavar="WHO", help="who lifts it (audit trail; default: the "
+                   "operating-system user)")
+    p.add_argument("--reason", help="why (audit trail)")
     p.set_defaults(func=cmd_remove)
 
     p = add_parser(ssub, "export", "write suppressions as CSV (" + ",".join(CSV_COLUMNS) + ")")
@@ -142,7 +145,13 @@ def cmd_remove(args: argparse.Namespace) -> int:
     names = _names(store)
     missing = 0
     for address in args.addresses:
-        removed = store.remove_suppression(None if args.all else scope, address, by=_actor())
+        actor = (args.by or "").strip() or _actor()
+        removed = store.remove_suppression(None if args.all else scope, address, by=actor)
+        for e in removed:
+            owner = store.get_customer_by_id(e.customer_id) if e.customer_id else None
+            store.audit(owner, "unsuppress", actor, args.reason,
+                        {"address": e.address, "suppressed": e.reason}, {"address": e.address,
+                                                                          "suppressed": None})
         if not removed:
             missing += 1
             print(f"{address.strip().lower()}: no such suppression", file=sys.stderr)

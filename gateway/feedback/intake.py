@@ -42,6 +42,7 @@ from typing import Any
 from prometheus_client import Counter
 
 from gateway import metrics
+from gateway.breaker import BREAKER_ACTIONS, Breaker, RateCheck
 from gateway.feedback.classify import FeedbackAnalysis, analyze, to_json_dict
 from gateway.logging import EventLogger, get_logger
 from gateway.mailid import DecodedMailId, MailIdCodec
@@ -97,15 +98,6 @@ class Conclusion:
         else:
             analysis = dataclasses.replace(analysis, mail_ids=[])
         return to_json_dict(file, analysis, self.check.valid)
-
-
-@dataclass
-class RateCheck:
-    customer: str
-    complaints: int
-    messages: int
-    rate: float
-    action: str  # ok | warning | suspended | over-limit-few-messages | over-limit-not-active
 
 
 @dataclass
@@ -202,6 +194,7 @@ class Intake:
         self.codec = codec
         self.log = log or get_logger()
         self.clock = clock
+        self.breaker = Breaker(config, store)
 
     @property
     def settings(self) -> Any:
@@ -373,6 +366,17 @@ class Intake:
         if cls == "hard":
             self._suppress(result, GLOBAL, address, "hard-bounce",
                            f"{event.status or '-'} {event.reason or ''}".strip(), logs)
+            customer = (self.store.get_customer_by_id(event.customer_id)
+                        if event.customer_id else None)
+            if customer is not None:
+                self.store.update_feedback_event(event)  # this bounce counts too
+                check = self.breaker.hard_bounce(customer, event.received_at, logs)
+                if check is not None:
+                    event.details["bounce_rate"] = {
+                        "bounces": check.bounces, "messages": check.messages,
+                        "rate": check.rate, "action": check.action}
+                    if check.action == "paused":
+                        event.action = (event.action or "") + "; customer paused"
             return
         # soft
         settings = self.settings
@@ -439,47 +443,15 @@ class Intake:
             "result": "added" if added else "exists", "feedback": event.id, "detail": detail}))
 
     def _complaint_rate(self, result: IntakeResult, customer: Any, logs: list[Any]) -> RateCheck:
-        settings = self.settings
-        since = result.event.received_at - settings.complaint_window_days * DAY
-        complaints = self.store.count_complaints(customer.id, since)
-        messages = self.store.count_accepted_messages(customer.id, since)
-        rate = complaints / max(messages, complaints, 1)
-        action = "ok"
-        if rate >= settings.complaint_suspend_rate and settings.complaint_suspend_rate > 0:
-            if messages < settings.complaint_min_messages:
-                action = "over-limit-few-messages"
-            elif not settings.auto_suspend or customer.status != "active":
-                action = "over-limit-not-active" if customer.status != "active" else "warning"
-            else:
-                action = "suspended"
-                reason = (f"automatic: complaint rate {rate:.2%} over "
-                          f"{settings.complaint_window_days:g} days ({complaints} complaints / "
-                          f"{messages} messages) reached the limit of "
-                          f"{settings.complaint_suspend_rate:.2%}")
-                self.store.set_customer_status(customer.name, "suspended", reason)
-        elif rate >= settings.complaint_warning_rate and settings.complaint_warning_rate > 0:
-            action = "warning"
-        if action == "over-limit-few-messages":
-            log_action = "warning"
-        else:
-            log_action = action
-        logs.append(("complaint_rate", logging.WARNING if action != "ok" else logging.INFO, {
-            "mail_id": result.event.mail_id, "customer": customer.name,
-            "complaints": complaints, "messages": messages, "rate": round(rate, 6),
-            "window_days": settings.complaint_window_days,
-            "warning_rate": settings.complaint_warning_rate,
-            "suspend_rate": settings.complaint_suspend_rate,
-            "action": log_action,
-            "note": (f"above the suspension rate, but fewer than "
-                     f"{settings.complaint_min_messages} messages in the window"
-                     if action == "over-limit-few-messages" else
-                     "customer is not active" if action == "over-limit-not-active" else None),
-        }))
-        if action == "suspended":
+        # The decision is the circuit breaker's (gateway/breaker.py).
+        check = self.breaker.complaint(customer, result.event.received_at,
+                                       result.event.mail_id, logs)
+        if check.action == "suspended":
             result.event.action = (result.event.action or "") + "; customer suspended"
         result.event.details["complaint_rate"] = {
-            "complaints": complaints, "messages": messages, "rate": rate, "action": action}
-        return RateCheck(customer.name, complaints, messages, rate, action)
+            "complaints": check.complaints, "messages": check.messages, "rate": check.rate,
+            "action": check.action}
+        return check
 
     # -- after the commit ---------------------------------------------------------------------
     def _report(self, result: IntakeResult, pending: list[tuple[str, int, dict[str, Any]]]) -> None:
@@ -501,6 +473,9 @@ class Intake:
                 metrics.SUPPRESSIONS.labels(fields["reason"]).inc()
             if name == "complaint_rate" and fields["action"] in ("warning", "suspended"):
                 COMPLAINT_RATE_ACTIONS.labels(fields["action"]).inc()
+                BREAKER_ACTIONS.labels("complaint", fields["action"]).inc()
+            if name == "breaker" and fields["action"] in ("warning", "paused"):
+                BREAKER_ACTIONS.labels(fields["rate_kind"], fields["action"]).inc()
             self.log.event(name, lvl, **fields)
 
 

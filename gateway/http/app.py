@@ -48,6 +48,12 @@ def make_app(server: Any) -> web.Application:
     SuppressionApi(consent_api).mount(app)
 
     async def metrics(request: web.Request) -> web.Response:
+        from gateway.breaker import update_customer_states
+
+        try:
+            await asyncio.to_thread(update_customer_states, server.store)
+        except Exception as exc:  # noqa: BLE001 - the other metrics still matter then
+            log.error("metrics", error=f"customer states: {exc}")
         body = await asyncio.to_thread(generate_latest, _registry())
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

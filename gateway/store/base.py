@@ -23,8 +23,11 @@ from gateway.store.events import EventStoreMixin
 from gateway.store.feedback import FeedbackStoreMixin
 from gateway.store.migrations import MIGRATIONS, render
 from gateway.store.windows import WindowCounterStoreMixin
+from gateway.store.reputation import ReputationStoreMixin
 
-CUSTOMER_STATUSES = ("pending", "active", "suspended")
+# paused: the circuit breaker stopped the customer for now (451, the engine keeps its mail)
+# until support resumes it; suspended refuses for good (550).
+CUSTOMER_STATUSES = ("pending", "active", "paused", "suspended")
 
 
 class StoreError(Exception):
@@ -97,7 +100,7 @@ def _customer(row: Sequence[Any]) -> Customer:
 
 
 class SqlStore(FeedbackStoreMixin, ConsentStoreMixin, EventStoreMixin, ErasureStoreMixin,
-               WindowCounterStoreMixin, AuthSlotStoreMixin):
+               WindowCounterStoreMixin, AuthSlotStoreMixin, ReputationStoreMixin):
     dialect = "sqlite"
     # Whether a read may wait (network, a server under load): policies then read in a worker
     # thread. The embedded SQLite says False (see SqliteStore).

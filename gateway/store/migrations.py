@@ -219,6 +219,40 @@ MIGRATIONS: list[list[str]] = [
         )""",
         "CREATE INDEX auth_slots_next_at ON auth_slots (next_at)",
     ],
+    # 7: volume and reputation (gateway/store/reputation.py): the append-only audit trail of
+    # decisions about customers, per-customer limits/probation/breaker state, and the shared
+    # quota counters (one row per customer, period and period start; see gateway/quota.py)
+    [
+        """CREATE TABLE audit_log (
+            id {id},
+            happened_at DOUBLE PRECISION NOT NULL,
+            customer_id INTEGER,
+            customer TEXT,
+            action TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            reason TEXT,
+            state_before TEXT,
+            state_after TEXT
+        )""",
+        "CREATE INDEX audit_log_customer ON audit_log (customer_id, happened_at)",
+        "CREATE INDEX audit_log_time ON audit_log (happened_at)",
+        """CREATE TABLE customer_limits (
+            customer_id INTEGER PRIMARY KEY REFERENCES customers(id),
+            per_hour INTEGER NOT NULL DEFAULT 0,
+            per_day INTEGER NOT NULL DEFAULT 0,
+            activated_at DOUBLE PRECISION,
+            probation_until DOUBLE PRECISION,
+            graduated_at DOUBLE PRECISION,
+            breaker_warning TEXT
+        )""",
+        """CREATE TABLE quota_counters (
+            customer_id INTEGER NOT NULL,
+            period TEXT NOT NULL,
+            period_start BIGINT NOT NULL,
+            used INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (customer_id, period, period_start)
+        )""",
+    ],
 ]
 
 

@@ -169,21 +169,22 @@ def test_customer_lifecycle_through_the_cli(tmp_path):
     dup = run_cli("customer", "add", "acme", *c)
     assert dup.returncode == 1 and "exists already" in dup.stderr
     # -c after the subcommand and before it both work; the password comes from stdin.
-    assert run_cli(*c, "customer", "set-password", "acme",
+    assert run_cli(*c, "customer", "set-password", "acme", "--by", "Jane",
                    stdin="a long enough password\n").returncode == 0
-    short = run_cli("customer", "set-password", "acme", *c, stdin="short\n")
+    short = run_cli("customer", "set-password", "acme", "--by", "Jane", *c, stdin="short\n")
     assert short.returncode == 1 and "at least 12" in short.stderr
     listed = run_cli("customer", "list", *c).stdout
     assert "acme" in listed and "pending" in listed
-    assert run_cli("customer", "activate", "acme", *c).returncode == 0
+    assert run_cli("customer", "activate", "acme", "--by", "Jane", *c).returncode == 0
     shown = run_cli("customer", "show", "acme", *c).stdout
     assert "active" in shown and "a long enough password" not in shown
-    assert run_cli("customer", "suspend", "acme", "--reason", "complaints", *c).returncode == 0
+    assert run_cli("customer", "suspend", "acme", "--reason", "complaints", "--by", "Jane",
+                   *c).returncode == 0
     store = open_store(f"sqlite:///{tmp_path / 'gateway.db'}")
     customer = store.get_customer("acme")
     assert customer.status == "suspended" and customer.status_reason == "complaints"
     assert customer.password_hash.startswith("scrypt$")
-    missing = run_cli("customer", "activate", "nobody", *c)
+    missing = run_cli("customer", "activate", "nobody", "--by", "Jane", *c)
     assert missing.returncode == 1 and "no customer named 'nobody'" in missing.stderr
 
 
