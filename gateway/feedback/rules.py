@@ -224,7 +224,7 @@ _CHALLENGE = (
 _SENDER_GONE = (
     r"(sender|mail from|envelope from|return[- ]path|absender|exp[ée]diteur|remitente)\b"
     r"[^.;]{0,40}(does ?n[o']t exist|not exist|unknown|not found|invalid|existiert nicht"
-    r"|unbekannt|n'existe pas|inconnue?|no existe|desconocido)"
+    r"|unbekannt|n'existe pas|inconnue?|no existe|desconocido)|unroute?able sender"
 )
 # A mailbox gone for good, in words specific enough to beat a generic code (5.0.0, qmail's
 # 5.7.1, 5.5.0, none): RULES.md "Bounces". English, German, French, Spanish.
@@ -287,6 +287,11 @@ RULES: tuple[Rule, ...] = (
     # Not bounces at all: the recipient's challenge-response or allowlist filter.
     R(NONE, "challenge-response", text=_CHALLENGE),
     R(NRF, "bad-sender", text=_SENDER_GONE),
+    # Google Groups refuses a post (no permission, or no such group): a list's policy,
+    # in every language Google writes it, always with its help centre link.
+    R(NRF, "group-posting", text=r"groups\.google\.com/support|you do not have permission to post"),
+    # Orange's OFR_506 "Mail rejete. Mail rejected": refused as spam (Orange postmaster codes).
+    R(NRF, "spam", text=r"\bofr_?506\b|\bmail rejet[ée]\b"),
     # The words beat a generic code: a mailbox gone for good is hard even with 5.0.0,
     # qmail's 5.7.1, 5.5.0 or no code (a 4.x.x code is downgraded to soft by classify).
     R(HARD, "mailbox-gone", status="x.0.0|x.7.1|x.5.0|x.1.*|x.2.[01]|none", text=_GONE),

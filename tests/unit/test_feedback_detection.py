@@ -29,6 +29,13 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "bounces"
         # a sender-side "does not exist" stays ours, whatever else the text says
         ("5.0.0", "smtp; 550 Sender domain does not exist", "bounce", "not-recipient-fault",
          "bad-sender"),
+        ("5.0.0", "smtp; 550 Unroutable sender address", "bounce", "not-recipient-fault",
+         "bad-sender"),
+        # Google Groups refusing a post; Orange's OFR_506 spam refusal
+        ("5.0.0", "smtp; 550 You do not have permission to post to this group, see "
+         "https://groups.google.com/support/", "bounce", "not-recipient-fault", "group-posting"),
+        ("5.2.0", "smtp; 550 5.2.0 Mail rejete. Mail rejected. OFR_506 [506]", "bounce",
+         "not-recipient-fault", "spam"),
         # the words beat a generic code
         ("5.0.0", "smtp; 550 5.0.0 Mailbox does not exist", "bounce", "hard", "mailbox-gone"),
         ("5.7.1", "smtp; 550 5.7.1 Mailbox does not exist", "bounce", "hard", "mailbox-gone"),
