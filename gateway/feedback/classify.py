@@ -319,7 +319,11 @@ def _forwarded_notification(msg: Message) -> Message | None:
         if inline is not None:
             forwarded.append(inline)
     for inner in forwarded:
-        if arf.is_arf(inner) or dsn.is_delivery_report(inner) or dsn.looks_like_bounce(inner):
+        # Who sent the forwarded mail decides, not its subject: our own newsletter may be
+        # called "Rejected? Try again" and is then a complaint like any other forward.
+        machine = dsn.BOUNCE_FROM_RE.search(_mime.header_str(inner, "From")) or inner.get(
+            "X-Failed-Recipients")
+        if arf.is_arf(inner) or dsn.is_delivery_report(inner) or machine:
             return inner
     return None
 

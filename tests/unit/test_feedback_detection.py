@@ -158,12 +158,14 @@ def test_report_forwarded_by_a_person_keeps_its_own_feedback_type() -> None:
     assert result.feedback_type == "not-spam"
 
 
-def test_a_forwarded_newsletter_is_still_a_complaint() -> None:
-    """The forward path keeps working for our own mail forwarded to abuse@."""
-    raw = b"""\
+@pytest.mark.parametrize("subject", ["Spring sale", "Delivery failed? Order again - rejected offers"])
+def test_a_forwarded_newsletter_is_still_a_complaint(subject: str) -> None:
+    """The forward path keeps working for our own mail forwarded to abuse@, whatever its
+    subject says."""
+    raw = f"""\
 From: Petra <petra@customer.example>
 To: abuse@esp.example
-Subject: Fwd: Spring sale
+Subject: Fwd: {subject}
 MIME-Version: 1.0
 Content-Type: multipart/mixed; boundary="F"
 
@@ -177,13 +179,15 @@ Content-Type: message/rfc822
 
 From: Shop <news@shop.example>
 To: petra@customer.example
-Subject: Spring sale
+Subject: {subject}
 
-Buy now.
+Buy now. Questions? 550 5.1.1 is our shop's street number.
 
 --F--
-"""
-    assert analyze(raw).kind == "complaint"
+""".encode()
+    result = analyze(raw)
+    assert result.kind == "complaint"
+    assert result.recipients == ["petra@customer.example"]
 
 
 # --- hand-written samples per MTA / provider / language --------------------------------------
