@@ -225,13 +225,19 @@ _SENDER_GONE = (
     r"(sender|mail from|envelope from|return[- ]path|absender|exp[ée]diteur|remitente)\b"
     r"[^.;]{0,40}(does ?n[o']t exist|not exist|unknown|not found|invalid|existiert nicht"
     r"|unbekannt|n'existe pas|inconnue?|no existe|desconocido)|unroute?able sender"
+    # "your account": the one we send with (a relay's login), never the recipient's
+    r"|\byour (e-?mail )?(account|mailbox)\b[^.;]{0,40}(deactivated|disabled|suspended|closed"
+    r"|blocked|terminated|deleted)"
 )
+# Our HELO name or client host refused ("Helo command rejected: Host not found"): the
+# resolver's words below are about us there, not about the recipient's domain.
+_OUR_HOST = r"\bhelo\b|\behlo\b|client host rejected|reverse (dns|hostname)|cannot find your hostname"
 # A mailbox gone for good, in words specific enough to beat a generic code (5.0.0, qmail's
 # 5.7.1, 5.5.0, none): RULES.md "Bounces". English, German, French, Spanish.
 _GONE = (
     r"(mail ?box|account|recipient|user|addressee|e-?mail address|destination address)\b[^.;]{0,40}"
-    r"\b(does ?n[o']t exist|not exist|(has been |was |is )?(deactivated|de-activated|discontinued"
-    r"|closed|deleted|terminated|removed))"
+    r"\b(does ?n[o']t exist|not exist|deactivated|de-activated|discontinued"
+    r"|(has been|was|is|been) (closed|deleted|terminated|removed))"
     r"|\bno (such )?mail ?box\b|\bno such (account|recipient)\b|\bmailbox not found"
     r"|not an? active (e-?mail )?(address|account|mailbox|user)"
     r"|(mail ?box|account|address|user) (is )?(not|no longer) active|inactive (mailbox|account|user)"
@@ -287,6 +293,7 @@ RULES: tuple[Rule, ...] = (
     # Not bounces at all: the recipient's challenge-response or allowlist filter.
     R(NONE, "challenge-response", text=_CHALLENGE),
     R(NRF, "bad-sender", text=_SENDER_GONE),
+    R(NRF, "authentication", text=_OUR_HOST),
     # Google Groups refuses a post (no permission, or no such group): a list's policy,
     # in every language Google writes it, always with its help centre link.
     R(NRF, "group-posting", text=r"groups\.google\.com/support|you do not have permission to post"),

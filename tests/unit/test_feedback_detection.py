@@ -31,6 +31,11 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "bounces"
          "bad-sender"),
         ("5.0.0", "smtp; 550 Unroutable sender address", "bounce", "not-recipient-fault",
          "bad-sender"),
+        ("5.7.1", "smtp; 554 5.7.1 Your account has been suspended", "bounce",
+         "not-recipient-fault", "bad-sender"),
+        # our HELO name "not found" is about us, not the recipient's domain
+        ("5.7.1", "smtp; 550 5.7.1 <mta.esp.example>: Helo command rejected: Host not found",
+         "bounce", "not-recipient-fault", "authentication"),
         # Google Groups refusing a post; Orange's OFR_506 spam refusal
         ("5.0.0", "smtp; 550 You do not have permission to post to this group, see "
          "https://groups.google.com/support/", "bounce", "not-recipient-fault", "group-posting"),
