@@ -218,6 +218,7 @@ _CHALLENGE = (
     r"|approved senders? list|(confirm|verify) (that )?you are (a )?(human|real person|not a robot)"
     r"|(held|is waiting|waits) (for|until) (your )?(confirmation|verification)"
     r"|please (confirm|verify) (your (e-?mail )?address|that you)|\bboxbe\b|spam ?arrest|mailinblack"
+    r"|\bwaitlisted\b|add yourself to (my|the|his|her) .{0,20}guest list"
     r"|best[äa]tigen sie,? dass sie|confirmez que vous [êe]tes|confirme que (usted )?(es|eres)"
 )
 # A sender-side "does not exist": our own address or domain, never the recipient's.

@@ -26,6 +26,8 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "bounces"
         ("5.7.1", "smtp; 550 5.7.1 Sender not pre-approved", "other", "none", "challenge-response"),
         ("5.0.0", "smtp; 550 Your message requires confirmation", "other", "none",
          "challenge-response"),
+        ("4.7.0", "X-Notice; Your message has been waitlisted", "other", "none",
+         "challenge-response"),
         # a sender-side "does not exist" stays ours, whatever else the text says
         ("5.0.0", "smtp; 550 Sender domain does not exist", "bounce", "not-recipient-fault",
          "bad-sender"),
