@@ -37,6 +37,11 @@ AUTO_REPLY_SUBJECT_RE = re.compile(
 )
 
 
+# What mail programs put before the subject of a forward (en, de, fr, es/pt, it, nl, nordic).
+FORWARD_SUBJECT_RE = re.compile(
+    r"^\s*(\[[^\]]{0,40}\]\s*)?(fwd?|fw|wg|tr|rv|enc|i|vs|vl|doorst|fwd\[\d+\])\s*:", re.I)
+
+
 @dataclass
 class RecipientResult:
     recipient: str
@@ -125,6 +130,11 @@ def _analyze(msg: Message, cfg: _IdConfig) -> FeedbackAnalysis:
         bounce = dsn.parse_bounce(msg)
         if bounce is not None:
             return _from_bounce(msg, bounce, cfg)
+    forwarded = _forwarded_notification(msg)
+    if forwarded is not None:
+        # A person passed on a bounce or report they got: never their complaint about our
+        # mail; the forwarded report alone says what happened (RULES.md "Bounces").
+        return _from_forwarded(msg, forwarded, cfg)
     for parse in (arf.parse_apple_unsubscribe, arf.parse_jmrp):
         report = parse(msg)
         if report is not None:
@@ -162,7 +172,8 @@ def _analyze(msg: Message, cfg: _IdConfig) -> FeedbackAnalysis:
 
 def _from_bounce(msg: Message, bounce: dsn.BounceReport, cfg: _IdConfig) -> FeedbackAnalysis:
     results = [_classify_recipient(r, bounce.text) for r in bounce.recipients]
-    failed = [r for r in results if r.action == "failed"]
+    # A failure a rule calls "none" (a challenge-response system) is no bounce.
+    failed = [r for r in results if r.action == "failed" and r.bounce_class != rules.NONE]
     delayed = [r for r in results if r.action == "delayed"]
     if failed:
         kind, chosen = "bounce", failed
@@ -289,6 +300,47 @@ def _is_auto_reply(msg: Message) -> bool:
     if _mime.header_str(msg, "X-Apple-Action").upper() == "VACATION":
         return True
     return _auto_reply_subject(msg)
+
+
+def _forwarded_notification(msg: Message) -> Message | None:
+    """The bounce or feedback report a person forwarded (attached or pasted inline): the
+    subject says forward, the sender is no mail system, and the forwarded mail is a DSN, a
+    bounce or a feedback report."""
+    subject = _mime.header_str(msg, "Subject")
+    if not FORWARD_SUBJECT_RE.match(subject) or dsn.BOUNCE_FROM_RE.search(_mime.header_str(msg, "From")):
+        return None
+    if msg.get("X-Failed-Recipients") or dsn.status_part(msg) is not None or arf.is_arf(msg):
+        return None
+    forwarded = arf.attached_messages(msg)[:3]
+    text = _mime.notification_text(msg)[:_MAX_SCAN]
+    mark = arf.FORWARD_MARK_RE.search(text)
+    if mark is not None:
+        _, inline = dsn.split_inline_original(text[mark.start():], starts_at_separator=True)
+        if inline is not None:
+            forwarded.append(inline)
+    for inner in forwarded:
+        # Who sent the forwarded mail decides, not its subject: our own newsletter may be
+        # called "Rejected? Try again" and is then a complaint like any other forward.
+        machine = dsn.BOUNCE_FROM_RE.search(_mime.header_str(inner, "From")) or inner.get(
+            "X-Failed-Recipients")
+        if arf.is_arf(inner) or dsn.is_delivery_report(inner) or machine:
+            return inner
+    return None
+
+
+def _from_forwarded(msg: Message, inner: Message, cfg: _IdConfig) -> FeedbackAnalysis:
+    if arf.is_arf(inner):
+        report = arf.parse_arf(inner)
+        if report is not None:
+            return _from_feedback(msg, report, cfg)
+    elif not _auto_reply_subject(inner):
+        bounce = dsn.parse_bounce(inner)
+        if bounce is not None:
+            return _from_bounce(msg, bounce, cfg)
+    analysis = FeedbackAnalysis(kind="other", source="forwarded",
+                                reason="forwarded by a person: not a bounce or complaint")
+    analysis.mail_ids = _mail_ids(msg, cfg, original=None, extra_addresses=())
+    return analysis
 
 
 def _auto_reply_subject(msg: Message) -> bool:

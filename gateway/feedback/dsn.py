@@ -11,6 +11,7 @@ import binascii
 import quopri
 import re
 from dataclasses import dataclass
+from email.header import decode_header
 from email.message import Message
 
 from . import _mime
@@ -345,16 +346,66 @@ def split_status_groups(text: str) -> tuple[dict[str, str], list[dict[str, str]]
     return per_message, [g for g in groups if RECIPIENT_FIELDS & g.keys()]
 
 
+# Exchange and X.400 gateways write the mail address inside an X.400 one
+# ("/RFC-822=bob(a)example.com/", "dda:SMTP=bob@example.com") or IMCEA-encode it
+# ("IMCEASMTP-bob+40example+2Ecom@gw.example"); some put "smtp=" / "SMTP:" before it.
+_X400_RFC822_RE = re.compile(r"(?:rfc-?822|dda[:=]smtp|smtp)\s*[=:]\s*([^/;\s]+)", re.I)
+_IMCEA_RE = re.compile(r"imcea(?:smtp|x400)?-([^@\s]+)@", re.I)
+_SMTP_PREFIX_RE = re.compile(r"^(?:smtp|rfc822)[=:]", re.I)
+# Values that stand in for a recipient nobody named ("rfc822; unknown", "<>",
+# "undisclosed-recipients:;"): never a recipient.
+_PLACEHOLDER_LOCALS = frozenset({"unknown", "undisclosed-recipients", "undisclosed", "recipient",
+                                 "recipients", "invalid", "none", "null", "nobody"})
+
+
 def _recipient_from_field(value: str) -> str | None:
-    addr = _mime.first_address(_mime.decode_header_value(value))
-    if addr:
-        return addr
-    raw = value.split(";", 1)[-1].strip().strip("<>").strip()
-    return raw.lower() or None
+    """The mail address of a Final-/Original-Recipient value; None for a placeholder."""
+    text = _mime.decode_header_value(value)
+    for encoded in _IMCEA_RE.findall(text):
+        decoded = re.sub(r"\+([0-9A-Fa-f]{2})", lambda m: chr(int(m.group(1), 16)), encoded)
+        inner = _x400_address(decoded) or _mime.first_address(decoded)
+        if inner:
+            return inner
+    inner = _x400_address(text)
+    if inner:
+        return inner
+    addr = _mime.first_address(text)
+    if addr is None:
+        # Not an address we can parse (a quoted local part, a source route, a pipe): keep
+        # what the field says, unless it is a placeholder.
+        addr = value.split(";", 1)[-1].strip().strip("<>").strip().lower()
+    addr = _SMTP_PREFIX_RE.sub("", addr)
+    local = addr.rsplit("@", 1)[0] if "@" in addr else addr
+    if not local or local.rstrip(":;").strip() in _PLACEHOLDER_LOCALS:
+        return None
+    return addr
+
+
+def _x400_address(text: str) -> str | None:
+    for found in _X400_RFC822_RE.findall(text):
+        addr = _mime.first_address(found.replace("(a)", "@").replace("(A)", "@"))
+        if addr:
+            return addr
+    return None
+
+
+def _raw_8bit(value: str) -> str:
+    """A field with raw UTF-8 in a message/delivery-status part comes back from compat32 as
+    '=?unknown-8bit?q?...?=' words (German, French, Spanish diagnostics): the text again."""
+    if "=?unknown-8bit?" not in value:
+        return value
+    try:
+        return "".join(
+            chunk.decode("utf-8", "replace") if isinstance(chunk, bytes) else chunk
+            for chunk, _ in decode_header(value)
+        )
+    except Exception:  # noqa: BLE001 - leave garbage as it came
+        return value
 
 
 def _diagnostic_text(value: str) -> str:
     # "smtp; 550 5.1.1 ..." -> "550 5.1.1 ..."; "X-Postfix; ..." likewise.
+    value = _raw_8bit(value)
     kind, sep, rest = value.partition(";")
     if sep and re.fullmatch(r"\s*[\w-]{1,20}\s*", kind):
         return rest.strip()
@@ -511,18 +562,7 @@ def _recipients_from_text(msg: Message, text: str, original: Message | None) -> 
             if addr not in found:
                 found.append(addr)
     if not found:
-        roles: list[str] = []
-        for line in text.split("\n"):
-            if _NOT_RECIPIENT_LINE_RE.search(line):
-                continue
-            for addr in _mime.addresses(line):
-                local = addr.split("@", 1)[0]
-                if addr in excluded or addr in found or addr in roles or local in _DAEMON_LOCALS:
-                    continue
-                # "contact postmaster@..." lines are common; a role address is only taken
-                # when nothing else is named.
-                (roles if local in _ROLE_LOCALS else found).append(addr)
-        found = found or roles
+        found = _named_recipients(text, excluded)
     if not found:
         # Last resort: an address we excluded as "the sender" may still be the one named
         # as failed (tests and self-sent mail); never the bounce's own From, though.
@@ -538,6 +578,56 @@ def _recipients_from_text(msg: Message, text: str, original: Message | None) -> 
         found = [a for a in _mime.header_addresses(original, "To") if a not in excluded][:1]
     action = _fallback_action(msg, text)
     return [DsnRecipient(recipient=addr, action=action) for addr in found[:_MAX_TEXT_RECIPIENTS]]
+
+
+# A line that reports a failed address: the address alone or leading the line ("<a@b>:",
+# "a@b ... (reason)"), an SMTP code, or failure words.
+_FAILED_LINE_RE = re.compile(
+    r"^[\s>|]*<?[^\s<>@]+@[^\s<>]+>?\s*([:(\[]|$)|(?<![\d.])[245]\d\d(?![\d.])|[245]\.\d\.\d"
+    r"|unknown|fail|reject|not (be )?delivered|undeliver|does ?n[o']t exist|invalid|no such"
+    r"|not found|could ?n[o']t|unable to|delay|to the following|delivery to",
+    re.I,
+)
+# A line pointing somewhere else for help: the postmaster, a directory, a help desk.
+_HINT_LINE_RE = re.compile(
+    r"contact|directory|look (it |them )?up|help ?desk|support|did you mean|assistance"
+    r"|further (help|information)|(send|write|forward|reply) (an? )?(e-?mail |mail |message )?to"
+    r"|questions|please (ask|e-?mail|mail|call|visit)|administrator|postmaster",
+    re.I,
+)
+
+
+def _named_recipients(text: str, excluded: set[str]) -> list[str]:
+    """Addresses a plain-text bounce names as failed. Bounces also name the postmaster, a
+    directory or a help desk to ask: an address on a line that reports a failure beats a
+    plain mention, which beats one on a "contact ..." line; role addresses come last."""
+    ranked: dict[str, int] = {}
+    for line in text.split("\n"):
+        if _NOT_RECIPIENT_LINE_RE.search(line):
+            continue
+        named = _mime.addresses(line)
+        if not named:
+            continue
+        if _FAILED_LINE_RE.search(line) and not (
+            _HINT_LINE_RE.search(line) and not _mime.ADDRESS_RE.match(line.strip(" \t>|<"))
+        ):
+            rank = 0
+        elif _HINT_LINE_RE.search(line):
+            rank = 2
+        else:
+            rank = 1
+        for addr in named:
+            local = addr.split("@", 1)[0]
+            if addr in excluded or local in _DAEMON_LOCALS:
+                continue
+            # "contact postmaster@..." lines are common; a role address is only taken
+            # when nothing else is named.
+            score = rank + (3 if local in _ROLE_LOCALS else 0)
+            ranked[addr] = min(score, ranked.get(addr, score))
+    if not ranked:
+        return []
+    best = min(ranked.values())
+    return [addr for addr, score in ranked.items() if score == best]
 
 
 def _fallback_action(msg: Message, text: str) -> str:

@@ -21,7 +21,10 @@ Classes (RULES.md "Bounces"):
 Why text rows at all: many MTAs send no enhanced code, a generic one (5.0.0, 5.5.0) or a wrong
 one (5.1.1 for a spam block), so the text decides whenever it is specific. Order of the table:
   1. specific signals that would read as something else (null MX, Gmail's inactive account,
-     Office 365's "Access denied" for a missing user, codes about our own sender address);
+     Office 365's "Access denied" for a missing user, codes about our own sender address),
+     challenge-response systems (class none: not a bounce), and the words that beat a
+     generic code (RULES.md): a mailbox gone for good, the resolver's "no such host",
+     a mailbox full worded as a size limit or "too many mails";
   2. not-recipient-fault texts (blocklists, rate limits, spam, auth, TLS, size, content), so
      they win over any generic 5.x.x;
   3. mailbox full (soft) before unknown-user texts: full mailboxes often come with a 5.1.1;
@@ -206,6 +209,70 @@ _NETWORK = (
     r"|lost connection|broken pipe|temporar(y|ily)|try again|service unavailable|resources"
     r"|system (error|busy|full)|server (error|busy)|local error|insufficient system"
 )
+# Challenge-response and allowlist systems: the recipient's filter wants the sender to
+# confirm by hand; no delivery failed (RULES.md: not bounces at all).
+_CHALLENGE = (
+    r"not (been )?pre-?approved|requires? (a |your )?(confirmation|verification)"
+    r"|challenge[- ]response|(sender|you) (is |are )?not (yet )?(on|in) (the|my|his|her|their)"
+    r" (white ?list|allow ?list|approved senders?( list)?|guest list)"
+    r"|approved senders? list|(confirm|verify) (that )?you are (a )?(human|real person|not a robot)"
+    r"|(held|is waiting|waits) (for|until) (your )?(confirmation|verification)"
+    r"|please (confirm|verify) (your (e-?mail )?address|that you)|\bboxbe\b|spam ?arrest|mailinblack"
+    r"|\bwaitlisted\b|add yourself to (my|the|his|her) .{0,20}guest list"
+    r"|best[äa]tigen sie,? dass sie|confirmez que vous [êe]tes|confirme que (usted )?(es|eres)"
+)
+# A sender-side "does not exist": our own address or domain, never the recipient's.
+_SENDER_GONE = (
+    r"(sender|mail from|envelope from|return[- ]path|absender|exp[ée]diteur|remitente)\b"
+    r"[^.;]{0,40}(does ?n[o']t exist|not exist|unknown|not found|invalid|existiert nicht"
+    r"|unbekannt|n'existe pas|inconnue?|no existe|desconocido)|unroute?able sender"
+    # "your account": the one we send with (a relay's login), never the recipient's
+    r"|\byour (e-?mail )?(account|mailbox)\b[^.;]{0,40}(deactivated|disabled|suspended|closed"
+    r"|blocked|terminated|deleted)"
+)
+# Our HELO name or client host refused ("Helo command rejected: Host not found"): the
+# resolver's words below are about us there, not about the recipient's domain.
+_OUR_HOST = r"\bhelo\b|\behlo\b|client host rejected|reverse (dns|hostname)|cannot find your hostname"
+# A mailbox gone for good, in words specific enough to beat a generic code (5.0.0, qmail's
+# 5.7.1, 5.5.0, none): RULES.md "Bounces". English, German, French, Spanish.
+_GONE = (
+    r"(mail ?box|account|recipient|user|addressee|e-?mail address|destination address)\b[^.;]{0,40}"
+    r"\b(does ?n[o']t exist|not exist|deactivated|de-activated|discontinued"
+    r"|(has been|was|is|been) (closed|deleted|terminated|removed))"
+    r"|\bno (such )?mail ?box\b|\bno such (account|recipient)\b|\bmailbox not found"
+    r"|not an? active (e-?mail )?(address|account|mailbox|user)"
+    r"|(mail ?box|account|address|user) (is )?(not|no longer) active|inactive (mailbox|account|user)"
+    r"|(empf[äa]nger|benutzer|postfach|konto|e-?mail-adresse|adresse)\b[^.;]{0,30}"
+    r"(existiert nicht|unbekannt|nicht vorhanden|nicht gefunden|deaktiviert|gel[öo]scht)"
+    r"|kein (solches )?postfach|unbekannte(r)? (empf[äa]nger|benutzer)"
+    r"|(destinataire|utilisateur|adresse|bo[îi]te|compte)\b[^.;]{0,30}"
+    r"(n'existe pas|inexistante?|inconnue?|d[ée]sactiv[ée]e?|supprim[ée]e?|ferm[ée]e?)"
+    r"|(destinatario|usuario|direcci[óo]n|buz[óo]n|cuenta)\b[^.;]{0,30}"
+    r"(no existe|inexistente|desconocid[oa]|desactivad[oa]|eliminad[oa]|cerrad[oa])"
+)
+# The recipient's domain has no host: the resolver's own words (getaddrinfo, Exim, Node),
+# qmail's "couldn't find any host" and rcpthosts refusal (this server does not serve it).
+_RESOLVER = (
+    r"name or service not known|nodename nor servname|getaddrinfo enotfound|\bnxdomain\b"
+    r"|host not found(?!,? try again)|couldn't find any host|could not find any host"
+    r"|no (such )?host (named|by that name)|no address (record|associated)"
+    r"|isn't in my (list of allowed )?rcpthosts|not in my (list of allowed )?rcpthosts"
+    r"|(unable|failed) to resolve (the )?(host|domain|mx)|unknown (host|domain)"
+)
+# Mailbox full worded as a size limit of the mailbox or "too many mails" (not a message
+# size or a sending rate).
+_FULL_WORDED = (
+    r"mail ?box (size )?(limit|quota) (exceeded|reached)|mail ?box[^.;]{0,20}exceeds? "
+    r"(the |its )?(allowed|maximum|max) (size|storage)|mail ?box size exceeded"
+    r"|too many (mails|messages|e-?mails) (on the server|in (the |this |his |her )?(mail ?box|inbox|account))"
+    r"|zu viele (e-?)?mails|postfach (ist )?(voll|[üu]berf[üu]llt)"
+    r"|speicherplatz (ist )?(voll|ersch[öo]pft|[üu]berschritten)"
+    r"|bo[îi]te (aux lettres |de r[ée]ception )?(du destinataire )?(est )?(pleine|satur[ée]e)"
+    r"|quota (d[ée]pass[ée]|atteint|excedido|superado|[üu]berschritten)"
+    r"|buz[óo]n (de correo )?(del destinatario )?(est[áa] )?(lleno|completo)|disk quota exceeded"
+    # Postfix local(8) hitting mailbox_size_limit
+    r"|cannot update mailbox .{0,80}file too large"
+)
 _NULL_MX = (
     r"null ?mx|indicated no smtp service"
     r"|(domain|host) .{0,60}does ?n[o']t (accept|receive) (any )?(e-?)?mail(?! from)"
@@ -224,6 +291,20 @@ RULES: tuple[Rule, ...] = (
     R(HARD, "unknown-user", status="x.4.1", text=r"recipient address rejected: access denied"),
     # x.1.7/x.1.8 are about *our* sender address, whatever the text says about domains.
     R(NRF, "bad-sender", status="x.1.7|x.1.8"),
+    # Not bounces at all: the recipient's challenge-response or allowlist filter.
+    R(NONE, "challenge-response", text=_CHALLENGE),
+    R(NRF, "bad-sender", text=_SENDER_GONE),
+    R(NRF, "authentication", text=_OUR_HOST),
+    # Google Groups refuses a post (no permission, or no such group): a list's policy,
+    # in every language Google writes it, always with its help centre link.
+    R(NRF, "group-posting", text=r"groups\.google\.com/support|you do not have permission to post"),
+    # Orange's OFR_506 "Mail rejete. Mail rejected": refused as spam (Orange postmaster codes).
+    R(NRF, "spam", text=r"\bofr_?506\b|\bmail rejet[ée]\b"),
+    # The words beat a generic code: a mailbox gone for good is hard even with 5.0.0,
+    # qmail's 5.7.1, 5.5.0 or no code (a 4.x.x code is downgraded to soft by classify).
+    R(HARD, "mailbox-gone", status="x.0.0|x.7.1|x.5.0|x.1.*|x.2.[01]|none", text=_GONE),
+    R(HARD, "unknown-domain", status="x.0.0|x.7.1|x.5.0|x.1.*|x.4.*|none", text=_RESOLVER),
+    R(SOFT, "mailbox-full", text=_FULL_WORDED),
     # au/ezweb (KDDI) answers a recipient's domain filter with "550 : User unknown",
     # the address left out; a real unknown user gets "550 <addr>: User unknown".
     R(NRF, "recipient-filter", text=r"\b550:? : user unknown"),

@@ -17,6 +17,7 @@ from gateway.mime.parts import TextPart
 
 __all__ = [
     "ONE_CLICK_VALUE",
+    "PREFERENCE_WORDS",
     "UNSUBSCRIBE_WORDS",
     "check_list_unsubscribe_headers",
     "find_unsubscribe_link",
@@ -28,37 +29,144 @@ __all__ = [
 # Phrases that tell a reader "this is how you unsubscribe", in the languages
 # of the ESP's customers. Matched case-insensitively, tolerant of whitespace,
 # line breaks and hyphens between words and of missing accents ("desinscrire").
-UNSUBSCRIBE_WORDS: tuple[str, ...] = (
+_OPT_OUT_WORDS: tuple[str, ...] = (
     # English
     "unsubscribe", "unsubscribe here", "unsubscribing", "opt out", "opt-out", "optout",
     "remove me", "stop receiving", "no longer wish to receive", "no longer want to receive",
-    # German
+    # German, with Austrian and Swiss usage ("Abo künden")
     "abmelden", "abmeldung", "abzumelden", "abbestellen", "abzubestellen", "newsletter abbestellen",
-    "austragen", "auszutragen", "nicht mehr erhalten", "nicht mehr empfangen",
+    "abbestellung", "austragen", "auszutragen", "nicht mehr erhalten", "nicht mehr empfangen",
+    "abo kündigen", "abonnement kündigen", "newsletter kündigen", "abo künden",
+    "abonnement künden", "newsletter künden",
     # Spanish
     "darse de baja", "dar de baja", "darte de baja", "date de baja", "darme de baja",
     "cancelar suscripción", "cancelar la suscripción", "anular suscripción",
+    "anular la suscripción", "cancela tu suscripción", "cancele su suscripción",
+    "cancelar tu suscripción", "dejar de recibir", "desuscribirse", "desuscribirte",
     # French
     "désinscrire", "se désinscrire", "désinscrivez-vous", "désinscription",
     "désabonner", "se désabonner", "désabonnez-vous", "désabonnement",
     "ne plus recevoir", "ne souhaitez plus recevoir",
     # Italian
     "disiscriviti", "disiscriverti", "disiscrizione", "cancellati", "cancellarti",
-    "annulla iscrizione", "annullare l'iscrizione",
+    "annulla iscrizione", "annullare l'iscrizione", "annulla l'iscrizione",
+    "cancella iscrizione", "cancella l'iscrizione", "cancellare l'iscrizione", "disiscriversi",
+    "revoca l'iscrizione", "non ricevere più",
     # Dutch
     "afmelden", "af te melden", "uitschrijven", "uit te schrijven", "schrijf je uit", "opzeggen",
+    "schrijf u uit", "meld je af", "meld u af", "afmelding", "uitschrijving",
+    "niet meer ontvangen",
     # Polish
-    "wypisz", "wypisz się", "wypisać się", "wypisania",
+    "wypisz", "wypisz się", "wypisać się", "wypisania", "wypisz mnie", "odsubskrybuj",
+    "zrezygnuj z subskrypcji", "zrezygnować z subskrypcji", "rezygnacja z subskrypcji",
+    "rezygnacja z newslettera",
     # Czech
-    "odhlásit", "odhlásit se", "odhlášení",
-    # Swedish, Danish, Norwegian
+    "odhlásit", "odhlásit se", "odhlášení", "zrušit odběr", "zrušení odběru",
+    "odhlásit odběr", "zrušte odběr", "odhlaste se",
+    # Slovak
+    "zrušiť odber", "zrušenie odberu", "odhlásiť", "odhlásiť sa", "odhlásenie",
+    "odhlásiť odber", "zrušte odber", "odhláste sa",
+    # Slovenian ("odjava" alone is also "log out": only with what it leaves)
+    "odjava od prejemanja", "odjava od novic", "odjava od e-novic", "odjava iz seznama",
+    "odjavite se od prejemanja", "odjavi se od prejemanja", "ne želite več prejemati",
+    "za odjavo", "odjava od obveščanja",
+    # Croatian (likewise)
+    "odjava s newslettera", "odjava od newslettera", "odjava s popisa", "odjavite se s popisa",
+    "otkaži pretplatu", "otkažite pretplatu", "otkazati pretplatu", "otkazivanje pretplate",
+    "ne želite više primati", "za odjavu", "odjava od primanja",
+    # Hungarian
+    "leiratkozás", "leiratkozni", "leiratkozhat", "leiratkozáshoz", "iratkozzon le",
+    "iratkozz le", "le szeretne iratkozni",
+    # Romanian (ș/ț and the older ş/ţ both match)
+    "dezabonare", "dezabonează-te", "dezabonați-vă", "vă dezabona", "te dezabona",
+    "dezabonați", "dezabona", "dezabonează", "dezabonezi", "nu mai doriți să primiți",
+    # Bulgarian, Russian
+    "отписване", "отпишете се", "да се отпишете", "отпиши се", "отказ от абонамент",
+    "отписаться", "отписка",
+    # Greek (written with σ: under IGNORECASE it also matches the final ς)
+    "διαγραφείτε", "διαγραφή από τη λίστα", "απεγγραφή", "απεγγραφείτε",
+    "κατάργηση εγγραφήσ", "κατάργηση συνδρομήσ",
+    "δεν θέλετε να λαμβάνετε",
+    # Latvian
+    "atteikties no abonēšanas", "atteikties no jaunumiem", "atrakstīties",
+    "atteikties no saņemšanas",
+    # Lithuanian
+    "atsisakyti prenumeratos", "atsisakykite prenumeratos", "atsisakyti naujienlaiškio",
+    "prenumeratos atsisakymas",
+    # Estonian
+    "loobu tellimusest", "tellimusest loobumine", "tellimusest loobumiseks",
+    "loobu uudiskirjast", "uudiskirjast loobumine", "eemalda nimekirjast",
+    # Finnish
+    "peruuta tilaus", "peru uutiskirjeen tilaus", "peruuta uutiskirjeen tilaus",
+    "lopeta uutiskirjeen tilaus", "poistu postituslistalta", "eroa postituslistalta",
+    "poistu listalta",
+    # Swedish
     "avregistrera", "avsluta prenumeration", "avsluta prenumerationen", "avanmäl",
-    "afmeld", "frameld", "meld dig af", "avmeld", "meld deg av",
+    "avprenumerera", "avanmälan", "avanmäl dig", "avsluta din prenumeration",
+    # Danish
+    "afmeld", "frameld", "meld dig af", "afmelding", "framelding", "afmeld dig", "frameld dig",
+    "afmelde dig", "framelde dig",
+    # Norwegian
+    "avmeld", "meld deg av", "meld av", "avmelding", "avslutt abonnement",
+    "avslutt abonnementet",
+    # Icelandic
+    "afskrá", "afskrá mig", "afskráning", "afskráðu þig", "hætta áskrift", "afskráð þig", "afskrá þig",
+    "segja upp áskrift",
     # Portuguese
     "cancelar inscrição", "cancelar a inscrição", "cancelar subscrição", "descadastrar", "descadastre-se",
-    # Finnish, Hungarian, Russian
-    "peruuta tilaus", "leiratkozás", "leiratkozni", "отписаться", "отписка",
+    "cancelar a subscrição", "anular subscrição", "anular a subscrição", "deixar de receber",
+    "cancelar assinatura", "cancele a subscrição", "anule a subscrição",
+    # Irish
+    "díliostáil", "bain den liosta",
+    # Maltese
+    "ikkanċella l-abbonament", "neħħi l-abbonament",
+    # Turkish (ı written as i: under IGNORECASE "i" also matches ı and İ)
+    "abonelikten çik", "abonelikten çikin", "abonelikten çikmak", "aboneliği iptal et",
+    "aboneliğinizi iptal", "üyelikten ayril", "üyeliği sonlandir", "listeden çik",
 )  # fmt: skip
+
+# "Manage preferences": a preference centre is a way out too, but a link that says
+# unsubscribe is preferred when both are there.
+PREFERENCE_WORDS: tuple[str, ...] = (
+    "manage preferences",
+    "manage your preferences",
+    "update your preferences",
+    "manage your subscription",
+    "manage subscription",
+    "email preferences",
+    "subscription preferences",
+    "newsletter-einstellungen",
+    "e-mail-einstellungen",
+    "abonnement verwalten",
+    "newsletter verwalten",
+    "gestionar preferencias",
+    "gestionar tus preferencias",
+    "gestiona tus preferencias",
+    "gérer vos préférences",
+    "gérer mes préférences",
+    "gérer votre abonnement",
+    "gestisci le preferenze",
+    "gestisci le tue preferenze",
+    "voorkeuren beheren",
+    "beheer je voorkeuren",
+    "beheer uw voorkeuren",
+    "beheer voorkeuren",
+    "zarządzaj preferencjami",
+    "zmień preferencje",
+    "správa předvoleb",
+    "správa predvolieb",
+    "gestionarea preferințelor",
+    "управление на предпочитанията",
+    "διαχείριση προτιμήσεων",
+    "hantera preferenser",
+    "administrer præferencer",
+    "administrer preferanser",
+    "gerir preferências",
+    "gerenciar preferências",
+    "tercihleri yönet",
+)  # fmt: skip
+
+UNSUBSCRIBE_WORDS: tuple[str, ...] = _OPT_OUT_WORDS + PREFERENCE_WORDS
 
 ONE_CLICK_VALUE = "List-Unsubscribe=One-Click"
 
@@ -73,7 +181,13 @@ _TRAILING = ".,;:!?'\"»›"
 _CLOSERS = {")": "(", "]": "[", "}": "{", ">": "<"}
 
 
-_ACCENTED = "áàâäãåąéèêëěęíìîïóòôöõøúùûüůýÿçćčñńřšśžźżďťľĺ"
+# Latin letters with marks the phrases use, and Greek vowels with tonos: each also matches
+# its base letter ("desinscrire" for "désinscrire").
+_ACCENTED = (
+    "áàâäãåąéèêëěęíìîïóòôöõøúùûüůýÿçćčñńřšśžźżďťľĺ"
+    "ășşțţőűāēīūėįųļķņģğċġ"
+    "άέήίόύώϊϋΐΰ"
+)
 _MAX_WORD_LEN = 60
 # Decomposed input (e + U+0301) carries its accent as a combining mark.
 _MARKS = "[\u0300-\u036f]"
@@ -120,7 +234,25 @@ def _compile(words: Iterable[str]) -> re.Pattern[str]:
     return re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)", re.IGNORECASE)
 
 
-_WORDS_RE = _compile(UNSUBSCRIBE_WORDS)
+@functools.cache
+def _words_re() -> re.Pattern[str]:
+    # Compiled on first use, not at import: with every EU language's phrases this takes
+    # about a second, and only text with combining marks (the slow path) needs it.
+    return _compile(UNSUBSCRIBE_WORDS)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "_WORDS_RE":  # the whole-phrase regex, as tests compare against it
+        return _words_re()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+_PREFERENCE_RE = _compile(PREFERENCE_WORDS)
+
+
+def _tier(text: str, span: tuple[int, int]) -> int:
+    """0 for a phrase that says unsubscribe, 1 for a preference centre's (ranked after)."""
+    return 1 if _PREFERENCE_RE.fullmatch(text[span[0] : span[1]]) else 0
 
 
 def mentions_unsubscribe(text: str) -> bool:
@@ -131,11 +263,11 @@ def mentions_unsubscribe(text: str) -> bool:
 def _word_spans_slow(text: str) -> list[tuple[int, int]]:
     # No Unicode normalisation: the pattern already accepts decomposed accents,
     # and offsets (and URLs) must stay those of the text we were given.
-    return [m.span() for m in _WORDS_RE.finditer(text)]
+    return [m.span() for m in _words_re().finditer(text)]
 
 
 # -- finding the phrases fast ---------------------------------------------------
-# _WORDS_RE tries its ~77 case-insensitive alternatives at every word start: about
+# _WORDS_RE tries its ~300 case-insensitive alternatives at every word start: about
 # 0.2 us per character, 2 ms for a 10 KB footer-heavy newsletter. Nearly all of a
 # text contains no phrase, so _word_spans first finds the few places where a match
 # could start, with byte operations that run at C speed, and runs _WORDS_RE only
@@ -162,8 +294,9 @@ _SEPARATORS = " -'"  # _phrase_pattern turns these into optional separators
 @dataclass(frozen=True)
 class _FastTables:
     latin1: bytes  # translate table for text.encode("latin-1")
-    charmap: Any  # codecs encoding map: the characters that matter -> a byte each
-    other: bytes  # translate table for that encoding's output
+    charmaps: tuple[Any, ...]  # codecs encoding maps: the characters that matter -> a byte each
+    others: tuple[bytes, ...]  # translate tables for their output (unmapped -> 0)
+    more: re.Pattern[str] | None  # a character only the maps after the first know
     first_tokens: frozenset[bytes]  # what a phrase's first token can be, in mapped bytes
     phrases_of: dict[bytes, frozenset[str]]  # first token -> the phrases that can start with it
 
@@ -202,6 +335,8 @@ def _fast_tables() -> _FastTables | None:
     base_of: dict[str, str] = {}
     for base in bases:
         for ch in re.findall(_letter_set(base), found, re.IGNORECASE):
+            if _COMBINING.match(ch):
+                continue  # U+0345 folds to iota; text with marks takes the slow path anyway
             # Each character must map to one letter, and be a word character (step 2:
             # then a letter can never be the character before or after a match).
             if base_of.setdefault(ch, base) != base or not re.match(r"\w", ch):
@@ -219,21 +354,37 @@ def _fast_tables() -> _FastTables | None:
         return ord("0") if re.match(r"\w", ch) else ord(" ")
 
     latin1 = bytes(mapped(chr(i)) for i in range(256))
-    # Other text: ASCII keeps its byte, the non-ASCII letters the classes accept get
-    # the next ones; anything else is "unmapped" and encodes as "?", which maps to " ".
-    extra = sorted(ch for ch in base_of if not ch.isascii())
-    if 128 + len(extra) > 256:
+    # Other text: ASCII keeps its byte, the non-ASCII letters the classes accept get the
+    # next ones; anything else is "unmapped" and encodes as "?", which maps to " ".
+    # Upper and lower case of every phrase letter in two dozen languages do not fit in
+    # one map's 128 free bytes: the first map takes the commonest (Latin-1, lower case
+    # first), further maps the rest. Only text that has one of the rest (found by a
+    # character class search, at C speed) is encoded with them too; then each map's
+    # output is translated with unmapped as 0, the results OR-ed (a character is in at
+    # most one map) and a remaining 0 made a " ".
+    extra = sorted((ch for ch in base_of if not ch.isascii()),
+                   key=lambda ch: (ch > "\xff", ch != ch.lower(), ch))
+    ascii_only = "".join(map(chr, range(128)))
+    charmaps: list[Any] = []
+    translations: list[bytes] = []
+    for at in range(0, len(extra), 128):
+        chunk = extra[at : at + 128]
+        decoding = ascii_only + "".join(chunk)
+        charmaps.append(codecs.charmap_build(decoding + "\ufffe" * (256 - len(decoding))))
+        # ASCII is the first map's; "?" (also what an unmapped character becomes) is 0.
+        head = bytes(0 if ch == "?" else mapped(ch) for ch in ascii_only) if not at else bytes(128)
+        translations.append(head + bytes(mapped(ch) for ch in chunk) + bytes(128 - len(chunk)))
+    if not charmaps or len(charmaps) > 4:
         return None
-    decoding = "".join(map(chr, range(128))) + "".join(extra)
-    charmap = codecs.charmap_build(decoding + "\ufffe" * (256 - len(decoding)))
-    other = bytes(mapped(ch) for ch in decoding) + b" " * (256 - len(decoding))
+    rest = "".join(extra[128:])
+    more = re.compile("[" + re.escape(rest) + "]") if rest else None
     phrases_of: dict[bytes, set[str]] = {}
     for phrase, words in zip(UNSUBSCRIBE_WORDS, words_of, strict=True):
         joined = ""
         for word in words:  # type: ignore[union-attr]
             joined += word
             phrases_of.setdefault(bytes(code[ch] for ch in joined), set()).add(phrase)
-    return _FastTables(latin1, charmap, other, frozenset(phrases_of),
+    return _FastTables(latin1, tuple(charmaps), tuple(translations), more, frozenset(phrases_of),
                        {token: frozenset(p) for token, p in phrases_of.items()})
 
 
@@ -243,7 +394,7 @@ def _token_regex(token: bytes) -> re.Pattern[str]:
 
     A match of _WORDS_RE starts with one of its phrases' first tokens (step 2), so at a
     place where ``token`` starts, the other alternatives cannot match: this regex finds
-    the same match there, without trying ~77 alternatives.
+    the same match there, without trying ~300 alternatives.
     """
     tables = _fast_tables()
     assert tables is not None
@@ -260,8 +411,18 @@ def _mapped(text: str, tables: _FastTables) -> bytes | None:
     except UnicodeEncodeError:
         if _COMBINING.search(text):
             return None
-        encoded, _ = codecs.charmap_encode(text, "replace", tables.charmap)
-        return encoded.translate(tables.other)
+        encoded, _ = codecs.charmap_encode(text, "replace", tables.charmaps[0])
+        first = encoded.translate(tables.others[0])
+        if tables.more is None or not tables.more.search(text):
+            return first.translate(_ZERO_IS_SPACE)
+        merged = int.from_bytes(first, "little")
+        for charmap, table in zip(tables.charmaps[1:], tables.others[1:], strict=True):
+            encoded, _ = codecs.charmap_encode(text, "replace", charmap)
+            merged |= int.from_bytes(encoded.translate(table), "little")
+        return merged.to_bytes(len(text), "little").translate(_ZERO_IS_SPACE)
+
+
+_ZERO_IS_SPACE = b" " + bytes(range(1, 256))
 
 
 def _candidates(mapped: bytes, offset: int, first_tokens: frozenset[bytes]) -> dict[int, bytes]:
@@ -426,9 +587,18 @@ def _find_in_html(html: str, prefix: str | None) -> str | None:
         # An empty, image-less <a> is nothing a recipient could click.
         if (span.link.text or span.has_image) and has_registered_prefix(span.link.url, prefix):
             return span.link.url
+    # A link whose own text says it: the first that says unsubscribe, else the first that
+    # names the preference centre.
+    best_tier: tuple[int, str] | None = None
     for span in candidates:
-        if mentions_unsubscribe(span.link.text):
-            return span.link.url
+        spans = _word_spans(span.link.text)
+        if spans:
+            tier = min(_tier(span.link.text, w) for w in spans)
+            if tier == 0:
+                return span.link.url
+            best_tier = best_tier or (tier, span.link.url)
+    if best_tier is not None:
+        return best_tier[1]
     return _nearest_to_words(rendered.text, candidates, rendered.links)
 
 
@@ -441,15 +611,18 @@ def _nearest_to_words(text: str, candidates: list[LinkSpan], all_links: tuple[Li
     if not words:
         return None
     starts = [w[0] for w in words]
-    best: tuple[int, str] | None = None
+    best: tuple[int, int, str] | None = None
     for span in candidates:
         lo = bisect_left(starts, span.start - HTML_WINDOW - _MAX_WORD_LEN)
         hi = bisect_right(starts, span.end + HTML_WINDOW)
         for w_start, w_end in words[lo:hi]:
             distance = _html_distance(text, span, w_start, w_end)
-            if distance is not None and (best is None or distance < best[0]):
-                best = (distance, span.link.url)
-    return best[1] if best else None
+            if distance is None:
+                continue
+            key = (_tier(text, (w_start, w_end)), distance, span.link.url)
+            if best is None or key[:2] < best[:2]:
+                best = key
+    return best[2] if best else None
 
 
 def _inside_any(word: tuple[int, int], ranges: list[tuple[int, int]], starts: list[int]) -> bool:
@@ -610,16 +783,17 @@ def _find_in_text(text: str, prefix: str | None) -> str | None:
     positions = sorted({*word_starts, *(pos for pos, _ in urls)})
     line_of = dict(zip(positions, _line_numbers(text, positions), strict=True))
     word_lines = [line_of[pos] for pos in word_starts]
-    best: tuple[int, int, str] | None = None
+    tiers = [_tier(text, w) for w in words]
+    best: tuple[int, int, int, str] | None = None
     for pos, url in urls:
         line = line_of[pos]
         lo = bisect_left(word_lines, line - TEXT_LINE_WINDOW)
         hi = bisect_right(word_lines, line + TEXT_LINE_WINDOW)
         for index in range(lo, hi):
-            key = (abs(word_lines[index] - line), abs(word_starts[index] - pos), url)
-            if best is None or key[:2] < best[:2]:
+            key = (tiers[index], abs(word_lines[index] - line), abs(word_starts[index] - pos), url)
+            if best is None or key[:3] < best[:3]:
                 best = key
-    return best[2] if best else None
+    return best[3] if best else None
 
 
 # -- headers (RFC 2369, RFC 8058) ------------------------------------------------

@@ -6,13 +6,17 @@ labels.csv has one row per bounced recipient (``index`` = position in the bounce
 
 What we measure and why the floors sit where they do (run with ``-s`` to see the figures):
 
-* hard vs not-hard agreement per row. Measured 583/614 = 95.0 %. Most of the remaining rows are
+* hard vs not-hard agreement per row. Measured 582/614 = 94.8 %. Most of the remaining rows are
   sisimai's "filtered" verdict for "550 User unknown" texts without an x.1.x code or an RCPT TO
   transcript (a per-MTA judgement no text rule reproduces), plus deliberate differences:
-  RULES.md makes Gmail's "5.2.1 ... inactive" hard (sisimai: suspend) and we never suppress on a
-  4.x.x code (sisimai counts Postfix's "450 4.1.1 User unknown" as hard).
+  RULES.md makes Gmail's "5.2.1 ... inactive" and Yahoo's "disabled or discontinued [#102]"
+  hard (sisimai: suspend) and we never suppress on a 4.x.x code (sisimai counts Postfix's
+  "450 4.1.1 User unknown" as hard).
+* class agreement (hard / soft / not the recipient's fault) on the rows whose sisimai reason
+  maps to one class unambiguously (UNAMBIGUOUS below). Measured 415/448 = 92.6 %.
 * bounced recipient found: every bounce names at least one recipient and, where the stdlib
-  reference parse (derived_rfc_fields.jsonl) has a Final-Recipient, one of ours is it.
+  reference parse (derived_rfc_fields.jsonl) has a Final-Recipient, one of ours is it (a
+  reference without a local part, "rfc822; @mx.example.org", is a placeholder: no reference).
   Measured 573/576 = 99.5 % (the misses: two fml mailing-list notices, which are not bounces,
   and a delivery to a pipe command whose reference "recipient" is the command line).
 """
@@ -32,8 +36,22 @@ from gateway.feedback.classify import FeedbackAnalysis, analyze
 CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpora" / "bounces"
 FOLDERS = ("emails", "emails_newer")
 
-HARD_AGREEMENT_FLOOR = 0.94
-RECIPIENT_FOUND_FLOOR = 0.98
+# What the code reaches, less at most 1 % (issue 13).
+HARD_AGREEMENT_FLOOR = 0.945
+CLASS_AGREEMENT_FLOOR = 0.92
+RECIPIENT_FOUND_FLOOR = 0.99
+BOUNCE_RECOGNISED_FLOOR = 0.99
+# sisimai reasons that name one of our classes (RULES.md "Bounces"); the others (filtered,
+# expired, networkerror, systemerror, onhold, norelaying, exceedlimit ...) depend on the MTA.
+UNAMBIGUOUS = {
+    "userunknown": "hard", "hostunknown": "hard", "hasmoved": "hard",
+    "mailboxfull": "soft", "suspend": "soft",
+    **dict.fromkeys(
+        ("blocked", "rejected", "authfailure", "policyviolation", "requireptr", "spamdetected",
+         "securityerror", "notcompliantrfc", "toomanyconn", "badreputation", "contenterror",
+         "virusdetected", "speeding", "mesgtoobig", "failedstarttls", "syntaxerror"),
+        "not-recipient-fault"),
+}
 NOT_BOUNCE_REASONS = {"feedback", "vacation", "delivered"}
 
 # The corpus is part of the workspace (../shared): missing means broken, not skipped.
@@ -65,11 +83,9 @@ def final_recipients() -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for line in (CORPUS / "derived_rfc_fields.jsonl").read_text().splitlines():
         item = json.loads(line)
-        out[item["file"]] = [
-            d["final_recipient"].split(";")[-1].strip().strip("<>").lower()
-            for d in item.get("dsn", [])
-            if d.get("final_recipient")
-        ]
+        refs = [d["final_recipient"].split(";")[-1].strip().strip("<>").lower()
+                for d in item.get("dsn", []) if d.get("final_recipient")]
+        out[item["file"]] = [r for r in refs if not r.startswith("@")]  # "@host": a placeholder
     return out
 
 
@@ -110,6 +126,31 @@ def test_hard_vs_not_hard_agreement(analyses: dict[tuple[str, str], FeedbackAnal
     for miss in misses:
         print(f"[feedback]   differs: {miss}")
     assert rate >= HARD_AGREEMENT_FLOOR
+
+
+def test_class_agreement_where_the_label_is_unambiguous(
+    analyses: dict[tuple[str, str], FeedbackAnalysis],
+) -> None:
+    compared = agreed = 0
+    misses: list[str] = []
+    for row in _labels():
+        if _excluded(row) or row["feedback_type"]:
+            continue
+        expected = "hard" if row["hardbounce"] == "1" else UNAMBIGUOUS.get(row["reason"])
+        if expected is None:
+            continue
+        analysis = analyses[(row["folder"], row["file"])]
+        ours = _row_class(analysis, row["index"])
+        compared += 1
+        if ours == expected:
+            agreed += 1
+        else:
+            misses.append(f"{row['file']}#{row['index']} {row['reason']}: {ours} {analysis.reason[:70]}")
+    rate = agreed / compared
+    print(f"\n[feedback] class agreement where unambiguous: {agreed}/{compared} = {rate:.1%}")
+    for miss in misses:
+        print(f"[feedback]   differs: {miss}")
+    assert rate >= CLASS_AGREEMENT_FLOOR
 
 
 def test_bounced_recipient_found(
@@ -185,4 +226,4 @@ def test_bounces_are_reported_as_bounces(analyses: dict[tuple[str, str], Feedbac
         total += 1
         ok += analysis.kind in ("bounce", "delay")
     print(f"\n[feedback] failures recognised as bounce/delay: {ok}/{total} = {ok / total:.1%}")
-    assert ok / total >= 0.98
+    assert ok / total >= BOUNCE_RECOGNISED_FLOOR

@@ -89,16 +89,18 @@ def ref_find_in_text(text: str, prefix: str | None) -> str | None:
     line_starts = [0] + [m.end() for m in re.finditer(r"\r\n|\r|\n", text)]
     word_lines = [bisect_right(line_starts, w[0]) - 1 for w in words]
     word_starts = [w[0] for w in words]
-    best: tuple[int, int, str] | None = None
+    # A phrase that says unsubscribe beats a preference centre's (unsub._tier), then nearness.
+    best: tuple[int, int, int, str] | None = None
     for pos, url in urls:
         line = bisect_right(line_starts, pos) - 1
         lo = bisect_left(word_lines, line - unsub.TEXT_LINE_WINDOW)
         hi = bisect_right(word_lines, line + unsub.TEXT_LINE_WINDOW)
         for index in range(lo, hi):
-            key = (abs(word_lines[index] - line), abs(word_starts[index] - pos), url)
-            if best is None or key[:2] < best[:2]:
+            key = (unsub._tier(text, words[index]), abs(word_lines[index] - line),
+                   abs(word_starts[index] - pos), url)
+            if best is None or key[:3] < best[:3]:
                 best = key
-    return best[2] if best else None
+    return best[3] if best else None
 
 
 def ref_find_unsubscribe_link(part: TextPart, prefix: str | None) -> str | None:
