@@ -160,7 +160,12 @@ class SuppressionApi:
             ours = [e for e in entries if e.customer_id == customer.id]
             kept = [e for e in entries if e not in ours or e.reason not in LIFTABLE]
             if ours and all(e.reason in LIFTABLE for e in ours):
-                self.store.remove_suppression(customer.id, email, by=by)
+                with self.store.transaction():
+                    self.store.remove_suppression(customer.id, email, by=by)
+                    for entry in ours:  # the audit trail holds every lift (issue #12)
+                        self.store.audit(customer, "unsuppress", by, "lifted over the API",
+                                         {"address": email, "suppressed": entry.reason},
+                                         {"address": email, "suppressed": None})
                 return ours, kept
             return [], kept
 

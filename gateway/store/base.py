@@ -22,8 +22,8 @@ from gateway.store.erasure import ErasureStoreMixin
 from gateway.store.events import EventStoreMixin
 from gateway.store.feedback import FeedbackStoreMixin
 from gateway.store.migrations import MIGRATIONS, render
-from gateway.store.windows import WindowCounterStoreMixin
 from gateway.store.reputation import ReputationStoreMixin
+from gateway.store.windows import WindowCounterStoreMixin
 
 # paused: the circuit breaker stopped the customer for now (451, the engine keeps its mail)
 # until support resumes it; suspended refuses for good (550).

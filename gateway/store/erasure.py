@@ -56,6 +56,8 @@ def scrubber(address: str, marker: str) -> Callable[[str | None], str | None]:
 class ErasureStoreMixin:
     execute: Callable[..., list[tuple[Any, ...]]]
     transaction: Callable[..., Any]
+    get_customer_by_id: Callable[[int], Any]
+    audit: Callable[..., None]
     _local: Any
 
     def _erasure_key(self) -> bytes:
@@ -123,6 +125,16 @@ class ErasureStoreMixin:
                                      "address = ? AND customer_id = ? RETURNING id",
                                      (marker, address, customer_id))
                 report.add(table.replace("_", " "), len(n))
+            for row_id, before, after, reason in self.execute(
+                    "SELECT id, state_before, state_after, reason FROM audit_log WHERE "
+                    "(lower(state_before) LIKE ? ESCAPE '\\' OR lower(state_after) LIKE ? "
+                    f"ESCAPE '\\' OR lower(reason) LIKE ? ESCAPE '\\'){mine}",
+                    (like, like, like, *scope)):
+                self.execute("UPDATE audit_log SET state_before = ?, state_after = ?, "
+                             "reason = ? WHERE id = ?",
+                             (scrub(before), scrub(after), scrub(reason), row_id),
+                             invalidate=False)
+                report.add("audit entries", 1)
             # Evidence kept, revoked, under the hash (see the module's docstring).
             self.execute("UPDATE consent_records SET revoked_at = COALESCE(revoked_at, ?), "
                          "revoked_reason = COALESCE(revoked_reason, 'erased on request') "
@@ -131,4 +143,8 @@ class ErasureStoreMixin:
                 n = self.execute(f"UPDATE {table} SET address = ? WHERE address = ?{mine} "
                                  "RETURNING id", (marker, address, *scope))
                 report.add(table.replace("_", " "), len(n))
+            # The erasure itself is a decision about the customer's data (issue #12's trail).
+            customer = self.get_customer_by_id(customer_id) if customer_id else None
+            self.audit(customer, "erase-recipient", by, "erased on request (GDPR Art. 17)",
+                       None, {"address": marker, "scope": "customer" if customer_id else "all"})
         return report

@@ -93,6 +93,9 @@ def test_lift_our_unsubscribe_and_it_is_sendable_again(setup):
     assert rcpt_reply(gw, "fred@example.org")[0] == 250
     assert [(h.action, h.actor) for h in gw.store.suppression_history("fred@example.org")] == [
         ("added", "api:acme"), ("removed", "api:acme")]
+    [audit] = [a for a in gw.store.list_audit(gw.store.get_customer("acme").id)
+               if a.action == "unsuppress"]
+    assert audit.actor == "api:acme" and "fred@example.org" in str(audit.json_dict())
     # With a global entry beside ours, ours is lifted and the answer says what still refuses.
     acme = gw.store.get_customer("acme")
     gw.store.add_suppression(acme.id, "gina@example.org", "unsubscribe", by="http:one-click")
