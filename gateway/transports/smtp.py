@@ -106,7 +106,8 @@ class SubmissionSMTP(AioSMTP):
         self.busy = False
         self._pending_reply = b""
         self.pending_login: tuple[str, LoginPassword] | None = None
-        self.auth_failures = 0  # on this connection
+        # Not "auth_...": aiosmtpd takes every auth_* member for an AUTH mechanism.
+        self.failed_auths = 0  # on this connection
         super().__init__(
             handler,
             hostname=state.engine.config.hostname,
@@ -235,7 +236,7 @@ class SubmissionSMTP(AioSMTP):
         (mechanism, credentials), self.pending_login = self.pending_login, None
         outcome = await self.state.auth_guard.login(
             session=self.session_id, peer=self.peer_ip, mechanism=mechanism,
-            login=credentials.login, password=credentials.password, failures=self.auth_failures)
+            login=credentials.login, password=credentials.password, failures=self.failed_auths)
         if self.transport is None or self.transport.is_closing():
             return  # the client left (or timed out) while its answer was held back
         assert self.session is not None
@@ -243,7 +244,7 @@ class SubmissionSMTP(AioSMTP):
             self.session.authenticated = True
             self.session.auth_data = outcome.customer
         else:
-            self.auth_failures += 1
+            self.failed_auths += 1
         await self.push(str(outcome.reply))
         if outcome.close:
             self.transport.close()
