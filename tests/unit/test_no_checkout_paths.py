@@ -24,15 +24,22 @@ def tracked_files(root: Path) -> list[Path]:
     return [root / name for name in done.stdout.decode().split("\0") if name]
 
 
+def absolute(path: str) -> re.Pattern[str]:
+    """`path` where it starts an absolute path (not inside a longer path or a URL: a checkout
+    at /src must not flag /usr/src)."""
+    return re.compile(r"(?<![\w./-])" + re.escape(path) + r"(?![\w.-])")
+
+
 def offending_lines(path: Path, checkout: str) -> list[str]:
     """`path:line: text` for each line naming `checkout` or a path under the work directory."""
     try:
         text = path.read_bytes().decode("utf-8", errors="replace")
     except (FileNotFoundError, IsADirectoryError):  # deleted in the work tree, or a submodule
         return []
+    checkout_path = absolute(checkout)
     found = []
     for number, line in enumerate(text.splitlines(), 1):
-        if checkout in line or WORK_PATH.search(line):
+        if checkout_path.search(line) or WORK_PATH.search(line):
             found.append(f"{path}:{number}: {line.strip()[:160]}")
     return found
 
@@ -58,6 +65,18 @@ def test_the_scan_finds_a_planted_path(tmp_path: Path, line: str, found: bool) -
     planted = tmp_path / "planted.py"
     planted.write_text("x = 1\n" + line.format(root=ROOT, work=_WORK) + "\n")
     assert bool(offending_lines(planted, str(ROOT))) is found
+
+
+@pytest.mark.parametrize("line, found", [
+    ('cmd = "/src/.venv/bin/gateway"', True),
+    ("cd /src && pytest", True),
+    ("see /usr/src/linux, https://example.org/src/x and /src-old/x", False),
+])
+def test_a_short_checkout_path_matches_only_itself(tmp_path: Path, line: str,
+                                                   found: bool) -> None:
+    planted = tmp_path / "planted.py"
+    planted.write_text(line + "\n")
+    assert bool(offending_lines(planted, "/src")) is found
 
 
 def test_no_tracked_file_names_a_checkout_path() -> None:
