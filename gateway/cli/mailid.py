@@ -84,10 +84,14 @@ def cmd_decode(args: argparse.Namespace) -> int:
 
 
 def cmd_rotate(args: argparse.Namespace) -> int:
-    from gateway.mailid import add_key
+    from gateway.mailid import MailIdKeyError, add_key
 
     config = config_of(args)
-    key_id = add_key(config.path(config.mail_id.key_file))
+    try:
+        # Never creates a missing file: a new key set would orphan every ID already sent.
+        key_id = add_key(config.path(config.mail_id.key_file))
+    except MailIdKeyError as exc:
+        raise CliError(str(exc)) from None
     print(f"added mail ID key {key_id}; new IDs are signed with it, older keys still verify. "
           "Reload running gateways: systemctl reload gateway (SIGHUP)")
     return 0

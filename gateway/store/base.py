@@ -107,6 +107,8 @@ class SqlStore(FeedbackStoreMixin, ConsentStoreMixin, EventStoreMixin, ErasureSt
     reads_block = True
     # Exceptions of the driver that mean "database unavailable".
     driver_errors: tuple[type[BaseException], ...] = ()
+    # Those of them that may mean the connection itself is dead (a server restart, a failover).
+    connection_errors: tuple[type[BaseException], ...] = ()
 
     def __init__(self, url: str, cache_ttl: float = 0.0) -> None:
         self.url = url
@@ -116,6 +118,9 @@ class SqlStore(FeedbackStoreMixin, ConsentStoreMixin, EventStoreMixin, ErasureSt
         # object clears the cache at once; other nodes' writes show after at most cache_ttl.
         self.cache_ttl = cache_ttl
         self._cache: dict[tuple[Any, ...], tuple[float, Any]] = {}
+        # Store failures seen by any thread; a connection opened before the latest one is
+        # presumed dead. (An increment lost to a race still changes the value.)
+        self._failures = 0
 
     # -- engine hooks -------------------------------------------------------------------------
     def _connect(self) -> Any:
@@ -127,13 +132,27 @@ class SqlStore(FeedbackStoreMixin, ConsentStoreMixin, EventStoreMixin, ErasureSt
     # -- plumbing -----------------------------------------------------------------------------
     def _conn(self) -> Any:
         conn = getattr(self._local, "conn", None)
+        if conn is not None and self._local.generation != self._failures:
+            # Another thread saw the store fail since this connection was opened: it most likely
+            # died with the same server (restart, failover). Replace it now rather than answer
+            # one more 4xx per thread that still holds such a connection.
+            self._drop_conn()
+            conn = None
         if conn is None:
+            generation = self._failures
             try:
                 conn = self._connect()
             except self.driver_errors as exc:
+                self._failures += 1
                 raise StoreUnavailable(f"cannot connect to store: {exc}") from exc
             self._local.conn = conn
+            self._local.generation = generation
         return conn
+
+    def _has_conn(self) -> bool:
+        """Whether this thread would reuse a connection it opened earlier."""
+        return (getattr(self._local, "conn", None) is not None
+                and self._local.generation == self._failures)
 
     def _drop_conn(self) -> None:
         conn = getattr(self._local, "conn", None)
@@ -144,18 +163,46 @@ class SqlStore(FeedbackStoreMixin, ConsentStoreMixin, EventStoreMixin, ErasureSt
             except Exception:  # noqa: BLE001 - a broken connection may fail to close
                 pass
 
+    def _failed(self, exc: BaseException) -> StoreUnavailable:
+        # The next call reconnects: a restarted database heals without restarting us. Counting
+        # a lost connection tells the other threads to reconnect before their next use as well.
+        self._drop_conn()
+        if isinstance(exc, self.connection_errors):
+            self._failures += 1
+        return StoreUnavailable(f"store error: {exc}")
+
     @contextmanager
-    def _cursor(self) -> Iterator[Any]:
+    def _cursor(self, first: str, params: Sequence[Any] = (), *,
+                retry: bool = False) -> Iterator[Any]:
+        """A cursor on this thread's connection that has run `first` already.
+
+        `retry`: `first` is safe to run twice (a read, a BEGIN). When it fails on a connection
+        this thread opened earlier, that connection may simply have died since (the server was
+        restarted while it sat idle): `first` is tried once more on a new connection.
+        """
+        for attempt in (1, 2):
+            reused = self._has_conn()
+            conn = self._conn()
+            try:
+                cur = conn.cursor()
+                try:
+                    cur.execute(self._sql(first), tuple(params))
+                except BaseException:
+                    cur.close()
+                    raise
+                break
+            except self.driver_errors as exc:
+                failure = self._failed(exc)
+                lost = isinstance(exc, self.connection_errors)
+                if not (retry and reused and lost and attempt == 1):
+                    raise failure from exc
         try:
-            cur = self._conn().cursor()
             try:
                 yield cur
             finally:
-                cur.close()
+                cur.close()  # before a failure drops the connection under it
         except self.driver_errors as exc:
-            # The next call reconnects: a restarted database heals without restarting us.
-            self._drop_conn()
-            raise StoreUnavailable(f"store error: {exc}") from exc
+            raise self._failed(exc) from exc
 
     def cached(self, key: tuple[Any, ...], load: Callable[[], Any]) -> Any:
         if self.cache_ttl <= 0:
@@ -174,10 +221,13 @@ class SqlStore(FeedbackStoreMixin, ConsentStoreMixin, EventStoreMixin, ErasureSt
                 invalidate: bool = True) -> list[tuple[Any, ...]]:
         """Run one statement. Writes clear the read cache unless the caller knows they touch
         nothing cached (the message ledger, written for every message)."""
-        if invalidate and statement.lstrip()[:6].upper() != "SELECT":
+        read = statement.lstrip()[:6].upper() == "SELECT"
+        if invalidate and not read:
             self._cache.clear()
-        with self._cursor() as cur:
-            cur.execute(self._sql(statement), tuple(params))
+        # Inside a transaction a read is never re-run on a new connection: it would leave the
+        # transaction it belongs to (which then fails at COMMIT, as it must).
+        retry = read and not getattr(self._local, "in_transaction", False)
+        with self._cursor(statement, params, retry=retry) as cur:
             if cur.description is None:
                 return []
             return [tuple(row) for row in cur.fetchall()]
@@ -198,8 +248,7 @@ class SqlStore(FeedbackStoreMixin, ConsentStoreMixin, EventStoreMixin, ErasureSt
 
             yield joined
             return
-        with self._cursor() as cur:
-            cur.execute("BEGIN")
+        with self._cursor("BEGIN", retry=True) as cur:
             self._local.in_transaction = True
 
             def q(statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:

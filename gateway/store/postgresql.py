@@ -12,6 +12,8 @@ from gateway.store.base import SqlStore
 class PostgresStore(SqlStore):
     dialect = "postgresql"
     driver_errors = (psycopg.Error,)
+    # A server that went away (AdminShutdown is one); not a refused or failed statement.
+    connection_errors = (psycopg.OperationalError, psycopg.InterfaceError)
 
     def _connect(self) -> Any:
         return psycopg.connect(self.url, autocommit=True, connect_timeout=5)

@@ -3,6 +3,7 @@ that the store changed (unsubscribe, DOI confirmation, report abuse). Page JavaS
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import pytest
@@ -191,4 +192,13 @@ def test_pages_fit_a_phone_screen(setup, browser, tmp_path):
         assert width == 360 and scroll <= width, (path, width, scroll)
         button = driver.find_element(By.CSS_SELECTOR, "button")
         assert button.size["height"] >= 44
-        assert driver.save_screenshot(str(Path(tmp_path) / f"phone-{name}.png"))
+        # The button lies wholly on the screen, not cut off at the right edge.
+        assert button.is_displayed()
+        assert 0 <= button.rect["x"] and button.rect["x"] + button.rect["width"] <= width
+        # What a phone shows: 360 CSS pixels at pixel ratio 2 (kept in tmp_path to look at).
+        png = driver.get_screenshot_as_png()
+        (Path(tmp_path) / f"phone-{name}.png").write_bytes(png)
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and png[12:16] == b"IHDR"
+        shot_width, shot_height = struct.unpack(">II", png[16:24])
+        ratio = driver.execute_script("return window.devicePixelRatio")
+        assert (shot_width, ratio) == (720, 2), (path, shot_width, shot_height, ratio)

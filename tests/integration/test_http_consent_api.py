@@ -129,7 +129,11 @@ def test_double_opt_in_end_to_end(setup):
     verdicts = gw.store.get_message(mail_id).verdicts
     assert [(v["phase"], v["action"]) for v in verdicts if v["policy"] == "consent"] == [
         ("rcpt", "continue"), ("data", "continue")]
-    assert "confirmed" in verdicts[1]["reason"] or "confirmed" in str(verdicts)
+    # The RCPT verdict names the evidence that let it pass: the confirmation just recorded.
+    confirmed_on = evidence["confirmed_at"][:10]  # 2026-12-04T10:00:00Z
+    assert [v["reason"] for v in verdicts if v["policy"] == "consent"][0] == (
+        f"anna@example.org: confirmed {confirmed_on} from 127.0.0.1 "
+        "(source https://customer.example/newsletter)")
 
     # Confirming again keeps the first evidence.
     again = http.post_form(action, urlencode(fields), Origin=http.base,

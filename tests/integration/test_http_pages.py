@@ -82,11 +82,29 @@ def test_colours_have_sufficient_contrast(fg, bg, minimum):
     assert _contrast(fg, bg) >= minimum
 
 
-def test_metrics_and_health_still_served(setup):
-    _, http, token = setup
-    http.get(f"/u/{token}")
+def page_actions(http, page: str, result: str) -> float:
+    """gateway_http_page_actions_total{page, result} as /metrics shows it (0 before the first)."""
     metrics = http.get("/metrics")
     assert metrics.status == 200
-    assert 'gateway_http_page_actions_total' in metrics.text or "gateway_" in metrics.text
+    match = re.search(rf'^gateway_http_page_actions_total\{{page="{page}",result="{result}"\}} '
+                      r"(\S+)$", metrics.text, re.M)
+    return float(match.group(1)) if match else 0.0
+
+
+def test_metrics_and_health_still_served(setup):
+    _, http, token = setup
+    before = {result: page_actions(http, "unsubscribe", result)
+              for result in ("added", "exists", "invalid")}
+    assert http.get(f"/u/{token}").status == 200          # showing the page counts nothing
+    assert http.post_form(f"/u/{token}", "List-Unsubscribe=One-Click").status == 200
+    assert http.post_form(f"/u/{token}", "List-Unsubscribe=One-Click").status == 200
+    assert http.get("/u/not-a-token").status == 404
+    moved = {result: page_actions(http, "unsubscribe", result) - before[result]
+             for result in before}
+    assert moved == {"added": 1, "exists": 1, "invalid": 1}
+    metrics = http.get("/metrics")
+    assert metrics.headers["Content-Type"].startswith("text/plain")
+    # Store and downstream (the scripted MTA) are both up: healthy, and nothing less.
     health = http.get("/healthz")
-    assert health.status in (200, 503) and health.json()["checks"]["store"] == "ok"
+    assert health.status == 200
+    assert health.json() == {"status": "ok", "checks": {"store": "ok", "downstream": "ok"}}

@@ -129,6 +129,56 @@ def test_postgres_down_raises_store_unavailable_then_recovers(postgres_server, p
             time.sleep(0.2)
 
 
+def test_connections_that_died_with_a_restarted_server_are_replaced_not_reported(
+        postgres_server, postgres_url):
+    """Each thread keeps its connection. A server restarted while they sat idle must not cost
+    one StoreUnavailable (a 4xx to a client) per thread: a read or a BEGIN that finds its
+    connection dead runs again on a new one, and the other threads replace theirs before use."""
+    if isinstance(postgres_server, str):
+        pytest.skip("an external PostgreSQL (GATEWAY_TEST_POSTGRES_URL) is not ours to stop")
+    from concurrent.futures import ThreadPoolExecutor
+
+    store = open_store(postgres_url)
+    store.add_customer("acme")
+    threads = [ThreadPoolExecutor(max_workers=1) for _ in range(3)]  # one thread each
+    try:
+        for thread in threads:  # each opens its own connection
+            assert thread.submit(store.get_customer, "acme").result().name == "acme"
+        postgres_server.stop_server()
+        postgres_server.restart()
+
+        def in_a_transaction():
+            with store.transaction() as q:
+                return q("SELECT name FROM customers WHERE name = ?", ("acme",))
+
+        assert threads[0].submit(store.get_customer, "acme").result().name == "acme"
+        assert threads[1].submit(store.add_customer, "shop").result().name == "shop"
+        assert threads[2].submit(in_a_transaction).result() == [("acme",)]
+    finally:
+        for thread in threads:
+            thread.shutdown()
+        store.close()
+
+
+def test_a_failed_write_is_not_run_again(postgres_server, postgres_url):
+    """A write whose connection died may have been applied: it is reported, never repeated."""
+    if isinstance(postgres_server, str):
+        pytest.skip("an external PostgreSQL (GATEWAY_TEST_POSTGRES_URL) is not ours to stop")
+    store = open_store(postgres_url)
+    store.add_customer("acme")
+    postgres_server.stop_server()
+    postgres_server.restart()
+    insert = "INSERT INTO customers (name, status, created_at, updated_at) VALUES (?, ?, 0, 0)"
+    try:
+        with pytest.raises(StoreUnavailable):
+            store.execute(insert, ("shop", "pending"))
+        assert store.get_customer("shop") is None
+        store.execute(insert, ("shop", "pending"))  # on a new connection
+        assert store.get_customer("shop").name == "shop"
+    finally:
+        store.close()
+
+
 def test_unknown_store_url_is_a_clear_error():
     with pytest.raises(StoreError, match="unsupported store url"):
         open_store("mysql://x")

@@ -19,8 +19,9 @@ from gateway.core.registry import discover
 from gateway.core.transaction import Phase
 from gateway.core.verdict import Verdict
 from gateway.store import open_store
+from tests.support.commands import INSTALLED_GATEWAY
 
-GATEWAY = "/work/main/.venv/bin/gateway"
+GATEWAY = INSTALLED_GATEWAY
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "cli"
 COMPLIANT = FIXTURES / "compliant.eml"
 INSTALLED = discover()

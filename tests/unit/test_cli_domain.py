@@ -20,9 +20,10 @@ import pytest
 from gateway import dnsverify
 from gateway.cli import main
 from gateway.store import open_store
+from tests.support.commands import INSTALLED_GATEWAY
 from tests.support.dnsstub import DnsStub
 
-GATEWAY = "/work/main/.venv/bin/gateway"
+GATEWAY = INSTALLED_GATEWAY
 
 
 def write_config(tmp_path: Path) -> Path:

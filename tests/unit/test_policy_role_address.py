@@ -61,10 +61,48 @@ def test_unknown_option_is_refused() -> None:
         RoleAddress.Options.model_validate({"additional": ["x"]})
 
 
+# RULES.md "Role addresses", written out word for word: the default list must be exactly this
+# (a typo or a missing entry in the policy's list fails here).
+RULES_ROLE_ADDRESSES = """
+    abuse admin administrator billing bounce compliance devnull dns ftp hostmaster info inoc
+    ispfeedback ispsupport list list-request listserv mailer-daemon maildaemon majordomo
+    marketing news noc nobody noreply no-reply null phish phishing postmaster privacy registrar
+    root sales security spam spamtrap support sysadmin tech undisclosed-recipients unsubscribe
+    usenet uucp webmaster www
+    office contact kontakt hello team service help helpdesk enquiries inquiries feedback press
+    presse jobs careers hr orders bestellung buchhaltung einkauf verkauf vertrieb sekretariat
+    verwaltung vorstand zentrale
+""".split()
+
+
+# shared/ lies beside the checkout (in CI too, like the corpora tests/conftest.py reads).
+RULES_MD = Path(__file__).resolve().parents[3] / "shared" / "RULES.md"
+
+
+def roles_in_rules_md(text: str) -> list[str]:
+    """The words of the "Role addresses" rule, from "Default hard list:" to "The list is"."""
+    rule = text[text.index("**Role addresses**"):]
+    listed = rule[rule.index("Default hard list:") + len("Default hard list:"):
+                  rule.index("The list is config")]
+    listed = listed.replace("; plus the common general inboxes:", " ")
+    return [word.strip(".;,") for word in listed.split()]
+
+
 def test_rules_list_is_complete() -> None:
-    for word in ("abuse", "noreply", "no-reply", "www", "vorstand", "zentrale", "presse", "hr"):
-        assert word in DEFAULT_ROLES
-    assert len(DEFAULT_ROLES) == 72
+    assert len(RULES_ROLE_ADDRESSES) == len(set(RULES_ROLE_ADDRESSES)) == 72
+    assert set(DEFAULT_ROLES) == set(RULES_ROLE_ADDRESSES)
+
+
+def test_written_out_list_is_the_one_in_rules_md() -> None:
+    assert RULES_MD.is_file(), f"RULES.md not found at {RULES_MD}"
+    assert roles_in_rules_md(RULES_MD.read_text()) == RULES_ROLE_ADDRESSES
+
+
+@pytest.mark.parametrize("role", RULES_ROLE_ADDRESSES)
+def test_every_listed_role_is_refused(env: Env, role: str) -> None:
+    rcpt = f"{role.upper()}+x@example.org"
+    verdict = env.check(RoleAddress(), phase=Phase.RCPT, rcpt=rcpt)
+    assert reply_of(verdict) == ROLE.format(rcpt)
 
 
 def test_no_customer_still_checks(env: Env) -> None:
