@@ -168,12 +168,12 @@ def register_shop(node: Node, tmp_path: Path) -> None:
     imprint.write_text("company: Acme GmbH\nstreet: Hauptstrasse 1\npostcode: '10115'\n"
                        "city: Berlin\nemail: info@acme.example\n")
     node.cli("customer", "add", "shop")
-    node.cli("customer", "set-password", "shop", stdin=PASSWORD + "\n")
+    node.cli("customer", "set-password", "shop", "--by", "support", stdin=PASSWORD + "\n")
     node.cli("customer", "set-imprint", "shop", "--from-file", str(imprint))
     node.cli("domain", "add", "shop", "acme.example")
     node.cli("domain", "verify", "shop", "acme.example", "--force", "--by", "support")
     node.cli("campaign", "confirm", "shop", "spring-2026", "--by", "Jane Doe")
-    node.cli("customer", "activate", "shop")
+    node.cli("customer", "activate", "shop", "--by", "support")
 
 
 def test_two_nodes_share_master_data_suppressions_and_survive_the_store_going_away(
