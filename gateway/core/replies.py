@@ -33,3 +33,9 @@ PARTIAL_RECIPIENTS = Reply(
     "Downstream refused some recipients; retry them in separate transactions",
 )
 INTERNAL_ERROR = Reply(451, "4.3.0", "Temporary local problem, please try again later")
+# Command-line hygiene (SMTP smuggling and envelope injection): a command line ends only at CRLF,
+# and an address is relayed exactly as the policies saw it, so it must not carry control bytes.
+BARE_NEWLINE_IN_COMMAND = Reply(
+    500, "5.5.2", "Bare CR or LF in a command line; use CRLF line endings"
+)
+ADDRESS_CONTROL_CHARACTER = Reply(501, "5.1.3", "Control characters are not allowed in an address")
