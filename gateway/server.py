@@ -149,6 +149,8 @@ class Server:
                 if s.sockets]
 
     def reload(self) -> None:
+        if self.state is None:  # a SIGHUP while starting: the config being started is current
+            return
         try:
             config = load_config(self.config_path)
             engine = build_engine(config, self.store)
@@ -221,11 +223,15 @@ class Server:
         return [s for s in self.state.sessions
                 if s.transport is not None and not s.transport.is_closing()]
 
-    async def run_until_stopped(self) -> None:
+    def handle_signals(self) -> None:
+        """Before `start`: a SIGTERM that lands while the listeners open (they serve sessions
+        while the rest starts) must drain them, not kill the process with its default action."""
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
         loop.add_signal_handler(signal.SIGINT, self.stopping.set)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
+
+    async def run_until_stopped(self) -> None:
         await self.stopping.wait()
         await self.shutdown()
 
@@ -258,6 +264,7 @@ def serve(config_path: str | None, workers: int = 1) -> int:
 
     async def main() -> None:
         server = Server(config_path, config, store)
+        server.handle_signals()
         await server.start()
         # Everything loaded so far lives as long as the process: keep it out of the cyclic
         # collector's generations, and collect less often (each message makes thousands of

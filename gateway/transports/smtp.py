@@ -208,7 +208,9 @@ class SubmissionSMTP(AioSMTP):
             line: bytes = await self._readuntil(separator)
         finally:
             self.awaiting_command = False
-        if separator == b"\n" and (line[-2:] != b"\r\n" or b"\r" in line[:-2]):
+        # Well-formed: ends in CRLF, and its first CR is that one (no slicing copies).
+        if separator == b"\n" and (not line.endswith(b"\r\n")
+                                    or line.find(b"\r") != len(line) - 2):
             await self._end_session(replies.BARE_NEWLINE_IN_COMMAND, "bare CR or LF")
         return line
 

@@ -91,9 +91,12 @@ def served(tmp_path: Path, downstream_port: int, **overrides: Any) -> tuple[Any,
     path = write_config(tmp_path, config)
     add_customer(open_store(config["store"]["url"]))
     proc = start_serve(path, workers=2)
-    deadline = time.monotonic() + 20
-    while len(children(proc.pid)) < 2 and time.monotonic() < deadline:
-        time.sleep(0.1)
+    # Both workers listening (each handles SIGTERM from before it opens its listeners).
+    log = tmp_path / "gateway.log"
+    deadline = time.monotonic() + 30
+    while log.read_text().count("event=listening kind=submission") < 2:
+        assert time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.05)
     assert len(children(proc.pid)) == 2
     return proc, port
 
