@@ -13,6 +13,8 @@ import signal
 import smtplib
 import socket
 import ssl
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -204,3 +206,45 @@ def test_sigterm_lets_a_transaction_finish_through_the_capture_mta(tmp_path):
             proc.kill()
     assert len(list((tmp_path / "outbox/new").iterdir())) == 1
     assert drained_in < GRACE / 4
+
+
+SLOW_START = """
+import asyncio, sys
+import gateway.http.app as http_app
+
+attach_http = http_app.attach_http
+
+async def slow_attach_http(server):
+    await asyncio.sleep(3)  # the submission listener is open and serving meanwhile
+    await attach_http(server)
+
+http_app.attach_http = slow_attach_http
+from gateway.server import serve
+sys.exit(serve(sys.argv[1]))
+"""
+
+
+def test_sigterm_while_the_process_is_still_starting_drains_its_sessions(tmp_path):
+    port = free_port()
+    config = base_config(tmp_path, free_port(), limits={"shutdown_grace": GRACE})
+    config["listeners"] = [{"kind": "submission", "address": "127.0.0.1", "port": port,
+                            "trusted_networks": {"127.0.0.1/32": "acme"}}]
+    path = write_config(tmp_path, config)
+    add_customer(open_store(config["store"]["url"]))
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_START, str(path)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                client = session(port)
+                break
+            except OSError:
+                assert time.monotonic() < deadline and proc.poll() is None
+                time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)  # the HTTP listener is still being attached
+        assert client.reply().startswith(b"421 4.3.2 ")
+        assert proc.wait(GRACE) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
