@@ -317,20 +317,6 @@ class SubmissionSMTP(AioSMTP):
         if self.session is not None and self.session.authenticated:
             self.state.throttle.succeeded(self.peer_ip)
 
-    async def smtp_MAIL(self, arg: str | None) -> None:
-        if not self.state.accepting:
-            await self._end_session(replies.SHUTTING_DOWN, "shutting down")
-        if arg and _CONTROL_CHARACTER.search(arg):
-            await self.push(str(replies.ADDRESS_CONTROL_CHARACTER))
-            return
-        await super().smtp_MAIL(arg)
-
-    async def smtp_RCPT(self, arg: str | None) -> None:
-        if arg and _CONTROL_CHARACTER.search(arg):
-            await self.push(str(replies.ADDRESS_CONTROL_CHARACTER))
-            return
-        await super().smtp_RCPT(arg)
-
     async def smtp_DATA(self, arg: str) -> None:
         # Same checks and replies as aiosmtpd's smtp_DATA; the message is read in chunks.
         if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
@@ -378,6 +364,20 @@ class SubmissionSMTP(AioSMTP):
     async def smtp_RSET(self, arg: str) -> None:
         self.busy = False
         await super().smtp_RSET(arg)
+
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        if not self.state.accepting:
+            await self._end_session(replies.SHUTTING_DOWN, "shutting down")
+        if arg and _CONTROL_CHARACTER.search(arg):
+            await self.push(str(replies.ADDRESS_CONTROL_CHARACTER))
+            return
+        await super().smtp_MAIL(arg)
+
+    async def smtp_RCPT(self, arg: str | None) -> None:
+        if arg and _CONTROL_CHARACTER.search(arg):
+            await self.push(str(replies.ADDRESS_CONTROL_CHARACTER))
+            return
+        await super().smtp_RCPT(arg)
 
     def _set_post_data_state(self) -> None:
         super()._set_post_data_state()
