@@ -316,3 +316,16 @@ def test_auth_with_crlf_only_still_logs_in(gateway, raw_mta):
     assert client.command(base64.b64encode(b"acme") + b"\r\n").startswith(b"334 ")
     assert client.command(base64.b64encode(PASSWORD.encode()) + b"\r\n").startswith(b"235 ")
     assert client.command(b"MAIL FROM:<news@customer.example>\r\n").startswith(b"250 ")
+
+
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelined", "one by one"])
+def test_the_null_sender_is_relayed_as_the_null_sender(gateway, raw_mta, pipelining):
+    # aiosmtplib's quote_address refuses "<>", so such a message used to get 451 for ever.
+    mta = raw_mta(pipelining)
+    gw = _trusted_gateway(gateway, mta.port)
+    client = _session(gw)
+    assert client.command(b"MAIL FROM:<>\r\n").startswith(b"250 ")
+    assert client.command(b"RCPT TO:<anna@example.org>\r\n").startswith(b"250 ")
+    assert client.command(b"DATA\r\n").startswith(b"354 ")
+    assert client.command(MESSAGE + b".\r\n").startswith(b"250 2.0.0 Ok: queued as RAW1")
+    assert mta.envelope() == [b"MAIL FROM:<>\r\n", b"RCPT TO:<anna@example.org>\r\n"]
