@@ -18,6 +18,7 @@ from typing import Any
 
 from gateway.authguard import AuthGuard
 from gateway.config import Config, ConfigError, load_config
+from gateway.core import replies
 from gateway.core.pipeline import Pipeline
 from gateway.core.registry import discover
 from gateway.engine import Engine
@@ -96,10 +97,8 @@ class Server:
         if config.downstream.capture is not None:
             from gateway.transports.capture import start_capture
 
-            fd = inherited_fds().get("capture")
-            capture, self.capture_port = await start_capture(
-                config.path(config.downstream.capture),
-                sock=socket.socket(fileno=fd) if fd is not None else None)
+            # Each worker its own, on a loopback port of its own: see Supervisor.bind_all.
+            capture, self.capture_port = await start_capture(config.path(config.downstream.capture))
             self.servers.append(capture)
             log.event("capture_listening", port=self.capture_port,
                       maildir=str(config.path(config.downstream.capture)))
@@ -150,6 +149,8 @@ class Server:
                 if s.sockets]
 
     def reload(self) -> None:
+        if self.state is None:  # a SIGHUP while starting: the config being started is current
+            return
         try:
             config = load_config(self.config_path)
             engine = build_engine(config, self.store)
@@ -169,9 +170,20 @@ class Server:
         log.event("reload", result="ok", policies=len(config.policies))
 
     async def shutdown(self) -> None:
+        """Drain: new connections and new transactions get 421, sessions without an open
+        transaction are closed at once, open transactions finish (their message relayed and
+        answered with the downstream's reply), bounded by `limits.shutdown_grace`; returns as
+        soon as the last session has ended.
+
+        The submission listeners stay open meanwhile and answer 421 4.3.2: with several
+        workers the listening socket is shared, and a worker that closed its copy would leave
+        new connections queued in the kernel, unanswered, while another worker still drains.
+        The capture MTA (first-run downstream) stays open until the relays are done.
+        """
         assert self.state is not None
+        loop = asyncio.get_running_loop()
         self.state.accepting = False
-        for server in [*self.servers, *self.feedback_servers]:
+        for server in self.feedback_servers:
             server.close()
         for runner in self.http_runners:
             await runner.cleanup()
@@ -180,17 +192,26 @@ class Server:
         milter_drained = asyncio.ensure_future(stop_milter(self))
         grace = self.config.limits.shutdown_grace
         log.event("shutdown", phase="draining", in_flight=self.state.in_flight, grace=grace)
-        deadline = asyncio.get_running_loop().time() + grace
-        while self.state.in_flight and asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(0.05)
+        deadline = loop.time() + grace
         for session in list(self.state.sessions):
+            # The others stop by themselves before reading their next command (or at MAIL).
+            session.close_if_idle()
+        while self._open_sessions() and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        abandoned = self.state.in_flight
+        for session in self._open_sessions():
+            try:
+                session._writer.write(f"{replies.SHUTTING_DOWN}\r\n".encode())
+            except Exception:  # noqa: BLE001 - the peer may be gone already
+                pass
             if session.transport is not None:
-                try:
-                    session._writer.write(b"421 4.3.2 Service shutting down, try again later\r\n")
-                except Exception:  # noqa: BLE001 - the peer may be gone already
-                    pass
                 session.transport.close()
-        await asyncio.sleep(0.05)
+        # A closed session is gone once its last reply is written. Over TLS the transport also
+        # waits for the client's close_notify (up to 30 s), which nobody needs: a second is
+        # plenty for the writes.
+        flushed = loop.time() + 1
+        while self.state.sessions and loop.time() < flushed:
+            await asyncio.sleep(0.05)
         await milter_drained
         from gateway.webhooks import stop_webhooks
 
@@ -199,13 +220,25 @@ class Server:
         if self.state.engine.quota is not None:
             # Unused reserved quota goes back to the shared counters (gateway/quota.py).
             await asyncio.to_thread(self.state.engine.quota.release_all)
-        log.event("shutdown", phase="done", abandoned=self.state.in_flight)
+        for server in self.servers:
+            server.close()
+        log.event("shutdown", phase="done", abandoned=abandoned)
 
-    async def run_until_stopped(self) -> None:
+    def _open_sessions(self) -> list[SubmissionSMTP]:
+        """Sessions not yet closed by either side (one being closed has nothing left to do)."""
+        assert self.state is not None
+        return [s for s in self.state.sessions
+                if s.transport is not None and not s.transport.is_closing()]
+
+    def handle_signals(self) -> None:
+        """Before `start`: a SIGTERM that lands while the listeners open (they serve sessions
+        while the rest starts) must drain them, not kill the process with its default action."""
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
         loop.add_signal_handler(signal.SIGINT, self.stopping.set)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
+
+    async def run_until_stopped(self) -> None:
         await self.stopping.wait()
         await self.shutdown()
 
@@ -238,6 +271,7 @@ def serve(config_path: str | None, workers: int = 1) -> int:
 
     async def main() -> None:
         server = Server(config_path, config, store)
+        server.handle_signals()
         await server.start()
         # Everything loaded so far lives as long as the process: keep it out of the cyclic
         # collector's generations, and collect less often (each message makes thousands of

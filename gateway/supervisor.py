@@ -31,7 +31,7 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def inherited_fds() -> dict[str, int]:
-    """In a worker: the sockets the supervisor bound, by key ("listener:N", "capture")."""
+    """In a worker: the sockets the supervisor bound, by key ("listener:N")."""
     raw = os.environ.get(FDS_ENV)
     return {k: int(v) for k, v in json.loads(raw).items()} if raw else {}
 
@@ -69,10 +69,16 @@ class Supervisor:
         self.metrics_dir = Path(tempfile.mkdtemp(prefix="gateway-metrics-"))
 
     def bind_all(self) -> None:
+        # Not the capture MTA's port: each worker runs its own on loopback, so a worker that
+        # exits never takes down a capture session another worker's relay is in the middle of.
         for index, listener in enumerate(self.config.listeners):
             self.sockets[f"listener:{index}"] = bind(listener.address, listener.port)
-        if self.config.downstream.capture is not None:
-            self.sockets["capture"] = bind("127.0.0.1", 0)
+
+    def close_sockets(self) -> None:
+        """Stopping: the workers hold the listening sockets while they drain (answering 421);
+        once the last one exits, connections must be refused, not queued for nobody."""
+        for sock in self.sockets.values():
+            sock.close()
 
     def spawn(self, slot: int) -> None:
         env = {**os.environ, MULTIPROC_ENV: str(self.metrics_dir),
@@ -120,6 +126,7 @@ class Supervisor:
                 time.sleep(0.2)
                 if self.stopping:
                     self.stop_stragglers()
+                    self.close_sockets()
                 for slot, proc in list(self.workers.items()):
                     code = proc.poll()
                     if code is None:
@@ -140,8 +147,7 @@ class Supervisor:
                 if self.stopping and not self.workers:
                     return 0
         finally:
-            for sock in self.sockets.values():
-                sock.close()
+            self.close_sockets()
             shutil.rmtree(self.metrics_dir, ignore_errors=True)
 
     def _mark_dead(self, pid: int) -> None:

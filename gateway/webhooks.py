@@ -256,8 +256,14 @@ async def stop_webhooks(server: Any) -> None:
         return
     dispatcher.stop()
     try:
-        await asyncio.wait_for(task, server.config.webhooks.timeout_seconds + 2)
-    except (TimeoutError, asyncio.CancelledError):
+        # A POST in progress gets a moment; the drain must not wait on a slow receiver. One
+        # cut short is sent again by whoever takes the event next (at least once).
+        await asyncio.wait_for(asyncio.shield(task), 1.0)
+    except TimeoutError:
         task.cancel()
+        try:
+            await asyncio.to_thread(server.store.release_events, dispatcher.owner)
+        except Exception as exc:  # noqa: BLE001 - the leases then expire by themselves
+            log.error("webhook", result="release-failed", error=str(exc))
     except Exception as exc:  # noqa: BLE001 - shutting down regardless
         log.error("webhook", result="stop-failed", error=str(exc))

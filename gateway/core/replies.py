@@ -54,3 +54,9 @@ def too_many_mime_parts(limit: int) -> Reply:
 def mime_nested_too_deep(limit: int) -> Reply:
     return Reply(552, "5.3.4",
                  f"Message has MIME parts nested more than {limit} deep, the most accepted")
+# Command-line hygiene (SMTP smuggling and envelope injection): a command line ends only at CRLF,
+# and an address is relayed exactly as the policies saw it, so it must not carry control bytes.
+BARE_NEWLINE_IN_COMMAND = Reply(
+    500, "5.5.2", "Bare CR or LF in a command line; use CRLF line endings"
+)
+ADDRESS_CONTROL_CHARACTER = Reply(501, "5.1.3", "Control characters are not allowed in an address")

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiosmtplib
-from aiosmtplib.email import quote_address
 from aiosmtplib.protocol import (
     COMMAND_INJECTION_REGEX,
     MAX_LINE_LENGTH,
@@ -37,8 +36,8 @@ _QUEUE_ID = re.compile(
 )
 fastdata.install()
 _ENHANCED = re.compile(r"^([245]\.\d{1,3}\.\d{1,3})\s+")
-# Addresses that email.utils.parseaddr (inside aiosmtplib's quote_address) returns unchanged.
-_PLAIN_ADDRESS = re.compile(r"[A-Za-z0-9_+=-]+(?:\.[A-Za-z0-9_+=-]+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*")
+# C0 controls, DEL and C1 controls: never part of a mailbox in an SMTP command (RFC 5321 4.1.2).
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 @dataclass(frozen=True)
@@ -242,14 +241,19 @@ class Relay:
         if client.supports_extension("pipelining") and client.protocol is not None:
             return await self._pipelined(client, client.protocol, mail_from, recipients, data,
                                          options, stage)
-        await client.mail(mail_from, options=options)
+        # aiosmtplib's mail() and rcpt() without their quote_address: the path is sent exactly
+        # as the policies saw it (`_path`).
+        await client._ehlo_or_helo_if_needed()
+        response = await client.execute_command(
+            b"MAIL", b"FROM:" + _path(mail_from), *(o.encode("ascii") for o in options))
+        if response.code != 250:
+            raise aiosmtplib.SMTPSenderRefused(response.code, response.message, mail_from)
         stage[0] = "mail"
         refused: dict[str, Reply] = {}
         for rcpt in recipients:
-            try:
-                await client.rcpt(rcpt)
-            except aiosmtplib.SMTPRecipientRefused as exc:
-                refused[rcpt] = downstream_reply(exc.code, exc.message)
+            response = await client.execute_command(b"RCPT", b"TO:" + _path(rcpt))
+            if response.code not in (250, 251):
+                refused[rcpt] = downstream_reply(response.code, response.message)
         if refused:
             await client.rset()
             return _refusal(refused, len(recipients))
@@ -268,9 +272,9 @@ class Relay:
         other than 354/250 raises SMTPDataError. Whenever the session's state is not certain
         (an error, a timeout, an answer that does not fit), the connection is closed.
         """
-        batch = [_command(b"MAIL FROM:" + _quoted(mail_from),
+        batch = [_command(b"MAIL FROM:" + _path(mail_from),
                           *(o.encode("ascii") for o in options))]
-        batch.extend(_command(b"RCPT TO:" + _quoted(rcpt)) for rcpt in recipients)
+        batch.extend(_command(b"RCPT TO:" + _path(rcpt)) for rcpt in recipients)
         batch.append(b"DATA\r\n")
         answers = _Replies(protocol, self.timeout)
         refused: dict[str, Reply] = {}
@@ -427,12 +431,18 @@ def _parse_reply(buffer: bytearray) -> SMTPResponse | None:
     return None
 
 
-def _quoted(address: str) -> bytes:
-    """`quote_address(address)` as aiosmtplib sends it (ASCII); a plain address, which
-    parseaddr would return unchanged, skips parseaddr's ~25 us."""
-    if _PLAIN_ADDRESS.fullmatch(address):
-        return b"<" + address.encode("ascii") + b">"
-    return quote_address(address).encode("ascii")
+def _path(address: str) -> bytes:
+    """The reverse- or forward-path for `address`: exactly the address the policies checked,
+    in angle brackets. Never re-parsed: aiosmtplib's quote_address goes through
+    email.utils.parseaddr, whose reading of an unusual address can differ from the one that
+    was checked (a quoted CR once turned `"\\ranna@example.org"@safe.example` into
+    `""anna@example.org`). The listener refuses control characters in addresses; one that got
+    here anyway is not sent."""
+    if _CONTROL_CHARACTER.search(address):
+        raise ValueError("Address contains a control character")
+    if address in ("", "<>"):  # the null reverse-path
+        return b"<>"
+    return b"<" + address.encode("utf-8", "surrogateescape") + b">"
 
 
 def _command(*args: bytes) -> bytes:

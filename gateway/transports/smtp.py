@@ -12,7 +12,7 @@ import asyncio
 import logging
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 from aiosmtpd.smtp import SMTP as AioSMTP
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
@@ -21,6 +21,7 @@ from gateway import metrics
 from gateway.authguard import AuthGuard
 from gateway.core import replies
 from gateway.core.transaction import SessionInfo, Transaction
+from gateway.core.verdict import Reply
 from gateway.engine import Engine, new_session_id
 from gateway.logging import get_logger
 from gateway.store import StoreUnavailable
@@ -40,6 +41,12 @@ _aiosmtpd_log = logging.getLogger("mail.log")  # aiosmtpd's own logger (push log
 _PLAIN_PATH = re.compile(
     r"<((?!=\?)[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
     r"@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>")
+
+
+# C0 controls, DEL and C1 controls: no part of a mailbox in MAIL FROM / RCPT TO (RFC 5321 4.1.2
+# allows none, not even quoted). Refused before any parser sees the argument, so the fast path
+# and aiosmtpd's header parser never have to agree on what a control byte means.
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 class _NoSuchCustomer(Exception):
@@ -103,7 +110,8 @@ class SubmissionSMTP(AioSMTP):
         self.listener = listener
         self.data_timeout = limits.data_timeout
         self.session_id = new_session_id()
-        self.busy = False
+        self.busy = False  # a transaction is open: from an accepted MAIL to its end
+        self.awaiting_command = False  # blocked reading the client's next line
         self._pending_reply = b""
         self.pending_login: tuple[str, LoginPassword] | None = None
         # Not "auth_...": aiosmtpd takes every auth_* member for an AUTH mechanism.
@@ -125,6 +133,11 @@ class SubmissionSMTP(AioSMTP):
     def connection_made(self, transport: Any) -> None:
         first = self.transport is None
         super().connection_made(transport)
+        if first:
+            # Every command line (and AUTH response) aiosmtpd reads goes through readuntil;
+            # the reader survives STARTTLS, so this is done once.
+            self._readuntil = self._reader.readuntil
+            self._reader.readuntil = self._read_command_line  # type: ignore[method-assign,assignment]
         if not first:
             # STARTTLS re-enters here with the TLS transport and a fresh, unauthenticated
             # session: a sending engine known by its network stays known.
@@ -155,6 +168,56 @@ class SubmissionSMTP(AioSMTP):
             log.event("session_close", session=self.session_id, peer=self.peer_ip,
                       error=str(error) if error else None)
         super().connection_lost(error)
+
+    async def _read_command_line(self, separator: bytes = b"\n") -> bytes:
+        """The reader's readuntil, as aiosmtpd's command loop and AUTH use it.
+
+        A command line ends at CRLF and holds no other CR or LF (RFC 5321 2.3.8). aiosmtpd
+        splits at any LF, so `MAIL FROM:<a@b>\\nRCPT TO:<c@d>` would run as two commands where
+        a server in front may have seen one: a line with a bare LF or CR is refused and the
+        session closed, so nothing after it runs either (like Postfix's
+        smtpd_forbid_bare_newline = reject, and sendmail, which drop the session).
+
+        While draining for shutdown this is also where a session without an open transaction
+        stops: instead of reading its next command it is told 421 and closed.
+        """
+        if not self.state.accepting and not self.busy:
+            await self._end_session(replies.SHUTTING_DOWN, "shutting down")
+        self.awaiting_command = True
+        try:
+            line: bytes = await self._readuntil(separator)
+        finally:
+            self.awaiting_command = False
+        # Well-formed: ends in CRLF, and its first CR is that one (no slicing copies).
+        if separator == b"\n" and (not line.endswith(b"\r\n")
+                                    or line.find(b"\r") != len(line) - 2):
+            await self._end_session(replies.BARE_NEWLINE_IN_COMMAND, "bare CR or LF")
+        return line
+
+    async def _end_session(self, reply: Reply, reason: str) -> NoReturn:
+        """Answer `reply`, close the connection and end the command loop, as a lost connection
+        ends it (aiosmtpd's loop closes its writer on CancelledError and stops)."""
+        (log.event if reply is replies.SHUTTING_DOWN else log.warning)(
+            "session_ended", session=self.session_id, peer=self.peer_ip, reply=reply.code,
+            reason=reason)
+        await self.push(str(reply))
+        if self.transport is not None:
+            self.transport.close()
+        raise asyncio.CancelledError
+
+    def close_if_idle(self) -> bool:
+        """For shutdown: a session waiting for a command with no transaction open is told 421
+        and closed now; False for any other, which stops by itself once its work is done."""
+        if self.busy or not self.awaiting_command or self.transport is None:
+            return False
+        log.event("session_ended", session=self.session_id, peer=self.peer_ip, reply=421,
+                  reason="shutting down")
+        try:
+            self._writer.write(f"{replies.SHUTTING_DOWN}\r\n".encode())
+        except Exception:  # noqa: BLE001 - the peer may be gone already
+            pass
+        self.transport.close()
+        return True
 
     def _trusted_network_login(self) -> None:
         customer_name = self.listener.network_customer(self.peer_ip)
@@ -296,6 +359,20 @@ class SubmissionSMTP(AioSMTP):
     async def smtp_RSET(self, arg: str) -> None:
         self.busy = False
         await super().smtp_RSET(arg)
+
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        if not self.state.accepting:
+            await self._end_session(replies.SHUTTING_DOWN, "shutting down")
+        if arg and _CONTROL_CHARACTER.search(arg):
+            await self.push(str(replies.ADDRESS_CONTROL_CHARACTER))
+            return
+        await super().smtp_MAIL(arg)
+
+    async def smtp_RCPT(self, arg: str | None) -> None:
+        if arg and _CONTROL_CHARACTER.search(arg):
+            await self.push(str(replies.ADDRESS_CONTROL_CHARACTER))
+            return
+        await super().smtp_RCPT(arg)
 
     def _set_post_data_state(self) -> None:
         super()._set_post_data_state()
