@@ -171,8 +171,8 @@ def _peak_rss(pid: int) -> float | None:
 
 
 def gateway_config(tmp: Path, sink_port: int, listen_port: int, policies: list[str],
-                   http_port: int | None = None, quota: bool = True,
-                   store_url: str | None = None) -> Path:
+                   http_port: int | None = None, quota: bool | None = True,
+                   store_url: str | None = None, webhooks: bool = False) -> Path:
     listeners: list[dict[str, object]] = [
         {"kind": "submission", "address": "127.0.0.1", "port": listen_port,
          "trusted_networks": {"127.0.0.1/32": "bench"}}]
@@ -189,8 +189,11 @@ def gateway_config(tmp: Path, sink_port: int, listen_port: int, policies: list[s
         "logging": {"file": str(tmp / "gateway.log"), "max_bytes": 0},
         "limits": {"max_sessions": 5000},
         "policies": [{"name": p, "mode": "enforce"} for p in policies],
-        "quota": {"enabled": quota},
     }
+    if quota is not None:  # None: a baseline checkout from before quotas (no such key)
+        config["quota"] = {"enabled": quota}
+    if webhooks:
+        config["webhooks"] = {"allow_loopback": True, "poll_interval_seconds": 0.2}
     path = tmp / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
@@ -225,13 +228,57 @@ def prepare_store(config_path: Path) -> None:
     keygen("customer.example", "bench", "rsa-sha256", config.path(config.dkim.keys_dir))
 
 
-def start_gateway(config_path: Path, port: int, workers: int) -> subprocess.Popen[bytes]:
-    cmd = [str(ROOT / ".venv/bin/gateway"), "serve", "-c", str(config_path),
+def start_gateway(config_path: Path, port: int, workers: int,
+                  checkout: Path = ROOT) -> subprocess.Popen[bytes]:
+    cmd = [str(checkout / ".venv/bin/gateway"), "serve", "-c", str(config_path),
            "--workers", str(workers)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     wait_port(port)
     time.sleep(0.5 * workers)  # let every worker reach its accept loop
     return proc
+
+
+class _SlowReceiver:
+    """A webhook receiver on loopback that takes `delay` per POST: with a backlog of events the
+    gateway's dispatcher is busy for the whole load, which is what --webhooks measures."""
+
+    def __init__(self, delay: float = 0.005) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+                self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                time.sleep(delay)
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                receiver.count += 1
+
+            def log_message(self, *a: object) -> None:
+                pass
+
+        receiver = self
+        self.count = 0
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+
+
+def webhook_backlog(config_path: Path, url: str, events: int) -> None:
+    """The bench customer's webhook and `events` pending events for it."""
+    from gateway.config import load_config
+    from gateway.store import open_store
+
+    store = open_store(load_config(config_path).store_url())
+    customer = store.require_customer("bench")
+    store.set_webhook(customer.id, url, None, by="bench")
+    with store.transaction():
+        for n in range(events):
+            store.emit_event(customer.id, "unsubscribe", {"via": "bench"},
+                             recipient=f"r{n}@recipients.example")
 
 
 def start_bare(port: int) -> subprocess.Popen[bytes]:
@@ -310,6 +357,12 @@ def main() -> int:
     parser.add_argument("--postgres", action="store_true",
                         help="the gateways' store on a private PostgreSQL (tests/support) "
                              "instead of SQLite")
+    parser.add_argument("--baseline", type=Path, metavar="CHECKOUT",
+                        help="also run the gateway of another checkout (its .venv, set up with "
+                             ".ci/setup) with 1 worker, e.g. the last release: same run, ratio")
+    parser.add_argument("--webhooks", action="store_true",
+                        help="also a 1-worker gateway whose dispatcher delivers a backlog of "
+                             "webhook events to a slow receiver during the load")
     parser.add_argument("--probe-interval", type=float, default=0.05)
     parser.add_argument("--idle", type=int, default=1000, help="idle sessions for the RSS figure")
     parser.add_argument("--quick", action="store_true", help="profile a, 20 KB, 1000 messages")
@@ -335,6 +388,8 @@ def main() -> int:
     gateways: dict[int, tuple[subprocess.Popen[bytes], int]] = {}
     unlimited: dict[int, tuple[subprocess.Popen[bytes], int]] = {}  # --quota both: quotas off
     summary: dict[tuple[str, int], dict[str, Result]] = {}
+    extra: dict[str, tuple[str, subprocess.Popen[bytes], int]] = {}  # --baseline, --webhooks
+    receiver: _SlowReceiver | None = None
     try:
         for workers in worker_counts:
             port = free_port()
@@ -354,6 +409,28 @@ def main() -> int:
                     store_url=postgres.create_database(f"bench_nq{workers}") if postgres else None)
                 prepare_store(config)
                 unlimited[workers] = (start_gateway(config, port, workers), port)
+        if args.baseline is not None:
+            port = free_port()
+            wtmp = tmp / "baseline"
+            wtmp.mkdir()
+            config = gateway_config(wtmp, sink_port, port, policies, quota=None)
+            subprocess.run([str(args.baseline / ".venv/bin/python"), "-c",
+                            "import sys; sys.path.insert(0, 'bench'); sys.argv = ['x']; "
+                            "from harness import prepare_store; from pathlib import Path; "
+                            f"prepare_store(Path({str(config)!r}))"],
+                           cwd=args.baseline, check=True)
+            extra["base"] = ("baseline checkout, 1 worker",
+                             start_gateway(config, port, 1, args.baseline), port)
+        if args.webhooks:
+            receiver = _SlowReceiver()
+            port = free_port()
+            wtmp = tmp / "webhooks"
+            wtmp.mkdir()
+            config = gateway_config(wtmp, sink_port, port, policies, webhooks=True)
+            prepare_store(config)
+            webhook_backlog(config, receiver.url, 100_000)
+            extra["hook"] = ("gateway, 1 worker, delivering events",
+                             start_gateway(config, port, 1), port)
         for profile in profiles:
             args.reuse = profile == "b"
             for size in sizes:
@@ -374,6 +451,8 @@ def main() -> int:
                         results[f"nq{workers}"] = run_load(
                             f"gateway, {workers} worker{'s' if workers > 1 else ''}, no quota",
                             port, message_file, message, args, proc.pid)
+                for key, (name, proc, port) in extra.items():
+                    results[key] = run_load(name, port, message_file, message, args, proc.pid)
                 summary[(profile, size)] = results
                 label = "(a) new connection per message" if profile == "a" else \
                     "(b) 100 messages per connection"
@@ -394,6 +473,11 @@ def main() -> int:
     finally:
         for proc, _ in [*gateways.values(), *unlimited.values()]:
             stop(proc)
+        for _, proc, _ in extra.values():
+            stop(proc)
+        if receiver is not None:
+            print(f"\nwebhook events delivered during the run: {receiver.count}")
+            receiver.stop()
         stop(bare)
         stop(sink)
         if postgres is not None:
@@ -412,6 +496,12 @@ def main() -> int:
                 print(f"  ({profile}) {size:>3} KB  quotas on / off, {workers} worker(s) = "
                       f"{results[f'gw{workers}'].rate / results[f'nq{workers}'].rate:.2f} "
                       f"(>= 0.9)")
+        if "gw1" in results and "base" in results:
+            print(f"  ({profile}) {size:>3} KB  gateway(1) / baseline checkout(1) = "
+                  f"{results['gw1'].rate / results['base'].rate:.2f} (>= 0.95)")
+        if "gw1" in results and "hook" in results:
+            print(f"  ({profile}) {size:>3} KB  delivering webhooks / not, 1 worker = "
+                  f"{results['hook'].rate / results['gw1'].rate:.2f} (>= 0.95)")
         if "gw1" in results and "gw2" in results:
             print(f"  ({profile}) {size:>3} KB  2 workers / 1 worker = "
                   f"{results['gw2'].rate / results['gw1'].rate:.2f} (>= 1.5)")
