@@ -10,7 +10,11 @@ import email.parser
 import email.policy
 import html
 import re
+import threading
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from email.header import decode_header, make_header
 from email.message import Message
 
@@ -33,6 +37,51 @@ ADDRESS_RE = re.compile(
 )
 
 _HEADER_LINE_RE = re.compile(r"^([A-Za-z][A-Za-z0-9-]{0,60}):[ \t]?(.*)$")
+
+
+# -- bounded work ---------------------------------------------------------------------------------
+# Anyone can send the feedback listener a report (RULES.md "Only what the gateway sent can be
+# bounced"), so one report's parse has a bounded cost. The caller (the intake) sets the limits
+# for the parse it runs on this thread; the parsers read them here instead of threading them
+# through every helper.
+
+
+class ParseBudgetExceeded(Exception):
+    """The report took longer than its time budget; the caller records it unparsed."""
+
+
+@dataclass(frozen=True)
+class ParseLimits:
+    max_parts: int = 100  # MIME parts a walk visits (originals included)
+    max_recipients: int = 20  # recipients of one report that are classified
+    deadline: float | None = None  # time.monotonic() after which the parse gives up
+
+
+_DEFAULT_LIMITS = ParseLimits()
+_local = threading.local()
+
+
+def current_limits() -> ParseLimits:
+    return getattr(_local, "limits", _DEFAULT_LIMITS)
+
+
+@contextmanager
+def parse_limits(limits: ParseLimits) -> Iterator[ParseLimits]:
+    """Apply `limits` to the parses this thread runs inside the block."""
+    previous = current_limits()
+    _local.limits = limits
+    try:
+        yield limits
+    finally:
+        _local.limits = previous
+
+
+def check_budget() -> None:
+    """Raise ParseBudgetExceeded once the current parse is past its deadline. Called between
+    units of work (a part, a recipient, a classification), so the overrun is one unit."""
+    deadline = current_limits().deadline
+    if deadline is not None and time.monotonic() > deadline:
+        raise ParseBudgetExceeded("the report took longer than its time budget to parse")
 
 
 def parse_bytes(raw: bytes) -> Message:
@@ -129,16 +178,22 @@ def param(part: Message, name: str) -> str:
 
 def iter_parts(msg: Message, *, into_originals: bool = False) -> Iterator[Message]:
     """Depth-first walk that by default does not descend into returned/forwarded messages,
-    so the notification text is not mixed with the original's body."""
-    yield msg
-    ctype = content_type(msg)
-    if not into_originals and (ctype in ORIGINAL_TYPES or ctype == "message/delivery-status"):
-        return
-    payload = msg.get_payload()
-    if isinstance(payload, list):
-        for sub in payload:
-            if isinstance(sub, Message):
-                yield from iter_parts(sub, into_originals=into_originals)
+    so the notification text is not mixed with the original's body. Visits at most
+    `max_parts` parts (a report of thousands of tiny parts is not a bounce of ours)."""
+    limits = current_limits()
+    stack = [msg]
+    visited = 0
+    while stack and visited < limits.max_parts:
+        part = stack.pop()
+        visited += 1
+        check_budget()
+        yield part
+        ctype = content_type(part)
+        if not into_originals and (ctype in ORIGINAL_TYPES or ctype == "message/delivery-status"):
+            continue
+        payload = part.get_payload()
+        if isinstance(payload, list):
+            stack.extend(reversed([sub for sub in payload if isinstance(sub, Message)]))
 
 
 def part_text(part: Message) -> str:

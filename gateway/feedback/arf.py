@@ -44,6 +44,10 @@ class FeedbackReport:
     fields: dict[str, list[str]] = field(default_factory=dict)
     text: str = ""
 
+    def __post_init__(self) -> None:
+        # Bounded work: a report about our mail names one recipient (or a few).
+        self.recipients = self.recipients[:_mime.current_limits().max_recipients]
+
     @property
     def is_complaint(self) -> bool:
         return self.feedback_type not in NOT_COMPLAINT_TYPES

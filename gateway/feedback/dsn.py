@@ -118,6 +118,9 @@ _ROLE_LOCALS = frozenset({"postmaster", "post_master", "root", "abuse", "nobody"
 _MAX_CONTEXT_LINES = 5000
 _MAX_GROUPS = 1000
 _MAX_TEXT_RECIPIENTS = 100
+# A recipient's context is read by ~50 regexes when its diagnostic says nothing; the reason
+# is in the lines right after the recipient's name, so the first few KB are enough.
+_MAX_CONTEXT_CHARS = 2048
 
 
 @dataclass
@@ -456,6 +459,8 @@ def parse_bounce(msg: Message, _depth: int = 0) -> BounceReport | None:
         source = "text"
     if not recipients:
         return None
+    # Bounded work: a report naming more recipients is cut (ours name one, or a few).
+    recipients = recipients[:_mime.current_limits().max_recipients]
     _attach_context(recipients, text)
     envelope_id = per_message.get("original-envelope-id")
     reporting = per_message.get("reporting-mta")
@@ -563,6 +568,7 @@ def _attach_context(recipients: list[DsnRecipient], text: str) -> None:
         lowered = line.lower()
         mentions.append(frozenset(n for n in names if n in lowered) if "@" in lowered else frozenset())
     for rcpt in recipients:
+        _mime.check_budget()
         name = rcpt.recipient.lower()
         chunks: list[str] = []
         i = 0
@@ -575,7 +581,7 @@ def _attach_context(recipients: list[DsnRecipient], text: str) -> None:
                 j += 1
             chunks.append("\n".join(lines[i:j]))
             i = j
-        rcpt.context = "\n".join(chunks)
+        rcpt.context = "\n".join(chunks)[:_MAX_CONTEXT_CHARS]
         source = rcpt.diagnostic or rcpt.context
         found = find_status(source) or (find_status(rcpt.context) if rcpt.diagnostic else None)
         if rcpt.status is None or (
