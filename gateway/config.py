@@ -171,7 +171,7 @@ class FeedbackIntake(_Strict):
     # (the report is then recorded unparsed and changes nothing).
     max_parse_bytes: int = Field(default=512 * 1024, ge=16 * 1024)
     max_parts: int = Field(default=100, ge=4)
-    max_recipients: int = Field(default=20, ge=1)
+    max_recipients: int = Field(default=10, ge=1)
     parse_time_budget: float = Field(default=2.0, gt=0)
     # Threads per worker that take reports in. Parsing is CPU work: at most this many reports
     # are parsed at once, off the event loop, so a flood of crafted reports queues behind

@@ -26,6 +26,10 @@ _SEVERITY = {rules.HARD: 3, rules.SOFT: 2, rules.NRF: 1, rules.NONE: 0}
 # an ID pasted into a complaint is near its top.
 _MAX_SCAN = 64 * 1024
 _MAX_TEXT_IDS = 10
+# One recipient's text as classified (its diagnostic, or diagnostic + context): ~50 regexes
+# read it, and real diagnostics are under 1.1 KB (the whole notification, read once per
+# report, keeps rules.MAX_TEXT).
+_MAX_RECIPIENT_TEXT = 2048
 
 AUTO_REPLY_SUBJECT_RE = re.compile(
     r"out of (the )?office|\booo\b|autorespon|abwesen|urlaub|vacation|\babsen(ce|t)\b"
@@ -220,13 +224,14 @@ def _classify_recipient(rcpt: dsn.DsnRecipient, memo: _ClassifyMemo) -> Recipien
         detail = rcpt.diagnostic or rcpt.status or ""
         return RecipientResult(rcpt.recipient, rcpt.action, rcpt.status, rules.NONE,
                                f"{rcpt.action}{': ' + _short(detail) if detail else ''}")
-    result = memo.classify(rcpt.status, rcpt.reply_code, rcpt.diagnostic, rcpt.phase)
+    diagnostic = rcpt.diagnostic[:_MAX_RECIPIENT_TEXT]
+    result = memo.classify(rcpt.status, rcpt.reply_code, diagnostic, rcpt.phase)
     detail = rcpt.diagnostic
     if result.rule in rules.WEAK_RULES and rcpt.context and rcpt.context != rcpt.diagnostic:
         # The structured diagnostic said nothing we understand: read the notification's
         # lines about this recipient, then the whole notification.
         wider = memo.classify(rcpt.status, rcpt.reply_code,
-                              f"{rcpt.diagnostic}\n{rcpt.context}", rcpt.phase)
+                              f"{diagnostic}\n{rcpt.context}"[:_MAX_RECIPIENT_TEXT], rcpt.phase)
         if wider.rule not in rules.WEAK_RULES:
             result, detail = wider, detail or rcpt.context
     scan = memo.scan

@@ -60,10 +60,14 @@ _SEPARATOR_PHRASES = (
     r"|content-type: message/rfc822"
     r"|(unsent|returned) message below"
 )
+# Possessive runs (*+) and the lazy .*? keep the match linear: with "\s*[-=...]{2,}.*" a line
+# of 16 000 dashes (or two \s* around nothing) backtracked for seconds (quadratic). The runs are
+# of disjoint character classes and no phrase starts with a decoration or a space, so the
+# possessive forms match exactly the same lines.
 SEPARATOR_RE = re.compile(
-    rf"^\s*[-=_*#>|+]{{2,}}.*({_SEPARATOR_PHRASES})"
-    rf"|^\s*({_SEPARATOR_PHRASES})('s)?(\s+(headers?|follows?|below|is following|(is )?attached))*"
-    r"\s*[:.]?\s*$",
+    rf"^\s*+[-=_*#>|+]{{2,}}+.*?({_SEPARATOR_PHRASES})"
+    rf"|^\s*+({_SEPARATOR_PHRASES})('s)?(\s+(headers?|follows?|below|is following|(is )?attached))*"
+    r"\s*+[:.]?\s*+$",
     re.I,
 )
 # The original's headers; a block of these lines marks where a pasted original starts.
@@ -103,10 +107,10 @@ DELAY_TEXT_RE = re.compile(
     re.I,
 )
 # Lines that carry the bounce's own or the sender's addresses, never the failed recipient.
-_NOT_RECIPIENT_LINE_RE = re.compile(
-    r"^\s*[>|]*\s*(from|to|cc|return-path|reply-to|sender|message-id|in-reply-to|references"
+_NOT_RECIPIENT_LINE_RE = re.compile(  # possessive runs: linear on a line of blanks
+    r"^\s*+[>|]*+\s*+(from|to|cc|return-path|reply-to|sender|message-id|in-reply-to|references"
     r"|received|x-[\w-]+|reporting-mta|received-from-mta|remote-mta|dkim-signature|arrival-date"
-    r"|date|subject|envelope-from|errors-to)\s*:"
+    r"|date|subject|envelope-from|errors-to)\s*+:"
     r"|message-?id|envelope-from|mail from\s*:|\bsmtp\.mailfrom|header\.(from|i)=",
     re.I,
 )
