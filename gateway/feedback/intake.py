@@ -542,7 +542,8 @@ class Intake:
             **{"class": event.bounce_class}, status=event.status,
             feedback_type=event.feedback_type, mail_id=event.mail_id,
             mail_id_status=event.mail_id_status, attribution=event.attribution,
-            verified="no" if unverified else "yes" if event.acted else None,
+            verified="no" if unverified else "yes" if (
+                event.kind in ACTIONABLE_KINDS and event.mail_id_status == "genuine") else None,
             unverified=unverified, customer=result.customer_name, campaign=result.campaign,
             rcpt=event.recipient, reported=",".join(event.recipients[:3]) or None,
             action=event.action, reason=event.reason, size=event.raw_size,

@@ -113,6 +113,8 @@ def test_bounce_naming_the_mail_id_in_the_returned_header_and_its_recipient_supp
     assert entry is not None and entry.is_global and entry.mail_id == mail_id_of(verp)
     event = gw.store.list_feedback_events(limit=1)[0]
     assert event.acted and event.attribution == "header" and "unverified" not in event.details
+    line = [e for e in events(gw, "feedback") if e.get("feedback") == str(event.id)][0]
+    assert line["verified"] == "yes" and "unverified" not in line
     assert rcpt_reply(gw, "dora@example.org")[0] == 550
 
 
