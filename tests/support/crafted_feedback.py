@@ -87,6 +87,16 @@ def backtracking_lines(seed: int, *, width: int = 4000,
             + f"--AA\r\nContent-Type: text/html\r\n\r\n{html}\r\n--AA--\r\n").encode()
 
 
+def blank_lines(seed: int, *, lines: int = 30000,
+                to: str = f"bounces@{BOUNCE_DOMAIN}") -> bytes:
+    """A text bounce padded with tens of thousands of lines of blanks: regexes anchored at
+    line starts whose "\\s*" ran across lines were quadratic in them."""
+    rnd = random.Random(seed)
+    text = (f"This message could not be delivered to <user{rnd.randint(0, 99)}@example.org>: "
+            f"550 5.1.1 {_words(rnd, 4)}\r\n" + " \r\n" * lines)
+    return (_headers(to) + "Content-Type: text/plain\r\n\r\n" + text).encode()
+
+
 def many_parts(seed: int, *, parts: int = 3000, to: str = f"bounces@{BOUNCE_DOMAIN}") -> bytes:
     """A 'bounce' of thousands of tiny nested and flat parts."""
     rnd = random.Random(seed)
@@ -128,6 +138,7 @@ def crafted_reports(seed: int = 1) -> dict[str, bytes]:
         "many-recipients-dsn": many_recipients_dsn(seed),
         "many-recipients-text": many_recipients_text(seed),
         "backtracking-lines": backtracking_lines(seed),
+        "blank-lines": blank_lines(seed),
         "many-parts": many_parts(seed),
         "mutated-dsn": mutate(many_recipients_dsn(seed + 1), seed),
         "mutated-text": mutate(many_recipients_text(seed + 2), seed),
