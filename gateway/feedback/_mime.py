@@ -305,13 +305,14 @@ def first_address(value: str) -> str | None:
 
 
 def header_addresses(msg: Message, *names: str) -> list[str]:
-    out: list[str] = []
+    """Addresses of these headers, in order, de-duplicated (a dict: a To of 20 000 addresses
+    made the list's "not in" checks take seconds)."""
+    out: dict[str, None] = {}
     for name in names:
         for value in msg.get_all(name) or []:
             for addr in addresses(decode_header_value(str(value))):
-                if addr not in out:
-                    out.append(addr)
-    return out
+                out.setdefault(addr, None)
+    return list(out)
 
 
 def is_header_line(line: str) -> bool:

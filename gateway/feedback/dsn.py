@@ -517,24 +517,32 @@ def _excluded_addresses(msg: Message, original: Message | None) -> set[str]:
 
 def _recipients_from_text(msg: Message, text: str, original: Message | None) -> list[DsnRecipient]:
     excluded = _excluded_addresses(msg, original)
+    # Only the first `cap` are kept: stop collecting there (the "in found" checks below are
+    # linear, and a header of 20 000 addresses took seconds).
+    cap = min(_MAX_TEXT_RECIPIENTS, _mime.current_limits().max_recipients)
     found: list[str] = []
     failed_header = msg.get_all("X-Failed-Recipients") or []
     for value in failed_header:  # Exim names them for us
         for addr in _mime.addresses(str(value)):
-            if addr not in found:
+            if addr not in found and len(found) < cap:
                 found.append(addr)
     if not found:
         roles: list[str] = []
         for line in text.split("\n"):
             if _NOT_RECIPIENT_LINE_RE.search(line):
                 continue
-            for addr in _mime.addresses(line):
+            if len(found) >= cap:
+                break
+            for addr in _mime.addresses(line)[:cap]:
                 local = addr.split("@", 1)[0]
                 if addr in excluded or addr in found or addr in roles or local in _DAEMON_LOCALS:
                     continue
                 # "contact postmaster@..." lines are common; a role address is only taken
                 # when nothing else is named.
-                (roles if local in _ROLE_LOCALS else found).append(addr)
+                if local not in _ROLE_LOCALS:
+                    found.append(addr)
+                elif len(roles) < cap:
+                    roles.append(addr)
         found = found or roles
     if not found:
         # Last resort: an address we excluded as "the sender" may still be the one named
@@ -543,7 +551,9 @@ def _recipients_from_text(msg: Message, text: str, original: Message | None) -> 
         for line in text.split("\n"):
             if _NOT_RECIPIENT_LINE_RE.search(line):
                 continue
-            found += [a for a in _mime.addresses(line)
+            if len(found) >= cap:
+                break
+            found += [a for a in _mime.addresses(line)[:cap]
                       if a not in own and a not in found and a.split("@", 1)[0] not in _DAEMON_LOCALS]
     if not found and original is not None:
         # Nothing named in the text: the returned original's To is the best guess

@@ -97,6 +97,17 @@ def blank_lines(seed: int, *, lines: int = 30000,
     return (_headers(to) + "Content-Type: text/plain\r\n\r\n" + text).encode()
 
 
+def many_addresses(seed: int, *, count: int = 20000,
+                   to: str = f"bounces@{BOUNCE_DOMAIN}") -> bytes:
+    """A bounce whose To and X-Failed-Recipients list `count` addresses (de-duplicating them
+    in lists was quadratic: seconds)."""
+    rnd = random.Random(seed)
+    many = ", ".join(f"u{i}.{rnd.randint(0, 9)}@example{i % 50}.org" for i in range(count))
+    return (_headers(to).replace(f"To: {to}", f"To: {to}, {many}")
+            + f"X-Failed-Recipients: {many}\r\nContent-Type: text/plain\r\n\r\n"
+            + "550 5.1.1 unknown user\r\n").encode()
+
+
 def many_parts(seed: int, *, parts: int = 3000, to: str = f"bounces@{BOUNCE_DOMAIN}") -> bytes:
     """A 'bounce' of thousands of tiny nested and flat parts."""
     rnd = random.Random(seed)
@@ -139,6 +150,7 @@ def crafted_reports(seed: int = 1) -> dict[str, bytes]:
         "many-recipients-text": many_recipients_text(seed),
         "backtracking-lines": backtracking_lines(seed),
         "blank-lines": blank_lines(seed),
+        "many-addresses": many_addresses(seed),
         "many-parts": many_parts(seed),
         "mutated-dsn": mutate(many_recipients_dsn(seed + 1), seed),
         "mutated-text": mutate(many_recipients_text(seed + 2), seed),
