@@ -122,6 +122,7 @@ _ROLE_LOCALS = frozenset({"postmaster", "post_master", "root", "abuse", "nobody"
 _MAX_CONTEXT_LINES = 5000
 _MAX_GROUPS = 1000
 _MAX_TEXT_RECIPIENTS = 100
+_MAX_HEADER_BLOCK_TRIES = 1000
 # A recipient's context is read by ~50 regexes when its diagnostic says nothing; the reason
 # is in the lines right after the recipient's name, so the first few KB are enough.
 _MAX_CONTEXT_CHARS = 2048
@@ -240,7 +241,15 @@ def split_inline_original(text: str, *, starts_at_separator: bool = False) -> tu
         sep = next((i for i, line in enumerate(lines) if SEPARATOR_RE.match(line)), None)
     begin = 0 if sep is None else sep + 1
     min_lines = 4 if sep is None else 2
+    tries = 0
     for i in range(begin, len(lines)):
+        if not _mime.is_header_line(lines[i].lstrip(" \t>|")):
+            continue
+        # Each try reads up to 60 lines: tens of thousands of header-like lines that never
+        # make a block (a mutated bounce) cost seconds. The original starts near the top.
+        tries += 1
+        if tries > _MAX_HEADER_BLOCK_TRIES:
+            break
         if _header_block_at(lines, i, min_lines):
             cut = sep if sep is not None else i
             return "\n".join(lines[:cut]), _mime.parse_text(_dedent_headers(lines[i:]))

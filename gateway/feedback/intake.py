@@ -6,9 +6,10 @@ for our lists and does it:
 1. analyze the raw message (bounce / complaint / unsubscribe / auto-reply / delay / other);
 2. find the original's mail ID (VERP address first, then the X-Mailing-ID of the returned or
    attached original, then IDs quoted in text) and verify its HMAC;
-3. verify the recipient: the report's recipient must be the one the ID was minted for (its
-   keyed recipient hash); a report naming no recipient (redacted ARF) takes the ledger row of
-   that mail ID, checked against the same hash.
+3. verify the recipient: only an address the ID was minted for (its keyed recipient hash) is
+   ever acted on. A bounce must name that address (its Final-Recipient); a complaint whose
+   feedback loop redacted or rewrote the recipient takes the ledger row of that mail ID,
+   checked against the same hash;
    Only a verified report changes anything (RULES.md "Only what the gateway sent can be
    bounced": the feedback listener is reachable by anyone). Anything else - no ID, a forged,
    altered or malformed one, a recipient the ID was not minted for - is recorded, counted

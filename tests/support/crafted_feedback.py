@@ -108,6 +108,32 @@ def many_addresses(seed: int, *, count: int = 20000,
             + "550 5.1.1 unknown user\r\n").encode()
 
 
+def long_8bit_field(seed: int, *, size: int = 300_000,
+                    to: str = f"bounces@{BOUNCE_DOMAIN}") -> bytes:
+    """An RFC 3464 report whose Diagnostic-Code is one field of `size` bytes of 8-bit text:
+    the stdlib re-folded it when the status part was turned back into text, quadratically."""
+    rnd = random.Random(seed)
+    blob = bytes(rnd.choice(b"abc \xe4\xf6\xfc\xe9") for _ in range(size))
+    return ((_headers(to)
+             + 'Content-Type: multipart/report; report-type=delivery-status; boundary="BB"\r\n'
+             + "\r\n--BB\r\nContent-Type: text/plain\r\n\r\nDelivery failed.\r\n"
+             + "--BB\r\nContent-Type: message/delivery-status\r\n\r\n"
+             + "Reporting-MTA: dns; mx.example.org\r\n\r\n"
+             + "Final-Recipient: rfc822; user1@example.org\r\nAction: failed\r\n"
+             + "Status: 5.0.0\r\nDiagnostic-Code: smtp; 550 ").encode()
+            + blob + b"\r\n\r\n--BB--\r\n")
+
+
+def header_like_lines(seed: int, *, lines: int = 40000,
+                      to: str = f"bounces@{BOUNCE_DOMAIN}") -> bytes:
+    """A text bounce of tens of thousands of 'Name: value' lines that never make a block of
+    original headers (each was tried as the start of one, reading 60 lines)."""
+    rnd = random.Random(seed)
+    body = "".join(f"X-{_words(rnd, 1)}: {rnd.randint(0, 9)}\r\n" for _ in range(lines))
+    return (_headers(to) + "Content-Type: text/plain\r\n\r\n"
+            + "550 5.1.1 <user1@example.org>: unknown user\r\n" + body).encode()
+
+
 def many_parts(seed: int, *, parts: int = 3000, to: str = f"bounces@{BOUNCE_DOMAIN}") -> bytes:
     """A 'bounce' of thousands of tiny nested and flat parts."""
     rnd = random.Random(seed)
@@ -151,6 +177,8 @@ def crafted_reports(seed: int = 1) -> dict[str, bytes]:
         "backtracking-lines": backtracking_lines(seed),
         "blank-lines": blank_lines(seed),
         "many-addresses": many_addresses(seed),
+        "long-8bit-field": long_8bit_field(seed),
+        "header-like-lines": header_like_lines(seed),
         "many-parts": many_parts(seed),
         "mutated-dsn": mutate(many_recipients_dsn(seed + 1), seed),
         "mutated-text": mutate(many_recipients_text(seed + 2), seed),
