@@ -169,7 +169,7 @@ class FeedbackIntake(_Strict):
     # is cut at max_raw_bytes), walks at most max_parts MIME parts, classifies at most
     # max_recipients of the recipients it names, and gives up after parse_time_budget seconds
     # (the report is then recorded unparsed and changes nothing).
-    max_parse_bytes: int = Field(default=512 * 1024, ge=16 * 1024)
+    max_parse_bytes: int = Field(default=256 * 1024, ge=16 * 1024)
     max_parts: int = Field(default=100, ge=4)
     max_recipients: int = Field(default=10, ge=1)
     parse_time_budget: float = Field(default=2.0, gt=0)
