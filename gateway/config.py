@@ -172,9 +172,22 @@ class FeedbackIntake(_Strict):
     # Concurrent sessions on the feedback listeners (per worker); more get 421 and retry later.
     # Apart from limits.max_sessions, so a bounce storm cannot crowd out the customers.
     max_sessions: int = Field(default=200, ge=1)
-    # A bounce without any mail ID of ours is matched to the newest message the ledger relayed
-    # to its Final-Recipient (RULES.md). Off: only bounces naming a genuine mail ID count.
+    # A bounce without a verifying mail ID never acts (RULES.md "Only what the gateway sent can
+    # be bounced"); with this on, its event notes the newest message the ledger relayed to the
+    # address it names (details.probable_mail_id), for the abuse team to look at.
     final_recipient_fallback: bool = True
+    # Bounded cost of one report: the parse reads its first max_parse_bytes (the stored copy
+    # is cut at max_raw_bytes), walks at most max_parts MIME parts, classifies at most
+    # max_recipients of the recipients it names, and gives up after parse_time_budget seconds
+    # (the report is then recorded unparsed and changes nothing).
+    max_parse_bytes: int = Field(default=256 * 1024, ge=16 * 1024)
+    max_parts: int = Field(default=100, ge=4)
+    max_recipients: int = Field(default=10, ge=1)
+    parse_time_budget: float = Field(default=2.0, gt=0)
+    # Threads per worker that take reports in. Parsing is CPU work: at most this many reports
+    # are parsed at once, off the event loop, so a flood of crafted reports queues behind
+    # them instead of taking the CPU from the submission sessions of the same worker.
+    parse_workers: int = Field(default=1, ge=1, le=16)
     soft_bounce_threshold: int = Field(default=3, ge=1)
     soft_bounce_window_days: float = Field(default=30.0, gt=0)
     complaint_warning_rate: float = Field(default=0.001, ge=0, le=1)

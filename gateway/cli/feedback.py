@@ -8,6 +8,14 @@ transport, e.g. in master.cf
 
 It exits 75 (EX_TEMPFAIL) when the store is unavailable, so the MTA keeps the mail and retries.
 `classify` prints what intake would conclude and changes nothing.
+
+`ingest` follows the same rule as the feedback listener (RULES.md "Only what the gateway sent
+can be bounced"): a report changes a suppression only when its mail ID verifies and names the
+reported recipient; anything else is recorded as unverified and the output says why. There
+is deliberately no flag to override that: a file handed to the abuse team is as easy to forge
+as a bounce, and an operator who has checked a case by hand suppresses with
+`gateway suppression add ADDRESS --customer NAME --reason ... --note "ticket, why"`, which
+records the decision and who made it.
 """
 
 from __future__ import annotations
@@ -30,7 +38,8 @@ def register(sub: Any) -> None:
     fsub = group.add_subparsers(dest="feedback_command", metavar="ACTION")
     fsub.required = True
 
-    p = add_parser(fsub, "ingest", "record returned mail and act on it (suppress, count, ...)")
+    p = add_parser(fsub, "ingest", "record returned mail and act on it (suppress, count, ...) "
+                                   "when its mail ID and recipient verify")
     p.add_argument("files", nargs="*", metavar="FILE", help="messages; '-' or none: stdin")
     p.add_argument("--sender", help="envelope sender (MAIL FROM) when piped from an MTA")
     p.add_argument("--recipient", action="append", default=[], metavar="ADDRESS",

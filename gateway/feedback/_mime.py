@@ -10,7 +10,11 @@ import email.parser
 import email.policy
 import html
 import re
+import threading
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from email.header import decode_header, make_header
 from email.message import Message
 
@@ -33,6 +37,51 @@ ADDRESS_RE = re.compile(
 )
 
 _HEADER_LINE_RE = re.compile(r"^([A-Za-z][A-Za-z0-9-]{0,60}):[ \t]?(.*)$")
+
+
+# -- bounded work ---------------------------------------------------------------------------------
+# Anyone can send the feedback listener a report (RULES.md "Only what the gateway sent can be
+# bounced"), so one report's parse has a bounded cost. The caller (the intake) sets the limits
+# for the parse it runs on this thread; the parsers read them here instead of threading them
+# through every helper.
+
+
+class ParseBudgetExceeded(Exception):
+    """The report took longer than its time budget; the caller records it unparsed."""
+
+
+@dataclass(frozen=True)
+class ParseLimits:
+    max_parts: int = 100  # MIME parts a walk visits (originals included)
+    max_recipients: int = 10  # recipients of one report that are classified
+    deadline: float | None = None  # time.monotonic() after which the parse gives up
+
+
+_DEFAULT_LIMITS = ParseLimits()
+_local = threading.local()
+
+
+def current_limits() -> ParseLimits:
+    return getattr(_local, "limits", _DEFAULT_LIMITS)
+
+
+@contextmanager
+def parse_limits(limits: ParseLimits) -> Iterator[ParseLimits]:
+    """Apply `limits` to the parses this thread runs inside the block."""
+    previous = current_limits()
+    _local.limits = limits
+    try:
+        yield limits
+    finally:
+        _local.limits = previous
+
+
+def check_budget() -> None:
+    """Raise ParseBudgetExceeded once the current parse is past its deadline. Called between
+    units of work (a part, a recipient, a classification), so the overrun is one unit."""
+    deadline = current_limits().deadline
+    if deadline is not None and time.monotonic() > deadline:
+        raise ParseBudgetExceeded("the report took longer than its time budget to parse")
 
 
 def parse_bytes(raw: bytes) -> Message:
@@ -129,16 +178,22 @@ def param(part: Message, name: str) -> str:
 
 def iter_parts(msg: Message, *, into_originals: bool = False) -> Iterator[Message]:
     """Depth-first walk that by default does not descend into returned/forwarded messages,
-    so the notification text is not mixed with the original's body."""
-    yield msg
-    ctype = content_type(msg)
-    if not into_originals and (ctype in ORIGINAL_TYPES or ctype == "message/delivery-status"):
-        return
-    payload = msg.get_payload()
-    if isinstance(payload, list):
-        for sub in payload:
-            if isinstance(sub, Message):
-                yield from iter_parts(sub, into_originals=into_originals)
+    so the notification text is not mixed with the original's body. Visits at most
+    `max_parts` parts (a report of thousands of tiny parts is not a bounce of ours)."""
+    limits = current_limits()
+    stack = [msg]
+    visited = 0
+    while stack and visited < limits.max_parts:
+        part = stack.pop()
+        visited += 1
+        check_budget()
+        yield part
+        ctype = content_type(part)
+        if not into_originals and (ctype in ORIGINAL_TYPES or ctype == "message/delivery-status"):
+            continue
+        payload = part.get_payload()
+        if isinstance(payload, list):
+            stack.extend(reversed([sub for sub in payload if isinstance(sub, Message)]))
 
 
 def part_text(part: Message) -> str:
@@ -163,9 +218,25 @@ def part_text(part: Message) -> str:
     return data.decode("latin-1")
 
 
+class _AsReceived(email.policy.Compat32):
+    """compat32 that writes each header as it was received: the default re-folds it through
+    email.header.Header, which is quadratic in a header's length (a 500 KB header of 8-bit
+    text took seconds)."""
+
+    def fold(self, name: str, value: object) -> str:
+        text = str(value)
+        # 8-bit bytes of the raw header arrive as surrogates: as UTF-8 where they are, else
+        # U+FFFD (never surrogates: they cannot be stored or logged).
+        text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        return f"{name}: {text}{self.linesep}"
+
+
+_AS_RECEIVED = _AsReceived()
+
+
 def _message_as_text(msg: Message) -> str:
     try:
-        return msg.as_string()
+        return msg.as_string(policy=_AS_RECEIVED)
     except Exception:  # noqa: BLE001
         return ""
 
@@ -174,12 +245,32 @@ def message_source(msg: Message) -> str:
     return _message_as_text(msg)
 
 
-_TAG_RE = re.compile(r"<(script|style)\b.*?</\1\s*>|<[^>]+>", re.I | re.S)
-_BLOCK_TAG_RE = re.compile(r"<(br|p|div|tr|li|h\d|table)\b[^>]*>", re.I)
+# Linear on hostile markup: a tag ends at the next '<' as well as at '>' (with "<[^>]+>" a part
+# of 40 000 '<' took seconds, each one scanning to the end), and script/style bodies are cut
+# by a scan over their tags instead of "<script.*?</script>" from every unclosed "<script".
+_TAG_RE = re.compile(r"<[^<>]+>")
+_BLOCK_TAG_RE = re.compile(r"<(br|p|div|tr|li|h\d|table)\b[^<>]*>", re.I)
+_SCRIPT_TAG_RE = re.compile(r"<(script|style)\b[^<>]*>|</(script|style)\s*>", re.I)
+
+
+def _drop_scripts(markup: str) -> str:
+    """Markup without <script>/<style> elements (an unclosed one keeps what follows it)."""
+    out: list[str] = []
+    pos = 0
+    opened: tuple[str, int] | None = None  # (element, where its tag starts)
+    for tag in _SCRIPT_TAG_RE.finditer(markup):
+        if opened is None and tag.group(1):
+            out.append(markup[pos:tag.start()])
+            opened = (tag.group(1).lower(), tag.start())
+        elif opened is not None and (tag.group(2) or "").lower() == opened[0]:
+            pos = tag.end()
+            opened = None
+    out.append(markup[pos:] if opened is None else markup[opened[1]:])
+    return "".join(out)
 
 
 def html_to_text(markup: str) -> str:
-    markup = _BLOCK_TAG_RE.sub("\n", markup)
+    markup = _BLOCK_TAG_RE.sub("\n", _drop_scripts(markup))
     text = html.unescape(_TAG_RE.sub(" ", markup))
     # Layout tables leave hundreds of blank lines; keep one so paragraphs stay apart.
     lines = [" ".join(line.split()) for line in text.split("\n")]
@@ -230,13 +321,14 @@ def first_address(value: str) -> str | None:
 
 
 def header_addresses(msg: Message, *names: str) -> list[str]:
-    out: list[str] = []
+    """Addresses of these headers, in order, de-duplicated (a dict: a To of 20 000 addresses
+    made the list's "not in" checks take seconds)."""
+    out: dict[str, None] = {}
     for name in names:
         for value in msg.get_all(name) or []:
             for addr in addresses(decode_header_value(str(value))):
-                if addr not in out:
-                    out.append(addr)
-    return out
+                out.setdefault(addr, None)
+    return list(out)
 
 
 def is_header_line(line: str) -> bool:

@@ -61,10 +61,14 @@ _SEPARATOR_PHRASES = (
     r"|content-type: message/rfc822"
     r"|(unsent|returned) message below"
 )
+# Possessive runs (*+) and the lazy .*? keep the match linear: with "\s*[-=...]{2,}.*" a line
+# of 16 000 dashes (or two \s* around nothing) backtracked for seconds (quadratic). The runs are
+# of disjoint character classes and no phrase starts with a decoration or a space, so the
+# possessive forms match exactly the same lines.
 SEPARATOR_RE = re.compile(
-    rf"^\s*[-=_*#>|+]{{2,}}.*({_SEPARATOR_PHRASES})"
-    rf"|^\s*({_SEPARATOR_PHRASES})('s)?(\s+(headers?|follows?|below|is following|(is )?attached))*"
-    r"\s*[:.]?\s*$",
+    rf"^\s*+[-=_*#>|+]{{2,}}+.*?({_SEPARATOR_PHRASES})"
+    rf"|^\s*+({_SEPARATOR_PHRASES})('s)?(\s+(headers?|follows?|below|is following|(is )?attached))*"
+    r"\s*+[:.]?\s*+$",
     re.I,
 )
 # The original's headers; a block of these lines marks where a pasted original starts.
@@ -104,10 +108,10 @@ DELAY_TEXT_RE = re.compile(
     re.I,
 )
 # Lines that carry the bounce's own or the sender's addresses, never the failed recipient.
-_NOT_RECIPIENT_LINE_RE = re.compile(
-    r"^\s*[>|]*\s*(from|to|cc|return-path|reply-to|sender|message-id|in-reply-to|references"
+_NOT_RECIPIENT_LINE_RE = re.compile(  # possessive runs: linear on a line of blanks
+    r"^\s*+[>|]*+\s*+(from|to|cc|return-path|reply-to|sender|message-id|in-reply-to|references"
     r"|received|x-[\w-]+|reporting-mta|received-from-mta|remote-mta|dkim-signature|arrival-date"
-    r"|date|subject|envelope-from|errors-to)\s*:"
+    r"|date|subject|envelope-from|errors-to)\s*+:"
     r"|message-?id|envelope-from|mail from\s*:|\bsmtp\.mailfrom|header\.(from|i)=",
     re.I,
 )
@@ -119,6 +123,10 @@ _ROLE_LOCALS = frozenset({"postmaster", "post_master", "root", "abuse", "nobody"
 _MAX_CONTEXT_LINES = 5000
 _MAX_GROUPS = 1000
 _MAX_TEXT_RECIPIENTS = 100
+_MAX_HEADER_BLOCK_TRIES = 1000
+# A recipient's context is read by ~50 regexes when its diagnostic says nothing; the reason
+# is in the lines right after the recipient's name, so the first few KB are enough.
+_MAX_CONTEXT_CHARS = 2048
 
 
 @dataclass
@@ -234,7 +242,15 @@ def split_inline_original(text: str, *, starts_at_separator: bool = False) -> tu
         sep = next((i for i, line in enumerate(lines) if SEPARATOR_RE.match(line)), None)
     begin = 0 if sep is None else sep + 1
     min_lines = 4 if sep is None else 2
+    tries = 0
     for i in range(begin, len(lines)):
+        if not _mime.is_header_line(lines[i].lstrip(" \t>|")):
+            continue
+        # Each try reads up to 60 lines: tens of thousands of header-like lines that never
+        # make a block (a mutated bounce) cost seconds. The original starts near the top.
+        tries += 1
+        if tries > _MAX_HEADER_BLOCK_TRIES:
+            break
         if _header_block_at(lines, i, min_lines):
             cut = sep if sep is not None else i
             return "\n".join(lines[:cut]), _mime.parse_text(_dedent_headers(lines[i:]))
@@ -472,6 +488,10 @@ def looks_like_bounce(msg: Message) -> bool:
 # --- the parser -------------------------------------------------------------------------------
 
 
+# Blanks of the line only: "^\s*" ran across lines, and a text of blank lines cost seconds.
+_PASTED_FIELDS_RE = re.compile(r"^[ \t]*+(final|original)-recipient[ \t]*+:", re.I | re.M)
+
+
 def parse_bounce(msg: Message, _depth: int = 0) -> BounceReport | None:
     """Parse a bounce (standard or not). None when no recipient could be found at all."""
     original = find_original_part(msg)
@@ -489,7 +509,7 @@ def parse_bounce(msg: Message, _depth: int = 0) -> BounceReport | None:
         per_message, groups = split_status_groups(status_part_text(part))
         recipients = recipients_from_groups(groups[:_MAX_GROUPS])
         source = "rfc3464"
-    if not recipients and re.search(r"^\s*(final|original)-recipient\s*:", text, re.I | re.M):
+    if not recipients and _PASTED_FIELDS_RE.search(text):
         # DSN fields pasted into a text/plain part (Exchange 2003, some appliances).
         fields_msg, groups = split_status_groups(_field_lines(text))
         per_message = per_message or fields_msg
@@ -507,6 +527,8 @@ def parse_bounce(msg: Message, _depth: int = 0) -> BounceReport | None:
         source = "text"
     if not recipients:
         return None
+    # Bounded work: a report naming more recipients is cut (ours name one, or a few).
+    recipients = recipients[:_mime.current_limits().max_recipients]
     _attach_context(recipients, text)
     envelope_id = per_message.get("original-envelope-id")
     reporting = per_message.get("reporting-mta")
@@ -555,14 +577,17 @@ def _excluded_addresses(msg: Message, original: Message | None) -> set[str]:
 
 def _recipients_from_text(msg: Message, text: str, original: Message | None) -> list[DsnRecipient]:
     excluded = _excluded_addresses(msg, original)
+    # Only the first `cap` are kept: stop collecting there (the "in found" checks below are
+    # linear, and a header of 20 000 addresses took seconds).
+    cap = min(_MAX_TEXT_RECIPIENTS, _mime.current_limits().max_recipients)
     found: list[str] = []
     failed_header = msg.get_all("X-Failed-Recipients") or []
     for value in failed_header:  # Exim names them for us
         for addr in _mime.addresses(str(value)):
-            if addr not in found:
+            if addr not in found and len(found) < cap:
                 found.append(addr)
     if not found:
-        found = _named_recipients(text, excluded)
+        found = _named_recipients(text, excluded)[:cap]
     if not found:
         # Last resort: an address we excluded as "the sender" may still be the one named
         # as failed (tests and self-sent mail); never the bounce's own From, though.
@@ -570,7 +595,9 @@ def _recipients_from_text(msg: Message, text: str, original: Message | None) -> 
         for line in text.split("\n"):
             if _NOT_RECIPIENT_LINE_RE.search(line):
                 continue
-            found += [a for a in _mime.addresses(line)
+            if len(found) >= cap:
+                break
+            found += [a for a in _mime.addresses(line)[:cap]
                       if a not in own and a not in found and a.split("@", 1)[0] not in _DAEMON_LOCALS]
     if not found and original is not None:
         # Nothing named in the text: the returned original's To is the best guess
@@ -653,6 +680,7 @@ def _attach_context(recipients: list[DsnRecipient], text: str) -> None:
         lowered = line.lower()
         mentions.append(frozenset(n for n in names if n in lowered) if "@" in lowered else frozenset())
     for rcpt in recipients:
+        _mime.check_budget()
         name = rcpt.recipient.lower()
         chunks: list[str] = []
         i = 0
@@ -665,7 +693,7 @@ def _attach_context(recipients: list[DsnRecipient], text: str) -> None:
                 j += 1
             chunks.append("\n".join(lines[i:j]))
             i = j
-        rcpt.context = "\n".join(chunks)
+        rcpt.context = "\n".join(chunks)[:_MAX_CONTEXT_CHARS]
         source = rcpt.diagnostic or rcpt.context
         found = find_status(source) or (find_status(rcpt.context) if rcpt.diagnostic else None)
         if rcpt.status is None or (

@@ -5,11 +5,17 @@ for our lists and does it:
 
 1. analyze the raw message (bounce / complaint / unsubscribe / auto-reply / delay / other);
 2. find the original's mail ID (VERP address first, then the X-Mailing-ID of the returned or
-   attached original, then IDs quoted in text; for bounces without any ID, the newest message
-   the ledger relayed to the Final-Recipient) and verify its HMAC: only a genuine ID is acted
-   on, a forged or altered one is recorded and reported as such;
-3. work out the recipient: an address of the report that matches the ID's keyed recipient
-   hash, else the ledger row of that mail ID (ARF reports are often redacted);
+   attached original, then IDs quoted in text) and verify its HMAC;
+3. verify the recipient: only an address the ID was minted for (its keyed recipient hash) is
+   ever acted on. A bounce must name that address (its Final-Recipient); a complaint whose
+   feedback loop redacted or rewrote the recipient takes the ledger row of that mail ID,
+   checked against the same hash;
+   Only a verified report changes anything (RULES.md "Only what the gateway sent can be
+   bounced": the feedback listener is reachable by anyone). Anything else - no ID, a forged,
+   altered or malformed one, a recipient the ID was not minted for - is recorded, counted
+   (gateway_feedback_unverified_total{kind,reason}) and logged with the reason, and changes
+   nothing; the same holds for `gateway feedback ingest` (operators decide by hand with
+   `gateway suppression add --note ...`, which records who did it);
 4. record the event (parse + raw copy, size-bounded) and act, in one store transaction:
    * hard bounce: suppress the address for everyone;
    * soft bounce: count it; `soft_bounce_threshold` soft bounces within
@@ -24,6 +30,9 @@ for our lists and does it:
    * unsubscribe (ARF opt-out, Apple Mail's unsubscribe mail): suppress for that customer;
      not a complaint;
 5. log (`feedback`, `suppression`, `complaint_rate`) and count (metrics) after the commit.
+
+Parsing one report has a bounded cost (feedback_intake.max_parse_bytes, max_parts,
+max_recipients, parse_time_budget): a report over the budget is recorded unparsed.
 
 `conclude()` is the side-effect-free part (parse + mail ID check) that `gateway feedback
 classify` prints.
@@ -43,6 +52,7 @@ from prometheus_client import Counter
 
 from gateway import metrics
 from gateway.breaker import BREAKER_ACTIONS, Breaker, RateCheck
+from gateway.feedback import _mime
 from gateway.feedback.classify import FeedbackAnalysis, analyze, to_json_dict
 from gateway.logging import EventLogger, get_logger
 from gateway.mailid import DecodedMailId, MailIdCodec
@@ -57,6 +67,13 @@ _STATUS_RANK = {"genuine": 0, "forged": 1, "altered": 2, "malformed": 3}
 MAIL_ID_CHECKS = Counter("gateway_feedback_mail_ids_total",
                          "Mail IDs of returned mail by verification status",
                          ["status"])  # genuine | forged | altered | malformed | none
+# Reports of an actionable kind (bounce, complaint, unsubscribe) that changed nothing because
+# they do not verify; reason: no-id | forged-id | altered-id | malformed-id | unverified-id |
+# recipient-mismatch | no-recipient | unparsed.
+UNVERIFIED = Counter("gateway_feedback_unverified_total",
+                     "Bounces and complaints not acted on because they do not verify",
+                     ["kind", "reason"])
+ACTIONABLE_KINDS = ("bounce", "complaint", "unsubscribe")
 COMPLAINT_RATE_ACTIONS = Counter("gateway_complaint_rate_actions_total",
                                  "Complaint-rate thresholds crossed", ["action"])  # warning | suspended
 
@@ -68,7 +85,7 @@ class MailIdCheck:
     mail_id: str | None
     status: str  # genuine | forged | altered | malformed | none
     decoded: DecodedMailId | None = None
-    attribution: str | None = None  # verp | header | text | final-recipient
+    attribution: str | None = None  # verp | header | text
     candidates: list[tuple[str, str]] = field(default_factory=list)  # (id, status)
 
     @property
@@ -139,14 +156,25 @@ def accepts_recipient(config: Any, address: str) -> bool:
     return bool(domain) and "@" in address and domain in bounce_domains(config)
 
 
+def parse_limits(config: Any) -> _mime.ParseLimits:
+    """The bounds of one report's parse, its time budget starting now."""
+    settings = config.feedback_intake
+    return _mime.ParseLimits(max_parts=settings.max_parts,
+                             max_recipients=settings.max_recipients,
+                             deadline=time.monotonic() + settings.parse_time_budget)
+
+
 def conclude(raw: bytes, config: Any, codec: MailIdCodec | None, *,
              envelope_to: Sequence[str] = (), force_complaint: bool = False) -> Conclusion:
-    """Parse and check the mail ID; no store, no side effects."""
-    analysis = analyze(
-        raw, mailid_header=config.mail_id.header, verp_prefix=config.mail_id.verp_prefix,
-        bounce_domains=bounce_domains(config), mailid_pattern=ID_PATTERN,
-        envelope_recipients=list(envelope_to),
-    )
+    """Parse and check the mail ID; no store, no side effects. Only the first
+    `max_parse_bytes` are parsed: the report, its status fields and the returned headers
+    come first, a returned original's body is of no use."""
+    with _mime.parse_limits(parse_limits(config)):
+        analysis = analyze(
+            raw[:config.feedback_intake.max_parse_bytes], mailid_header=config.mail_id.header,
+            verp_prefix=config.mail_id.verp_prefix, bounce_domains=bounce_domains(config),
+            mailid_pattern=ID_PATTERN, envelope_recipients=list(envelope_to),
+        )
     kind = analysis.kind
     if kind == "complaint" and (analysis.feedback_type or "") in UNSUBSCRIBE_TYPES:
         kind = "unsubscribe"
@@ -207,9 +235,6 @@ class Intake:
         conclusion = conclude(raw, self.config, self.codec, envelope_to=envelope_to,
                               force_complaint=force_complaint)
         analysis, kind = conclusion.analysis, conclusion.kind
-        if (not conclusion.check.genuine and kind in ("bounce", "delay")
-                and self.settings.final_recipient_fallback):
-            self._final_recipient_fallback(conclusion, now)
         check = conclusion.check
         limit = self.settings.max_raw_bytes
         event = FeedbackEvent(
@@ -253,52 +278,70 @@ class Intake:
                     "mail_id": result.event.mail_id, "rcpt": entry.address,
                     "result": "revoked", "reason": entry.reason}))
 
-    # -- attribution --------------------------------------------------------------------------
-    def _final_recipient_fallback(self, conclusion: Conclusion, now: float) -> None:
-        """No usable ID in a bounce: the newest message the ledger relayed to the bounced
-        recipient within the soft-bounce window (RULES.md: "then the DSN's Final-Recipient")."""
-        if conclusion.check.status in ("forged",):
-            return  # somebody made an ID up: report that, do not guess around it
-        since = now - self.settings.soft_bounce_window_days * DAY
-        for rcpt in conclusion.analysis.recipients:
-            found = self.store.last_message_to(rcpt, since)
-            if found is None:
-                continue
-            decoded = self.codec.decode(found[0])
-            if decoded.genuine:
-                old = conclusion.check
-                conclusion.check = MailIdCheck(found[0], "genuine", decoded, "final-recipient",
-                                               old.candidates)
-                return
+    # -- verification -------------------------------------------------------------------------
+    def _verified_recipient(self, result: IntakeResult, ledger: Any, reported: Sequence[str],
+                            *, strict: bool) -> tuple[str | None, str | None, str | None]:
+        """(address, where from, why not): the reported recipient the genuine ID was minted
+        for (its keyed recipient hash), else the ledger's recipient of that mail ID, checked
+        against the same hash. Whatever happens, only an address the ID was minted for is
+        acted on.
 
-    def _recipient(self, result: IntakeResult, ledger: Any, report: Sequence[str]) -> tuple[
-            str | None, str | None]:
-        """(address, where from): a report address matching the ID's recipient hash, else the
-        ledger's recipient of that mail ID."""
+        strict (bounces): a report that names recipients must name that one. MTAs write the
+        Final-Recipient as it is, so a genuine ID next to another address is somebody reusing
+        our mail to get a third party suppressed. Complaints are not strict: feedback loops
+        redact the complainer ("redacted@", a made-up To), and the ID's own recipient is the
+        only one a complaint can suppress."""
         decoded = result.check.decoded
         assert decoded is not None
-        for address in report:
+        for address in reported:
             if self.codec.recipient_matches(decoded, address):
-                return normalise_address(address), "report"
+                return normalise_address(address), "report", None
+        if reported and strict:
+            return None, None, "recipient-mismatch"
         if ledger is not None:
             for address in ledger.recipients:
                 if self.codec.recipient_matches(decoded, address):
-                    return normalise_address(address), "ledger"
-        return None, None
+                    return normalise_address(address), "ledger", None
+        return None, None, "no-recipient"
+
+    def _probable_original(self, result: IntakeResult) -> None:
+        """For the abuse team only (never acted on): the newest message the ledger relayed to
+        an address the unverified bounce names (`feedback_intake.final_recipient_fallback`)."""
+        if not self.settings.final_recipient_fallback or result.conclusion.kind != "bounce":
+            return
+        since = result.event.received_at - self.settings.soft_bounce_window_days * DAY
+        for rcpt in result.conclusion.analysis.recipients[:3]:
+            found = self.store.last_message_to(rcpt, since)
+            if found is not None:
+                result.event.details["probable_mail_id"] = found[0]
+                return
 
     # -- deciding -----------------------------------------------------------------------------
+    def _unverified(self, result: IntakeResult, reason: str, action: str) -> Any:
+        event = result.event
+        event.details["unverified"] = reason
+        event.action = f"not acted on (unverified: {reason}): {action}"
+        return lambda logs: None
+
     def _plan(self, result: IntakeResult) -> Any:
         """Read what the decision needs (outside the write transaction) and return the writer."""
         event, check, kind = result.event, result.check, result.conclusion.kind
         analysis = result.conclusion.analysis
+        if analysis.reason == f"unparseable: {_mime.ParseBudgetExceeded.__name__}":
+            return self._unverified(result, "unparsed",
+                                    "the report took longer than its time budget to parse")
         if not check.genuine:
-            if check.status in ("forged", "altered", "malformed"):
-                event.action = f"not acted on: the mail ID is {check.status}"
-            elif kind in ("bounce", "complaint", "unsubscribe"):
-                event.action = "not acted on: no mail ID of ours found"
-            else:
+            if kind not in ACTIONABLE_KINDS:
                 event.action = "recorded"
-            return lambda logs: None
+                return lambda logs: None
+            self._probable_original(result)
+            if check.status in ("forged", "altered", "malformed"):
+                return self._unverified(result, f"{check.status}-id",
+                                        f"the mail ID is {check.status}")
+            if check.status == "unverified":
+                return self._unverified(result, "unverified-id",
+                                        "no mail ID key to verify the mail ID with")
+            return self._unverified(result, "no-id", "no mail ID of ours found")
         decoded = check.decoded
         assert decoded is not None and check.mail_id is not None
         ledger = self.store.get_message(check.mail_id)
@@ -317,8 +360,9 @@ class Intake:
 
         if kind == "bounce":
             failed = [r for r in analysis.per_recipient if r.action == "failed"]
-            address, origin = self._recipient(result, ledger, [r.recipient for r in failed]
-                                              or analysis.recipients)
+            address, origin, why_not = self._verified_recipient(
+                result, ledger, [r.recipient for r in failed] or analysis.recipients,
+                strict=True)
             bounce_class = analysis.bounce_class
             for r in failed:
                 if address and normalise_address(r.recipient) == address:
@@ -327,18 +371,21 @@ class Intake:
                     event.reason = r.reason or event.reason
             event.bounce_class = bounce_class
         elif kind in ("complaint", "unsubscribe"):
-            address, origin = self._recipient(result, ledger, analysis.recipients)
+            address, origin, why_not = self._verified_recipient(
+                result, ledger, analysis.recipients, strict=False)
         else:
             event.action = f"recorded ({kind})"
-            address, origin = None, None
             if kind in ("delay", "auto-reply") and analysis.recipients:
                 event.recipient = normalise_address(analysis.recipients[0])
             return lambda logs: None
+        if why_not == "recipient-mismatch":
+            return self._unverified(result, why_not, "the reported recipient is not the one "
+                                    "the mail ID was minted for")
         event.recipient = address
         event.details["recipient_from"] = origin
         if address is None:
-            event.details["note"] = ("no address of the report matches the mail ID's recipient, "
-                                     "and the ledger has no row for it")
+            event.details["note"] = ("the report names no recipient, and the ledger has no "
+                                     "row for the mail ID")
 
         if kind == "bounce":
             return lambda logs: self._bounce(result, logs)
@@ -360,7 +407,8 @@ class Intake:
             event.action = "counted for the customer (not the recipient's fault); not suppressed"
             return
         if address is None:
-            event.action = "not acted on: the bounced recipient does not match the mail ID"
+            self._unverified(result, "no-recipient", "the bounced recipient is unknown (the "
+                             "report names none, the ledger has no row for the mail ID)")
             return
         event.acted = True
         if cls == "hard":
@@ -418,7 +466,8 @@ class Intake:
     def _unsubscribe(self, result: IntakeResult, logs: list[Any]) -> None:
         event = result.event
         if event.recipient is None:
-            event.action = "not acted on: the unsubscribing address does not match the mail ID"
+            self._unverified(result, "no-recipient", "the unsubscribing address is unknown "
+                             "(the report names none, the ledger has no row for the mail ID)")
             return
         event.acted = True
         self._suppress(result, event.customer_id or GLOBAL, event.recipient, "unsubscribe",
@@ -458,14 +507,20 @@ class Intake:
         event = result.event
         MAIL_ID_CHECKS.labels(event.mail_id_status).inc()
         metrics.FEEDBACK_EVENTS.labels(event.kind, event.bounce_class).inc()
+        unverified = event.details.get("unverified")
+        if unverified:
+            UNVERIFIED.labels(event.kind, unverified).inc()
         level = (logging.WARNING if event.mail_id_status in ("forged", "altered")
-                 else logging.INFO)
+                 or unverified == "recipient-mismatch" else logging.INFO)
         self.log.event(
             "feedback", level, feedback=event.id, source=event.source, kind=event.kind,
             **{"class": event.bounce_class}, status=event.status,
             feedback_type=event.feedback_type, mail_id=event.mail_id,
             mail_id_status=event.mail_id_status, attribution=event.attribution,
-            customer=result.customer_name, campaign=result.campaign, rcpt=event.recipient,
+            verified="no" if unverified else "yes" if (
+                event.kind in ACTIONABLE_KINDS and event.mail_id_status == "genuine") else None,
+            unverified=unverified, customer=result.customer_name, campaign=result.campaign,
+            rcpt=event.recipient, reported=",".join(event.recipients[:3]) or None,
             action=event.action, reason=event.reason, size=event.raw_size,
         )
         for name, lvl, fields in pending:

@@ -85,7 +85,7 @@ class FeedbackEvent:
     envelope_to: list[str] = field(default_factory=list)
     mail_id: str | None = None
     mail_id_status: str = "none"  # genuine | altered | forged | malformed | none
-    attribution: str | None = None  # verp | header | text | final-recipient
+    attribution: str | None = None  # verp | header | text
     customer_id: int | None = None
     campaign_id: int | None = None
     sent_at: float | None = None  # when the original was relayed (ledger, else the mail ID)

@@ -6,11 +6,19 @@ domain (`bounce_domain`, `feedback_intake.bounce_domains`) or one of the configu
 abuse addresses; everything else gets `550 5.7.1` at RCPT and nothing is stored. There is no
 AUTH here (nobody sends through it). The 250 after DATA means "stored in the gateway's store";
 if the store is unavailable the sender gets a 451 and retries later, so nothing is lost.
+
+Taking a report in is CPU work (MIME, ~50 classification regexes) in a worker that also serves
+submission sessions. It runs on a small thread pool of its own (`feedback_intake.parse_workers`,
+default 1), never on the event loop and never on the loop's default executor: a flood of
+reports waits for that thread (its senders wait for their 250) instead of taking the CPU from
+the customers; each report's parse is bounded besides (gateway.feedback.intake).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from aiosmtpd.smtp import SMTP as AioSMTP
@@ -81,6 +89,18 @@ class FeedbackHandler:
         self.sessions: set[FeedbackSMTP] = set()
         self._intake = intake
         self._intake_config: Any = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_size = 0
+
+    def pool(self) -> ThreadPoolExecutor:
+        """The intake's own threads (resized when a reload changed parse_workers)."""
+        size = self.server.config.feedback_intake.parse_workers
+        if self._pool is None or self._pool_size != size:
+            if self._pool is not None:
+                self._pool.shutdown(wait=False)  # running reports finish on their thread
+            self._pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix="feedback")
+            self._pool_size = size
+        return self._pool
 
     def intake(self) -> Intake:
         """One Intake per config (rebuilt after a SIGHUP reload swapped the config)."""
@@ -113,9 +133,10 @@ class FeedbackHandler:
         mail_from = "" if mail_from == "<>" else mail_from  # bounces come from the null sender
         try:
             intake = self.intake()
-            result = await asyncio.to_thread(
-                intake.ingest, raw, source="smtp", envelope_from=mail_from,
-                envelope_to=list(envelope.rcpt_tos))
+            result = await asyncio.get_running_loop().run_in_executor(
+                self.pool(), functools.partial(
+                    intake.ingest, raw, source="smtp", envelope_from=mail_from,
+                    envelope_to=list(envelope.rcpt_tos)))
         except StoreUnavailable as exc:
             log.error("feedback_intake", session=server.session_id, peer=server.peer_ip,
                       result="tempfailed", error=str(exc))

@@ -176,6 +176,24 @@ def test_ingest_files_and_stdin(cli, tmp_path):
     assert json.loads(out)["details"]["customer"] == "acme"
 
 
+def test_ingest_applies_the_same_verification_as_the_listener(cli, tmp_path):
+    """`gateway feedback ingest` (the abuse team, a pipe from an MTA) is as open to forged
+    input as the listener: a bounce without a verifying ID, or for another recipient than the
+    ID's, changes nothing and says why; a decision by hand is `gateway suppression add`."""
+    env, run = cli
+    mail_id = env.send(ANNA)
+    (tmp_path / "no-id.eml").write_bytes(dsn(None, ANNA))
+    (tmp_path / "mismatch.eml").write_bytes(dsn(mail_id, "victim@example.org"))
+    code, out, _ = run("feedback", "ingest", str(tmp_path / "no-id.eml"),
+                       str(tmp_path / "mismatch.eml"))
+    assert code == 0
+    assert "action: not acted on (unverified: no-id)" in out
+    assert "action: not acted on (unverified: recipient-mismatch)" in out
+    assert env.store.list_suppressions() == []
+    log = (tmp_path / "gateway.log").read_text()
+    assert "unverified=no-id" in log and "unverified=recipient-mismatch" in log
+
+
 # -- gateway abuse -----------------------------------------------------------------------------
 
 def test_abuse_lookup_tells_the_whole_story(cli):

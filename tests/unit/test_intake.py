@@ -91,21 +91,30 @@ def test_bounce_found_by_the_returned_header_when_there_is_no_verp(ienv):
     assert result.event.mail_id == mail_id and result.event.acted
 
 
-def test_bounce_without_any_id_is_matched_by_final_recipient_in_the_ledger(ienv):
-    older = ienv.send(ANNA, at=ienv.now - 3600)
+def test_bounce_without_any_id_is_not_acted_on_even_when_we_mailed_that_address(ienv, logs):
+    """RULES.md "Only what the gateway sent can be bounced": anyone can send the feedback
+    listener a DSN naming an address we mail; without a verifying ID it changes nothing. The
+    newest message to that address is noted for the abuse team, never acted on."""
+    ienv.send(ANNA, at=ienv.now - 3600)
     newest = ienv.send(ANNA, at=ienv.now - 60)
-    ienv.send("ben@example.org")
     result = ienv.ingest(dsn(None, ANNA))
-    assert result.event.mail_id == newest != older
-    assert result.event.attribution == "final-recipient"
-    assert ienv.store.find_suppression(ienv.customer.id, ANNA).mail_id == newest
+    event = ienv.store.get_feedback_event(result.event.id)
+    assert (event.kind, event.bounce_class, event.mail_id) == ("bounce", "hard", None)
+    assert not event.acted and event.recipient is None
+    assert event.details["unverified"] == "no-id"
+    assert event.details["probable_mail_id"] == newest
+    assert ienv.store.list_suppressions() == []
+    line = logs.events("feedback")[0]
+    assert (line["verified"], line["unverified"]) == ("no", "no-id")
+    assert "not acted on" in line["action"]
 
 
-def test_final_recipient_fallback_can_be_switched_off(tmp_path):
+def test_final_recipient_fallback_off_does_not_look_up_the_ledger(tmp_path):
     env = IntakeEnv(tmp_path, final_recipient_fallback=False)
     env.send(ANNA)
     result = env.ingest(dsn(None, ANNA))
     assert result.event.mail_id is None and not result.event.acted
+    assert "probable_mail_id" not in result.event.details
     assert env.store.list_suppressions() == []
 
 
@@ -117,25 +126,18 @@ def test_bounce_without_id_or_ledger_row_is_stored_but_not_acted_on(ienv, logs):
     assert ienv.store.list_suppressions() == []
 
 
-def test_bounce_naming_another_address_acts_only_on_the_recipient_of_the_id(ienv):
+def test_bounce_naming_another_address_than_the_id_was_minted_for_changes_nothing(ienv, logs):
     """Whoever got our mail knows its VERP address; a bounce they make up naming another
-    address must not suppress that address. The ID's keyed recipient hash decides: an address
-    of the report that matches it, else the ledger's recipient of that mail (an alias that
-    forwarded to a dead mailbox: Final-Recipient is the alias target)."""
+    address must not suppress that address, nor (RULES.md: "recipient not the one the ID was
+    minted for ... changes nothing") the recipient of the ID."""
     mail_id = ienv.send(ANNA)
     result = ienv.ingest(dsn(mail_id, "victim@example.org"))
-    assert ienv.store.find_suppression(ienv.customer.id, "victim@example.org") is None
-    assert result.event.recipient == ANNA
-    assert result.event.details["recipient_from"] == "ledger"
-
-
-def test_bounce_whose_recipient_matches_neither_report_nor_ledger_is_not_acted_on(ienv):
-    mail_id = ienv.send(ANNA)
-    ienv.store.execute("DELETE FROM messages")
-    result = ienv.ingest(dsn(mail_id, "victim@example.org"))
-    assert result.event.mail_id_status == "genuine"
-    assert not result.event.acted and "does not match" in result.event.action
+    event = ienv.store.get_feedback_event(result.event.id)
+    assert event.mail_id_status == "genuine" and not event.acted and event.recipient is None
+    assert event.details["unverified"] == "recipient-mismatch"
     assert ienv.store.list_suppressions() == []
+    line = logs.events("feedback")[0]
+    assert (line["unverified"], line["level"]) == ("recipient-mismatch", "warning")
 
 
 def test_not_recipient_fault_is_counted_for_the_customer_never_suppressed(ienv, logs):
