@@ -207,16 +207,18 @@ class QuotaGate:
             return self._refuse(customer, over, take)
         lock = self._locks.setdefault(customer.id, asyncio.Lock())
         async with lock:
-            allowance = self._allowances.get(customer.id)
-            if allowance is None or allowance.units <= 0 or allowance.hour_start != hour_start \
-                    or allowance.day_start != day_start:
+            while True:
+                allowance = self._allowances.get(customer.id)
+                if allowance is not None and allowance.units > 0 and \
+                        allowance.hour_start == hour_start and allowance.day_start == day_start:
+                    if take:
+                        allowance.units -= 1
+                    return None
+                # While this waits for the store, sessions on the fast path above may use up
+                # the new block (a block of 1 near the limit): look again before taking one.
                 refused = await asyncio.to_thread(self._reserve, customer, now)
                 if refused is not None:
                     return self._refuse(customer, refused, take)
-                allowance = self._allowances[customer.id]
-            if take:
-                allowance.units -= 1
-        return None
 
     def _refuse(self, customer: Any, over: _Over, take: bool) -> Reply:
         QUOTA_REFUSALS.labels(over.tier).inc()

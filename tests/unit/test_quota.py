@@ -78,3 +78,38 @@ def test_gates_sharing_a_store_never_pass_the_limit(tmp_path):
         gate.release_all()
     hour, _ = store.quota_used(customer.id, *period_starts(time.time()))
     assert hour == accepted  # the unused units went back
+
+
+def test_a_block_used_up_while_its_reserver_waits_is_not_taken_twice(tmp_path):
+    """Near the limit blocks are one unit. While one session waits for the store to reserve
+    the next, sessions on the fast path may use that unit up; the waiting session must look
+    again instead of taking a unit that is gone (found as a 1002-of-1000 overshoot)."""
+    store = open_store(f"sqlite:///{tmp_path / 'q.db'}")
+    store.add_customer("acme")
+    customer = store.require_customer("acme")
+    limit = 5
+    store.update_limits(customer, actor="test", action="limits", per_hour=limit)
+    gate = QuotaGate(store, Quota(per_hour=10_000, per_day=100_000, block_size=50),
+                     log=SimpleNamespace(event=lambda *a, **k: None,
+                                         error=lambda *a, **k: None))
+    reserve = gate._reserve
+
+    def slow_reserve(customer, now):
+        over = reserve(customer, now)  # the block is there now, before the waiter resumes
+        time.sleep(0.02)
+        return over
+
+    gate._reserve = slow_reserve  # type: ignore[method-assign]
+    accepted = 0
+
+    async def spinner() -> None:
+        nonlocal accepted
+        while await gate.take(customer) is None:
+            accepted += 1
+            await asyncio.sleep(0)
+
+    async def main() -> None:
+        await asyncio.gather(*(spinner() for _ in range(8)))
+
+    asyncio.run(main())
+    assert accepted == limit
