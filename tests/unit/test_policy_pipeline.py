@@ -12,7 +12,7 @@ import pytest
 
 from gateway.config import Config, PolicyEntry
 from gateway.core.pipeline import Pipeline
-from gateway.core.policy import Policy, PolicyContext
+from gateway.core.policy import Policy, PolicyContext, Touches
 from gateway.core.registry import discover
 from gateway.core.transaction import Phase, Transaction
 from gateway.core.verdict import Action, Reply, Verdict
@@ -291,7 +291,7 @@ def test_a_sync_check_over_its_own_timeout_never_passes(env: Env) -> None:
 
 class NonBlockingCrash(Crashing):
     name = "test-nonblocking-crash"
-    blocking = False
+    touches = Touches.NOTHING
 
 
 def test_non_blocking_checks_run_on_the_loop_with_the_same_rules(env: Env) -> None:
@@ -303,7 +303,7 @@ def test_non_blocking_checks_run_on_the_loop_with_the_same_rules(env: Env) -> No
         name = "test-where"
         phases = (Phase.DATA,)
         description = "records the thread it runs on"
-        blocking = False
+        touches = Touches.NOTHING
 
         def check(self, txn: Transaction, ctx: PolicyContext) -> Verdict:
             seen.append(threading.current_thread().name)
@@ -323,7 +323,7 @@ class StoreReader(Policy):
     name = "test-store-reader"
     phases = (Phase.RCPT,)
     description = "records the thread its store read runs on"
-    store_reads_only = True
+    touches = Touches.STORE
     seen: ClassVar[list[str]] = []
 
     def check(self, txn: Transaction, ctx: PolicyContext) -> Verdict:
