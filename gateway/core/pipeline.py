@@ -103,8 +103,8 @@ class Pipeline:
             self._touches[phase] = union
         self._any_async = {phase: any(_is_async(s.policy) for s in phase_steps)
                            for phase, phase_steps in self._by_phase.items()}
-        self._network = {phase: bool(t & Touches.NETWORK) for phase, t in self._touches.items()}
-        self._store = {phase: bool(t & Touches.STORE) for phase, t in self._touches.items()}
+        self._waits_on_network = {phase: bool(t & Touches.NETWORK) for phase, t in self._touches.items()}
+        self._reads_store = {phase: bool(t & Touches.STORE) for phase, t in self._touches.items()}
         self._move_after = move_after
         self._inline_overruns: dict[tuple[int, Phase], int] = {}
         self._moved: dict[Phase, set[int]] = {phase: set() for phase in Phase}  # id(step)
@@ -155,8 +155,8 @@ class Pipeline:
         steps = self._by_phase[phase]
         stop_at_first = phase is not Phase.DATA
         if steps and not self._any_async[phase]:
-            if (in_thread or self._network[phase] or self._moved[phase]
-                    or (self._store[phase] and getattr(ctx.store, "reads_block", True))):
+            if (in_thread or self._waits_on_network[phase] or self._moved[phase]
+                    or (self._reads_store[phase] and getattr(ctx.store, "reads_block", True))):
                 # One hop to a worker thread for the whole phase, not one per policy: the hop
                 # (and the loop wake-up after it) costs more than most checks.
                 decisions = await self._run_batch(steps, txn, ctx, stop_at_first)
