@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from gateway.core.policy import Policy, PolicyContext
+from gateway.core.policy import Policy, PolicyContext, Touches
 from gateway.core.transaction import Phase, Transaction
 from gateway.core.verdict import Verdict
 from policies._text import shown
@@ -14,7 +14,7 @@ HEADER = "X-Campaign-ID"
 class CampaignConfirmed(Policy):
     name = "campaign-confirmed"
     phases = (Phase.DATA,)
-    blocking = False  # one cached store read (store.cached)
+    touches = Touches.STORE_CACHED  # the customer's campaign
     description = "the campaign in X-Campaign-ID has a guideline confirmation recorded"
 
     def check(self, txn: Transaction, ctx: PolicyContext) -> Verdict:

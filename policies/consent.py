@@ -18,7 +18,7 @@ import time
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.core.policy import Policy, PolicyContext
+from gateway.core.policy import Policy, PolicyContext, Touches
 from gateway.core.transaction import Phase, Transaction
 from gateway.core.verdict import Verdict
 from gateway.mime.parts import scan_text_parts
@@ -49,11 +49,8 @@ class Consent(Policy):
     phases = (Phase.RCPT, Phase.DATA)
     description = "no confirmed double-opt-in record for this customer + recipient"
     Options = ConsentOptions
-    store_reads_only = True
-
-    def blocks(self, phase: Phase) -> bool:
-        # RCPT queries the store for a new recipient; DATA reads what RCPT put in the cache.
-        return phase is Phase.RCPT
+    # RCPT queries the store for a new recipient; DATA reads what RCPT put in the cache.
+    touches = {Phase.RCPT: Touches.STORE, Phase.DATA: Touches.STORE_CACHED}
 
     def check(self, txn: Transaction, ctx: PolicyContext) -> Verdict:
         if ctx.phase is Phase.RCPT:

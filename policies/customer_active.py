@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.core.policy import Policy, PolicyContext
+from gateway.core.policy import Policy, PolicyContext, Touches
 from gateway.core.transaction import Phase, Transaction
 from gateway.core.verdict import Verdict
 
@@ -18,7 +18,7 @@ class CustomerActive(Policy):
     name = "customer-active"
     phases = (Phase.MAIL,)
     description = "the authenticated customer is activated and not suspended"
-    blocking = False  # one cached store read (store.cached)
+    touches = Touches.STORE_CACHED  # the customer record
 
     def check(self, txn: Transaction, ctx: PolicyContext) -> Verdict:
         session_customer = txn.customer

@@ -3,7 +3,7 @@ visible text (RULES.md "Imprint"): name, postal address and one contact."""
 
 from __future__ import annotations
 
-from gateway.core.policy import Policy, PolicyContext
+from gateway.core.policy import Policy, PolicyContext, Touches
 from gateway.core.transaction import Phase, Transaction
 from gateway.core.verdict import Verdict
 from gateway.mime.html import visible_text
@@ -14,7 +14,7 @@ from policies._text import body_parts, clip, join_parts, part_name
 class ImprintPolicy(Policy):
     name = "imprint"
     phases = (Phase.DATA,)
-    blocking = False  # the message and one cached store read
+    touches = Touches.STORE_CACHED  # the message and the customer record
     description = "the registered imprint (name, postal address, contact) is in every visible body"
 
     def check(self, txn: Transaction, ctx: PolicyContext) -> Verdict:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from gateway.core.policy import Policy, PolicyContext
+from gateway.core.policy import Policy, PolicyContext, Touches
 from gateway.core.transaction import Phase, Transaction
 from gateway.core.verdict import Verdict
 
@@ -18,7 +18,7 @@ _BARE = re.compile(rb"\r(?!\n)|(?<!\r)\n")
 class MessageFormat(Policy):
     name = "message-format"
     phases = (Phase.DATA,)
-    blocking = False  # reads the message only
+    touches = Touches.NOTHING  # reads the message only
     description = "one From, Date and Message-ID; at most one To and Subject; CRLF only; short lines"
 
     def check(self, txn: Transaction, ctx: PolicyContext) -> Verdict:

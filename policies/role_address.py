@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.core.policy import Policy, PolicyContext
+from gateway.core.policy import Policy, PolicyContext, Touches
 from gateway.core.transaction import Phase, Transaction
 from gateway.core.verdict import Verdict
 from policies._text import shown
@@ -31,7 +31,7 @@ def role_key(address: str) -> str:
 class RoleAddress(Policy):
     name = "role-address"
     phases = (Phase.RCPT,)
-    blocking = False  # compares the address with a list
+    touches = Touches.NOTHING  # compares the address with a list
     description = "the recipient is a role or general inbox (sales@, webmaster@, abuse@ ...)"
 
     class Options(BaseModel):

@@ -9,7 +9,7 @@ import dns.exception
 import dns.resolver
 from pydantic import BaseModel, ConfigDict
 
-from gateway.core.policy import Policy, PolicyContext
+from gateway.core.policy import Declaration, Policy, PolicyContext, Touches
 from gateway.core.transaction import Phase, Transaction
 from gateway.core.verdict import Verdict
 from gateway.mime.addresses import (
@@ -27,15 +27,19 @@ NOT_VERIFIED = "{what} domain {domain} is not a verified sending domain of your 
 class SenderIdentity(Policy):
     name = "sender-identity"
     phases = (Phase.MAIL, Phase.DATA)
-
-    def blocks(self, phase: Phase) -> bool:
-        # Cached store reads only, unless the DMARC record must be looked up in the DNS.
-        return bool(self.options.require_dmarc)  # type: ignore[attr-defined]
     description = "envelope sender, From, Sender and Reply-To are in the customer's verified domains"
+    touches: Declaration = Touches.STORE_CACHED  # the customer's verified domains
 
     class Options(BaseModel):
         model_config = ConfigDict(extra="forbid")
         require_dmarc: bool = False  # needs ctx.resolver; skipped without one
+
+    def __init__(self, options: BaseModel | None = None) -> None:
+        super().__init__(options)
+        if self.options.require_dmarc:  # type: ignore[attr-defined]
+            # The DMARC record is looked up in the DNS at DATA.
+            self.touches = {Phase.MAIL: Touches.STORE_CACHED,
+                            Phase.DATA: Touches.STORE_CACHED | Touches.NETWORK}
 
     def check(self, txn: Transaction, ctx: PolicyContext) -> Verdict:
         if txn.customer is None:

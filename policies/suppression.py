@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import datetime
 
-from gateway.core.policy import Policy, PolicyContext
+from gateway.core.policy import Policy, PolicyContext, Touches
 from gateway.core.transaction import Phase, Transaction
 from gateway.core.verdict import Verdict
 
@@ -29,7 +29,7 @@ class Suppression(Policy):
     phases = (Phase.RCPT,)
     description = ("the recipient is suppressed for this customer or globally (bounce, "
                    "complaint, unsubscribe)")
-    store_reads_only = True  # one indexed store read per recipient
+    touches = Touches.STORE  # one indexed store read per recipient
 
     def check(self, txn: Transaction, ctx: PolicyContext) -> Verdict:
         rcpt = (txn.current_rcpt or "").strip().strip("<>").strip()

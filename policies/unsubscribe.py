@@ -8,7 +8,7 @@ checked here. The visible body link stays the customer's job and is checked as f
 
 from __future__ import annotations
 
-from gateway.core.policy import Policy, PolicyContext
+from gateway.core.policy import Policy, PolicyContext, Touches
 from gateway.core.transaction import Phase, Transaction
 from gateway.core.verdict import Verdict
 from gateway.mime.unsubscribe import check_list_unsubscribe_headers, find_unsubscribe_link
@@ -18,7 +18,7 @@ from policies._text import body_parts, clip, join_parts, part_name
 class Unsubscribe(Policy):
     name = "unsubscribe"
     phases = (Phase.DATA,)
-    blocking = False  # the message and one cached store read
+    touches = Touches.STORE_CACHED  # the message and the customer record
     description = ("List-Unsubscribe with an https URI, exact List-Unsubscribe-Post, and a visible "
                    "unsubscribe link in every text and HTML body")
 

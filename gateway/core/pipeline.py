@@ -5,12 +5,20 @@ DATA: every policy runs, the strictest enforced verdict wins, and all reasons ar
 `monitor` turns a refusal into "would reject" (logged and counted, then passed): detection
 stays separate from consequence. A policy that crashes or overruns its timeout yields its
 `on_error` reply (451 4.3.5 by default); it never passes.
+
+Where a check runs follows from what its policy declares it touches (`Policy.touches`): on the
+event loop when it waits on nothing (or on a store whose reads never wait), else in a worker
+thread. Python cannot stop a plain function from outside, so a check on the loop that overruns
+its timeout is judged when it returns (on_error, as for any overrun), and after
+`move_after` such overruns its policy runs in a worker thread for that phase, where the phase
+budget gives up on a check that never returns.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -18,9 +26,15 @@ from dataclasses import dataclass, field
 
 from pydantic import ValidationError
 
-from gateway.core.policy import Policy, PolicyContext
+from gateway.core.policy import RETIRED, Policy, PolicyContext, Touches, touches_in
 from gateway.core.transaction import Phase, Transaction
 from gateway.core.verdict import Action, HeaderMutation, Reply, Verdict
+
+log = logging.getLogger(__name__)
+
+# Inline overruns of one policy in one phase before the pipeline moves it to a worker thread:
+# more than one, so a single stall (a page fault, a GC pause, a loaded machine) does not count.
+INLINE_OVERRUNS_BEFORE_THREAD = 3
 
 
 class PipelineError(Exception):
@@ -68,12 +82,38 @@ class PhaseResult:
 
 
 class Pipeline:
-    def __init__(self, steps: Sequence[Step]) -> None:
+    def __init__(self, steps: Sequence[Step], *,
+                 move_after: int = INLINE_OVERRUNS_BEFORE_THREAD) -> None:
         self.steps = list(steps)
         self._by_phase = {
             phase: [s for s in self.steps if phase in s.policy.phases and s.mode != "off"]
             for phase in Phase
         }
+        # Per phase, what its checks touch together and whether one is a coroutine, so the
+        # per-message decision is a few lookups (Flag arithmetic costs microseconds).
+        self._touches: dict[Phase, Touches] = {}
+        for phase, phase_steps in self._by_phase.items():
+            union = Touches.NOTHING
+            for step in phase_steps:
+                try:
+                    union |= touches_in(step.policy, phase)
+                except (KeyError, TypeError):
+                    raise PipelineError(f"policy {step.policy.name}: touches names no Touches "
+                                        f"for phase {phase.name}") from None
+            self._touches[phase] = union
+        self._any_async = {phase: any(_is_async(s.policy) for s in phase_steps)
+                           for phase, phase_steps in self._by_phase.items()}
+        self._waits_on_network = {phase: bool(t & Touches.NETWORK) for phase, t in self._touches.items()}
+        self._reads_store = {phase: bool(t & Touches.STORE) for phase, t in self._touches.items()}
+        self._move_after = move_after
+        self._inline_overruns: dict[tuple[int, Phase], int] = {}
+        self._moved: dict[Phase, set[int]] = {phase: set() for phase in Phase}  # id(step)
+        for step in self.steps:
+            retired = [a for a in RETIRED if hasattr(step.policy, a)]
+            if retired:
+                log.warning("policy %s sets %s, which the pipeline no longer reads; declare "
+                            "`touches` (until then it runs in a worker thread)",
+                            step.policy.name, ", ".join(retired))
 
     @classmethod
     def from_config(cls, entries: Sequence[object], registry: dict[str, type[Policy]]) -> Pipeline:
@@ -114,17 +154,22 @@ class Pipeline:
         ctx.phase = phase
         steps = self._by_phase[phase]
         stop_at_first = phase is not Phase.DATA
-        if steps and not any(_is_async(s.policy) for s in steps):
-            if in_thread or any(s.policy.needs_thread(phase, ctx.store) for s in steps):
+        if steps and not self._any_async[phase]:
+            if (in_thread or self._waits_on_network[phase] or self._moved[phase]
+                    or (self._reads_store[phase] and getattr(ctx.store, "reads_block", True))):
                 # One hop to a worker thread for the whole phase, not one per policy: the hop
                 # (and the loop wake-up after it) costs more than most checks.
                 decisions = await self._run_batch(steps, txn, ctx, stop_at_first)
             else:
-                decisions = _run_inline(steps, txn, ctx, stop_at_first)
+                decisions = self._run_inline(steps, txn, ctx, stop_at_first, phase)
         else:
             decisions = []
             for step in steps:
-                decisions.append(await self._run_step(step, txn, ctx))
+                if (in_thread or _is_async(step.policy) or id(step) in self._moved[phase]
+                        or _needs_thread(touches_in(step.policy, phase), ctx.store)):
+                    decisions.append(await self._run_step(step, txn, ctx))
+                else:
+                    decisions.extend(self._run_inline([step], txn, ctx, stop_at_first, phase))
                 if stop_at_first and decisions[-1].effective is not Action.CONTINUE:
                     break
         final: Verdict = Verdict.ok()
@@ -137,6 +182,27 @@ class Pipeline:
             if decision.effective > final.action:
                 final = decision.verdict
         return PhaseResult(final, decisions)
+
+    def _run_inline(self, steps: list[Step], txn: Transaction, ctx: PolicyContext,
+                    stop_at_first: bool, phase: Phase) -> list[Decision]:
+        """Run sync checks on the event loop. Nothing can interrupt them there: an overrun is
+        judged when the check returns, and a policy that keeps overrunning is moved."""
+        decisions = list(_checks(steps, txn, ctx, stop_at_first))
+        for step, decision in zip(steps, decisions, strict=False):  # decisions: a prefix
+            if decision.seconds > step.timeout:
+                self._overran_inline(step, phase, decision.seconds)
+        return decisions
+
+    def _overran_inline(self, step: Step, phase: Phase, seconds: float) -> None:
+        key = (id(step), phase)
+        count = self._inline_overruns[key] = self._inline_overruns.get(key, 0) + 1
+        log.warning("policy %s overran its %gs timeout on the event loop at %s (%.3fs; "
+                    "every session waited)", step.policy.name, step.timeout, phase.name, seconds)
+        if count >= self._move_after and id(step) not in self._moved[phase]:
+            self._moved[phase].add(id(step))
+            log.warning("policy %s overran %d times on the event loop at %s; it runs in a "
+                        "worker thread from now on (until the configuration is reloaded)",
+                        step.policy.name, count, phase.name)
 
     async def _run_batch(self, steps: list[Step], txn: Transaction, ctx: PolicyContext,
                          stop_at_first: bool) -> list[Decision]:
@@ -204,9 +270,12 @@ def _checks(steps: list[Step], txn: Transaction, ctx: PolicyContext, stop_at_fir
             return
 
 
-def _run_inline(steps: list[Step], txn: Transaction, ctx: PolicyContext,
-                stop_at_first: bool) -> list[Decision]:
-    return list(_checks(steps, txn, ctx, stop_at_first))
+def _needs_thread(touches: Touches, store: object) -> bool:
+    """Whether checks touching `touches` may wait on I/O with this store."""
+    if touches & Touches.NETWORK:
+        return True
+    # A store that does not say is taken to wait (a thread: slower, never stalls the loop).
+    return bool(touches & Touches.STORE) and getattr(store, "reads_block", True)
 
 
 def _decision(step: Step, verdict: Verdict | None, error: str | None, seconds: float) -> Decision:

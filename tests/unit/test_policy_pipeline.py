@@ -4,6 +4,7 @@ and discovery through the `gateway.policies` entry points."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -12,9 +13,9 @@ import pytest
 
 from gateway.config import Config, PolicyEntry
 from gateway.core.pipeline import Pipeline
-from gateway.core.policy import Policy, PolicyContext
+from gateway.core.policy import Policy, PolicyContext, Touches
 from gateway.core.registry import discover
-from gateway.core.transaction import Phase, Transaction
+from gateway.core.transaction import Phase, SessionInfo, Transaction
 from gateway.core.verdict import Action, Reply, Verdict
 from gateway.engine import Engine
 from gateway.mailid import MailIdCodec
@@ -291,7 +292,7 @@ def test_a_sync_check_over_its_own_timeout_never_passes(env: Env) -> None:
 
 class NonBlockingCrash(Crashing):
     name = "test-nonblocking-crash"
-    blocking = False
+    touches = Touches.NOTHING
 
 
 def test_non_blocking_checks_run_on_the_loop_with_the_same_rules(env: Env) -> None:
@@ -303,7 +304,7 @@ def test_non_blocking_checks_run_on_the_loop_with_the_same_rules(env: Env) -> No
         name = "test-where"
         phases = (Phase.DATA,)
         description = "records the thread it runs on"
-        blocking = False
+        touches = Touches.NOTHING
 
         def check(self, txn: Transaction, ctx: PolicyContext) -> Verdict:
             seen.append(threading.current_thread().name)
@@ -323,7 +324,7 @@ class StoreReader(Policy):
     name = "test-store-reader"
     phases = (Phase.RCPT,)
     description = "records the thread its store read runs on"
-    store_reads_only = True
+    touches = Touches.STORE
     seen: ClassVar[list[str]] = []
 
     def check(self, txn: Transaction, ctx: PolicyContext) -> Verdict:
@@ -348,3 +349,300 @@ def test_store_reads_run_on_the_loop_only_when_the_store_cannot_wait(
     result = asyncio.run(pipe.run(Phase.RCPT, txn, ctx))
     assert result.passed
     assert (StoreReader.seen == ["MainThread"]) == (where == "MainThread")
+
+
+# --- Where a check runs follows from what its policy declares it touches -------------------
+
+def _on_loop() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()  # asyncio.run's loop
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    """The real store of each engine, with one active customer `acme`."""
+    from gateway.store import open_store
+
+    if request.param == "sqlite":
+        url = "sqlite:///" + str(tmp_path / "t.db")
+    else:
+        url = request.getfixturevalue("postgres_url")
+    store = open_store(url)
+    store.add_customer("acme", status="active")
+    yield store
+    store.close()
+
+
+def _placement_pipeline(touches: Any, *, asynchronous: bool = False) -> tuple[Pipeline, list[bool]]:
+    """A pipeline of one RCPT policy declaring `touches`; the list records where it ran."""
+    ran_on_loop: list[bool] = []
+
+    class Declared(Policy):
+        name = "test-declared"
+        phases = (Phase.RCPT,)
+        description = "reads the store and records where it ran"
+
+        def check(self, txn: Transaction, ctx: PolicyContext) -> Verdict:
+            ctx.store.find_suppression(None, "anna@example.org")
+            ran_on_loop.append(_on_loop())
+            return Verdict.ok("recorded")
+
+    Declared.touches = touches
+    return Pipeline.from_config([PolicyEntry(name="test-declared")],
+                                discover(extra=[Declared])), ran_on_loop
+
+
+@pytest.mark.parametrize("touches, on_loop_with", [
+    (Touches.NOTHING, {"sqlite", "postgresql"}),
+    (Touches.STORE_CACHED, {"sqlite", "postgresql"}),
+    (Touches.STORE, {"sqlite"}),  # a SQLite read never waits; a PostgreSQL read may
+    (Touches.NETWORK, set()),
+    (Touches.STORE | Touches.NETWORK, set()),
+    ({Phase.RCPT: Touches.STORE}, {"sqlite"}),  # declared per phase
+])
+def test_a_declared_check_runs_where_the_store_allows(
+        any_store: Any, touches: Any, on_loop_with: set[str]) -> None:
+    pipe, ran_on_loop = _placement_pipeline(touches)
+    txn = Transaction(session=SessionInfo(id="t", customer=any_store.require_customer("acme")),
+                      mail_from="bounce@shop.example", current_rcpt="anna@example.org")
+    ctx = PolicyContext(phase=Phase.RCPT, store=any_store, config=None)
+    result = asyncio.run(pipe.run(Phase.RCPT, txn, ctx))
+    assert result.passed and result.decisions[0].verdict.reason == "recorded"
+    assert ran_on_loop == [any_store.dialect in on_loop_with]
+
+
+def test_an_undeclared_policy_runs_in_a_worker_thread(env: Env) -> None:
+    pipe, ran_on_loop = _placement_pipeline(Policy.touches)
+    run(env, pipe, Phase.RCPT)
+    assert ran_on_loop == [False]
+
+
+class _RecordingStore:
+    """The real store; records for each call whether it ran on the event loop."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+        self.calls: list[tuple[str, bool]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._store, name)
+        if not callable(attr):
+            return attr
+
+        def recorded(*args: Any, **kwargs: Any) -> Any:
+            self.calls.append((name, _on_loop()))
+            return attr(*args, **kwargs)
+        return recorded
+
+
+@pytest.mark.parametrize("require_dmarc", [False, True])
+def test_the_builtin_policies_run_where_they_always_ran(any_store: Any, require_dmarc: bool) -> None:
+    """Every phase on the loop with SQLite; with PostgreSQL only the per-recipient reads of
+    RCPT (suppression, consent) go to a thread, and DATA when DMARC is looked up in the DNS."""
+    names = ["customer-active", "sender-identity", "role-address", "suppression", "consent",
+             "campaign-confirmed", "message-format", "unsubscribe", "imprint"]
+    entries = [PolicyEntry(name=n, mode="monitor",  # every policy runs, whatever it finds
+                           options={"require_dmarc": require_dmarc} if n == "sender-identity"
+                           else {}) for n in names]
+    pipe = Pipeline.from_config(entries, discover())
+    store = _RecordingStore(any_store)
+    txn = Transaction(session=SessionInfo(id="t", customer=any_store.require_customer("acme")),
+                      mail_from="bounce@shop.example", current_rcpt="jane@example.org")
+    txn.recipients.append("jane@example.org")
+    txn.set_raw(fixture("reference_newsletter.eml"))
+    where: dict[Phase, set[bool]] = {}
+    for phase in (Phase.MAIL, Phase.RCPT, Phase.DATA):
+        store.calls.clear()
+        ctx = PolicyContext(phase=phase, store=store, config=None, resolver=_NoDmarc())
+        result = asyncio.run(pipe.run(phase, txn, ctx))
+        assert result.decisions and not any(d.error for d in result.decisions)
+        where[phase] = {on_loop for _, on_loop in store.calls}
+    remote = any_store.dialect == "postgresql"
+    assert where == {Phase.MAIL: {True}, Phase.RCPT: {not remote},
+                     Phase.DATA: {not require_dmarc}}
+
+
+class _NoDmarc:
+    def resolve(self, name: str, rdtype: str) -> Any:
+        import dns.resolver
+
+        raise dns.resolver.NXDOMAIN()
+
+
+class _Sleeper(Policy):
+    """A check declared as touching nothing that nonetheless takes its time."""
+
+    name = "test-sleeper"
+    phases = (Phase.DATA,)
+    description = "sleeps on whatever thread runs it"
+    touches = Touches.NOTHING
+    seconds = 0.05
+    ran_on_loop: ClassVar[list[bool]] = []
+
+    def check(self, txn: Transaction, ctx: PolicyContext) -> Verdict:
+        import time
+
+        self.ran_on_loop.append(_on_loop())
+        time.sleep(self.seconds)
+        return Verdict.ok("slept")
+
+
+@pytest.mark.parametrize("on_error, reply", [
+    (None, POLICY_ERROR),
+    ("554 5.7.0 Content check unavailable", Reply(554, "5.7.0", "Content check unavailable")),
+])
+def test_an_inline_check_over_its_timeout_yields_on_error(
+        env: Env, on_error: str | None, reply: Reply) -> None:
+    _Sleeper.ran_on_loop.clear()
+    entry: dict[str, Any] = {"name": "test-sleeper", "timeout": 0.01}
+    if on_error:
+        entry["on_error"] = on_error
+    pipe = Pipeline.from_config([PolicyEntry(**entry), PolicyEntry(name="message-format")],
+                                discover(extra=[_Sleeper]))
+    result = run(env, pipe, Phase.DATA, fixture("reference_newsletter.eml"))
+    assert _Sleeper.ran_on_loop == [True]
+    assert not result.passed and result.verdict.reply == reply
+    sleeper, message_format = result.decisions  # DATA still runs every policy
+    assert sleeper.error and "timed out after 0.01s" in sleeper.verdict.reason
+    assert message_format.verdict.passed
+
+
+class _PipelineLog(logging.Handler):
+    """The pipeline's log lines, whether or not the "gateway" logger propagates."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+    def __enter__(self) -> list[str]:
+        logging.getLogger("gateway.core.pipeline").addHandler(self)
+        return self.lines
+
+    def __exit__(self, *exc: object) -> None:
+        logging.getLogger("gateway.core.pipeline").removeHandler(self)
+
+
+def test_a_check_that_keeps_overrunning_on_the_loop_is_moved_to_a_thread(env: Env) -> None:
+    from gateway.core.pipeline import INLINE_OVERRUNS_BEFORE_THREAD
+
+    _Sleeper.ran_on_loop.clear()
+    with _PipelineLog() as lines:
+        pipe = Pipeline.from_config([PolicyEntry(name="test-sleeper", timeout=0.01)],
+                                    discover(extra=[_Sleeper]))
+        raw = fixture("reference_newsletter.eml")
+        results = [run(env, pipe, Phase.DATA, raw)
+                   for _ in range(INLINE_OVERRUNS_BEFORE_THREAD + 1)]
+    assert _Sleeper.ran_on_loop == [True] * INLINE_OVERRUNS_BEFORE_THREAD + [False]
+    assert all(r.verdict.reply == POLICY_ERROR for r in results)  # in the thread too
+    assert len([line for line in lines if "overran its 0.01s timeout on the event loop at DATA"
+                in line]) == INLINE_OVERRUNS_BEFORE_THREAD
+    moved = [line for line in lines if "from now on" in line]
+    assert moved == [f"policy test-sleeper overran {INLINE_OVERRUNS_BEFORE_THREAD} times on the "
+                     "event loop at DATA; it runs in a worker thread from now on (until the "
+                     "configuration is reloaded)"]
+
+
+def test_a_check_within_its_timeout_stays_on_the_loop(env: Env) -> None:
+    _Sleeper.ran_on_loop.clear()
+    pipe = Pipeline.from_config([PolicyEntry(name="test-sleeper", timeout=30)],
+                                discover(extra=[_Sleeper]))
+    for _ in range(INLINE_RUNS):
+        assert run(env, pipe, Phase.DATA, fixture("reference_newsletter.eml")).passed
+    assert _Sleeper.ran_on_loop == [True] * INLINE_RUNS
+
+
+INLINE_RUNS = 5
+
+
+class _AsyncPasses(Policy):
+    name = "test-async-passes"
+    phases = (Phase.DATA,)
+    description = "a coroutine check"
+
+    async def check(self, txn: Transaction, ctx: PolicyContext) -> Verdict:
+        return Verdict.ok("awaited")
+
+
+def test_beside_a_coroutine_check_a_check_touching_nothing_still_runs_on_the_loop(
+        env: Env) -> None:
+    _Sleeper.ran_on_loop.clear()
+    pipe = Pipeline.from_config([PolicyEntry(name="test-async-passes"),
+                                 PolicyEntry(name="test-sleeper", timeout=30)],
+                                discover(extra=[_AsyncPasses, _Sleeper]))
+    assert run(env, pipe, Phase.DATA, fixture("reference_newsletter.eml")).passed
+    assert _Sleeper.ran_on_loop == [True]
+
+
+@pytest.mark.parametrize("touches", [Touches.NOTHING, Touches.STORE, Touches.NETWORK, "async"])
+def test_a_crashing_check_never_passes_wherever_it_runs(env: Env, touches: Any) -> None:
+    class Crash(Policy):
+        name = "test-crash-anywhere"
+        phases = (Phase.RCPT,)
+        description = "raises, or returns no verdict"
+
+        def check(self, txn: Transaction, ctx: PolicyContext) -> Verdict:
+            raise RuntimeError("boom")
+
+    class AsyncCrash(Crash):
+        async def check(self, txn: Transaction, ctx: PolicyContext) -> Verdict:  # type: ignore[override]
+            raise RuntimeError("boom")
+
+    class NoVerdict(Crash):
+        name = "test-no-verdict"
+
+        def check(self, txn: Transaction, ctx: PolicyContext) -> Verdict:
+            return None  # type: ignore[return-value]
+
+    crash = AsyncCrash if touches == "async" else Crash
+    for cls in (crash, NoVerdict):
+        if touches != "async":
+            cls.touches = touches
+        pipe = Pipeline.from_config([PolicyEntry(name=cls.name), PolicyEntry(name="test-counting")],
+                                    discover(extra=[cls, Counting]))
+        result = run(env, pipe, Phase.RCPT)
+        assert result.verdict.action is Action.TEMPFAIL and result.verdict.reply == POLICY_ERROR
+        assert [d.policy for d in result.decisions] == [cls.name]  # RCPT stops at the refusal
+    assert Counting.calls == 0
+
+
+def test_a_policy_still_setting_the_retired_attributes_runs_in_a_thread_and_is_logged(
+        env: Env) -> None:
+    ran_on_loop: list[bool] = []
+
+    class OldStyle(Policy):
+        name = "test-old-style"
+        phases = (Phase.RCPT,)
+        description = "written for the blocking flag"
+        blocking = False
+
+        def check(self, txn: Transaction, ctx: PolicyContext) -> Verdict:
+            ran_on_loop.append(_on_loop())
+            return Verdict.ok()
+
+    with _PipelineLog() as lines:
+        pipe = Pipeline.from_config([PolicyEntry(name="test-old-style")],
+                                    discover(extra=[OldStyle]))
+    assert run(env, pipe, Phase.RCPT).passed and ran_on_loop == [False]
+    assert lines == [
+        "policy test-old-style sets blocking, which the pipeline no longer reads; declare "
+        "`touches` (until then it runs in a worker thread)"]
+
+
+def test_a_per_phase_declaration_must_cover_every_phase_of_the_policy() -> None:
+    from gateway.core.pipeline import PipelineError
+
+    class Partial(Policy):
+        name = "test-partial"
+        phases = (Phase.RCPT, Phase.DATA)
+        description = "declares RCPT only"
+        touches = {Phase.RCPT: Touches.STORE}
+
+        def check(self, txn: Transaction, ctx: PolicyContext) -> Verdict:
+            return Verdict.ok()
+
+    with pytest.raises(PipelineError, match="test-partial: touches names no Touches for phase DATA"):
+        Pipeline.from_config([PolicyEntry(name="test-partial")], discover(extra=[Partial]))
