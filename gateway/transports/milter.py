@@ -554,7 +554,8 @@ class MilterListener:
         self.sessions: SessionCap[MilterSession] = SessionCap(lambda: None)
 
     def engine(self) -> Engine:
-        return self.server.state.engine  # type: ignore[no-any-return]
+        engine: Engine = self.server.state.engine
+        return engine
 
     @property
     def accepting(self) -> bool:
