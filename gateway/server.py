@@ -10,24 +10,22 @@ from __future__ import annotations
 import asyncio
 import gc
 import signal
-import socket
 import sys
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.authguard import AuthGuard
 from gateway.config import Config, ConfigError, load_config
-from gateway.core import replies
 from gateway.core.pipeline import Pipeline
 from gateway.core.registry import discover
 from gateway.engine import Engine
+from gateway.listeners import Listener, SessionCap
 from gateway.logging import get_logger, setup_logging
 from gateway.store import SqlStore, open_store
-from gateway.supervisor import Supervisor, inherited_fds, listener_key
-from gateway.tlsutil import ensure_self_signed, server_context
+from gateway.supervisor import Supervisor, inherited_fds
 from gateway.transports.relay import Relay
-from gateway.transports.smtp import ListenerState, SubmissionHandler, SubmissionSMTP
+from gateway.transports.smtp import ListenerState
+from gateway.transports.submission import SubmissionListener
 
 log = get_logger()
 
@@ -57,40 +55,29 @@ def build_relay(config: Config, capture_port: int | None = None) -> Relay:
 
 @dataclass
 class Server:
+    """`gateway serve` in one process: the engine and relay every transport shares (`state`),
+    the listeners (gateway/listeners.py) and background services, reload and the drain."""
+
     config_path: str | None
     config: Config
     store: SqlStore
     state: ListenerState | None = None
+    # The capture MTA (first-run downstream), closed after everything drained.
     servers: list[asyncio.Server] = field(default_factory=list)
     capture_port: int | None = None
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
-    # The other listeners, opened by their modules' attach_* functions.
-    http_runners: list[Any] = field(default_factory=list)
-    feedback_servers: list[asyncio.Server] = field(default_factory=list)
-    milter: Any = None
-    webhook_dispatcher: Any = None
-    webhook_task: Any = None
+    listeners: list[Listener] = field(default_factory=list)
+    # Drained after the listeners (the webhook dispatcher).
+    services: list[Listener] = field(default_factory=list)
 
-    async def listen(self, listener: Any, factory: Callable[[], Any],
-                     ssl: Any = None) -> asyncio.Server:
-        """A listening server for this listener: on the socket the supervisor handed down when
-        running as a worker, else bound here."""
-        loop = asyncio.get_running_loop()
-        fd = inherited_fds().get(listener_key(self.config, listener))
-        if fd is not None:
-            return await loop.create_server(factory, sock=socket.socket(fileno=fd), ssl=ssl,
-                                            backlog=1024)
-        return await loop.create_server(factory, host=listener.address, port=listener.port,
-                                        ssl=ssl, reuse_address=True, backlog=1024)
+    async def add_listener(self, listener: Listener) -> None:
+        """Start `listener` and drain it with the others at shutdown."""
+        await listener.start()
+        self.listeners.append(listener)
 
-    async def listen_streams(self, listener: Any,
-                             handle: Callable[..., Awaitable[None]]) -> asyncio.Server:
-        """Like `listen`, for stream handlers (asyncio.start_server callbacks)."""
-        fd = inherited_fds().get(listener_key(self.config, listener))
-        if fd is not None:
-            return await asyncio.start_server(handle, sock=socket.socket(fileno=fd), backlog=1024)
-        return await asyncio.start_server(handle, host=listener.address, port=listener.port,
-                                          reuse_address=True, backlog=1024)
+    async def add_service(self, service: Listener) -> None:
+        await service.start()
+        self.services.append(service)
 
     async def start(self) -> None:
         config = self.config
@@ -105,48 +92,34 @@ class Server:
         engine = build_engine(config, self.store)
         self.state = ListenerState(
             engine=engine, relay=build_relay(config, self.capture_port),
-            max_sessions=config.limits.max_sessions,
             auth_guard=AuthGuard(self.store, config.limits),
+            sessions=SessionCap(lambda: self.config.limits.max_sessions),
         )
-        loop = asyncio.get_running_loop()
-        for listener in config.listeners_of("submission"):
-            tls_context = None
-            if listener.tls is not None:
-                cert, key = config.path(listener.tls.cert), config.path(listener.tls.key)
-                if ensure_self_signed(cert, key, config.hostname):
-                    log.warning("tls_self_signed", cert=str(cert), key=str(key))
-                tls_context = server_context(cert, key)
-            handler = SubmissionHandler(self.state)
+        await self.add_listener(SubmissionListener(config, self.state))
+        # Looked up on the module at call time (a test slows the HTTP start down this way).
+        from gateway.http import app as http_app
 
-            def factory(handler: SubmissionHandler = handler, listener: Any = listener,
-                        tls_context: Any = tls_context,
-                        state: ListenerState = self.state) -> SubmissionSMTP:
-                return SubmissionSMTP(handler, state=state, listener=listener,
-                                      tls_context=tls_context, loop=loop)
-
-            server = await self.listen(listener, factory,
-                                       ssl=tls_context if listener.implicit_tls else None)
-            self.servers.append(server)
-            port = server.sockets[0].getsockname()[1]
-            log.event("listening", kind="submission", address=listener.address, port=port,
-                      tls="implicit" if listener.implicit_tls else (
-                          "starttls" if tls_context else "none"),
-                      trusted_local=listener.trusted_local)
-        from gateway.http.app import attach_http
-
-        await attach_http(self)
-        from gateway.transports.feedback import attach_feedback
+        await http_app.attach_http(self)
+        from gateway.transports.feedback import FeedbackListener
         from gateway.transports.milter import attach_milter
 
-        await attach_feedback(self)
+        if config.listeners_of("feedback"):
+            await self.add_listener(FeedbackListener(self))
         await attach_milter(self)
         from gateway.webhooks import attach_webhooks
 
         await attach_webhooks(self)
 
     def submission_ports(self) -> list[int]:
-        return [s.sockets[0].getsockname()[1] for s in self.servers[1 if self.capture_port else 0:]
-                if s.sockets]
+        return next((listener.ports() for listener in self.listeners
+                     if isinstance(listener, SubmissionListener)), [])
+
+    @property
+    def http_runners(self) -> list[Any]:
+        from gateway.http.app import HttpListener
+
+        return [runner for listener in self.listeners if isinstance(listener, HttpListener)
+                for runner in listener.runners]
 
     def reload(self) -> None:
         if self.state is None:  # a SIGHUP while starting: the config being started is current
@@ -158,11 +131,10 @@ class Server:
             log.error("reload", result="failed", error=str(exc))
             return
         assert self.state is not None
-        self.config = config
+        self.config = config  # the session caps read it at each connection
         self.state.engine = engine
         old_relay, self.state.relay = self.state.relay, build_relay(config, self.capture_port)
         asyncio.ensure_future(old_relay.close())
-        self.state.max_sessions = config.limits.max_sessions
         self.state.auth_guard.configure(config.limits)
         setup_logging(config.path(config.logging.file) if config.logging.file else None,
                       config.logging.level, config.logging.max_bytes,
@@ -170,65 +142,37 @@ class Server:
         log.event("reload", result="ok", policies=len(config.policies))
 
     async def shutdown(self) -> None:
-        """Drain: new connections and new transactions get 421, sessions without an open
-        transaction are closed at once, open transactions finish (their message relayed and
-        answered with the downstream's reply), bounded by `limits.shutdown_grace`; returns as
-        soon as the last session has ended.
-
-        The submission listeners stay open meanwhile and answer 421 4.3.2: with several
-        workers the listening socket is shared, and a worker that closed its copy would leave
-        new connections queued in the kernel, unanswered, while another worker still drains.
-        The capture MTA (first-run downstream) stays open until the relays are done.
-        """
+        """Drain: every listener stops accepting (new connections and new transactions get
+        421), sessions without an open transaction are closed at once, open transactions
+        finish (a message relayed and answered with the downstream's reply), all bounded by
+        `limits.shutdown_grace`; returns as soon as the last one has ended. Then the
+        background services, the relay, the quota reservations; the listening sockets and
+        the capture MTA close last (until then a new connection hears 421, see
+        SubmissionListener.stop_accepting)."""
         assert self.state is not None
         loop = asyncio.get_running_loop()
-        self.state.accepting = False
-        for server in self.feedback_servers:
-            server.close()
-        for runner in self.http_runners:
-            await runner.cleanup()
-        from gateway.transports.milter import stop_milter
-
-        milter_drained = asyncio.ensure_future(stop_milter(self))
+        for listener in self.listeners:
+            listener.stop_accepting()
         grace = self.config.limits.shutdown_grace
-        log.event("shutdown", phase="draining", in_flight=self.state.in_flight, grace=grace)
+        log.event("shutdown", phase="draining",
+                  in_flight=sum(listener.in_flight for listener in self.listeners), grace=grace)
         deadline = loop.time() + grace
-        for session in list(self.state.sessions):
-            # The others stop by themselves before reading their next command (or at MAIL).
-            session.close_if_idle()
-        while self._open_sessions() and loop.time() < deadline:
-            await asyncio.sleep(0.05)
-        abandoned = self.state.in_flight
-        for session in self._open_sessions():
-            try:
-                session._writer.write(f"{replies.SHUTTING_DOWN}\r\n".encode())
-            except Exception:  # noqa: BLE001 - the peer may be gone already
-                pass
-            if session.transport is not None:
-                session.transport.close()
-        # A closed session is gone once its last reply is written. Over TLS the transport also
-        # waits for the client's close_notify (up to 30 s), which nobody needs: a second is
-        # plenty for the writes.
-        flushed = loop.time() + 1
-        while self.state.sessions and loop.time() < flushed:
-            await asyncio.sleep(0.05)
-        await milter_drained
-        from gateway.webhooks import stop_webhooks
-
-        await stop_webhooks(self)
+        drained = await asyncio.gather(*(listener.drain(deadline) for listener in self.listeners))
+        # As before the listeners shared this protocol: the SMTP transactions cut short.
+        abandoned = next((n for listener, n in zip(self.listeners, drained, strict=True)
+                          if isinstance(listener, SubmissionListener)), 0)
+        for service in self.services:
+            service.stop_accepting()
+        await asyncio.gather(*(service.drain(deadline) for service in self.services))
         await self.state.relay.close()
         if self.state.engine.quota is not None:
             # Unused reserved quota goes back to the shared counters (gateway/quota.py).
             await asyncio.to_thread(self.state.engine.quota.release_all)
+        for listener in [*self.listeners, *self.services]:
+            await listener.close()
         for server in self.servers:
             server.close()
         log.event("shutdown", phase="done", abandoned=abandoned)
-
-    def _open_sessions(self) -> list[SubmissionSMTP]:
-        """Sessions not yet closed by either side (one being closed has nothing left to do)."""
-        assert self.state is not None
-        return [s for s in self.state.sessions
-                if s.transport is not None and not s.transport.is_closing()]
 
     def handle_signals(self) -> None:
         """Before `start`: a SIGTERM that lands while the listeners open (they serve sessions

@@ -239,31 +239,55 @@ class Dispatcher:
         return Outcome(False, f"HTTP {status}", status)
 
 
+class WebhookService:
+    """The dispatcher as a background service of `gateway serve` (a `gateway.listeners.
+    Listener` with no sockets): drained after the listeners, so the events of the last
+    transactions are still taken while those finish."""
+
+    kind = "webhooks"
+
+    def __init__(self, store: Any, settings: Any) -> None:
+        self.store = store
+        self.dispatcher = Dispatcher(store, settings)
+        self.task: asyncio.Future[Any] | None = None
+
+    async def start(self) -> None:
+        self.task = asyncio.ensure_future(self.dispatcher.run())
+
+    def stop_accepting(self) -> None:
+        self.dispatcher.stop()
+
+    @property
+    def in_flight(self) -> int:
+        return int(self.task is not None and not self.task.done())
+
+    async def drain(self, deadline: float) -> int:
+        """A POST in progress gets a moment (at most a second, whatever `deadline` says): the
+        drain must not wait on a slow receiver. One cut short is sent again by whoever takes
+        the event next (at least once)."""
+        task = self.task
+        if task is None:
+            return 0
+        self.dispatcher.stop()
+        try:
+            await asyncio.wait_for(asyncio.shield(task), 1.0)
+        except TimeoutError:
+            task.cancel()
+            try:
+                await asyncio.to_thread(self.store.release_events, self.dispatcher.owner)
+            except Exception as exc:  # noqa: BLE001 - the leases then expire by themselves
+                log.error("webhook", result="release-failed", error=str(exc))
+            return 1
+        except Exception as exc:  # noqa: BLE001 - shutting down regardless
+            log.error("webhook", result="stop-failed", error=str(exc))
+        return 0
+
+    async def close(self) -> None:
+        """Nothing left once drained."""
+
+
 async def attach_webhooks(server: Any) -> None:
     """Start the dispatcher in this process (`gateway serve`), unless switched off."""
     settings = server.config.webhooks
-    if not settings.deliver:
-        return
-    dispatcher = Dispatcher(server.store, settings)
-    server.webhook_dispatcher = dispatcher
-    server.webhook_task = asyncio.ensure_future(dispatcher.run())
-
-
-async def stop_webhooks(server: Any) -> None:
-    dispatcher = getattr(server, "webhook_dispatcher", None)
-    task = getattr(server, "webhook_task", None)
-    if dispatcher is None or task is None:
-        return
-    dispatcher.stop()
-    try:
-        # A POST in progress gets a moment; the drain must not wait on a slow receiver. One
-        # cut short is sent again by whoever takes the event next (at least once).
-        await asyncio.wait_for(asyncio.shield(task), 1.0)
-    except TimeoutError:
-        task.cancel()
-        try:
-            await asyncio.to_thread(server.store.release_events, dispatcher.owner)
-        except Exception as exc:  # noqa: BLE001 - the leases then expire by themselves
-            log.error("webhook", result="release-failed", error=str(exc))
-    except Exception as exc:  # noqa: BLE001 - shutting down regardless
-        log.error("webhook", result="stop-failed", error=str(exc))
+    if settings.deliver:
+        await server.add_service(WebhookService(server.store, settings))

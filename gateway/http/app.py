@@ -101,18 +101,54 @@ async def health_checks(server: Any) -> dict[str, str]:
     return checks
 
 
-async def attach_http(server: Any) -> None:
-    for listener in server.config.listeners_of("http"):
-        runner = web.AppRunner(make_app(server), access_log=None)
-        await runner.setup()
+class HttpListener:
+    """Every `kind: http` listener of the config, as one `gateway.listeners.Listener`."""
+
+    kind = "http"
+
+    def __init__(self, server: Any) -> None:
+        self.server = server
+        self.runners: list[web.AppRunner] = []
+
+    async def start(self) -> None:
         from gateway.supervisor import inherited_fds, listener_key
 
-        fd = inherited_fds().get(listener_key(server.config, listener))
-        site: web.BaseSite
-        if fd is not None:
-            site = web.SockSite(runner, socket.socket(fileno=fd))
-        else:
-            site = web.TCPSite(runner, listener.address, listener.port, reuse_address=True)
-        await site.start()
-        server.http_runners.append(runner)
-        log.event("listening", kind="http", address=listener.address, port=listener.port)
+        config = self.server.config
+        for listener in config.listeners_of("http"):
+            # A request under way at SIGTERM gets the grace period to finish (aiohttp closes
+            # idle keep-alive connections at once); the drain starts the moment it begins.
+            runner = web.AppRunner(make_app(self.server), access_log=None,
+                                   shutdown_timeout=config.limits.shutdown_grace)
+            await runner.setup()
+            fd = inherited_fds().get(listener_key(config, listener))
+            site: web.BaseSite
+            if fd is not None:
+                site = web.SockSite(runner, socket.socket(fileno=fd))
+            else:
+                site = web.TCPSite(runner, listener.address, listener.port, reuse_address=True)
+            await site.start()
+            self.runners.append(runner)
+            log.event("listening", kind="http", address=listener.address, port=listener.port)
+
+    def stop_accepting(self) -> None:
+        """Nothing to refuse: a request is one transaction, and `drain` stops the sites."""
+
+    @property
+    def in_flight(self) -> int:
+        return sum(len(r.server.connections) for r in self.runners if r.server is not None)
+
+    async def drain(self, deadline: float) -> int:
+        """Stop listening, close idle connections, let requests under way finish. aiohttp
+        bounds that by the runners' shutdown_timeout (the grace period, counted from the
+        start of the drain as `deadline` is) and cuts the rest itself: 0 is reported."""
+        await asyncio.gather(*(runner.cleanup() for runner in self.runners))
+        return 0
+
+    async def close(self) -> None:
+        """The runners are cleaned up by `drain`."""
+
+
+async def attach_http(server: Any) -> None:
+    """Open the HTTP listeners of `server.config` (called from Server.start)."""
+    if server.config.listeners_of("http"):
+        await server.add_listener(HttpListener(server))

@@ -28,6 +28,7 @@ from gateway import metrics
 from gateway.core import replies
 from gateway.engine import new_session_id
 from gateway.feedback.intake import Intake, accepts_recipient
+from gateway.listeners import SessionCap, listen, ports, wait_until
 from gateway.logging import get_logger
 from gateway.store import StoreUnavailable
 from gateway.transports.smtp import _AIOSMTPD_REPLIES, refuse_before_greeting
@@ -49,6 +50,7 @@ class FeedbackSMTP(AioSMTP):
                  max_size: int, timeout: float, **kwargs: Any) -> None:
         self.session_id = new_session_id()
         self.listener = listener
+        self.busy = False  # a transaction is open: from an accepted MAIL to its end
         super().__init__(handler, hostname=hostname, ident="ESMTP feedback intake",
                          data_size_limit=max_size, timeout=timeout, **kwargs)
 
@@ -60,10 +62,12 @@ class FeedbackSMTP(AioSMTP):
         peer = transport.get_extra_info("peername")
         self.peer_ip = peer[0] if peer else ""
         open_sessions = self.event_handler.sessions
-        if len(open_sessions) >= self.event_handler.server.config.feedback_intake.max_sessions:
+        refusal = open_sessions.refusal()
+        if refusal is not None:
             # Refused before the greeting: the sending MTA keeps its bounce and retries.
-            refuse_before_greeting(self, transport, replies.TOO_MANY_SESSIONS, kind="feedback",
-                                   reason="session cap", sessions=len(open_sessions))
+            reply, reason = refusal
+            refuse_before_greeting(self, transport, reply, kind="feedback",
+                                   reason=reason, sessions=len(open_sessions))
             return
         open_sessions.add(self)
         metrics.SESSIONS.labels("feedback").inc()
@@ -71,6 +75,34 @@ class FeedbackSMTP(AioSMTP):
     def connection_lost(self, error: Exception | None) -> None:
         self.event_handler.sessions.discard(self)
         super().connection_lost(error)
+
+    def close_for_shutdown(self) -> None:
+        """For the drain: 421 and close (the sending MTA keeps its mail and retries)."""
+        if self.transport is None or self.transport.is_closing():
+            return
+        log.event("session_ended", session=self.session_id, peer=self.peer_ip, reply=421,
+                  reason="shutting down", kind="feedback")
+        try:
+            self._writer.write(f"{replies.SHUTTING_DOWN}\r\n".encode())
+        except Exception:  # noqa: BLE001 - the peer may be gone already
+            pass
+        self.transport.close()
+
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        if not self.event_handler.sessions.accepting:
+            self.close_for_shutdown()
+            return
+        assert self.envelope is not None
+        await super().smtp_MAIL(arg)
+        self.busy = self.envelope.mail_from is not None
+
+    async def smtp_RSET(self, arg: str) -> None:
+        self.busy = False
+        await super().smtp_RSET(arg)
+
+    def _set_post_data_state(self) -> None:
+        super()._set_post_data_state()
+        self.busy = False
 
     async def push(self, status: Any) -> None:
         if isinstance(status, str):
@@ -86,7 +118,8 @@ class FeedbackHandler:
 
     def __init__(self, server: Any, intake: Intake | None = None) -> None:
         self.server = server
-        self.sessions: set[FeedbackSMTP] = set()
+        self.sessions: SessionCap[FeedbackSMTP] = SessionCap(
+            lambda: server.config.feedback_intake.max_sessions)
         self._intake = intake
         self._intake_config: Any = None
         self._pool: ThreadPoolExecutor | None = None
@@ -155,32 +188,67 @@ class FeedbackHandler:
         return TEMPFAIL
 
 
-async def attach_feedback(server: Any) -> None:
-    """Open every `kind: feedback` listener of the config (called from Server.start)."""
-    config = server.config
-    listeners = config.listeners_of("feedback")
-    if not listeners:
-        return
-    handler = FeedbackHandler(server)
-    loop = asyncio.get_running_loop()
-    for listener in listeners:
-        def factory(listener: Any = listener) -> FeedbackSMTP:
-            cfg = server.config
-            return FeedbackSMTP(handler, listener=listener, hostname=cfg.hostname,
-                                max_size=cfg.limits.max_message_size,
-                                timeout=cfg.limits.command_timeout, loop=loop)
+class FeedbackListener:
+    """Every `kind: feedback` listener of the config, as one `gateway.listeners.Listener`.
 
-        listen = getattr(server, "listen", None)
-        if listen is not None:
-            # Server.listen: the socket the supervisor handed down to this worker, else bound.
-            srv = await listen(listener, factory)
-        else:
-            srv = await loop.create_server(factory, host=listener.address, port=listener.port,
-                                           reuse_address=True)
-        server.feedback_servers.append(srv)
-        port = srv.sockets[0].getsockname()[1]
-        log.event("listening", kind="feedback", address=listener.address, port=port,
-                  bounce_domains=",".join(_domains(config)) or None)
+    `server` is the gateway.server.Server: config, store and engine, live across reloads."""
+
+    kind = "feedback"
+
+    def __init__(self, server: Any) -> None:
+        self.server = server
+        self.handler = FeedbackHandler(server)
+        self.servers: list[asyncio.Server] = []
+
+    async def start(self) -> None:
+        config, loop, handler = self.server.config, asyncio.get_running_loop(), self.handler
+        for listener in config.listeners_of("feedback"):
+            def factory(listener: Any = listener) -> FeedbackSMTP:
+                cfg = self.server.config
+                return FeedbackSMTP(handler, listener=listener, hostname=cfg.hostname,
+                                    max_size=cfg.limits.max_message_size,
+                                    timeout=cfg.limits.command_timeout, loop=loop)
+
+            # The socket the supervisor handed down to this worker, else bound here.
+            srv = await listen(config, listener, factory)
+            self.servers.append(srv)
+            log.event("listening", kind="feedback", address=listener.address,
+                      port=srv.sockets[0].getsockname()[1],
+                      bounce_domains=",".join(_domains(config)) or None)
+
+    def ports(self) -> list[int]:
+        return ports(self.servers)
+
+    def stop_accepting(self) -> None:
+        # The sockets stay open and answer 421, as on submission (a shared socket closed by
+        # one worker would leave connections queued unanswered while another drains).
+        self.handler.sessions.accepting = False
+
+    @property
+    def in_flight(self) -> int:
+        return self.handler.sessions.in_flight
+
+    async def drain(self, deadline: float) -> int:
+        """Sessions between transactions get 421 and are closed; a report being received or
+        stored finishes (the sender hears 250 with its feedback id), then gets 421."""
+        sessions = self.handler.sessions
+
+        def idle_closed() -> bool:
+            for session in sessions:
+                if not session.busy:
+                    session.close_for_shutdown()
+            return not len(sessions)
+
+        await wait_until(idle_closed, deadline)
+        abandoned = sessions.in_flight
+        for session in sessions:
+            session.close_for_shutdown()
+        await wait_until(lambda: not len(sessions), asyncio.get_running_loop().time() + 1)
+        return abandoned
+
+    async def close(self) -> None:
+        for server in self.servers:
+            server.close()
 
 
 def _domains(config: Any) -> list[str]:
@@ -190,5 +258,5 @@ def _domains(config: Any) -> list[str]:
 
 
 def feedback_ports(server: Any) -> list[int]:
-    return [s.sockets[0].getsockname()[1] for s in server.feedback_servers
-            if s.sockets]
+    return next((listener.ports() for listener in server.listeners
+                 if listener.kind == "feedback"), [])

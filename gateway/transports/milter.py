@@ -43,7 +43,7 @@ import asyncio
 import functools
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from gateway import metrics
@@ -52,6 +52,8 @@ from gateway.core.message import header_fields, split_message
 from gateway.core.transaction import SessionInfo, Transaction
 from gateway.core.verdict import Reply
 from gateway.engine import Engine, new_session_id
+from gateway.identity import milter_login
+from gateway.listeners import SessionCap, listen_streams, ports, wait_until
 from gateway.logging import get_logger
 from gateway.store import StoreUnavailable
 
@@ -417,18 +419,15 @@ class MilterSession:
         options = [a.decode("utf-8", "replace") for a in args[1:]]
         if not self.listener.accepting:
             return [reply_packet(replies.SHUTTING_DOWN)]
-        login: str | None = self.macro("auth_authen", b"M")
-        how = "postfix-sasl"
-        if not login:
-            # A sending engine on the ESP's network, known by the client address Postfix
-            # reports (`trusted_networks` of this listener); without that, never pass mail
-            # without a customer, whatever Postfix itself would allow.
-            login = self.config.network_customer(self.peer) if self.config else None
-            how = "trusted-network"
-        if not login:
+        # The SASL login Postfix reports, else a sending engine on the ESP's network, known by
+        # the client address Postfix reports (`trusted_networks` of this listener); without
+        # either, never pass mail without a customer, whatever Postfix itself would allow.
+        claimed = milter_login(lambda name: self.macro(name, b"M"), self.config, self.peer)
+        if claimed is None:
             log.warning("auth", session=self.id, peer=self.peer, transport="milter",
                         mail_from=mail_from, result="unauthenticated")
             return [reply_packet(replies.AUTH_REQUIRED)]
+        login, how = claimed.name, claimed.how
         engine = self.listener.engine()
         try:
             customer = engine.store.get_customer(login)
@@ -540,23 +539,56 @@ class MilterSession:
 # -- the listener ---------------------------------------------------------------------------
 
 
-@dataclass
 class MilterListener:
-    """The milter listeners of one server, their sessions, and the way to stop them."""
+    """The milter listeners of one server (a `gateway.listeners.Listener`), their sessions.
 
-    engine: Callable[[], Engine]  # the server's current engine (swapped on SIGHUP)
-    servers: list[asyncio.Server] = field(default_factory=list)
-    sessions: set[MilterSession] = field(default_factory=set)
-    accepting: bool = True
+    `server` is the gateway.server.Server: its config and its current engine (swapped on
+    SIGHUP). There is no session cap of ours: each session is one of Postfix's smtpd
+    processes, which Postfix caps."""
+
+    kind = "milter"
+
+    def __init__(self, server: Any) -> None:
+        self.server = server
+        self.servers: list[asyncio.Server] = []
+        self.sessions: SessionCap[MilterSession] = SessionCap(lambda: None)
+
+    def engine(self) -> Engine:
+        engine: Engine = self.server.state.engine
+        return engine
+
+    @property
+    def accepting(self) -> bool:
+        return self.sessions.accepting
 
     @property
     def in_flight(self) -> int:
-        return sum(1 for s in self.sessions if s.busy)
+        return self.sessions.in_flight
+
+    async def start(self) -> None:
+        config = self.server.config
+        try:
+            for listener in config.listeners_of("milter"):
+                ignored = [name for name in ("tls", "implicit_tls", "trusted_local")
+                           if getattr(listener, name)]
+                if ignored:
+                    # Postfix does TLS and AUTH; the customer is the SASL login Postfix reports.
+                    log.warning("listener_option_ignored", kind="milter", port=listener.port,
+                                options=",".join(ignored))
+                srv = await listen_streams(config, listener, functools.partial(
+                    self.handle, config=listener))
+                self.servers.append(srv)
+                log.event("listening", kind="milter", address=listener.address,
+                          port=srv.sockets[0].getsockname()[1])
+        except BaseException:
+            for opened in self.servers:
+                opened.close()
+            raise
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                      config: Any = None) -> None:
         session = MilterSession(self, reader, writer, config)
-        if not self.accepting:
+        if self.sessions.refusal() is not None:
             writer.close()
             return
         self.sessions.add(session)
@@ -575,22 +607,21 @@ class MilterListener:
                       transport="milter")
 
     def ports(self) -> list[int]:
-        return [s.sockets[0].getsockname()[1] for s in self.servers if s.sockets]
+        return ports(self.servers)
 
-    async def stop(self, grace: float) -> None:
-        """Stop accepting; let open transactions finish (bounded); then close every session.
-
-        Postfix applies `milter_default_action` to whatever arrives afterwards
-        (tempfail: the client hears 451 and retries)."""
-        self.accepting = False
+    def stop_accepting(self) -> None:
+        """New transactions are refused with 421; the listening sockets close now, so Postfix
+        applies `milter_default_action` to new sessions (tempfail: the client retries)."""
+        self.sessions.accepting = False
         for server in self.servers:
             server.close()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + grace
-        while self.in_flight and loop.time() < deadline:
-            await asyncio.sleep(0.05)
+
+    async def drain(self, deadline: float) -> int:
+        """Open transactions finish until `deadline`; then every session is closed (Postfix
+        applies `milter_default_action` to whatever arrives afterwards)."""
+        await wait_until(lambda: not self.in_flight, deadline)
         abandoned = self.in_flight
-        for session in list(self.sessions):
+        for session in self.sessions:
             session.writer.close()
         for server in self.servers:
             try:
@@ -599,45 +630,44 @@ class MilterListener:
                 pass
         self.servers.clear()
         log.event("milter_stopped", abandoned=abandoned)
+        return abandoned
+
+    async def close(self) -> None:
+        for server in self.servers:
+            server.close()
+
+    async def stop(self, grace: float) -> None:
+        """Stop accepting, drain for `grace` seconds at most, close."""
+        self.stop_accepting()
+        await self.drain(asyncio.get_running_loop().time() + grace)
+        await self.close()
+
+
+def _milter_of(server: Any) -> MilterListener | None:
+    return next((listener for listener in server.listeners
+                 if isinstance(listener, MilterListener)), None)
 
 
 async def attach_milter(server: Any) -> None:
-    """Open the `kind: milter` listeners of `server.config` over the server's engine."""
-    listeners = server.config.listeners_of("milter")
-    if not listeners:
+    """Open the `kind: milter` listeners of `server.config` over the server's engine (at
+    start, and again after `stop_milter`)."""
+    if not server.config.listeners_of("milter"):
         return
-    if getattr(server, "milter", None) is not None:
+    if _milter_of(server) is not None:
         raise RuntimeError("the milter listeners are already open")
-    milter = MilterListener(engine=lambda: server.state.engine)
-    try:
-        for listener in listeners:
-            ignored = [name for name in ("tls", "implicit_tls", "trusted_local")
-                       if getattr(listener, name)]
-            if ignored:
-                # Postfix does TLS and AUTH; the customer is the SASL login Postfix reports.
-                log.warning("listener_option_ignored", kind="milter", port=listener.port,
-                            options=",".join(ignored))
-            srv = await server.listen_streams(listener, functools.partial(
-                milter.handle, config=listener))
-            milter.servers.append(srv)
-            log.event("listening", kind="milter", address=listener.address,
-                      port=srv.sockets[0].getsockname()[1])
-    except BaseException:
-        for opened in milter.servers:
-            opened.close()
-        raise
-    server.milter = milter
+    await server.add_listener(MilterListener(server))
 
 
 async def stop_milter(server: Any, grace: float | None = None) -> None:
-    """The stop path for `Server.shutdown` (and tests): drain, then close the milter listeners."""
-    milter: MilterListener | None = getattr(server, "milter", None)
+    """Drain, then close the milter listeners alone (tests, and a milter taken out of a
+    running server); `Server.shutdown` drains them with the others."""
+    milter = _milter_of(server)
     if milter is None:
         return
-    server.milter = None
+    server.listeners.remove(milter)
     await milter.stop(server.config.limits.shutdown_grace if grace is None else grace)
 
 
 def milter_ports(server: Any) -> list[int]:
-    milter: MilterListener | None = getattr(server, "milter", None)
+    milter = _milter_of(server)
     return milter.ports() if milter is not None else []

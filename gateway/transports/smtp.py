@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from aiosmtpd.smtp import SMTP as AioSMTP
@@ -23,6 +23,13 @@ from gateway.core import replies
 from gateway.core.transaction import SessionInfo, Transaction
 from gateway.core.verdict import Reply
 from gateway.engine import Engine, new_session_id
+from gateway.identity import (
+    authenticate,
+    network_login,
+    session_customer,
+    trusted_network_customer,
+)
+from gateway.listeners import SessionCap
 from gateway.logging import get_logger
 from gateway.store import StoreUnavailable
 from gateway.transports import fastinit
@@ -49,10 +56,6 @@ _PLAIN_PATH = re.compile(
 _CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
-class _NoSuchCustomer(Exception):
-    """Raised inside a cached load so that a miss is not remembered."""
-
-
 def refuse_before_greeting(server: Any, transport: Any, reply: Any, **fields: Any) -> None:
     """Answer a new connection with `reply` (a 421) instead of the greeting, log it and close;
     aiosmtpd's session coroutine, already started, is cancelled."""
@@ -74,18 +77,21 @@ def _hold_credentials(server: SubmissionSMTP, session: Session, envelope: Envelo
 
 @dataclass
 class ListenerState:
-    """Shared by the sessions of one process: the engine (swapped on reload) and counters."""
+    """Shared by the submission sessions of one process: the engine and relay (swapped on
+    reload), the AUTH guard and the open sessions under their cap (gateway/listeners.py)."""
 
     engine: Engine
     relay: Any
-    max_sessions: int
     auth_guard: AuthGuard
-    sessions: set[SubmissionSMTP] = field(default_factory=set)
-    accepting: bool = True
+    sessions: SessionCap[SubmissionSMTP]
+
+    @property
+    def accepting(self) -> bool:
+        return self.sessions.accepting
 
     @property
     def in_flight(self) -> int:
-        return sum(1 for s in self.sessions if s.busy)
+        return self.sessions.in_flight
 
 
 # aiosmtpd's own replies for limits it enforces, given their RFC 3463 codes and clearer texts.
@@ -149,10 +155,10 @@ class SubmissionSMTP(AioSMTP):
         if self.listener.implicit_tls:
             ssl_object = transport.get_extra_info("ssl_object")
             self.session.ssl = {"ssl_object": ssl_object} if ssl_object is not None else None
-        if not self.state.accepting or len(self.state.sessions) >= self.state.max_sessions:
-            reply = replies.SHUTTING_DOWN if not self.state.accepting else replies.TOO_MANY_SESSIONS
-            refuse_before_greeting(self, transport, reply, reason="shutting down"
-                                   if not self.state.accepting else "session cap")
+        refusal = self.state.sessions.refusal()
+        if refusal is not None:
+            reply, reason = refusal
+            refuse_before_greeting(self, transport, reply, reason=reason)
             return
         self.state.sessions.add(self)
         metrics.SESSIONS_ACTIVE.inc()
@@ -162,8 +168,7 @@ class SubmissionSMTP(AioSMTP):
         self._trusted_network_login()
 
     def connection_lost(self, error: Exception | None) -> None:
-        if self in self.state.sessions:
-            self.state.sessions.discard(self)
+        if self.state.sessions.discard(self):
             metrics.SESSIONS_ACTIVE.dec()
             log.event("session_close", session=self.session_id, peer=self.peer_ip,
                       error=str(error) if error else None)
@@ -220,37 +225,15 @@ class SubmissionSMTP(AioSMTP):
         return True
 
     def _trusted_network_login(self) -> None:
-        customer_name = self.listener.network_customer(self.peer_ip)
-        if customer_name is None:
+        login = network_login(self.listener, self.peer_ip)
+        if login is None:
             return
         assert self.session is not None
-        try:
-            customer = self._trusted_customer(customer_name)
-        except StoreUnavailable:
-            customer = None
+        customer = trusted_network_customer(self.state.engine.store, login.name)
         if customer is not None:
-            self.session.authenticated = True
-            self.session.auth_data = customer
+            authenticate(self.session, customer)
             log.event("auth", session=self.session_id, peer=self.peer_ip,
-                      customer=customer.name, result="trusted-network")
-
-    def _trusted_customer(self, name: str) -> Any:
-        """The customer a trusted network sends as, through the store's read cache (the one
-        the policies re-read the customer from): a sending engine that connects for every
-        message costs a query per cache_ttl, not one per connection. A name not found is
-        not cached: a customer added on another node is known at the next connection."""
-        store = self.state.engine.store
-
-        def load() -> Any:
-            customer = store.get_customer(name)
-            if customer is None:
-                raise _NoSuchCustomer(name)
-            return customer
-
-        try:
-            return store.cached(("trusted-network-customer", name), load)
-        except _NoSuchCustomer:
-            return None
+                      customer=customer.name, result=login.how)
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         # aiosmtpd's _getaddr, without its parser for the plain `<local@domain>` form.
@@ -304,8 +287,7 @@ class SubmissionSMTP(AioSMTP):
             return  # the client left (or timed out) while its answer was held back
         assert self.session is not None
         if outcome.customer is not None:
-            self.session.authenticated = True
-            self.session.auth_data = outcome.customer
+            authenticate(self.session, outcome.customer)
         else:
             self.failed_auths += 1
         await self.push(str(outcome.reply))
@@ -387,7 +369,7 @@ class SubmissionHandler:
     def _session_info(self, server: SubmissionSMTP, session: Session) -> SessionInfo:
         return SessionInfo(
             id=server.session_id, peer=server.peer_ip, helo=session.host_name or "",
-            tls=bool(session.ssl), customer=session.auth_data if session.authenticated else None,
+            tls=bool(session.ssl), customer=session_customer(session),
         )
 
     async def handle_MAIL(self, server: SubmissionSMTP, session: Session, envelope: Envelope,
