@@ -63,6 +63,14 @@ def postgres_url(postgres_server: Any) -> str:
     return postgres_server.create_database(f"gw_test_{_db_counter}")
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The URL of a fresh store of each engine: a SQLite file and a real PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.db'}"
+    return str(request.getfixturevalue("postgres_url"))
+
+
 @pytest.fixture
 def scripted_mta() -> Iterator[Callable[..., ScriptedMTA]]:
     started: list[ScriptedMTA] = []

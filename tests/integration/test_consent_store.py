@@ -11,13 +11,9 @@ from gateway.store.consent import ConsentImportRow
 T0 = 1_772_359_200.0  # 2026-03-01T10:00:00Z
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request, tmp_path):
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'store.db'}"
-    else:
-        url = request.getfixturevalue("postgres_url")
-    s = open_store(url, cache_ttl=60)
+@pytest.fixture
+def store(store_url):
+    s = open_store(store_url, cache_ttl=60)
     s.add_customer("acme")
     yield s
     s.close()

@@ -11,13 +11,9 @@ from gateway.store import MessageRecord, StoreError, StoreUnavailable, open_stor
 from gateway.store.passwords import hash_password, verify_password
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request, tmp_path):
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'store.db'}"
-    else:
-        url = request.getfixturevalue("postgres_url")
-    s = open_store(url)
+@pytest.fixture
+def store(store_url):
+    s = open_store(store_url)
     yield s
     s.close()
 

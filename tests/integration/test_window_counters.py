@@ -15,13 +15,9 @@ HOUR = 3600.0
 T0 = 1_800_000_000.0
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request, tmp_path):
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'store.db'}"
-    else:
-        url = request.getfixturevalue("postgres_url")
-    s = open_store(url)
+@pytest.fixture
+def store(store_url):
+    s = open_store(store_url)
     yield s
     s.close()
 

@@ -359,16 +359,12 @@ def _on_loop() -> bool:
     return threading.current_thread() is threading.main_thread()  # asyncio.run's loop
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+@pytest.fixture
+def any_store(store_url: str) -> Iterator[Any]:
     """The real store of each engine, with one active customer `acme`."""
     from gateway.store import open_store
 
-    if request.param == "sqlite":
-        url = "sqlite:///" + str(tmp_path / "t.db")
-    else:
-        url = request.getfixturevalue("postgres_url")
-    store = open_store(url)
+    store = open_store(store_url)
     store.add_customer("acme", status="active")
     yield store
     store.close()
