@@ -73,12 +73,14 @@ def prepend_headers(raw: bytes, headers: Sequence[tuple[str, str]]) -> bytes:
     return prepend(added, raw)
 
 
-def prepend(prefix: bytes, body: bytes) -> bytes:
-    """``prefix + body``; when `body` was recently found CRLF-only (one of crlf_only's last
-    answers) and `prefix` is CRLF-terminated lines, the result is known to be CRLF-only without
-    counting the whole message again (no CR or LF pair can span the join)."""
-    joined = prefix + body
-    if _recent_answer(body) and prefix.endswith(b"\r\n"):
+def prepend(prefix: bytes, body: bytes, start: int = 0) -> bytes:
+    """``prefix + body[start:]`` in one copy; when `body` was recently found CRLF-only (one of
+    crlf_only's last answers), `prefix` is CRLF-terminated lines and `start` is 0 or just
+    after a line break of `body`, the result is known to be CRLF-only without counting the
+    whole message again (no CR or LF pair can span the join)."""
+    joined = prefix + body if not start else b"".join((prefix, memoryview(body)[start:]))
+    if (_recent_answer(body) and prefix.endswith(b"\r\n")
+            and (not start or body[start - 1:start] == b"\n")):
         pairs = prefix.count(b"\r\n")
         if prefix.count(b"\r") == pairs and prefix.count(b"\n") == pairs:
             _remember(joined, True)

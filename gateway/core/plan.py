@@ -145,8 +145,7 @@ def render(raw: bytes, edits: Iterable[Edit]) -> bytes:
         fields = header_fields(header_block)
         if any(key in removed for key, _ in fields):
             kept = [raw_field for key, raw_field in fields if key not in removed]
-            body = memoryview(raw)[len(header_block):]  # joined without a copy of its own
-            return b"".join([prefix, *kept, body])
+            return prepend(b"".join([prefix, *kept]), raw, len(header_block))
     if not prefix:
         return raw
     # prepend: the bare-line-ending check of `raw` carries over to the result (no recount).

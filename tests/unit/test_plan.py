@@ -9,15 +9,24 @@ actions of one kind that make Postfix's header block what the proxy relays.
 from __future__ import annotations
 
 import asyncio
+import re
 import struct
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from gateway.config import Config, PolicyEntry
-from gateway.core.message import header_values, prepend, prepend_headers, remove_headers
+from gateway.core.message import (
+    crlf_only,
+    header_values,
+    prepend,
+    prepend_headers,
+    remove_headers,
+)
 from gateway.core.pipeline import Pipeline
 from gateway.core.plan import (
     AddHeader,
@@ -288,3 +297,31 @@ def test_signature_fields_become_additions_top_first() -> None:
     with pytest.raises(ValueError):
         fields_to_add(b"DKIM-Signature:v=1\r\n")
 
+
+
+# -- the relay's bare-line-ending check, carried over from the client's bytes ----------------
+
+_BARE = re.compile(rb"\r(?!\n)|(?<!\r)\n")
+# Mostly CRLF lines, now and then a bare CR or LF: clean and unclean inputs both come up often.
+_TOKENS = st.sampled_from([b"a", b"b:", b"\r\n", b"\r\n", b"\r\n", b"\r", b"\n"])
+_LINES = st.lists(_TOKENS, max_size=12).map(b"".join)
+
+
+@given(_LINES, _LINES.map(lambda b: b + b"\r\n"), st.integers(min_value=0, max_value=30))
+@example(b"a\r\n", b"x\r\n", 2)  # cut between a CR and its LF: the LF is bare after the join
+def test_a_rendering_is_never_taken_for_clean_when_it_is_not(body: bytes, prefix: bytes,
+                                                             start: int) -> None:
+    # The relay sends without escaping what crlf_only calls clean (SMTP smuggling otherwise).
+    start = min(start, len(body))
+    crlf_only(body)  # the engine checked the client's bytes; the rendering builds on them
+    joined = prepend(prefix, body, start)
+    assert joined == prefix + body[start:]
+    assert crlf_only(joined) is (_BARE.search(joined) is None)
+
+
+def test_rendering_with_removals_keeps_a_bare_line_ending_in_the_body_visible() -> None:
+    raw = b"X-Mailing-ID: a\r\nFrom: a@b\r\n\r\nline\nsmuggled\r\n"
+    assert not crlf_only(raw)
+    rendered = render(raw, [RemoveHeader("X-Mailing-ID"), AddHeader("X-Mailing-ID", "b")])
+    assert rendered == b"X-Mailing-ID: b\r\nFrom: a@b\r\n\r\nline\nsmuggled\r\n"
+    assert not crlf_only(rendered)
