@@ -17,7 +17,16 @@ from gateway import metrics
 from gateway.core import replies
 from gateway.core.message import has_bare_line_ending
 from gateway.core.pipeline import PhaseResult, Pipeline
-from gateway.core.plan import AddHeader, ChangeSender, Edit, Plan, fields_to_add, present, render
+from gateway.core.plan import (
+    AddHeader,
+    ChangeSender,
+    Edit,
+    EditRefused,
+    Plan,
+    fields_to_add,
+    present,
+    render,
+)
 from gateway.core.policy import PolicyContext
 from gateway.core.transaction import Phase, SessionInfo, Transaction
 from gateway.core.verdict import Action, Reply
@@ -160,6 +169,9 @@ class Engine:
             return Plan(refused.reply, mail_from=txn.mail_from, decisions=result.decisions)
         try:
             edits = await self._stamp(txn, result)
+            sender = self._envelope_sender(txn)
+            if sender != txn.mail_from:
+                edits.append(ChangeSender(sender))
         except SigningUnavailable as exc:
             await self._finish(txn, "tempfailed", replies.POLICY_ERROR, reason=str(exc))
             return Plan(replies.POLICY_ERROR, mail_from=txn.mail_from,
@@ -169,9 +181,11 @@ class Engine:
                                reason=f"managed unsubscribe: {exc}")
             return Plan(replies.UNSUBSCRIBE_UNAVAILABLE, mail_from=txn.mail_from,
                         decisions=result.decisions)
-        sender = self._envelope_sender(txn)
-        if sender != txn.mail_from:
-            edits.append(ChangeSender(sender))
+        except EditRefused as exc:
+            # A policy's header mutation that would inject a field (or worse): never relayed.
+            await self._finish(txn, "tempfailed", replies.POLICY_ERROR,
+                               reason=f"header edit refused: {exc}")
+            return Plan(replies.POLICY_ERROR, mail_from=txn.mail_from, decisions=result.decisions)
         return Plan(replies.OK, tuple(edits), mail_from=txn.mail_from,
                     decisions=result.decisions)
 

@@ -30,6 +30,11 @@ from gateway.core.verdict import Reply
 _FIELD_NAME = re.compile(r"[!-9;-~]+")
 
 
+class EditRefused(ValueError):
+    """An edit that would write something other than one header field or one address (a
+    policy's header mutation with a line break in it, say): the message is not relayed."""
+
+
 def _well_folded(value: str) -> bool:
     """A value may be folded (CRLF followed by a space or tab) but may hold no other line break
     and no NUL: a bare one would start a header field (or a body) the engine never decided on,
@@ -52,7 +57,7 @@ class RemoveHeader:
 
     def __post_init__(self) -> None:
         if not _FIELD_NAME.fullmatch(self.name):
-            raise ValueError(f"not a header field name: {self.name!r}")
+            raise EditRefused(f"not a header field name: {self.name!r}")
 
     @property
     def key(self) -> str:
@@ -68,9 +73,9 @@ class AddHeader:
 
     def __post_init__(self) -> None:
         if not _FIELD_NAME.fullmatch(self.name):
-            raise ValueError(f"not a header field name: {self.name!r}")
+            raise EditRefused(f"not a header field name: {self.name!r}")
         if not _well_folded(self.value):
-            raise ValueError(f"{self.name}: line break or NUL in a header value")
+            raise EditRefused(f"{self.name}: line break or NUL in a header value")
 
     def field(self) -> bytes:
         """The field as it is written into the message, CRLF-terminated."""
@@ -85,7 +90,7 @@ class ChangeSender:
 
     def __post_init__(self) -> None:
         if any(c in self.address for c in "\r\n<>\x00"):
-            raise ValueError(f"not an envelope sender: {self.address!r}")
+            raise EditRefused(f"not an envelope sender: {self.address!r}")
 
 
 Edit = RemoveHeader | AddHeader | ChangeSender

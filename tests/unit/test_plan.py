@@ -20,6 +20,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from gateway.config import Config, PolicyEntry
+from gateway.core import replies
 from gateway.core.message import (
     crlf_only,
     header_values,
@@ -40,8 +41,10 @@ from gateway.core.plan import (
     removed_fields,
     render,
 )
+from gateway.core.policy import Policy, PolicyContext
 from gateway.core.registry import discover
-from gateway.core.verdict import Reply
+from gateway.core.transaction import Phase, Transaction
+from gateway.core.verdict import HeaderMutation, Reply, Verdict
 from gateway.dkim import (
     ED25519_SHA256,
     RSA_SHA256,
@@ -180,6 +183,33 @@ def test_the_engine_plans_the_old_bytes_and_the_signature_verifies_on_the_render
     dns = static_dnsfunc({f"{k.selector}._domainkey.{k.domain}": k.txt_record for k in keys})
     results = verify(relayed, dns, now=NOW + 60)
     assert [(r.selector, r.ok) for r in results] == [("s1", True), ("e1", True)]
+
+
+class Injecting(Policy):
+    """A policy that copies text with a line break into a header it adds."""
+
+    name = "test-injecting"
+    phases = (Phase.DATA,)
+    description = "adds a header with a line break in its value"
+
+    def check(self, txn: Transaction, ctx: PolicyContext) -> Verdict:
+        return Verdict.ok("noted", mutations=(
+            HeaderMutation("X-Note", "fine\r\nBcc: everyone@example.org"),))
+
+
+def test_a_policy_header_that_would_inject_a_field_is_never_relayed(env: Env) -> None:
+    config = Config(policies=[PolicyEntry(name="test-injecting")])
+    pipe = Pipeline.from_config(config.policies, discover(extra=[Injecting]))
+    engine = Engine(config, env.store, pipe, codec=MailIdCodec({0: b"k" * 32}, 0), ledger=False)
+
+    async def session() -> Plan:
+        txn, _ = await engine.mail(env.txn().session, "bounce@shop.example")
+        await engine.rcpt(txn, "kunde@example.org")
+        return await engine.data(txn, fixture("reference_newsletter.eml"))
+
+    plan = asyncio.run(session())
+    assert not plan.ok and plan.reply == replies.POLICY_ERROR
+    assert plan.edits == ()
 
 
 # -- the milter: each edit, actions of one kind ----------------------------------------------
