@@ -15,8 +15,18 @@ from typing import Any
 
 from gateway import metrics
 from gateway.core import replies
-from gateway.core.message import has_bare_line_ending, prepend_headers, remove_headers
+from gateway.core.message import has_bare_line_ending
 from gateway.core.pipeline import PhaseResult, Pipeline
+from gateway.core.plan import (
+    AddHeader,
+    ChangeSender,
+    Edit,
+    EditRefused,
+    Plan,
+    fields_to_add,
+    present,
+    render,
+)
 from gateway.core.policy import PolicyContext
 from gateway.core.transaction import Phase, SessionInfo, Transaction
 from gateway.core.verdict import Action, Reply
@@ -48,11 +58,9 @@ def new_session_id() -> str:
 
 @dataclass
 class Outcome:
-    """What the transport answers, and for DATA the bytes to hand on."""
+    """What the transport answers to MAIL and RCPT (the end of DATA gets a Plan)."""
 
     reply: Reply
-    data: bytes = b""
-    mail_from: str = ""  # the envelope sender to relay with (VERP-rewritten when configured)
     decisions: list[Any] = field(default_factory=list)
 
     @property
@@ -134,13 +142,14 @@ class Engine:
         return Outcome(replies.RECIPIENT_OK, decisions=result.decisions)
 
     # -- end of DATA --------------------------------------------------------------------------
-    async def data(self, txn: Transaction, raw: bytes) -> Outcome:
-        """Check the message and prepare the bytes to relay; the caller relays on `ok`."""
+    async def data(self, txn: Transaction, raw: bytes) -> Plan:
+        """Check the message and plan its edits; the transport applies them and relays on
+        `ok` (gateway.core.plan)."""
         if has_bare_line_ending(raw):
             # Refuse, never repair: a bare LF is how SMTP smuggling hides a second message.
             txn.set_raw(b"")
             await self._finish(txn, "rejected", replies.BARE_LINE_ENDING, reason="bare CR or LF")
-            return Outcome(replies.BARE_LINE_ENDING)
+            return Plan(replies.BARE_LINE_ENDING, mail_from=txn.mail_from)
         txn.set_raw(raw)
         txn.mail_id = self._final_mail_id(txn)
         # A large message is counted, parsed and checked in a worker thread: the GIL's switch
@@ -153,21 +162,32 @@ class Engine:
         if too_complex is not None:
             reply, reason = too_complex
             await self._finish(txn, "rejected", reply, reason=reason)
-            return Outcome(reply)
+            return Plan(reply, mail_from=txn.mail_from)
         result = await self._run(Phase.DATA, txn, in_thread=large)
         if not result.passed:
-            return await self._refused(txn, Phase.DATA, result)
+            refused = await self._refused(txn, Phase.DATA, result)
+            return Plan(refused.reply, mail_from=txn.mail_from, decisions=result.decisions)
         try:
-            data = await self._stamp(txn, result)
+            edits = await self._stamp(txn, result)
+            sender = self._envelope_sender(txn)
+            if sender != txn.mail_from:
+                edits.append(ChangeSender(sender))
         except SigningUnavailable as exc:
             await self._finish(txn, "tempfailed", replies.POLICY_ERROR, reason=str(exc))
-            return Outcome(replies.POLICY_ERROR, decisions=result.decisions)
+            return Plan(replies.POLICY_ERROR, mail_from=txn.mail_from,
+                        decisions=result.decisions)
         except ManagedUnsubscribeUnavailable as exc:
             await self._finish(txn, "tempfailed", replies.UNSUBSCRIBE_UNAVAILABLE,
                                reason=f"managed unsubscribe: {exc}")
-            return Outcome(replies.UNSUBSCRIBE_UNAVAILABLE, decisions=result.decisions)
-        return Outcome(replies.OK, data=data, mail_from=self._envelope_sender(txn),
-                       decisions=result.decisions)
+            return Plan(replies.UNSUBSCRIBE_UNAVAILABLE, mail_from=txn.mail_from,
+                        decisions=result.decisions)
+        except EditRefused as exc:
+            # A policy's header mutation that would inject a field (or worse): never relayed.
+            await self._finish(txn, "tempfailed", replies.POLICY_ERROR,
+                               reason=f"header edit refused: {exc}")
+            return Plan(replies.POLICY_ERROR, mail_from=txn.mail_from, decisions=result.decisions)
+        return Plan(replies.OK, tuple(edits), mail_from=txn.mail_from,
+                    decisions=result.decisions)
 
     async def relayed(self, txn: Transaction, reply: Reply, *, queue_id: str | None = None,
                 seconds: float = 0.0, detail: str = "") -> None:
@@ -338,8 +358,9 @@ class Engine:
             pass  # the flag as it was at AUTH
         return bool(customer.managed_unsubscribe)
 
-    async def _stamp(self, txn: Transaction, result: PhaseResult) -> bytes:
-        """Header changes, then DKIM last, over the exact bytes that will be relayed."""
+    async def _stamp(self, txn: Transaction, result: PhaseResult) -> list[Edit]:
+        """The header edits, removals first, then the gateway's headers, then DKIM last: signed
+        over the exact bytes the earlier edits make of the message."""
         removed = {self.config.mail_id.header, *GATEWAY_ONLY_HEADERS}
         added = self.added_headers(txn)
         if self._managed_unsubscribe(txn):
@@ -354,20 +375,24 @@ class Engine:
                 removed.add(mutation.name)
             else:
                 added.append((mutation.name, mutation.value))
-        data = prepend_headers(remove_headers(txn.raw, removed), added)
+        # `added` is in the order the fields stand in the message; each AddHeader goes on top.
+        edits: list[Edit] = [*present(txn.raw, removed),
+                             *(AddHeader(name, value) for name, value in reversed(added))]
         if self.signer is not None:
+            unsigned = render(txn.raw, edits)
             started = time.perf_counter()
-            if len(data) < LARGE_MESSAGE:
+            if len(unsigned) < LARGE_MESSAGE:
                 # On the loop: pure CPU (the keys are in memory), and a thread would only add
                 # the hand-over; the GIL gives it no parallelism.
-                data, outcome = self.signer.sign_message(data)
+                signature, outcome = self.signer.signature(unsigned)
             else:
                 # Hashing megabytes would hold the loop for tens of milliseconds.
-                data, outcome = await asyncio.to_thread(self.signer.sign_message, data)
+                signature, outcome = await asyncio.to_thread(self.signer.signature, unsigned)
+            edits += fields_to_add(signature)
             self.log.event("dkim", session=txn.session.id, mail_id=txn.mail_id, **outcome)
             seconds = time.perf_counter() - started
             metrics.DKIM_SIGN.observe(seconds)
-        return data
+        return edits
 
 
 class SigningUnavailable(Exception):

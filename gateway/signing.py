@@ -53,18 +53,24 @@ class MessageSigner:
 
     def sign_message(self, data: bytes) -> tuple[bytes, dict[str, str]]:
         """The signed bytes and what happened (for the log line)."""
+        signature, outcome = self.signature(data)
+        return (prepend(signature, data) if signature else data), outcome
+
+    def signature(self, data: bytes) -> tuple[bytes, dict[str, str]]:
+        """The DKIM-Signature fields to put on top of `data` (b"" when it stays unsigned), and
+        what happened (for the log line)."""
         domain = from_domain(data)
         keys = self.keys_for(domain) if domain else []
         if not keys:
             if self.missing_key == "tempfail":
                 raise SigningUnavailable(f"no DKIM key for From domain {domain or '(none)'}")
             metrics.DKIM_UNSIGNED.inc()
-            return data, {"result": "unsigned", "domain": domain or "(none)", "reason": "no key"}
+            return b"", {"result": "unsigned", "domain": domain or "(none)", "reason": "no key"}
         try:
             signature = self.signer.sign(data, keys)
         except DkimError as exc:  # e.g. no From header: nothing we may relay unsigned
             raise SigningUnavailable(f"cannot DKIM-sign: {exc}") from exc
-        return prepend(signature, data), {
+        return signature, {
             "result": "signed",
             "signatures": ",".join(f"{k.domain}/{k.selector}/{k.algorithm}" for k in keys),
         }

@@ -34,13 +34,16 @@ import json
 import logging
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from email.utils import getaddresses
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.cli import CliError
 from gateway.cli.common import add_parser
+
+if TYPE_CHECKING:
+    from gateway.core.plan import Edit
 
 EXIT_PASS, EXIT_REJECT, EXIT_TEMPFAIL, EXIT_ERROR = 0, 1, 2, 3
 _RESULTS = {"pass": EXIT_PASS, "reject": EXIT_REJECT, "tempfail": EXIT_TEMPFAIL}
@@ -118,7 +121,7 @@ def _transport_limits(raw: bytes, limits: Any) -> tuple[Any, str] | None:
 class DkimProbe:
     """Stands in for the engine's signer: signs like it, but reports instead of failing.
 
-    Same interface as gateway.signing.MessageSigner: `sign_message(data) -> (bytes, info)`.
+    Same interface as gateway.signing.MessageSigner: `signature(data) -> (fields, info)`.
     """
 
     def __init__(self, signer: Any, missing_key: str) -> None:
@@ -131,27 +134,27 @@ class DkimProbe:
         self.detail = ""
         self.reply: Any = None
 
-    def sign_message(self, data: bytes) -> tuple[bytes, dict[str, Any]]:
+    def signature(self, data: bytes) -> tuple[bytes, dict[str, Any]]:
         from gateway.core import replies
         from gateway.engine import SigningUnavailable
 
         try:
-            signed, info = self.signer.sign_message(data)
+            signature, info = self.signer.signature(data)
         except SigningUnavailable as exc:
             self.result, self.reply = "would tempfail", replies.POLICY_ERROR
             self.detail = f"{exc} (dkim.missing_key: {self.missing_key})"
-            return data, {"result": "check: would tempfail", "reason": self.detail}
+            return b"", {"result": "check: would tempfail", "reason": self.detail}
         except Exception as exc:  # noqa: BLE001 - the server would answer 451 for it
             self.result, self.reply = "error", replies.INTERNAL_ERROR
             self.detail = f"signing failed: {type(exc).__name__}: {exc}"
-            return data, {"result": "check: error", "reason": self.detail}
-        self._describe(data, signed, info)
-        return signed, info
+            return b"", {"result": "check: error", "reason": self.detail}
+        self._describe(data, signature, info)
+        return signature, info
 
-    def _describe(self, data: bytes, signed: bytes, info: dict[str, Any]) -> None:
+    def _describe(self, data: bytes, signature: bytes, info: dict[str, Any]) -> None:
         from gateway.signing import from_domain
 
-        if signed == data:
+        if not signature:
             domain = from_domain(data) or "(none)"
             self.result = "unsigned"
             self.detail = (f"no DKIM key for From domain {domain}; relayed unsigned "
@@ -250,7 +253,7 @@ async def _run(engine: Any, session: Any, mail_from: str, recipients: list[str],
             t["decisions"] += [_decision(Phase.DATA.value, d) for d in out.decisions]
             results.append((_classify(out.reply), out.reply))
             if out.ok:
-                t["headers"] = _header_changes(txn.raw, out.data)
+                t["headers"] = _header_changes(txn.raw, out.edits)
             if probe is None:
                 t["dkim"] = {"result": "disabled", "detail": "dkim.enabled: false"}
             elif out.ok:
@@ -264,14 +267,13 @@ async def _run(engine: Any, session: Any, mail_from: str, recipients: list[str],
     return transactions
 
 
-def _header_changes(raw: bytes, final: bytes) -> dict[str, list[str]]:
-    """The header fields the gateway removed from the message (in message order) and the ones
-    it adds, by name, as the relay (and the milter's header edits) would apply them."""
-    from gateway.transports.milter import header_edits
+def _header_changes(raw: bytes, edits: Sequence[Edit]) -> dict[str, list[str]]:
+    """The header fields the gateway removes from the message (in message order, as the client
+    wrote them) and the ones it adds (top first), as the relay and the milter apply them."""
+    from gateway.core.plan import added_on_top, removed_fields
 
-    edits = header_edits(raw, final)
-    return {"removed": [name.decode("ascii", "replace") for name, _ in reversed(edits.removals)],
-            "added": [name.decode("ascii", "replace") for name, _ in edits.insertions]}
+    return {"removed": removed_fields(raw, edits),
+            "added": [edit.name for edit in added_on_top(edits)]}
 
 
 def run_check(args: argparse.Namespace) -> dict[str, Any]:

@@ -73,37 +73,50 @@ def prepend_headers(raw: bytes, headers: Sequence[tuple[str, str]]) -> bytes:
     return prepend(added, raw)
 
 
-def prepend(prefix: bytes, body: bytes) -> bytes:
-    """``prefix + body``; when `body` was just found CRLF-only (crlf_only's last answer) and
-    `prefix` is CRLF-terminated lines, the result is known to be CRLF-only without counting
-    the whole message again (no CR or LF pair can span the join)."""
-    global _last_crlf_check
-    joined = prefix + body
-    last, answer = _last_crlf_check
-    if last is body and answer and prefix.endswith(b"\r\n"):
+def prepend(prefix: bytes, body: bytes, start: int = 0) -> bytes:
+    """``prefix + body[start:]`` in one copy; when `body` was recently found CRLF-only (one of
+    crlf_only's last answers), `prefix` is CRLF-terminated lines and `start` is 0 or just
+    after a line break of `body`, the result is known to be CRLF-only without counting the
+    whole message again (no CR or LF pair can span the join)."""
+    joined = prefix + body if not start else b"".join((prefix, memoryview(body)[start:]))
+    if (_recent_answer(body) and prefix.endswith(b"\r\n")
+            and (not start or body[start - 1:start] == b"\n")):
         pairs = prefix.count(b"\r\n")
         if prefix.count(b"\r") == pairs and prefix.count(b"\n") == pairs:
-            _last_crlf_check = (joined, True)
+            _remember(joined, True)
     return joined
 
 
-# The last answer of crlf_only, by object: the end of DATA, the parse, DKIM and the relay each
-# ask about the same bytes object of a message (bytes are immutable, so the answer holds).
-_last_crlf_check: tuple[bytes | None, bool] = (None, False)
+# The last answers of crlf_only, by object, newest first: the end of DATA, the parse, DKIM and
+# the relay each ask about the same bytes objects of a message (bytes are immutable, so the
+# answer holds). Two, because the engine renders the client's bytes twice (once to sign, once
+# for the relay: gateway.core.plan) and both renderings start from the checked original.
+_recent_crlf_checks: list[tuple[bytes, bool]] = []
+
+
+def _recent_answer(data: bytes) -> bool | None:
+    for checked, answer in _recent_crlf_checks:
+        if checked is data:
+            return answer
+    return None
+
+
+def _remember(data: bytes, answer: bool) -> None:
+    older = [entry for entry in _recent_crlf_checks if entry[0] is not data]
+    _recent_crlf_checks[:] = [(data, answer), *older[:1]]
 
 
 def crlf_only(data: bytes) -> bool:
     """No bare CR or LF: every CR and every LF is part of a CRLF exactly when the three counts
     are equal (a CR starts at most one CRLF, an LF ends at most one). Three C-speed counts,
     ~50x cheaper than a regex over a 20 KB message."""
-    global _last_crlf_check
-    last, answer = _last_crlf_check
-    if last is data:
-        return answer
+    known = _recent_answer(data)
+    if known is not None:
+        return known
     pairs = data.count(b"\r\n")
     answer = data.count(b"\r") == pairs and data.count(b"\n") == pairs
     if type(data) is bytes:  # a bytearray could change after the check
-        _last_crlf_check = (data, answer)
+        _remember(data, answer)
     return answer
 
 

@@ -11,12 +11,13 @@ that name this listener in `smtpd_milters`. This module is a thin adapter over
   passes it (header values with their leading white space, SMFIP_HDR_LEADSPC; body in CRLF).
 - A refusal becomes SMFIR_REPLYCODE with the engine's code, enhanced code and text, so the
   client reads the same reply as through the proxy. A pass is "continue": Postfix answers.
-- The bytes the engine would relay are turned into header edits: removed header fields
-  (a client's X-Mailing-ID, Feedback-ID, ...) become SMFIR_CHGHEADER with an empty value,
-  added fields (DKIM-Signature, X-Mailing-ID, Feedback-ID, ...) SMFIR_INSHEADER right below
-  Postfix's own Received: header, in the engine's order. The delivered header block is then
-  laid out as in proxy mode, and the DKIM signature covers exactly what Postfix delivers.
-  A VERP envelope sender (`bounce_domain`) becomes SMFIR_CHGFROM.
+- Each edit of the engine's plan (gateway.core.plan) becomes milter actions of one kind: a
+  removed header (a client's X-Mailing-ID, Feedback-ID, ...) SMFIR_CHGHEADER with an empty
+  value, one per field of that name the client wrote; an added one (X-Mailing-ID,
+  Feedback-ID, ..., DKIM-Signature last) SMFIR_INSHEADER right below Postfix's own Received:
+  header, on top of those added before it, as the proxy renders it. The delivered header
+  block is then laid out as in proxy mode, and the DKIM signature covers exactly what Postfix
+  delivers. The VERP envelope sender (`bounce_domain`) becomes SMFIR_CHGFROM.
 
 What Postfix shows a milter, from its milter8.c / cleanup_milter.c: its own Received: header
 is hidden (header indexes for changes count without it; insert index 0 is above it, index 1
@@ -42,13 +43,13 @@ from __future__ import annotations
 import asyncio
 import functools
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from gateway import metrics
 from gateway.core import replies
-from gateway.core.message import header_fields, split_message
+from gateway.core.plan import AddHeader, ChangeSender, Edit, RemoveHeader
 from gateway.core.transaction import SessionInfo, Transaction
 from gateway.core.verdict import Reply
 from gateway.engine import Engine, new_session_id
@@ -210,62 +211,33 @@ def rebuild_message(headers: list[tuple[bytes, bytes]], body: bytes, *,
     return bytes(out)
 
 
-@dataclass(frozen=True)
-class HeaderEdits:
-    removals: list[tuple[bytes, int]]  # (field name as written, 1-based occurrence), last first
-    insertions: list[tuple[bytes, bytes]]  # (name, value after the colon, CRLF-folded)
-
-
-def header_edits(raw: bytes, final: bytes) -> HeaderEdits:
-    """What turns `raw` into `final` when the engine only removed fields and prepended new ones.
-
-    Raises ValueError for any other change (body, reordering), which a milter that negotiated
-    header edits only cannot express.
-    """
-    raw_head, raw_body = split_message(raw)
-    new_head, new_body = split_message(final)
-    if raw_body != new_body:
-        raise ValueError("the engine changed the message body")
-    old = header_fields(raw_head)
-    new = header_fields(new_head)
-    i = len(new) - 1
-    removed: list[int] = []
-    for j in range(len(old) - 1, -1, -1):
-        if i >= 0 and new[i][1] == old[j][1]:
-            i -= 1
-        else:
-            removed.append(j)
-    seen: dict[str, int] = {}
-    occurrence: list[int] = []
-    for key, _ in old:
-        seen[key] = seen.get(key, 0) + 1
-        occurrence.append(seen[key])
-    removals = []
-    for j in removed:  # descending, so deleting one never shifts the index of the next
-        key, raw_field = old[j]
-        if not key:
-            raise ValueError("the engine removed a line that is not a header field")
-        removals.append((raw_field.split(b":", 1)[0].strip(), occurrence[j]))
-    insertions = []
-    for key, raw_field in new[: i + 1]:
-        if not key:
-            raise ValueError("the engine added a line that is not a header field")
-        name, value = raw_field.split(b":", 1)
-        insertions.append((name.strip(), value.rstrip(b"\r\n")))
-    return HeaderEdits(removals, insertions)
-
-
-def edit_packets(edits: HeaderEdits, *, leading_space: bool) -> list[bytes]:
+def edit_packets(edits: Sequence[Edit], headers: Sequence[tuple[bytes, bytes]], *,
+                 leading_space: bool) -> list[bytes]:
+    """The milter actions for the engine's edits, in their order, over the header fields
+    Postfix passed us (`headers`, as (name, value) in message order)."""
     out = []
-    for name, index in edits.removals:
-        out.append(packet(SMFIR_CHGHEADER, struct.pack("!I", index) + name + b"\0" + b"\0"))
-    for n, (name, value) in enumerate(edits.insertions):
-        value = value.replace(b"\r\n", b"\n")  # Postfix splits multi-line values at LF
-        if not leading_space and value.startswith(b" "):
-            value = value[1:]  # Postfix puts one space after the colon itself
-        out.append(packet(SMFIR_INSHEADER,
-                          struct.pack("!I", INSERT_BASE + n) + name + b"\0" + value + b"\0"))
+    for edit in edits:
+        if isinstance(edit, RemoveHeader):
+            out += _remove_packets(edit, headers)
+        elif isinstance(edit, AddHeader):
+            value = edit.value.encode().replace(b"\r\n", b"\n")  # Postfix splits at LF
+            if leading_space:
+                value = b" " + value  # as the proxy writes it: one space after the colon
+            out.append(packet(SMFIR_INSHEADER, struct.pack("!I", INSERT_BASE)
+                              + edit.name.encode() + b"\0" + value + b"\0"))
+        elif isinstance(edit, ChangeSender):
+            out.append(packet(SMFIR_CHGFROM, f"<{edit.address}>".encode() + b"\0"))
     return out
+
+
+def _remove_packets(edit: RemoveHeader, headers: Sequence[tuple[bytes, bytes]]) -> list[bytes]:
+    """SMFIR_CHGHEADER with an empty value for each field of the name: Postfix counts the
+    occurrence index per name, case-insensitively; the last goes first, so deleting one never
+    shifts the index of the next."""
+    key = edit.key.encode()
+    names = [name for name, _ in headers if name.strip().lower() == key]
+    return [packet(SMFIR_CHGHEADER, struct.pack("!I", index) + names[index - 1] + b"\0\0")
+            for index in range(len(names), 0, -1)]
 
 
 # -- one Postfix milter connection (one SMTP session) -----------------------------------------
@@ -511,18 +483,10 @@ class MilterSession:
             return [reply_packet(replies.MESSAGE_TOO_BIG)]
         raw = rebuild_message(self.headers, bytes(self.body),
                               leading_space=self.negotiated.leading_space)
-        outcome = await engine.data(txn, raw)
-        if not outcome.ok:
-            return [reply_packet(outcome.reply)]
-        try:
-            edits = header_edits(txn.raw, outcome.data)
-        except ValueError as exc:
-            log.error("milter_error", session=self.id, mail_id=txn.mail_id, error=str(exc))
-            await engine.relayed(txn, replies.INTERNAL_ERROR, detail=f"error: {exc}")
-            return [reply_packet(replies.INTERNAL_ERROR)]
-        out = edit_packets(edits, leading_space=self.negotiated.leading_space)
-        if outcome.mail_from and outcome.mail_from != txn.mail_from:
-            out.append(packet(SMFIR_CHGFROM, f"<{outcome.mail_from}>".encode() + b"\0"))
+        plan = await engine.data(txn, raw)
+        if not plan.ok:
+            return [reply_packet(plan.reply)]
+        out = edit_packets(plan.edits, self.headers, leading_space=self.negotiated.leading_space)
         out.append(packet(SMFIR_CONTINUE))
         await engine.relayed(txn, HANDED_TO_POSTFIX, queue_id=self.macro("i", b"E") or None,
                        detail="postfix-milter")

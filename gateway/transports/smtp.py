@@ -20,6 +20,7 @@ from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 from gateway import metrics
 from gateway.authguard import AuthGuard
 from gateway.core import replies
+from gateway.core.plan import Plan, render
 from gateway.core.transaction import SessionInfo, Transaction
 from gateway.core.verdict import Reply
 from gateway.engine import Engine, new_session_id
@@ -409,18 +410,19 @@ class SubmissionHandler:
         if txn is None or not session.authenticated:
             return str(replies.AUTH_REQUIRED)
         engine = self.state.engine
-        outcome = await engine.data(txn, envelope.original_content or b"")
-        if not outcome.ok:
-            return str(outcome.reply)
+        plan = await engine.data(txn, envelope.original_content or b"")
+        if not plan.ok:
+            return str(plan.reply)
         # Shielded: a client that hangs up while we relay must not cancel a relay the
         # downstream may already have accepted; it finishes and is recorded in the ledger.
-        relay = asyncio.ensure_future(self._relay_and_record(engine, txn, outcome))
+        relay = asyncio.ensure_future(self._relay_and_record(engine, txn, plan))
         result = await asyncio.shield(relay)
         return str(result.reply)
 
-    async def _relay_and_record(self, engine: Engine, txn: Transaction, outcome: Any) -> Any:
-        result = await self.state.relay.send(outcome.mail_from, txn.recipients, outcome.data,
-                                             txn.mail_options)
+    async def _relay_and_record(self, engine: Engine, txn: Transaction, plan: Plan) -> Any:
+        # txn.raw is the client's message as the engine checked it (the same bytes object).
+        result = await self.state.relay.send(plan.envelope_sender, txn.recipients,
+                                             render(txn.raw, plan.edits), txn.mail_options)
         await engine.relayed(txn, result.reply, queue_id=result.queue_id, seconds=result.seconds,
                              detail=result.detail)
         return result

@@ -19,13 +19,17 @@ import yaml
 
 from gateway.core import replies
 from gateway.core.message import header_values, split_message
+from gateway.core.plan import AddHeader, RemoveHeader
 from gateway.core.registry import discover
 from gateway.core.verdict import Reply
 from gateway.dkim import keygen, static_dnsfunc, verify
 from gateway.transports.milter import (
+    SMFIR_CHGHEADER,
+    SMFIR_INSHEADER,
     attach_milter,
-    header_edits,
+    edit_packets,
     milter_ports,
+    packet,
     reply_packet,
     stop_milter,
 )
@@ -479,16 +483,17 @@ def test_reply_text_percent_signs_survive_postfix_unescaping():
 
 
 def test_header_edits_remove_by_occurrence_last_first_and_insert_in_order():
-    raw = (b"X-Mailing-ID: a\r\nFrom: x@y\r\nx-mailing-id: b\r\nSubject: s\r\n"
-           b" folded\r\n\r\nbody\r\n")
-    final = (b"DKIM-Signature: v=1;\r\n b=abc\r\nX-Mailing-ID: new\r\n"
-             b"From: x@y\r\nSubject: s\r\n folded\r\n\r\nbody\r\n")
-    edits = header_edits(raw, final)
-    assert edits.removals == [(b"x-mailing-id", 2), (b"X-Mailing-ID", 1)]
-    assert edits.insertions == [(b"DKIM-Signature", b" v=1;\r\n b=abc"),
-                                (b"X-Mailing-ID", b" new")]
-    with pytest.raises(ValueError):
-        header_edits(raw, final.replace(b"body", b"changed"))
+    headers = [(b"X-Mailing-ID", b" a"), (b"From", b" x@y"), (b"x-mailing-id", b" b"),
+               (b"Subject", b" s\n folded")]
+    edits = [RemoveHeader("X-Mailing-ID"), AddHeader("X-Mailing-ID", "new"),
+             AddHeader("DKIM-Signature", "v=1;\r\n b=abc")]
+    assert edit_packets(edits, headers, leading_space=True) == [
+        packet(SMFIR_CHGHEADER, b"\0\0\0\x02x-mailing-id\0\0"),
+        packet(SMFIR_CHGHEADER, b"\0\0\0\x01X-Mailing-ID\0\0"),
+        # each right below Postfix's Received:, on top of the one before: DKIM ends up first
+        packet(SMFIR_INSHEADER, b"\0\0\0\x01X-Mailing-ID\0 new\0"),
+        packet(SMFIR_INSHEADER, b"\0\0\0\x01DKIM-Signature\0 v=1;\n b=abc\0"),
+    ]
 
 
 def test_a_trusted_network_sends_without_sasl_as_its_customer(gateway, scripted_mta, mpf,
