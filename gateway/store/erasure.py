@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.store.feedback import GLOBAL, normalise_address
+from gateway.store.types import GLOBAL, normalise_address
 
 ERASED_PREFIX = "erased:"
 
