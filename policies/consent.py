@@ -22,6 +22,7 @@ from gateway.core.policy import Policy, PolicyContext
 from gateway.core.transaction import Phase, Transaction
 from gateway.core.verdict import Verdict
 from gateway.mime.parts import scan_text_parts
+from gateway.urltokens import CONFIRM, TokenError, TokenKeyError, normalise, signer_for
 from policies._text import shown
 
 HOUR = 3600.0
@@ -132,8 +133,6 @@ def _confirmation_links(txn: Transaction, ctx: PolicyContext) -> list[str]:
 
 
 def _link_for(tokens: list[str], ctx: PolicyContext, customer_id: int, rcpt: str) -> bool:
-    from gateway.http.tokens import CONFIRM, TokenError, TokenKeyError, normalise, signer_for
-
     if not tokens:
         return False
     try:
