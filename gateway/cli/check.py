@@ -133,7 +133,7 @@ class DkimProbe:
 
     def sign_message(self, data: bytes) -> tuple[bytes, dict[str, Any]]:
         from gateway.core import replies
-        from gateway.engine import SigningUnavailable
+        from gateway.core.signer import SigningUnavailable
 
         try:
             signed, info = self.signer.sign_message(data)

@@ -1,0 +1,50 @@
+"""The store as the message flow sees it: what policies read and what the engine adds.
+
+`SqlStore` (SQLite or PostgreSQL) has about a hundred methods for the CLI, the HTTP listener and
+feedback intake; a policy and the engine need a handful. These protocols name that handful, so
+a policy author sees what is there to read, a test can hand in a small fake, and mypy checks
+both against the real store (`SqlStore` satisfies them structurally; nothing inherits them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from gateway.store.consent import ConsentRecord
+from gateway.store.events import Webhook
+from gateway.store.feedback import Suppression
+from gateway.store.types import Campaign, Customer
+
+
+class PolicyStore(Protocol):
+    """What a policy may read. Reads may raise `StoreUnavailable` (the pipeline answers 4xx)."""
+
+    # False when a read never waits (embedded SQLite in WAL mode): store-only checks then run
+    # on the event loop instead of a worker thread.
+    reads_block: bool
+
+    def get_customer_by_id(self, customer_id: int) -> Customer | None: ...
+
+    def get_campaign(self, customer_id: int, campaign: str) -> Campaign | None: ...
+
+    def verified_domains(self, customer_id: int) -> set[str]: ...
+
+    def find_suppression(self, customer_id: int | None, address: str) -> Suppression | None: ...
+
+    def get_consent(self, customer_id: int, address: str) -> ConsentRecord | None: ...
+
+
+class EngineStore(PolicyStore, Protocol):
+    """What the engine itself adds to the policies' reads (the ledger and the quota gate take
+    the same object), and what the transports look up through `engine.store` to know the
+    client (trusted-network customers)."""
+
+    def cached(self, key: tuple[Any, ...], load: Callable[[], Any]) -> Any: ...
+
+    def get_customer(self, name: str) -> Customer | None: ...
+
+    def cached_webhook(self, customer_id: int) -> Webhook | None: ...
+
+    def emit_event(self, customer_id: int | None, event_type: str, data: dict[str, Any], *,
+                   recipient: str | None = None, at: float | None = None) -> str | None: ...
