@@ -22,6 +22,7 @@ from gateway.core.policy import Policy, PolicyContext
 from gateway.core.transaction import Phase, Transaction
 from gateway.core.verdict import Verdict
 from gateway.mime.parts import scan_text_parts
+from gateway.store.consent import ConsentRecord
 from gateway.urltokens import CONFIRM, TokenError, TokenKeyError, normalise, signer_for
 from policies._text import shown
 
@@ -37,7 +38,11 @@ class ConsentOptions(BaseModel):
     confirmation_window_hours: float = Field(default=48.0, ge=0)
 
 
-def _date(ts: float) -> str:
+def _date(ts: float | None) -> str:
+    # The record's status implies its time is set (confirmed: confirmed_at...); a row that
+    # breaks that still gets a readable reply instead of a policy error.
+    if ts is None:
+        return "-"
     return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime("%Y-%m-%d")
 
 
@@ -50,6 +55,7 @@ class Consent(Policy):
     phases = (Phase.RCPT, Phase.DATA)
     description = "no confirmed double-opt-in record for this customer + recipient"
     Options = ConsentOptions
+    options: ConsentOptions
     store_reads_only = True
 
     def blocks(self, phase: Phase) -> bool:
@@ -61,10 +67,9 @@ class Consent(Policy):
             return self._rcpt(txn, ctx)
         return self._data(txn, ctx)
 
-    def _pending_in_window(self, record: object, now: float) -> bool:
-        window = self.options.confirmation_window_hours * HOUR  # type: ignore[attr-defined]
-        return (getattr(record, "status", "") == "pending" and window > 0
-                and now - record.subscribed_at <= window)  # type: ignore[attr-defined]
+    def _pending_in_window(self, record: ConsentRecord, now: float) -> bool:
+        window = self.options.confirmation_window_hours * HOUR
+        return record.status == "pending" and window > 0 and now - record.subscribed_at <= window
 
     def _rcpt(self, txn: Transaction, ctx: PolicyContext) -> Verdict:
         rcpt = _rcpt(txn.current_rcpt)

@@ -10,6 +10,7 @@ import dns.resolver
 from pydantic import BaseModel, ConfigDict
 
 from gateway.core.policy import Policy, PolicyContext
+from gateway.core.resolver import Resolver
 from gateway.core.transaction import Phase, Transaction
 from gateway.core.verdict import Verdict
 from gateway.mime.addresses import (
@@ -30,12 +31,14 @@ class SenderIdentity(Policy):
 
     def blocks(self, phase: Phase) -> bool:
         # Cached store reads only, unless the DMARC record must be looked up in the DNS.
-        return bool(self.options.require_dmarc)  # type: ignore[attr-defined]
+        return self.options.require_dmarc
     description = "envelope sender, From, Sender and Reply-To are in the customer's verified domains"
 
     class Options(BaseModel):
         model_config = ConfigDict(extra="forbid")
         require_dmarc: bool = False  # needs ctx.resolver; skipped without one
+
+    options: Options
 
     def check(self, txn: Transaction, ctx: PolicyContext) -> Verdict:
         if txn.customer is None:
@@ -84,7 +87,7 @@ class SenderIdentity(Policy):
                 refused = _disguised(header, name, addr, verified)
                 if refused:
                     return refused
-        if self.options.require_dmarc:  # type: ignore[attr-defined]
+        if self.options.require_dmarc:
             return _dmarc(domain, ctx.resolver)
         return Verdict.ok(f"From {address} in verified domain; display name, Sender, Reply-To checked")
 
@@ -130,7 +133,7 @@ def _covered(domain: str, verified: set[str]) -> bool:
     return any(is_subdomain_or_same(domain, parent) for parent in verified)
 
 
-def _dmarc(domain: str, resolver: object) -> Verdict:
+def _dmarc(domain: str, resolver: Resolver | None) -> Verdict:
     """A DMARC record at the From domain or a parent (organizational domain, without the PSL)."""
     if resolver is None:
         return Verdict.ok(f"From {domain} verified; DMARC not checked (no resolver)")
@@ -138,7 +141,7 @@ def _dmarc(domain: str, resolver: object) -> Verdict:
     for i in range(len(labels) - 1):
         name = "_dmarc." + ".".join(labels[i:])
         try:
-            answer = resolver.resolve(name, "TXT")  # type: ignore[attr-defined]
+            answer = resolver.resolve(name, "TXT")
         except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
             continue
         except dns.exception.DNSException as exc:
