@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from gateway.store.authslots import AuthSlotStoreMixin
 from gateway.store.consent import ConsentStoreMixin
@@ -32,6 +32,8 @@ from gateway.store.types import (
     StoreUnavailable,
 )
 from gateway.store.windows import WindowCounterStoreMixin
+
+T = TypeVar("T")
 
 _CUSTOMER_COLS = (
     "id, name, status, status_reason, password_hash, imprint, unsubscribe_prefix, "
@@ -152,7 +154,7 @@ class SqlStore(FeedbackStoreMixin, ConsentStoreMixin, EventStoreMixin, ErasureSt
         except self.driver_errors as exc:
             raise self._failed(exc) from exc
 
-    def cached(self, key: tuple[Any, ...], load: Callable[[], Any]) -> Any:
+    def cached(self, key: tuple[Any, ...], load: Callable[[], T]) -> T:
         if self.cache_ttl <= 0:
             return load()
         now = time.monotonic()

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.store.types import StoreError, normalise_address
+from gateway.store.types import CachedRead, StoreError, normalise_address
 
 _COLS = ("id, customer_id, address, generation, source, list_name, subscribed_at, subscribed_ip, "
          "subscribed_user_agent, confirmation_sent_at, confirmed_at, confirmed_ip, "
@@ -127,7 +127,7 @@ class ConsentStoreMixin:
 
     execute: Callable[..., list[tuple[Any, ...]]]
     transaction: Callable[..., Any]
-    cached: Callable[..., Any]
+    cached: CachedRead
     emit_event: Callable[..., str | None]
     get_customer_by_id: Callable[..., Any]
 

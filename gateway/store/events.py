@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.store.types import StoreError
+from gateway.store.types import CachedRead, StoreError
 
 EVENT_TYPES = (
     "bounce",               # a verified bounce of one of the customer's messages (hard / soft)
@@ -117,7 +117,7 @@ class EventStoreMixin:
     """Uses self.execute / self.transaction / self.cached of SqlStore."""
 
     execute: Callable[..., list[tuple[Any, ...]]]
-    cached: Callable[..., Any]
+    cached: CachedRead
     transaction: Callable[..., Any]
     dialect: str
 
@@ -157,7 +157,7 @@ class EventStoreMixin:
 
     def cached_webhook(self, customer_id: int) -> Webhook | None:
         """For the hot path (opt-in refusal events): read through the short-TTL cache."""
-        return self.cached(("webhook", customer_id),  # type: ignore[no-any-return]
+        return self.cached(("webhook", customer_id),
                            lambda: self.get_webhook(customer_id))
 
     # -- the outbox -----------------------------------------------------------------------

@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.store.types import GLOBAL, StoreError, normalise_address
+from gateway.store.types import GLOBAL, CachedRead, StoreError, normalise_address
 
 SUPPRESSION_REASONS = ("hard-bounce", "soft-bounce", "complaint", "unsubscribe", "manual")
 # Reasons that take over an existing entry of the same scope with one of the weaker reasons
@@ -131,7 +131,7 @@ class FeedbackStoreMixin:
     """Uses self.execute / self.transaction of SqlStore."""
 
     execute: Callable[..., list[tuple[Any, ...]]]
-    cached: Callable[..., Any]
+    cached: CachedRead
     transaction: Callable[..., Any]
     emit_event: Callable[..., str | None]
     address_hash: Callable[[str], str]
@@ -244,7 +244,7 @@ class FeedbackStoreMixin:
                 (address, self.address_hash(address), GLOBAL, scope))
             return _suppression(rows[0]) if rows else None
 
-        return self.cached(("suppression", scope, address), load)  # type: ignore[no-any-return]
+        return self.cached(("suppression", scope, address), load)
 
     def list_suppressions(self, *, customer_id: int | None = None, address: str | None = None,
                           reason: str | None = None, limit: int | None = None) -> list[Suppression]:

@@ -7,8 +7,11 @@ other: `SqlStore` is made of the mixins, so a mixin that imported `base` would c
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, TypeVar
+
+T = TypeVar("T")
 
 GLOBAL = 0  # customer_id of a global suppression
 
@@ -16,6 +19,13 @@ GLOBAL = 0  # customer_id of a global suppression
 def normalise_address(address: str) -> str:
     """An address as the store keeps it: without ``<>`` and surrounding space, lower-cased."""
     return address.strip().strip("<>").strip().lower()
+
+
+class CachedRead(Protocol):
+    """`SqlStore.cached` as the table mixins declare it: what `load` returns, read through the
+    short-TTL cache (so the mixins' typed getters need no cast)."""
+
+    def __call__(self, key: tuple[Any, ...], load: Callable[[], T]) -> T: ...
 
 
 # paused: the circuit breaker stopped the customer for now (451, the engine keeps its mail)
