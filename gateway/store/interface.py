@@ -8,13 +8,14 @@ both against the real store (`SqlStore` satisfies them structurally; nothing inh
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from gateway.store.consent import ConsentRecord
 from gateway.store.events import Webhook
 from gateway.store.feedback import Suppression
-from gateway.store.types import Campaign, Customer
+from gateway.store.reputation import CustomerLimits, Reservation
+from gateway.store.types import Campaign, Customer, MessageRecord
 
 
 class PolicyStore(Protocol):
@@ -35,10 +36,37 @@ class PolicyStore(Protocol):
     def get_consent(self, customer_id: int, address: str) -> ConsentRecord | None: ...
 
 
-class EngineStore(PolicyStore, Protocol):
-    """What the engine itself adds to the policies' reads (the ledger and the quota gate take
-    the same object), and what the transports look up through `engine.store` to know the
-    client (trusted-network customers)."""
+class LedgerStore(Protocol):
+    """What the ledger writer (gateway/ledger.py) writes."""
+
+    def record_messages(self, records: Sequence[MessageRecord]) -> None: ...
+
+
+class QuotaStore(Protocol):
+    """What the sending-quota gate (gateway/quota.py) reserves, counts and reads."""
+
+    def reserve_quota(self, customer_id: int, hour_start: int, hour_limit: int,
+                      day_start: int, day_limit: int,
+                      block_for: Callable[[int], int]) -> Reservation: ...
+
+    def release_quota(self, customer_id: int, hour_start: int, day_start: int,
+                      units: int) -> None: ...
+
+    def add_recipient_counts(self, customer_id: int, day_start: int, refused: int,
+                             accepted: int) -> tuple[int, int]: ...
+
+    def get_limits(self, customer_id: int) -> CustomerLimits: ...
+
+    def count_campaigns_sent(self, customer_id: int) -> int: ...
+
+    def graduate(self, customer: Any, *, actor: str, reason: str | None = None,
+                 at: float | None = None) -> bool: ...
+
+
+class EngineStore(PolicyStore, LedgerStore, QuotaStore, Protocol):
+    """What the engine uses besides the policies' reads (itself, and through the ledger writer
+    and the quota gate it hands the store to), and what the transports look up through
+    `engine.store` to know the client (trusted-network customers)."""
 
     def cached(self, key: tuple[Any, ...], load: Callable[[], Any]) -> Any: ...
 
