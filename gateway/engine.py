@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway import metrics
+from gateway.config import Config
 from gateway.core import replies
 from gateway.core.message import has_bare_line_ending
 from gateway.core.pipeline import PhaseResult, Pipeline
@@ -28,15 +29,19 @@ from gateway.core.plan import (
     render,
 )
 from gateway.core.policy import PolicyContext
+from gateway.core.resolver import Resolver
+from gateway.core.signer import MessageSigning, SigningUnavailable
 from gateway.core.transaction import Phase, SessionInfo, Transaction
 from gateway.core.verdict import Action, Reply
 from gateway.ledger import LedgerWriter
 from gateway.logging import EventLogger, get_logger
+from gateway.mailid import MailIdCodec
 from gateway.managed_unsubscribe import HEADERS as MANAGED_HEADERS
 from gateway.managed_unsubscribe import ManagedUnsubscribeUnavailable, managed_headers
 from gateway.mime.shape import mime_shape
 from gateway.quota import QuotaGate
 from gateway.store import MessageRecord, StoreUnavailable
+from gateway.store.interface import EngineStore
 
 # Headers only the gateway or the receiving side may write (RULES.md "Headers the gateway
 # adds"): every copy the customer sent is removed, whatever its case or folding, before the
@@ -69,8 +74,9 @@ class Outcome:
 
 
 class Engine:
-    def __init__(self, config: Any, store: Any, pipeline: Pipeline, *, codec: Any,
-                 signer: Any = None, resolver: Any = None,
+    def __init__(self, config: Config, store: EngineStore, pipeline: Pipeline, *,
+                 codec: MailIdCodec, signer: MessageSigning | None = None,
+                 resolver: Resolver | None = None,
                  log: EventLogger | None = None, ledger: bool = True) -> None:
         self.config = config
         self.store = store
@@ -393,10 +399,6 @@ class Engine:
             seconds = time.perf_counter() - started
             metrics.DKIM_SIGN.observe(seconds)
         return edits
-
-
-class SigningUnavailable(Exception):
-    """No DKIM key for the From domain and `dkim.missing_key: tempfail`."""
 
 
 def _name(session: SessionInfo) -> str | None:

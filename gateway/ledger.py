@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from gateway.store import MessageRecord
+from gateway.store.interface import LedgerStore
 
 _Item = tuple[MessageRecord, "asyncio.Future[None]", asyncio.AbstractEventLoop]
 
@@ -27,7 +28,7 @@ _writers_lock = threading.Lock()
 
 
 class LedgerWriter:
-    def __init__(self, store: Any, max_batch: int = 256) -> None:
+    def __init__(self, store: LedgerStore, max_batch: int = 256) -> None:
         self.store = store
         self.max_batch = max_batch
         self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
@@ -35,7 +36,7 @@ class LedgerWriter:
         self._start_lock = threading.Lock()
 
     @classmethod
-    def for_store(cls, store: Any) -> LedgerWriter:
+    def for_store(cls, store: LedgerStore) -> LedgerWriter:
         """The writer of this store object (one per store, shared by the engines that a reload
         replaces)."""
         with _writers_lock:

@@ -18,6 +18,7 @@ from typing import Any
 
 from gateway.core.transaction import Transaction
 from gateway.mime.unsubscribe import ONE_CLICK_VALUE
+from gateway.urltokens import UNSUBSCRIBE, TokenKeyError, signer_for, unsubscribe_url
 
 HEADERS = ("List-Unsubscribe", "List-Unsubscribe-Post")
 
@@ -36,8 +37,6 @@ def list_label(txn: Transaction) -> str:
 
 def managed_headers(config: Any, txn: Transaction, customer_id: int) -> list[tuple[str, str]]:
     """List-Unsubscribe and List-Unsubscribe-Post for the one recipient of `txn`."""
-    from gateway.http.tokens import UNSUBSCRIBE, TokenKeyError, signer_for, unsubscribe_url
-
     http = getattr(config, "http", None)
     public = getattr(http, "public_url", None)
     if http is None or not public:

@@ -33,6 +33,7 @@ from prometheus_client import Counter
 
 from gateway.core.verdict import Reply
 from gateway.logging import EventLogger, get_logger
+from gateway.store.interface import QuotaStore
 
 HOUR = 3600
 DAY = 86400
@@ -123,7 +124,7 @@ class QuotaGate:
 
     _instances: weakref.WeakKeyDictionary[Any, QuotaGate] = weakref.WeakKeyDictionary()
 
-    def __init__(self, store: Any, settings: Any, log: EventLogger | None = None,
+    def __init__(self, store: QuotaStore, settings: Any, log: EventLogger | None = None,
                  clock: Callable[[], float] = time.time, config: Any = None) -> None:
         self.store = store
         self.settings = settings
@@ -139,7 +140,7 @@ class QuotaGate:
         self._locks: dict[int, asyncio.Lock] = {}
 
     @classmethod
-    def for_store(cls, store: Any, settings: Any, config: Any = None) -> QuotaGate:
+    def for_store(cls, store: QuotaStore, settings: Any, config: Any = None) -> QuotaGate:
         """The process's gate for this store; a config reload keeps the reserved units."""
         gate = cls._instances.get(store)
         if gate is None:

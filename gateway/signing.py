@@ -12,8 +12,8 @@ from typing import Any
 
 from gateway import metrics
 from gateway.core.message import header_values, prepend
+from gateway.core.signer import SigningUnavailable
 from gateway.dkim import DkimError, DkimSigner, SigningKey, load_keys
-from gateway.engine import SigningUnavailable
 
 
 def from_domain(data: bytes) -> str:

@@ -22,6 +22,8 @@ from gateway.core.policy import Policy, PolicyContext, Touches
 from gateway.core.transaction import Phase, Transaction
 from gateway.core.verdict import Verdict
 from gateway.mime.parts import scan_text_parts
+from gateway.store.consent import ConsentRecord
+from gateway.urltokens import CONFIRM, TokenError, TokenKeyError, normalise, signer_for
 from policies._text import shown
 
 HOUR = 3600.0
@@ -36,7 +38,11 @@ class ConsentOptions(BaseModel):
     confirmation_window_hours: float = Field(default=48.0, ge=0)
 
 
-def _date(ts: float) -> str:
+def _date(ts: float | None) -> str:
+    # The record's status implies its time is set (confirmed: confirmed_at...); a row that
+    # breaks that still gets a readable reply instead of a policy error.
+    if ts is None:
+        return "-"
     return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime("%Y-%m-%d")
 
 
@@ -49,6 +55,7 @@ class Consent(Policy):
     phases = (Phase.RCPT, Phase.DATA)
     description = "no confirmed double-opt-in record for this customer + recipient"
     Options = ConsentOptions
+    options: ConsentOptions
     # RCPT queries the store for a new recipient; DATA reads what RCPT put in the cache.
     touches = {Phase.RCPT: Touches.STORE, Phase.DATA: Touches.STORE_CACHED}
 
@@ -57,10 +64,9 @@ class Consent(Policy):
             return self._rcpt(txn, ctx)
         return self._data(txn, ctx)
 
-    def _pending_in_window(self, record: object, now: float) -> bool:
-        window = self.options.confirmation_window_hours * HOUR  # type: ignore[attr-defined]
-        return (getattr(record, "status", "") == "pending" and window > 0
-                and now - record.subscribed_at <= window)  # type: ignore[attr-defined]
+    def _pending_in_window(self, record: ConsentRecord, now: float) -> bool:
+        window = self.options.confirmation_window_hours * HOUR
+        return record.status == "pending" and window > 0 and now - record.subscribed_at <= window
 
     def _rcpt(self, txn: Transaction, ctx: PolicyContext) -> Verdict:
         rcpt = _rcpt(txn.current_rcpt)
@@ -129,8 +135,6 @@ def _confirmation_links(txn: Transaction, ctx: PolicyContext) -> list[str]:
 
 
 def _link_for(tokens: list[str], ctx: PolicyContext, customer_id: int, rcpt: str) -> bool:
-    from gateway.http.tokens import CONFIRM, TokenError, TokenKeyError, normalise, signer_for
-
     if not tokens:
         return False
     try:

@@ -39,11 +39,13 @@ class RoleAddress(Policy):
         add: list[str] = Field(default_factory=list)
         remove: list[str] = Field(default_factory=list)
 
+    options: Options
+
     def __init__(self, options: BaseModel | None = None) -> None:
         super().__init__(options)
         opts = self.options
-        self.roles = (DEFAULT_ROLES | {r.strip().lower() for r in opts.add}) - {  # type: ignore[attr-defined]
-            r.strip().lower() for r in opts.remove}  # type: ignore[attr-defined]
+        self.roles = (DEFAULT_ROLES | {r.strip().lower() for r in opts.add}) - {
+            r.strip().lower() for r in opts.remove}
 
     def check(self, txn: Transaction, ctx: PolicyContext) -> Verdict:
         rcpt = (txn.current_rcpt or "").strip().strip("<>")

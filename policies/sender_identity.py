@@ -10,6 +10,7 @@ import dns.resolver
 from pydantic import BaseModel, ConfigDict
 
 from gateway.core.policy import Declaration, Policy, PolicyContext, Touches
+from gateway.core.resolver import Resolver
 from gateway.core.transaction import Phase, Transaction
 from gateway.core.verdict import Verdict
 from gateway.mime.addresses import (
@@ -34,9 +35,11 @@ class SenderIdentity(Policy):
         model_config = ConfigDict(extra="forbid")
         require_dmarc: bool = False  # needs ctx.resolver; skipped without one
 
+    options: Options
+
     def __init__(self, options: BaseModel | None = None) -> None:
         super().__init__(options)
-        if self.options.require_dmarc:  # type: ignore[attr-defined]
+        if self.options.require_dmarc:
             # The DMARC record is looked up in the DNS at DATA.
             self.touches = {Phase.MAIL: Touches.STORE_CACHED,
                             Phase.DATA: Touches.STORE_CACHED | Touches.NETWORK}
@@ -88,7 +91,7 @@ class SenderIdentity(Policy):
                 refused = _disguised(header, name, addr, verified)
                 if refused:
                     return refused
-        if self.options.require_dmarc:  # type: ignore[attr-defined]
+        if self.options.require_dmarc:
             return _dmarc(domain, ctx.resolver)
         return Verdict.ok(f"From {address} in verified domain; display name, Sender, Reply-To checked")
 
@@ -134,7 +137,7 @@ def _covered(domain: str, verified: set[str]) -> bool:
     return any(is_subdomain_or_same(domain, parent) for parent in verified)
 
 
-def _dmarc(domain: str, resolver: object) -> Verdict:
+def _dmarc(domain: str, resolver: Resolver | None) -> Verdict:
     """A DMARC record at the From domain or a parent (organizational domain, without the PSL)."""
     if resolver is None:
         return Verdict.ok(f"From {domain} verified; DMARC not checked (no resolver)")
@@ -142,7 +145,7 @@ def _dmarc(domain: str, resolver: object) -> Verdict:
     for i in range(len(labels) - 1):
         name = "_dmarc." + ".".join(labels[i:])
         try:
-            answer = resolver.resolve(name, "TXT")  # type: ignore[attr-defined]
+            answer = resolver.resolve(name, "TXT")
         except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
             continue
         except dns.exception.DNSException as exc:

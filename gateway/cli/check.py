@@ -136,7 +136,7 @@ class DkimProbe:
 
     def signature(self, data: bytes) -> tuple[bytes, dict[str, Any]]:
         from gateway.core import replies
-        from gateway.engine import SigningUnavailable
+        from gateway.core.signer import SigningUnavailable
 
         try:
             signature, info = self.signer.signature(data)

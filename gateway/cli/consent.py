@@ -536,7 +536,7 @@ def cmd_key_remove(args: argparse.Namespace) -> int:
 
 
 def cmd_rotate_token_key(args: argparse.Namespace) -> int:
-    from gateway.http.tokens import TokenKeyError, add_key, create_key_file
+    from gateway.urltokens import TokenKeyError, add_key, create_key_file
 
     config = config_of(args)
     path = config.path(config.http.token_key_file)

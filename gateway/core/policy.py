@@ -11,8 +11,11 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
+from gateway.config import Config
+from gateway.core.resolver import Resolver
 from gateway.core.transaction import Phase, Transaction
 from gateway.core.verdict import Verdict
+from gateway.store.interface import PolicyStore
 
 
 class NoOptions(BaseModel):
@@ -46,9 +49,9 @@ class PolicyContext:
     (and `gateway check`) can hand in their own."""
 
     phase: Phase
-    store: Any  # gateway.store.Store
-    config: Any  # gateway.config.Config
-    resolver: Any = None  # dns.resolver.Resolver-like, injectable
+    store: PolicyStore
+    config: Config
+    resolver: Resolver | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
 

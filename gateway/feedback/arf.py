@@ -11,7 +11,8 @@ import re
 from dataclasses import dataclass, field
 from email.message import Message
 
-from . import _mime
+from gateway.mime import returned
+
 from .dsn import original_from_part, split_inline_original
 
 # Feedback types that are not a recipient complaining about our mail.
@@ -48,7 +49,7 @@ class FeedbackReport:
 
     def __post_init__(self) -> None:
         # Bounded work: a report about our mail names one recipient (or a few).
-        self.recipients = self.recipients[:_mime.current_limits().max_recipients]
+        self.recipients = self.recipients[:returned.current_limits().max_recipients]
 
     @property
     def is_complaint(self) -> bool:
@@ -59,14 +60,15 @@ class FeedbackReport:
 
 
 def feedback_part(msg: Message) -> Message | None:
-    for part in _mime.iter_parts(msg):
-        if _mime.content_type(part) == "message/feedback-report":
+    for part in returned.iter_parts(msg):
+        if returned.content_type(part) == "message/feedback-report":
             return part
     return None
 
 
 def is_arf(msg: Message) -> bool:
-    if _mime.content_type(msg) == "multipart/report" and _mime.param(msg, "report-type") == "feedback-report":
+    if (returned.content_type(msg) == "multipart/report"
+            and returned.param(msg, "report-type") == "feedback-report"):
         return True
     return feedback_part(msg) is not None
 
@@ -78,11 +80,11 @@ def _report_fields(part: Message | None) -> dict[str, list[str]]:
     if isinstance(payload, list):
         # compat32 parses message/* as a nested message: the fields are its headers (and,
         # when the reporter wrote extra part headers first, e.g. AOL, its body).
-        text = "\n".join(_mime.message_source(p) for p in payload if isinstance(p, Message))
+        text = "\n".join(returned.message_source(p) for p in payload if isinstance(p, Message))
     else:
-        text = _mime.part_text(part)
+        text = returned.part_text(part)
     out: dict[str, list[str]] = {}
-    for name, value in _mime.parse_fields(text):
+    for name, value in returned.parse_fields(text):
         if name:
             out.setdefault(name, []).append(value)
     return out
@@ -105,7 +107,7 @@ def parse_arf(msg: Message) -> FeedbackReport | None:
     recipients: list[str] = []
     for name in ("original-rcpt-to", "removal-recipient"):
         for value in fields.get(name, []):
-            for addr in _mime.addresses(value):
+            for addr in returned.addresses(value):
                 if addr not in recipients:
                     recipients.append(addr)
     if not recipients and original is not None:
@@ -117,27 +119,27 @@ def parse_arf(msg: Message) -> FeedbackReport | None:
         recipients=recipients,
         original=original,
         user_agent=_first(fields, "user-agent"),
-        original_mail_from=_mime.first_address(mail_from) if mail_from else None,
+        original_mail_from=returned.first_address(mail_from) if mail_from else None,
         arrival_date=_first(fields, "arrival-date") or _first(fields, "received-date"),
         source_ip=_first(fields, "source-ip"),
         reported_domains=[v.strip() for v in fields.get("reported-domain", [])],
         fields=fields,
-        text=_mime.notification_text(msg),
+        text=returned.notification_text(msg),
     )
 
 
 def _original(msg: Message) -> Message | None:
-    for part in _mime.iter_parts(msg):
-        if part is not msg and _mime.content_type(part) in _mime.ORIGINAL_TYPES:
+    for part in returned.iter_parts(msg):
+        if part is not msg and returned.content_type(part) in returned.ORIGINAL_TYPES:
             return original_from_part(part)
     return None
 
 
 def _original_recipients(original: Message) -> list[str]:
-    jmrp = _mime.header_addresses(original, JMRP_HEADER)
+    jmrp = returned.header_addresses(original, JMRP_HEADER)
     if jmrp:
         return jmrp
-    to = _mime.header_addresses(original, "To")
+    to = returned.header_addresses(original, "To")
     # "To: <Undisclosed Recipients>" and lists: only a single address names the complainer.
     return to[:1] if len(to) == 1 else []
 
@@ -148,10 +150,10 @@ def _original_recipients(original: Message) -> list[str]:
 def attached_messages(msg: Message) -> list[Message]:
     """Every message/rfc822 attachment at any depth, outermost first."""
     found: list[Message] = []
-    for part in _mime.iter_parts(msg, into_originals=True):
+    for part in returned.iter_parts(msg, into_originals=True):
         if part is msg:
             continue
-        if _mime.content_type(part) in ("message/rfc822", "message/global"):
+        if returned.content_type(part) in ("message/rfc822", "message/global"):
             inner = original_from_part(part)
             if inner is not None:
                 found.append(inner)
@@ -166,9 +168,9 @@ def parse_jmrp(msg: Message) -> FeedbackReport | None:
             return FeedbackReport(
                 source="jmrp",
                 feedback_type="abuse",
-                recipients=_mime.header_addresses(inner, JMRP_HEADER),
+                recipients=returned.header_addresses(inner, JMRP_HEADER),
                 original=inner,
-                text=_mime.notification_text(msg),
+                text=returned.notification_text(msg),
             )
     return None
 
@@ -183,26 +185,26 @@ def parse_forward(msg: Message, mailid_header: str) -> FeedbackReport | None:
     original = next((m for m in attached if m.get(mailid_header)), attached[-1])
     recipients = _original_recipients(original)
     if not recipients:
-        recipients = _mime.header_addresses(msg, "From")[:1]  # the forwarder complains
+        recipients = returned.header_addresses(msg, "From")[:1]  # the forwarder complains
     return FeedbackReport(
         source="forward",
         feedback_type="abuse",
         recipients=recipients,
         original=original,
-        text=_mime.notification_text(msg),
+        text=returned.notification_text(msg),
     )
 
 
 def parse_inline_forward(msg: Message) -> FeedbackReport | None:
     """A forward pasted into the body ('---------- Forwarded message ---------')."""
-    text = _mime.notification_text(msg)
+    text = returned.notification_text(msg)
     mark = FORWARD_MARK_RE.search(text)
     if mark is None:
         return None
     _, original = split_inline_original(text[mark.start():], starts_at_separator=True)
     recipients = _original_recipients(original) if original is not None else []
     if not recipients:
-        recipients = _mime.header_addresses(msg, "From")[:1]
+        recipients = returned.header_addresses(msg, "From")[:1]
     return FeedbackReport(source="inline", feedback_type="abuse", recipients=recipients,
                           original=original, text=text)
 
@@ -215,6 +217,6 @@ def parse_apple_unsubscribe(msg: Message) -> FeedbackReport | None:
     return FeedbackReport(
         source="apple-unsubscribe",
         feedback_type="opt-out",
-        recipients=_mime.header_addresses(msg, "From")[:1],
-        text=_mime.notification_text(msg),
+        recipients=returned.header_addresses(msg, "From")[:1],
+        text=returned.notification_text(msg),
     )

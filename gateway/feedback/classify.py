@@ -15,7 +15,9 @@ from functools import cached_property
 from pathlib import PurePath
 from typing import Any
 
-from . import _mime, arf, dsn, rules, ses
+from gateway.mime import returned
+
+from . import arf, dsn, rules, ses
 
 DEFAULT_MAILID_RE: re.Pattern[str] = re.compile(r"[a-z2-7]{16,64}")
 
@@ -111,7 +113,7 @@ def analyze(
         envelope=tuple(envelope_recipients),
     )
     try:
-        msg = _mime.parse_bytes(raw)
+        msg = returned.parse_bytes(raw)
         analysis = _analyze(msg, cfg)
     except Exception as exc:  # noqa: BLE001 - hostile/broken input must not kill the listener
         analysis = FeedbackAnalysis(kind="other", reason=f"unparseable: {type(exc).__name__}")
@@ -166,7 +168,7 @@ def _analyze(msg: Message, cfg: _IdConfig) -> FeedbackAnalysis:
         analysis.kind = "complaint"
         analysis.feedback_type = "abuse"
         analysis.reason = "complaint: mail ID found in text"
-        analysis.recipients = _mime.header_addresses(msg, "From")[:1]
+        analysis.recipients = returned.header_addresses(msg, "From")[:1]
         analysis.source = "inline"
     return analysis
 
@@ -219,7 +221,7 @@ class _ClassifyMemo:
                  phase: str | None) -> rules.Classification:
         key = (status, reply, text, phase)
         if key not in self._done:
-            _mime.check_budget()
+            returned.check_budget()
             self._done[key] = rules.classify(status, reply, text, phase)
         return self._done[key]
 
@@ -323,13 +325,13 @@ def _from_feedback(msg: Message, report: arf.FeedbackReport, cfg: _IdConfig) -> 
 
 
 def _is_auto_reply(msg: Message) -> bool:
-    auto = _mime.header_str(msg, "Auto-Submitted").lower()
-    precedence = _mime.header_str(msg, "Precedence").lower()
+    auto = returned.header_str(msg, "Auto-Submitted").lower()
+    precedence = returned.header_str(msg, "Precedence").lower()
     if auto.startswith("auto-replied") or precedence == "auto_reply":
         return True
     if any(msg.get(h) for h in ("X-Autoreply", "X-Autorespond", "X-Autoresponder")):
         return True
-    if _mime.header_str(msg, "X-Apple-Action").upper() == "VACATION":
+    if returned.header_str(msg, "X-Apple-Action").upper() == "VACATION":
         return True
     return _auto_reply_subject(msg)
 
@@ -338,13 +340,13 @@ def _forwarded_notification(msg: Message) -> Message | None:
     """The bounce or feedback report a person forwarded (attached or pasted inline): the
     subject says forward, the sender is no mail system, and the forwarded mail is a DSN, a
     bounce or a feedback report."""
-    subject = _mime.header_str(msg, "Subject")
-    if not FORWARD_SUBJECT_RE.match(subject) or dsn.BOUNCE_FROM_RE.search(_mime.header_str(msg, "From")):
+    subject = returned.header_str(msg, "Subject")
+    if not FORWARD_SUBJECT_RE.match(subject) or dsn.BOUNCE_FROM_RE.search(returned.header_str(msg, "From")):
         return None
     if msg.get("X-Failed-Recipients") or dsn.status_part(msg) is not None or arf.is_arf(msg):
         return None
     forwarded = arf.attached_messages(msg)[:3]
-    text = _mime.notification_text(msg)[:_MAX_SCAN]
+    text = returned.notification_text(msg)[:_MAX_SCAN]
     mark = arf.FORWARD_MARK_RE.search(text)
     if mark is not None:
         _, inline = dsn.split_inline_original(text[mark.start():], starts_at_separator=True)
@@ -353,7 +355,7 @@ def _forwarded_notification(msg: Message) -> Message | None:
     for inner in forwarded:
         # Who sent the forwarded mail decides, not its subject: our own newsletter may be
         # called "Rejected? Try again" and is then a complaint like any other forward.
-        machine = dsn.BOUNCE_FROM_RE.search(_mime.header_str(inner, "From")) or inner.get(
+        machine = dsn.BOUNCE_FROM_RE.search(returned.header_str(inner, "From")) or inner.get(
             "X-Failed-Recipients")
         if arf.is_arf(inner) or dsn.is_delivery_report(inner) or machine:
             return inner
@@ -376,14 +378,14 @@ def _from_forwarded(msg: Message, inner: Message, cfg: _IdConfig) -> FeedbackAna
 
 
 def _auto_reply_subject(msg: Message) -> bool:
-    subject = _mime.header_str(msg, "Subject")
+    subject = returned.header_str(msg, "Subject")
     return bool(AUTO_REPLY_SUBJECT_RE.search(subject)) and not dsn.BOUNCE_SUBJECT_RE.search(subject)
 
 
 def _from_auto_reply(msg: Message, cfg: _IdConfig) -> FeedbackAnalysis:
-    who = _mime.header_addresses(msg, "From")[:1]
+    who = returned.header_addresses(msg, "From")[:1]
     ids = _mail_ids(msg, cfg, original=None, extra_addresses=())
-    subject = _short(_mime.header_str(msg, "Subject"))
+    subject = _short(returned.header_str(msg, "Subject"))
     reason = f"auto-reply: {subject}" if subject else "auto-reply"
     return FeedbackAnalysis(
         kind="auto-reply",
@@ -401,7 +403,7 @@ def _from_auto_reply(msg: Message, cfg: _IdConfig) -> FeedbackAnalysis:
 def _envelope_addresses(msg: Message, cfg: _IdConfig) -> list[str]:
     """Where a VERP address shows up on a returned mail, most reliable first."""
     addrs = [a.lower() for a in cfg.envelope]
-    addrs += _mime.header_addresses(msg, "Delivered-To", "X-Original-To", "Envelope-To",
+    addrs += returned.header_addresses(msg, "Delivered-To", "X-Original-To", "Envelope-To",
                                     "X-Envelope-To", "X-Rcpt-To", "To", "Cc")
     for received in msg.get_all("Received") or []:
         match = re.search(r"\bfor\s+<?([^>\s;]+@[^>\s;]+)", str(received), re.I)
@@ -446,13 +448,13 @@ def _mail_ids(msg: Message, cfg: _IdConfig, *, original: Message | None,
     addrs = _envelope_addresses(msg, cfg) + [a.lower() for a in extra_addresses if a]
     for orig in [original, *arf.attached_messages(msg)]:
         if orig is not None:
-            addrs += _mime.header_addresses(orig, "Return-Path", "Sender", "Errors-To")
+            addrs += returned.header_addresses(orig, "Return-Path", "Sender", "Errors-To")
     ids = _verp_ids(addrs, cfg)
     for orig in [original, *arf.attached_messages(msg)]:
         if orig is None:
             continue
         for value in orig.get_all(cfg.header) or []:
-            _add(ids, _mime.decode_header_value(str(value)).strip().strip("<>").lower(), cfg=cfg)
+            _add(ids, returned.decode_header_value(str(value)).strip().strip("<>").lower(), cfg=cfg)
     for value in header_ids:
         _add(ids, value.strip().strip("<>").lower(), cfg=cfg)
     for token in _text_ids(msg, cfg):
@@ -484,12 +486,12 @@ def _scan_text(msg: Message) -> str:
     """Decoded text of every part, originals included, bounded in size."""
     texts: list[str] = []
     size = 0
-    for part in _mime.iter_parts(msg, into_originals=True):
-        if part.is_multipart() or not _mime.content_type(part).startswith(("text/", "message/")):
+    for part in returned.iter_parts(msg, into_originals=True):
+        if part.is_multipart() or not returned.content_type(part).startswith(("text/", "message/")):
             continue
-        text = _mime.part_text(part)
-        if _mime.content_type(part) == "text/html":
-            text = _mime.html_to_text(text)
+        text = returned.part_text(part)
+        if returned.content_type(part) == "text/html":
+            text = returned.html_to_text(text)
         texts.append(text[: _MAX_SCAN - size])
         size += len(texts[-1])
         if size >= _MAX_SCAN:
@@ -505,7 +507,7 @@ def _original_headers(original: Message | None, cfg: _IdConfig) -> dict[str, str
         return {}
     out: dict[str, str] = {}
     for name in cfg.original_header_names:
-        value = _mime.header_str(original, name)
+        value = returned.header_str(original, name)
         if value:
             out[name] = value
     return out

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from email.header import decode_header
 from email.message import Message
 
-from . import _mime
+from gateway.mime import returned
 
 # RFC 3463 enhanced status code; the subject digit is 0-7, so software versions
 # ("Exim 4.80.1") and IP addresses (the look-behind) are not taken for codes.
@@ -203,23 +203,23 @@ _REMOTE_STATUS_RE = re.compile(r"(?<![\w.])[245]\d\d[ -]'?((?:[245])\.[0-7]\.\d{
 
 def find_original_part(msg: Message) -> Message | None:
     """The returned original when it is its own MIME part (message/rfc822, text/rfc822-headers)."""
-    for part in _mime.iter_parts(msg):
+    for part in returned.iter_parts(msg):
         if part is msg:
             continue
-        ctype = _mime.content_type(part)
-        if ctype in _mime.ORIGINAL_TYPES:
+        ctype = returned.content_type(part)
+        if ctype in returned.ORIGINAL_TYPES:
             return original_from_part(part)
     return None
 
 
 def original_from_part(part: Message) -> Message | None:
-    ctype = _mime.content_type(part)
+    ctype = returned.content_type(part)
     payload = part.get_payload()
-    if ctype in _mime.HEADER_ONLY_TYPES or not isinstance(payload, list):
-        text = _mime.part_text(part).lstrip("\r\n")
+    if ctype in returned.HEADER_ONLY_TYPES or not isinstance(payload, list):
+        text = returned.part_text(part).lstrip("\r\n")
         if not text.strip():
             return None
-        return _mime.parse_text(_dedent_headers(text.split("\n")))
+        return returned.parse_text(_dedent_headers(text.split("\n")))
     for sub in payload:
         if isinstance(sub, Message):
             return sub
@@ -244,7 +244,7 @@ def split_inline_original(text: str, *, starts_at_separator: bool = False) -> tu
     min_lines = 4 if sep is None else 2
     tries = 0
     for i in range(begin, len(lines)):
-        if not _mime.is_header_line(lines[i].lstrip(" \t>|")):
+        if not returned.is_header_line(lines[i].lstrip(" \t>|")):
             continue
         # Each try reads up to 60 lines: tens of thousands of header-like lines that never
         # make a block (a mutated bounce) cost seconds. The original starts near the top.
@@ -253,7 +253,7 @@ def split_inline_original(text: str, *, starts_at_separator: bool = False) -> tu
             break
         if _header_block_at(lines, i, min_lines):
             cut = sep if sep is not None else i
-            return "\n".join(lines[:cut]), _mime.parse_text(_dedent_headers(lines[i:]))
+            return "\n".join(lines[:cut]), returned.parse_text(_dedent_headers(lines[i:]))
     if sep is not None:
         return "\n".join(lines[:sep]), None
     return text, None
@@ -267,7 +267,7 @@ def _line_prefix(line: str) -> str:
 def _header_block_at(lines: list[str], i: int, min_lines: int) -> bool:
     prefix = _line_prefix(lines[i])
     first = lines[i][len(prefix):]
-    if not _mime.is_header_line(first):
+    if not returned.is_header_line(first):
         return False
     names: list[str] = []
     for line in lines[i:i + 60]:
@@ -276,7 +276,7 @@ def _header_block_at(lines: list[str], i: int, min_lines: int) -> bool:
             break
         if body[0] in " \t" and names:
             continue
-        if not _mime.is_header_line(body):
+        if not returned.is_header_line(body):
             break
         names.append(body.split(":", 1)[0].strip().lower())
     main = sum(1 for name in names if name in ORIGINAL_HEADER_NAMES)
@@ -293,7 +293,7 @@ def _dedent_headers(lines: list[str]) -> str:
         lines = lines[1:]
     if not lines:
         return ""
-    if lines[0].startswith("From ") and not _mime.is_header_line(lines[0]):
+    if lines[0].startswith("From ") and not returned.is_header_line(lines[0]):
         lines = lines[1:]  # mbox 'From ' line
     prefix = _line_prefix(lines[0]) if lines else ""
     if prefix:
@@ -305,8 +305,8 @@ def _dedent_headers(lines: list[str]) -> str:
 
 
 def status_part(msg: Message) -> Message | None:
-    for part in _mime.iter_parts(msg):
-        if _mime.content_type(part) in STATUS_TYPES:
+    for part in returned.iter_parts(msg):
+        if returned.content_type(part) in STATUS_TYPES:
             return part
     return None
 
@@ -316,7 +316,7 @@ def status_part_text(part: Message) -> str:
     block; as_string() of each keeps lines the header parser did not understand."""
     payload = part.get_payload()
     if isinstance(payload, list):
-        text = "\n".join(_mime.message_source(b) for b in payload if isinstance(b, Message))
+        text = "\n".join(returned.message_source(b) for b in payload if isinstance(b, Message))
     else:
         text = payload if isinstance(payload, str) else ""
     cte = str(part.get("Content-Transfer-Encoding", "")).strip().lower()
@@ -336,7 +336,7 @@ def split_status_groups(text: str) -> tuple[dict[str, str], list[dict[str, str]]
     per_message: dict[str, str] = {}
     groups: list[dict[str, str]] = []
     cur: dict[str, str] | None = None
-    for name, value in _mime.parse_fields(text):
+    for name, value in returned.parse_fields(text):
         if not name:
             if cur is not None:
                 groups.append(cur)
@@ -376,16 +376,16 @@ _PLACEHOLDER_LOCALS = frozenset({"unknown", "undisclosed-recipients", "undisclos
 
 def _recipient_from_field(value: str) -> str | None:
     """The mail address of a Final-/Original-Recipient value; None for a placeholder."""
-    text = _mime.decode_header_value(value)
+    text = returned.decode_header_value(value)
     for encoded in _IMCEA_RE.findall(text):
         decoded = re.sub(r"\+([0-9A-Fa-f]{2})", lambda m: chr(int(m.group(1), 16)), encoded)
-        inner = _x400_address(decoded) or _mime.first_address(decoded)
+        inner = _x400_address(decoded) or returned.first_address(decoded)
         if inner:
             return inner
     inner = _x400_address(text)
     if inner:
         return inner
-    addr = _mime.first_address(text)
+    addr = returned.first_address(text)
     if addr is None:
         # Not an address we can parse (a quoted local part, a source route, a pipe): keep
         # what the field says, unless it is a placeholder.
@@ -399,7 +399,7 @@ def _recipient_from_field(value: str) -> str | None:
 
 def _x400_address(text: str) -> str | None:
     for found in _X400_RFC822_RE.findall(text):
-        addr = _mime.first_address(found.replace("(a)", "@").replace("(A)", "@"))
+        addr = returned.first_address(found.replace("(a)", "@").replace("(A)", "@"))
         if addr:
             return addr
     return None
@@ -461,8 +461,8 @@ def recipients_from_groups(groups: list[dict[str, str]]) -> list[DsnRecipient]:
 
 
 def is_delivery_report(msg: Message) -> bool:
-    ctype = _mime.content_type(msg)
-    if ctype == "multipart/report" and _mime.param(msg, "report-type") in (
+    ctype = returned.content_type(msg)
+    if ctype == "multipart/report" and returned.param(msg, "report-type") in (
         "delivery-status", "global-delivery-status"
     ):
         return True
@@ -475,11 +475,11 @@ def looks_like_bounce(msg: Message) -> bool:
     unmistakable)."""
     if is_delivery_report(msg) or msg.get("X-Failed-Recipients"):
         return True
-    sender = _mime.header_str(msg, "From")
-    subject = _mime.header_str(msg, "Subject")
+    sender = returned.header_str(msg, "From")
+    subject = returned.header_str(msg, "Subject")
     if BOUNCE_FROM_RE.search(sender) or BOUNCE_SUBJECT_RE.search(subject):
         return True
-    text = _mime.notification_text(msg)[:20000]
+    text = returned.notification_text(msg)[:20000]
     if STRONG_BOUNCE_BODY_RE.search(text):
         return True
     return bool(BOUNCE_BODY_RE.search(text) and (REPLY_RE.search(text) or ENHANCED_RE.search(text)))
@@ -495,7 +495,7 @@ _PASTED_FIELDS_RE = re.compile(r"^[ \t]*+(final|original)-recipient[ \t]*+:", re
 def parse_bounce(msg: Message, _depth: int = 0) -> BounceReport | None:
     """Parse a bounce (standard or not). None when no recipient could be found at all."""
     original = find_original_part(msg)
-    text = _mime.notification_text(msg)
+    text = returned.notification_text(msg)
     if original is None:
         text, original = split_inline_original(text)
     else:
@@ -528,7 +528,7 @@ def parse_bounce(msg: Message, _depth: int = 0) -> BounceReport | None:
     if not recipients:
         return None
     # Bounded work: a report naming more recipients is cut (ours name one, or a few).
-    recipients = recipients[:_mime.current_limits().max_recipients]
+    recipients = recipients[:returned.current_limits().max_recipients]
     _attach_context(recipients, text)
     envelope_id = per_message.get("original-envelope-id")
     reporting = per_message.get("reporting-mta")
@@ -568,9 +568,9 @@ def _field_lines(text: str) -> str:
 def _excluded_addresses(msg: Message, original: Message | None) -> set[str]:
     """Addresses that are never the failed recipient: the bounce's own sender and
     addressee (= the original envelope sender) and the original's sender fields."""
-    out = set(_mime.header_addresses(msg, "From", "To", "Reply-To", "Sender", "Return-Path"))
+    out = set(returned.header_addresses(msg, "From", "To", "Reply-To", "Sender", "Return-Path"))
     if original is not None:
-        out |= set(_mime.header_addresses(original, "From", "Sender", "Reply-To", "Return-Path",
+        out |= set(returned.header_addresses(original, "From", "Sender", "Reply-To", "Return-Path",
                                           "Errors-To"))
     return out
 
@@ -579,11 +579,11 @@ def _recipients_from_text(msg: Message, text: str, original: Message | None) -> 
     excluded = _excluded_addresses(msg, original)
     # Only the first `cap` are kept: stop collecting there (the "in found" checks below are
     # linear, and a header of 20 000 addresses took seconds).
-    cap = min(_MAX_TEXT_RECIPIENTS, _mime.current_limits().max_recipients)
+    cap = min(_MAX_TEXT_RECIPIENTS, returned.current_limits().max_recipients)
     found: list[str] = []
     failed_header = msg.get_all("X-Failed-Recipients") or []
     for value in failed_header:  # Exim names them for us
-        for addr in _mime.addresses(str(value)):
+        for addr in returned.addresses(str(value)):
             if addr not in found and len(found) < cap:
                 found.append(addr)
     if not found:
@@ -591,18 +591,18 @@ def _recipients_from_text(msg: Message, text: str, original: Message | None) -> 
     if not found:
         # Last resort: an address we excluded as "the sender" may still be the one named
         # as failed (tests and self-sent mail); never the bounce's own From, though.
-        own = set(_mime.header_addresses(msg, "From"))
+        own = set(returned.header_addresses(msg, "From"))
         for line in text.split("\n"):
             if _NOT_RECIPIENT_LINE_RE.search(line):
                 continue
             if len(found) >= cap:
                 break
-            found += [a for a in _mime.addresses(line)[:cap]
+            found += [a for a in returned.addresses(line)[:cap]
                       if a not in own and a not in found and a.split("@", 1)[0] not in _DAEMON_LOCALS]
     if not found and original is not None:
         # Nothing named in the text: the returned original's To is the best guess
         # (single-recipient mails are what an ESP sends).
-        found = [a for a in _mime.header_addresses(original, "To") if a not in excluded][:1]
+        found = [a for a in returned.header_addresses(original, "To") if a not in excluded][:1]
     action = _fallback_action(msg, text)
     return [DsnRecipient(recipient=addr, action=action) for addr in found[:_MAX_TEXT_RECIPIENTS]]
 
@@ -632,11 +632,11 @@ def _named_recipients(text: str, excluded: set[str]) -> list[str]:
     for line in text.split("\n"):
         if _NOT_RECIPIENT_LINE_RE.search(line):
             continue
-        named = _mime.addresses(line)
+        named = returned.addresses(line)
         if not named:
             continue
         if _FAILED_LINE_RE.search(line) and not (
-            _HINT_LINE_RE.search(line) and not _mime.ADDRESS_RE.match(line.strip(" \t>|<"))
+            _HINT_LINE_RE.search(line) and not returned.ADDRESS_RE.match(line.strip(" \t>|<"))
         ):
             rank = 0
         elif _HINT_LINE_RE.search(line):
@@ -658,7 +658,7 @@ def _named_recipients(text: str, excluded: set[str]) -> list[str]:
 
 
 def _fallback_action(msg: Message, text: str) -> str:
-    subject = _mime.header_str(msg, "Subject")
+    subject = returned.header_str(msg, "Subject")
     if DELAY_SUBJECT_RE.search(subject) and not re.search(r"fail|undeliver|returned", subject, re.I):
         return "delayed"
     if DELAY_TEXT_RE.search(text):
@@ -680,7 +680,7 @@ def _attach_context(recipients: list[DsnRecipient], text: str) -> None:
         lowered = line.lower()
         mentions.append(frozenset(n for n in names if n in lowered) if "@" in lowered else frozenset())
     for rcpt in recipients:
-        _mime.check_budget()
+        returned.check_budget()
         name = rcpt.recipient.lower()
         chunks: list[str] = []
         i = 0

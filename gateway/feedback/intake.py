@@ -52,10 +52,10 @@ from prometheus_client import Counter
 
 from gateway import metrics
 from gateway.breaker import BREAKER_ACTIONS, Breaker, RateCheck
-from gateway.feedback import _mime
 from gateway.feedback.classify import FeedbackAnalysis, analyze, to_json_dict
 from gateway.logging import EventLogger, get_logger
 from gateway.mailid import DecodedMailId, MailIdCodec
+from gateway.mime import returned
 from gateway.store.feedback import GLOBAL, FeedbackEvent, Suppression, normalise_address
 
 DAY = 86400.0
@@ -156,10 +156,10 @@ def accepts_recipient(config: Any, address: str) -> bool:
     return bool(domain) and "@" in address and domain in bounce_domains(config)
 
 
-def parse_limits(config: Any) -> _mime.ParseLimits:
+def parse_limits(config: Any) -> returned.ParseLimits:
     """The bounds of one report's parse, its time budget starting now."""
     settings = config.feedback_intake
-    return _mime.ParseLimits(max_parts=settings.max_parts,
+    return returned.ParseLimits(max_parts=settings.max_parts,
                              max_recipients=settings.max_recipients,
                              deadline=time.monotonic() + settings.parse_time_budget)
 
@@ -169,7 +169,7 @@ def conclude(raw: bytes, config: Any, codec: MailIdCodec | None, *,
     """Parse and check the mail ID; no store, no side effects. Only the first
     `max_parse_bytes` are parsed: the report, its status fields and the returned headers
     come first, a returned original's body is of no use."""
-    with _mime.parse_limits(parse_limits(config)):
+    with returned.parse_limits(parse_limits(config)):
         analysis = analyze(
             raw[:config.feedback_intake.max_parse_bytes], mailid_header=config.mail_id.header,
             verp_prefix=config.mail_id.verp_prefix, bounce_domains=bounce_domains(config),
@@ -327,7 +327,7 @@ class Intake:
         """Read what the decision needs (outside the write transaction) and return the writer."""
         event, check, kind = result.event, result.check, result.conclusion.kind
         analysis = result.conclusion.analysis
-        if analysis.reason == f"unparseable: {_mime.ParseBudgetExceeded.__name__}":
+        if analysis.reason == f"unparseable: {returned.ParseBudgetExceeded.__name__}":
             return self._unverified(result, "unparsed",
                                     "the report took longer than its time budget to parse")
         if not check.genuine:

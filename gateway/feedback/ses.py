@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from email.message import Message
 from typing import Any
 
-from . import _mime
+from gateway.mime import returned
 
 
 @dataclass
@@ -51,7 +51,7 @@ def _load_json(text: str) -> dict[str, Any] | None:
 def parse_ses(msg: Message) -> SesNotification | None:
     if msg.is_multipart():
         return None
-    text = _mime.part_text(msg)
+    text = returned.part_text(msg)
     if "notificationType" not in text and "eventType" not in text:
         return None
     data = _load_json(text)

@@ -34,9 +34,9 @@ from aiohttp import web
 from prometheus_client import Counter
 
 from gateway.http.apikeys import ApiKeyError, ApiKeyRing
-from gateway.http.tokens import CONFIRM, UNSUBSCRIBE, confirm_url, signer_for, unsubscribe_url
 from gateway.logging import get_logger
 from gateway.store.consent import ConsentInputError, check_email, check_ip, parse_timestamp
+from gateway.urltokens import CONFIRM, UNSUBSCRIBE, confirm_url, signer_for, unsubscribe_url
 
 log = get_logger()
 MAX_BODY = 64 * 1024

@@ -32,7 +32,7 @@ def make_app(server: Any) -> web.Application:
     from gateway.http.api import ConsentApi
     from gateway.http.pages import Pages, error_middleware
     from gateway.http.suppressions import SuppressionApi
-    from gateway.http.tokens import signer_for
+    from gateway.urltokens import signer_for
 
     http = server.config.http
     # The multipart upload of the report page is the largest body; the rest read their own caps.

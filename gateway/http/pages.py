@@ -13,7 +13,7 @@
 |        |               | report_limit_per_hour per client address (IPv6: per /64)            |
 
 GET never changes anything: link scanners and previews fetch links. Tokens are checked with
-`gateway.http.tokens`; a token that does not verify gets a plain "this link is not valid" (404)
+`gateway.urltokens`; a token that does not verify gets a plain "this link is not valid" (404)
 and nothing else.
 
 The forms of the confirmation and unsubscribe pages carry a page nonce (an HMAC of the token
@@ -42,8 +42,8 @@ from gateway import metrics
 from gateway.http.clientaddr import client_ip, report_limit_key
 from gateway.http.html import e, here, language, page
 from gateway.http.origin import PageOrigin, page_origin
-from gateway.http.tokens import CONFIRM, UNSUBSCRIBE, Claims, TokenError, signer_for
 from gateway.logging import get_logger
+from gateway.urltokens import CONFIRM, UNSUBSCRIBE, Claims, TokenError, signer_for
 
 log = get_logger()
 DAY = 86400.0

@@ -7,4 +7,7 @@
 - :mod:`.addresses` -- mailbox headers, domains, disguised display names
 - :mod:`.charset` -- tolerant decoding of mislabelled charsets
 - :mod:`.fastparse` -- the compat32 parse of well-formed mail, without the line-by-line parser
+- :mod:`.lineends` -- bare CR/LF: is every line end a CRLF?
+- :mod:`.returned` -- forgiving helpers over returned mail (bounces, reports) for the feedback
+  parsers
 """

@@ -23,7 +23,7 @@ import re
 from email import policy as email_policy
 from email.message import Message
 
-from gateway.core.message import crlf_only
+from gateway.mime.lineends import crlf_only
 
 __all__ = ["parse", "parse_fast"]
 

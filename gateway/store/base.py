@@ -13,8 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from gateway.store.authslots import AuthSlotStoreMixin
 from gateway.store.consent import ConsentStoreMixin
@@ -23,67 +22,18 @@ from gateway.store.events import EventStoreMixin
 from gateway.store.feedback import FeedbackStoreMixin
 from gateway.store.migrations import MIGRATIONS, render
 from gateway.store.reputation import ReputationStoreMixin
+from gateway.store.types import (
+    CUSTOMER_STATUSES,
+    Campaign,
+    Customer,
+    Domain,
+    MessageRecord,
+    StoreError,
+    StoreUnavailable,
+)
 from gateway.store.windows import WindowCounterStoreMixin
 
-# paused: the circuit breaker stopped the customer for now (451, the engine keeps its mail)
-# until support resumes it; suspended refuses for good (550).
-CUSTOMER_STATUSES = ("pending", "active", "paused", "suspended")
-
-
-class StoreError(Exception):
-    """A request the store refuses (unknown customer, duplicate name...): user-facing text."""
-
-
-class StoreUnavailable(Exception):
-    """The database cannot be reached or failed; callers answer 4xx and retry later."""
-
-
-@dataclass(frozen=True)
-class Customer:
-    id: int
-    name: str
-    status: str
-    status_reason: str | None
-    password_hash: str | None
-    imprint: dict[str, str] | None
-    unsubscribe_prefix: str | None
-    managed_unsubscribe: bool
-    created_at: float
-    updated_at: float
-
-
-@dataclass(frozen=True)
-class Domain:
-    id: int
-    customer_id: int
-    domain: str
-    token: str
-    verified_at: float | None
-    verified_by: str | None
-
-
-@dataclass(frozen=True)
-class Campaign:
-    id: int
-    customer_id: int
-    campaign: str
-    confirmed_by: str
-    confirmed_at: float
-
-
-@dataclass(frozen=True)
-class MessageRecord:
-    mail_id: str
-    customer_id: int | None
-    campaign: str | None
-    mail_from: str | None
-    recipients: list[str]
-    created_at: float
-    result: str
-    reply: str | None
-    queue_id: str | None
-    verdicts: list[dict[str, Any]] = field(default_factory=list)
-
+T = TypeVar("T")
 
 _CUSTOMER_COLS = (
     "id, name, status, status_reason, password_hash, imprint, unsubscribe_prefix, "
@@ -204,7 +154,7 @@ class SqlStore(FeedbackStoreMixin, ConsentStoreMixin, EventStoreMixin, ErasureSt
         except self.driver_errors as exc:
             raise self._failed(exc) from exc
 
-    def cached(self, key: tuple[Any, ...], load: Callable[[], Any]) -> Any:
+    def cached(self, key: tuple[Any, ...], load: Callable[[], T]) -> T:
         if self.cache_ttl <= 0:
             return load()
         now = time.monotonic()

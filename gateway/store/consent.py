@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.store.feedback import normalise_address
+from gateway.store.types import CachedRead, StoreError, normalise_address
 
 _COLS = ("id, customer_id, address, generation, source, list_name, subscribed_at, subscribed_ip, "
          "subscribed_user_agent, confirmation_sent_at, confirmed_at, confirmed_ip, "
@@ -127,7 +127,7 @@ class ConsentStoreMixin:
 
     execute: Callable[..., list[tuple[Any, ...]]]
     transaction: Callable[..., Any]
-    cached: Callable[..., Any]
+    cached: CachedRead
     emit_event: Callable[..., str | None]
     get_customer_by_id: Callable[..., Any]
 
@@ -198,7 +198,6 @@ class ConsentStoreMixin:
         ``new``; ``pending`` (not confirmed yet: the record now shows this latest request, the
         earlier links stay valid); ``resubscribed`` (it had been revoked: a new generation,
         earlier confirmation links die); ``already-confirmed`` (nothing changes)."""
-        from gateway.store.base import StoreError
 
         address = normalise_address(address)
         if not source:
@@ -255,7 +254,6 @@ class ConsentStoreMixin:
     def consent_confirmation_sent(self, customer_id: int, address: str, *, at: float,
                                   via: str = "api") -> ConsentRecord | None:
         """The confirmation mail went out (the newest such time is kept)."""
-        from gateway.store.base import StoreError
 
         address = normalise_address(address)
         with self.transaction():
@@ -282,7 +280,6 @@ class ConsentStoreMixin:
         the person must subscribe again); ``superseded`` (a link of an earlier subscription).
         `checks`: what the caller verified about the request (the confirmation page: where
         the POST came from), kept in the event's detail."""
-        from gateway.store.base import StoreError
 
         address = normalise_address(address)
         with self.transaction():

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.store.feedback import GLOBAL, normalise_address
+from gateway.store.types import GLOBAL, normalise_address
 
 ERASED_PREFIX = "erased:"
 
@@ -58,6 +58,7 @@ class ErasureStoreMixin:
     transaction: Callable[..., Any]
     get_customer_by_id: Callable[[int], Any]
     audit: Callable[..., None]
+    add_suppression: Callable[..., Any]
     _local: Any
 
     def _erasure_key(self) -> bytes:
@@ -91,7 +92,7 @@ class ErasureStoreMixin:
         with self.transaction():
             # It stays refused: a suppression under the hash (added before the rest is
             # scrubbed, so the history row below is scrubbed too).
-            self.add_suppression(  # type: ignore[attr-defined]
+            self.add_suppression(
                 GLOBAL if customer_id is None else customer_id, address, "manual",
                 detail="erased on request (GDPR Art. 17)", by=by, at=at)
             for mail_id, recipients, verdicts, reply in self.execute(

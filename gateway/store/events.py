@@ -26,6 +26,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.store.types import CachedRead, StoreError
+
 EVENT_TYPES = (
     "bounce",               # a verified bounce of one of the customer's messages (hard / soft)
     "complaint",            # a verified spam complaint (feedback loop, abuse desk)
@@ -115,7 +117,7 @@ class EventStoreMixin:
     """Uses self.execute / self.transaction / self.cached of SqlStore."""
 
     execute: Callable[..., list[tuple[Any, ...]]]
-    cached: Callable[..., Any]
+    cached: CachedRead
     transaction: Callable[..., Any]
     dialect: str
 
@@ -124,7 +126,6 @@ class EventStoreMixin:
                     by: str | None, secret: str | None = None) -> tuple[Webhook, str]:
         """Create or replace the customer's endpoint. A new secret unless one is given (the
         caller prints it once). Events that were skipped before stay skipped (replay)."""
-        from gateway.store.base import StoreError
 
         unknown = [t for t in event_types or () if t not in EVENT_TYPES]
         if unknown:
@@ -156,7 +157,7 @@ class EventStoreMixin:
 
     def cached_webhook(self, customer_id: int) -> Webhook | None:
         """For the hot path (opt-in refusal events): read through the short-TTL cache."""
-        return self.cached(("webhook", customer_id),  # type: ignore[no-any-return]
+        return self.cached(("webhook", customer_id),
                            lambda: self.get_webhook(customer_id))
 
     # -- the outbox -----------------------------------------------------------------------

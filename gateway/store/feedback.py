@@ -25,15 +25,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-GLOBAL = 0  # customer_id of a global suppression
+from gateway.store.types import GLOBAL, CachedRead, StoreError, normalise_address
+
 SUPPRESSION_REASONS = ("hard-bounce", "soft-bounce", "complaint", "unsubscribe", "manual")
 # Reasons that take over an existing entry of the same scope with one of the weaker reasons
 # (otherwise the first entry stays as it is).
 _REPLACES = {"complaint": ("unsubscribe",)}
-
-
-def normalise_address(address: str) -> str:
-    return address.strip().strip("<>").strip().lower()
 
 
 def ledger_key(address: str) -> str:
@@ -134,7 +131,7 @@ class FeedbackStoreMixin:
     """Uses self.execute / self.transaction of SqlStore."""
 
     execute: Callable[..., list[tuple[Any, ...]]]
-    cached: Callable[..., Any]
+    cached: CachedRead
     transaction: Callable[..., Any]
     emit_event: Callable[..., str | None]
     address_hash: Callable[[str], str]
@@ -150,7 +147,6 @@ class FeedbackStoreMixin:
         first ones), except that a complaint takes over an unsubscribe. A new entry is a
         ``suppression.added`` event for the customer it concerns (`notify` for a global entry:
         the customer whose message caused it), in the same transaction."""
-        from gateway.store.base import StoreError
 
         if reason not in SUPPRESSION_REASONS:
             raise StoreError(f"unknown suppression reason {reason!r} "
@@ -248,7 +244,7 @@ class FeedbackStoreMixin:
                 (address, self.address_hash(address), GLOBAL, scope))
             return _suppression(rows[0]) if rows else None
 
-        return self.cached(("suppression", scope, address), load)  # type: ignore[no-any-return]
+        return self.cached(("suppression", scope, address), load)
 
     def list_suppressions(self, *, customer_id: int | None = None, address: str | None = None,
                           reason: str | None = None, limit: int | None = None) -> list[Suppression]:

@@ -18,6 +18,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.store.types import CachedRead
+
 _LIMIT_COLS = ("per_hour", "per_day", "activated_at", "probation_until", "graduated_at",
                "breaker_warning")
 
@@ -61,7 +63,7 @@ class Reservation:
 class ReputationStoreMixin:
     execute: Callable[..., list[tuple[Any, ...]]]
     transaction: Any
-    cached: Callable[..., Any]
+    cached: CachedRead
     _cache: dict[Any, Any]
 
     # -- audit trail --------------------------------------------------------------------------

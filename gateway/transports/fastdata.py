@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from gateway.core.message import crlf_only
+from gateway.mime.lineends import crlf_only
 
 
 def _normalize_line_endings(original: Any) -> Any:

@@ -11,7 +11,7 @@ from urllib.parse import urlencode, urlsplit
 import pytest
 
 from gateway.http.apikeys import add_key
-from gateway.http.tokens import UNSUBSCRIBE, signer_for
+from gateway.urltokens import UNSUBSCRIBE, signer_for
 from tests.integration.test_http_support import local_path, page_form, start
 
 PROXIES = ["127.0.0.1/32", "10.0.0.0/8", "2001:db8:ffff::/48"]

@@ -12,7 +12,7 @@ from prometheus_client import REGISTRY
 
 from gateway.cli.consent import export_text
 from gateway.http.apikeys import add_key
-from gateway.http.tokens import TokenSigner, signer_for
+from gateway.urltokens import TokenSigner, signer_for
 from tests.integration.test_http_support import (
     PUBLIC,
     check_page,

@@ -148,7 +148,7 @@ def test_double_opt_in_end_to_end(setup):
 
 
 def test_confirm_link_tokens_cannot_be_bent(setup, tmp_path):
-    from gateway.http.tokens import CONFIRM, UNSUBSCRIBE, TokenSigner, signer_for
+    from gateway.urltokens import CONFIRM, UNSUBSCRIBE, TokenSigner, signer_for
 
     gw, _, http, key = setup
     confirm = subscribe(http, key).json()["confirm_url"]
@@ -172,7 +172,7 @@ def test_confirm_link_tokens_cannot_be_bent(setup, tmp_path):
 
 
 def test_expired_and_revoked_links(setup, tmp_path):
-    from gateway.http.tokens import CONFIRM, signer_for
+    from gateway.urltokens import CONFIRM, signer_for
 
     gw, _, http, key = setup
     customer = gw.store.get_customer("acme")

@@ -8,7 +8,7 @@ import re
 import pytest
 
 from gateway.http.html import CSS, SECURITY_HEADERS
-from gateway.http.tokens import UNSUBSCRIBE, signer_for
+from gateway.urltokens import UNSUBSCRIBE, signer_for
 from tests.integration.test_http_support import check_page, start
 
 

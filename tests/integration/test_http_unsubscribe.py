@@ -127,7 +127,7 @@ def test_post_without_the_one_click_body_does_nothing(managed):
 
 
 def test_forged_altered_and_replayed_tokens_do_nothing(managed, tmp_path):
-    from gateway.http.tokens import UNSUBSCRIBE, TokenSigner
+    from gateway.urltokens import UNSUBSCRIBE, TokenSigner
 
     gw, mta, http, _ = managed
     path = local_path(unsubscribe_url_of(send(gw, mta, "anna@example.org")))

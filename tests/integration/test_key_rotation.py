@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from gateway.core.message import header_values
-from gateway.http.tokens import UNSUBSCRIBE, TokenError, TokenSigner, read_key_file
 from gateway.mailid import MailIdCodec
 from gateway.store import open_store
+from gateway.urltokens import UNSUBSCRIBE, TokenError, TokenSigner, read_key_file
 from tests.integration.test_feedback_e2e import (
     BOUNCE_DOMAIN,
     deliver_feedback,

@@ -11,8 +11,8 @@ from gateway.config import parse_config
 from gateway.core.policy import PolicyContext
 from gateway.core.transaction import Phase, SessionInfo, Transaction
 from gateway.core.verdict import Action
-from gateway.http.tokens import CONFIRM, UNSUBSCRIBE, confirm_url, signer_for
 from gateway.managed_unsubscribe import ManagedUnsubscribeUnavailable, managed_headers
+from gateway.urltokens import CONFIRM, UNSUBSCRIBE, confirm_url, signer_for
 from policies.consent import Consent
 from policies.unsubscribe import Unsubscribe
 from tests.unit.test_policy_support import Env, fixture, reply_of, set_header

@@ -8,7 +8,7 @@ import stat
 
 import pytest
 
-from gateway.http.tokens import (
+from gateway.urltokens import (
     CONFIRM,
     MAC_BYTES,
     UNSUBSCRIBE,

@@ -1,12 +1,19 @@
-"""message-format: header counts, bare CR/LF and line length, refused with 550 5.6.0."""
+"""message-format: header counts and line length, refused with 550 5.6.0. Bare CR/LF is the
+engine's refusal, before any policy runs (the last test here)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from gateway.config import Config, PolicyEntry
+from gateway.core.pipeline import Pipeline
+from gateway.core.registry import discover
+from gateway.engine import Engine, Outcome
+from gateway.mailid import MailIdCodec
 from policies.message_format import MessageFormat
 from tests.unit.test_policy_support import Env, fixture, newsletter, reply_of, set_header
 
@@ -17,7 +24,6 @@ def env(tmp_path: Path) -> Iterator[Env]:
 
 
 REF = "reference_newsletter.eml"
-BARE = "550 5.6.0 Message contains a bare CR or LF; use CRLF line endings (SMTP smuggling protection)"
 
 
 def edit(name: str, *values: str) -> bytes:
@@ -41,9 +47,6 @@ def edit(name: str, *values: str) -> bytes:
     (set_header(edit("Subject", "one", "two", "three"), "Date"),
      "550 5.6.0 Message format: no Date header; exactly one is required; "
      "3 Subject headers; at most one is allowed"),
-    (fixture(REF).replace(b"Hallo,\r\n", b"Hallo,\n", 1), BARE),
-    (fixture(REF).replace(b"Hallo,\r\n", b"Hallo,\r\r\n", 1), BARE),
-    (fixture(REF) + b"\r\n.\r\nMAIL FROM:<x@evil.example>\n", BARE),
     (fixture(REF).replace(b"Hallo,", b"H" + b"a" * 998, 1),
      "550 5.6.0 Message format: line 18 is 999 octets long; lines may have at most 998 octets"),
     (fixture(REF).replace(b"Hallo,", b"H" + b"a" * 997, 1), None),
@@ -73,11 +76,39 @@ LONG = "550 5.6.0 Message format: line {} is {} octets long; lines may have at m
     (b"x" * 998, None),  # last line without CRLF
     (b"x" * 999 + b"\r\n", LONG.format(5, 999)),
     (b"ok\r\n" + b"x" * 999, LONG.format(6, 999)),
-    (b"a\r\r\n", BARE),  # two CRs, one LF
-    (b"a\n\r", BARE),  # one CR, one LF, but not a CRLF
-    (b"a\r\nb\r", BARE),  # a CR ending the last segment
-    (b"a\r\nb\n", BARE),
     (b"\r\n\r\n", None),
 ])
 def test_line_ends_and_lengths(env: Env, body: bytes, expected: str | None) -> None:
     assert reply_of(env.check(MessageFormat(), HEAD + body)) == expected
+
+
+SMUGGLED = [
+    fixture(REF).replace(b"Hallo,\r\n", b"Hallo,\n", 1),
+    fixture(REF).replace(b"Hallo,\r\n", b"Hallo,\r\r\n", 1),
+    fixture(REF) + b"\r\n.\r\nMAIL FROM:<x@evil.example>\n",
+    HEAD + b"a\n\r",  # one CR, one LF, but not a CRLF
+    HEAD + b"a\r\nb\r",  # a CR ending the last line
+]
+
+
+@pytest.mark.parametrize("raw", SMUGGLED)
+@pytest.mark.parametrize("mode", ["enforce", "monitor", None])
+def test_a_bare_cr_or_lf_is_refused_by_the_engine_before_any_policy(
+        env: Env, raw: bytes, mode: str | None) -> None:
+    """The client gets the engine's 550 5.6.0 whether message-format is enforced, monitored or
+    not configured at all, and no policy runs on the message: that is why message-format has
+    no bare CR/LF check of its own."""
+    entries = [PolicyEntry(name="message-format", mode=mode)] if mode else []
+    config = Config(policies=entries)
+    engine = Engine(config, env.store, Pipeline.from_config(config.policies, discover()),
+                    codec=MailIdCodec({0: b"k" * 32}, 0))
+
+    async def session() -> Outcome:
+        txn, _ = await engine.mail(env.txn().session, "bounce@shop.example")
+        await engine.rcpt(txn, "jane.doe@example.org")
+        return await engine.data(txn, raw)
+
+    outcome = asyncio.run(session())
+    assert str(outcome.reply) == ("550 5.6.0 Message contains a bare CR or LF; use CRLF line "
+                                  "endings (SMTP smuggling protection)")
+    assert outcome.decisions == [] and outcome.data == b""

@@ -1,4 +1,5 @@
-"""Small, forgiving helpers over ``email.message.Message`` (compat32) shared by the parsers.
+"""Returned mail (bounces, complaint reports): small, forgiving helpers over a compat32
+``email.message.Message``, shared by the parsers in gateway/feedback.
 
 Returned mail is written by every MTA ever made, often badly: every helper here swallows
 decoding problems and returns something usable instead of raising.
