@@ -11,8 +11,9 @@ import pytest
 
 from gateway.config import Config, PolicyEntry
 from gateway.core.pipeline import Pipeline
+from gateway.core.plan import Plan
 from gateway.core.registry import discover
-from gateway.engine import Engine, Outcome
+from gateway.engine import Engine
 from gateway.mailid import MailIdCodec
 from policies.message_format import MessageFormat
 from tests.unit.test_policy_support import Env, fixture, newsletter, reply_of, set_header
@@ -103,7 +104,7 @@ def test_a_bare_cr_or_lf_is_refused_by_the_engine_before_any_policy(
     engine = Engine(config, env.store, Pipeline.from_config(config.policies, discover()),
                     codec=MailIdCodec({0: b"k" * 32}, 0))
 
-    async def session() -> Outcome:
+    async def session() -> Plan:
         txn, _ = await engine.mail(env.txn().session, "bounce@shop.example")
         await engine.rcpt(txn, "jane.doe@example.org")
         return await engine.data(txn, raw)
@@ -111,4 +112,4 @@ def test_a_bare_cr_or_lf_is_refused_by_the_engine_before_any_policy(
     outcome = asyncio.run(session())
     assert str(outcome.reply) == ("550 5.6.0 Message contains a bare CR or LF; use CRLF line "
                                   "endings (SMTP smuggling protection)")
-    assert outcome.decisions == [] and outcome.data == b""
+    assert not outcome.decisions and outcome.edits == ()  # no policy ran, nothing to relay
