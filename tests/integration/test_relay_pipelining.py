@@ -8,6 +8,7 @@ out a line at a time. Outcomes must be those of the command-by-command path.
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -19,8 +20,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.core import replies
+from gateway.fastpaths import aiosmtplib as fast
 from gateway.tlsutil import ensure_self_signed, server_context
-from gateway.transports import fastdata
 from gateway.transports.relay import Relay, _path
 
 BODY = (b"From: news@customer.example\r\nTo: anna@example.org\r\nSubject: Hi\r\n\r\n"
@@ -416,5 +417,5 @@ def test_data_payload_is_what_aiosmtplib_transmits(parts):
     reference = aiosmtplib_protocol.LINE_ENDINGS_REGEX.sub(b"\r\n", message)
     if not reference.endswith(b"\r\n"):
         reference += b"\r\n"
-    reference = fastdata.re.sub(rb"(?m)^\.", b"..", reference) + b".\r\n"
-    assert fastdata.data_payload(message) == reference
+    reference = re.sub(rb"(?m)^\.", b"..", reference) + b".\r\n"
+    assert fast.data_payload(message) == reference
