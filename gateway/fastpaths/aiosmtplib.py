@@ -23,17 +23,21 @@ from collections import deque
 from typing import Any
 
 import aiosmtplib
-import aiosmtplib.protocol as protocol
-from aiosmtplib.response import SMTPResponse
+from aiosmtplib import SMTPResponse
 
 from gateway.core.message import crlf_only
 from gateway.fastpaths import Status, decide
 
+try:  # internals: another major version may not have them, and then the stock code runs
+    import aiosmtplib.protocol as protocol
+except ImportError:  # pragma: no cover - only on an aiosmtplib this was not written for
+    protocol = None  # type: ignore[assignment]
+
 WRITTEN_FOR = ((5, 1), (6,))
 STATUS = Status("aiosmtplib", "", False, "not configured yet")
 ACTIVE = False
-_STOCK_NORMALIZE = protocol.normalize_message_line_endings
-_STOCK_PERIOD_REGEX = protocol.PERIOD_REGEX
+_STOCK_NORMALIZE = getattr(protocol, "normalize_message_line_endings", None)
+_STOCK_PERIOD_REGEX = getattr(protocol, "PERIOD_REGEX", None)
 # aiosmtplib 5's reply limits (protocol.MAX_LINE_LENGTH, MAX_RESPONSE_LENGTH), copied so that
 # this module needs nothing else of its internals.
 MAX_LINE_LENGTH = 8192
@@ -45,6 +49,11 @@ def configure() -> Status:
     global STATUS, ACTIVE
     STATUS = decide("aiosmtplib", WRITTEN_FOR)
     ACTIVE = STATUS.active
+    if _STOCK_NORMALIZE is None or _STOCK_PERIOD_REGEX is None:
+        # Imports of this module must not fail on another version, whatever the range says.
+        ACTIVE = False
+        STATUS = Status(STATUS.library, STATUS.version, False, "aiosmtplib.protocol differs")
+        return STATUS
     if ACTIVE:
         protocol.normalize_message_line_endings = _normalize_line_endings  # type: ignore[assignment]
         protocol.PERIOD_REGEX = _DotStuffing(_STOCK_PERIOD_REGEX)  # type: ignore[assignment]
@@ -58,7 +67,8 @@ def configure() -> Status:
 
 def _normalize_line_endings(message: bytes) -> bytes:
     if not crlf_only(message):
-        return _STOCK_NORMALIZE(message)
+        assert _STOCK_NORMALIZE is not None  # installed only then
+        return _STOCK_NORMALIZE(message)  # type: ignore[no-any-return]
     return message if message.endswith(b"\r\n") else message + b"\r\n"
 
 
@@ -80,7 +90,8 @@ class _DotStuffing:
 
 def data_payload(message: bytes) -> bytes:
     """The bytes aiosmtplib transmits after DATA's 354 (`execute_data_command`): line endings
-    normalised, dot-stuffed, terminated by ".\\r\\n"."""
+    normalised, dot-stuffed, terminated by ".\\r\\n". Used by `Pipeline` only, so only while
+    the fast paths (and aiosmtplib's protocol module they were written for) are in place."""
     message = protocol.normalize_message_line_endings(message)
     return protocol.PERIOD_REGEX.sub(b"..", message) + b".\r\n"
 

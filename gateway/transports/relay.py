@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiosmtplib
-from aiosmtplib.response import SMTPResponse
+from aiosmtplib import SMTPResponse
 
 from gateway.core import replies
 from gateway.core.verdict import Reply
