@@ -6,6 +6,7 @@ batch), not only through the setting."""
 from __future__ import annotations
 
 import asyncio
+import email.parser
 import inspect
 import logging
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ import pytest
 from gateway import fastpaths
 from gateway.fastpaths import aiosmtpd as fast_aiosmtpd
 from gateway.fastpaths import aiosmtplib as fast_aiosmtplib
+from gateway.mime import fastparse
 from gateway.transports.dataread import DataAccumulator
 
 
@@ -138,7 +140,7 @@ def test_a_version_outside_the_range_runs_the_stock_code(switch, monkeypatch):
     real_version = fastpaths.metadata.version
     monkeypatch.setattr(fastpaths.metadata, "version",
                         lambda name: "6.0.0" if name == "aiosmtplib" else real_version(name))
-    aiosmtpd_status, aiosmtplib_status = fastpaths.configure()
+    aiosmtpd_status, aiosmtplib_status, _ = fastpaths.configure()
     assert aiosmtpd_status.active
     assert not aiosmtplib_status.active and "written for aiosmtplib>=5.1,<6" in aiosmtplib_status.reason
     assert aiosmtplib.protocol.PERIOD_REGEX is fast_aiosmtplib._STOCK_PERIOD_REGEX
@@ -167,6 +169,15 @@ def test_start_up_logs_each_library_once(switch, monkeypatch, caplog):
         fastpaths.log_status()
         fastpaths.log_status()
     lines = [r.fields for r in caplog.records if getattr(r, "event", None) == "fastpaths"]
-    assert [line["library"] for line in lines] == ["aiosmtpd", "aiosmtplib"]
+    assert [line["library"] for line in lines] == ["aiosmtpd", "aiosmtplib", "python"]
     assert all(not line["active"] and line["reason"] == "GATEWAY_NO_FASTPATHS is set"
                for line in lines)
+
+
+@pytest.mark.parametrize("on", [True, False])
+def test_well_formed_mail_reaches_the_feed_parser_only_when_off(switch, monkeypatch, on):
+    switch(on)
+    calls = _counting(monkeypatch, email.parser.BytesParser, "parsebytes")
+    message = fastparse.parse(b"From: a@example.org\r\nSubject: hi\r\n\r\nbody\r\n")
+    assert message["Subject"] == "hi" and message.get_payload() == "body\r\n"
+    assert (len(calls) > 0) is (not on)
