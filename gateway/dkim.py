@@ -59,7 +59,7 @@ from dkim.dnsplug import get_txt as _dns_get_txt
 from dkim.util import InvalidTagValueList, parse_tag_value
 
 from gateway.keyfiles import create_exclusive, warn_if_readable_by_others
-from gateway.mime.lineends import crlf_only
+from gateway.lineends import crlf_only
 
 __all__ = [
     "DEFAULT_HEADERS_TO_SIGN",

@@ -14,6 +14,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway import fastpaths
 from gateway.authguard import AuthGuard
 from gateway.config import Config, ConfigError, load_config
 from gateway.core.pipeline import Pipeline
@@ -81,6 +82,7 @@ class Server:
 
     async def start(self) -> None:
         config = self.config
+        fastpaths.log_status()  # which library fast paths run, and why (once per process)
         if config.downstream.capture is not None:
             from gateway.transports.capture import start_capture
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 
-# crlf_only lives below core, with the MIME parse that needs it too.
-from gateway.mime.lineends import crlf_only, remember_prepended
+# crlf_only stands below core, mime and the fast paths (gateway/lineends.py): all three use it.
+from gateway.lineends import crlf_only, remember_prepended
 
 _HEADER_END = re.compile(rb"\r\n\r\n|\n\n")
 _FOLD = re.compile(rb"\r?\n[ \t]")
@@ -79,7 +79,7 @@ def prepend_headers(raw: bytes, headers: Sequence[tuple[str, str]]) -> bytes:
 def prepend(prefix: bytes, body: bytes, start: int = 0) -> bytes:
     """``prefix + body[start:]`` in one copy; when `body` was recently found CRLF-only and
     `prefix` is CRLF-terminated lines, the result is remembered as CRLF-only without counting
-    the whole message again (gateway.mime.lineends)."""
+    the whole message again (gateway.lineends)."""
     joined = prefix + body if not start else b"".join((prefix, memoryview(body)[start:]))
     remember_prepended(prefix, body, joined, start)
     return joined

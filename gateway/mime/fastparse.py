@@ -23,7 +23,8 @@ import re
 from email import policy as email_policy
 from email.message import Message
 
-from gateway.mime.lineends import crlf_only
+from gateway.fastpaths import stdlib_email
+from gateway.lineends import crlf_only
 
 __all__ = ["parse", "parse_fast"]
 
@@ -38,8 +39,9 @@ _MAX_ENTITIES = 1000
 
 
 def parse(raw: bytes) -> Message:
-    """``BytesParser(policy=compat32).parsebytes(raw)``, faster for well-formed mail."""
-    message = parse_fast(raw)
+    """``BytesParser(policy=compat32).parsebytes(raw)``, faster for well-formed mail (unless
+    the fast paths are off: gateway/fastpaths/stdlib_email.py)."""
+    message = parse_fast(raw) if stdlib_email.ACTIVE else None
     if message is None:
         message = email.parser.BytesParser(policy=_COMPAT32).parsebytes(raw)
     return message

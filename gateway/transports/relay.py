@@ -12,32 +12,26 @@ import asyncio
 import re
 import ssl
 import time
-from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiosmtplib
-from aiosmtplib.protocol import (
-    COMMAND_INJECTION_REGEX,
-    MAX_LINE_LENGTH,
-    MAX_RESPONSE_LENGTH,
-    SMTPProtocol,
-)
-from aiosmtplib.response import SMTPResponse
+from aiosmtplib import SMTPResponse
 
 from gateway.core import replies
 from gateway.core.verdict import Reply
-from gateway.transports import fastdata
+from gateway.fastpaths import aiosmtplib as fast
 
 _QUEUE_ID = re.compile(
     r"(?:queued as|queue id|id=|message id is|ok:?\s+id)\s*[:=]?\s*<?([A-Za-z0-9._@-]{4,})>?",
     re.IGNORECASE,
 )
-fastdata.install()
 _ENHANCED = re.compile(r"^([245]\.\d{1,3}\.\d{1,3})\s+")
 # C0 controls, DEL and C1 controls: never part of a mailbox in an SMTP command (RFC 5321 4.1.2).
 _CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# What aiosmtplib refuses in a command line (its COMMAND_INJECTION_REGEX).
+_COMMAND_INJECTION = re.compile(rb"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -238,12 +232,11 @@ class Relay:
                            recipients: Sequence[str], data: bytes,
                            mail_options: Sequence[str], stage: list[str]) -> RelayResult:
         options = [o for o in mail_options if o.upper().startswith(("BODY=", "SMTPUTF8"))]
-        if client.supports_extension("pipelining") and client.protocol is not None:
-            return await self._pipelined(client, client.protocol, mail_from, recipients, data,
-                                         options, stage)
+        if fast.can_pipeline(client):
+            return await self._pipelined(client, mail_from, recipients, data, options, stage)
         # aiosmtplib's mail() and rcpt() without their quote_address: the path is sent exactly
         # as the policies saw it (`_path`).
-        await client._ehlo_or_helo_if_needed()
+        await _ehlo_or_helo_if_needed(client)
         response = await client.execute_command(
             b"MAIL", b"FROM:" + _path(mail_from), *(o.encode("ascii") for o in options))
         if response.code != 250:
@@ -261,7 +254,7 @@ class Relay:
         response = await client.data(data)
         return _delivered(response)
 
-    async def _pipelined(self, client: aiosmtplib.SMTP, protocol: SMTPProtocol, mail_from: str,
+    async def _pipelined(self, client: aiosmtplib.SMTP, mail_from: str,
                          recipients: Sequence[str], data: bytes, options: Sequence[str],
                          stage: list[str]) -> RelayResult:
         """MAIL, every RCPT and DATA in one write (RFC 2920), then their replies in order.
@@ -276,10 +269,10 @@ class Relay:
                           *(o.encode("ascii") for o in options))]
         batch.extend(_command(b"RCPT TO:" + _path(rcpt)) for rcpt in recipients)
         batch.append(b"DATA\r\n")
-        answers = _Replies(protocol, self.timeout)
+        answers = fast.Pipeline(client, self.timeout)
         refused: dict[str, Reply] = {}
         try:
-            protocol.write(b"".join(batch))
+            answers.write(b"".join(batch))
             mail = await answers.next()
             if mail.code != 250:
                 client.close()  # the replies to RCPT and DATA are still to come: not reusable
@@ -300,13 +293,13 @@ class Relay:
                         client.close()
                         return _refusal(refused, len(recipients))
                     # RFC 2920 3.1: DATA accepted though no RCPT was: send a single dot.
-                    protocol.write(b".\r\n")
+                    answers.write(b".\r\n")
                     await answers.next()
             else:
                 if start.code != 354:
                     raise aiosmtplib.SMTPDataError(start.code, start.message)
                 stage[0] = "data"
-                protocol.write(fastdata.data_payload(data))
+                answers.write(fast.data_payload(data))
                 response = await answers.next()
                 if response.code != 250:
                     raise aiosmtplib.SMTPDataError(response.code, response.message)
@@ -319,116 +312,6 @@ class Relay:
                 client.close()  # more than was asked for arrived: out of step with the server
         await client.rset()
         return _refusal(refused, len(recipients))
-
-
-class _Replies(asyncio.Protocol):
-    """Reads a run of pipelined replies, standing in for aiosmtplib's protocol meanwhile.
-
-    aiosmtplib's SMTPProtocol parses one reply per command and drops bytes that arrive while a
-    parsed reply awaits pickup, so it cannot read the answers to a pipelined batch. While a
-    batch is answered this protocol receives the transport's data instead (asyncio's
-    `set_protocol`); writes still go through aiosmtplib's protocol, and losing the connection
-    is passed on to it, so the aiosmtplib client knows as usual. Each reply is awaited with
-    `timeout`, the per-command timeout aiosmtplib uses.
-    """
-
-    def __init__(self, owner: SMTPProtocol, timeout: float | None) -> None:
-        if owner.transport is None:
-            raise aiosmtplib.SMTPServerDisconnected("Server not connected")
-        self._owner = owner
-        self._transport = owner.transport
-        self._timeout = timeout
-        self._buffer = bytearray()
-        self._replies: deque[SMTPResponse] = deque()
-        self._error: Exception | None = None
-        self._waiter: asyncio.Future[None] | None = None
-        self._transport.set_protocol(self)
-
-    def finish(self) -> bool:
-        """Hand the transport back to aiosmtplib; False if unasked-for data had arrived."""
-        self._transport.set_protocol(self._owner)
-        return not (self._buffer or self._replies or self._error)
-
-    async def next(self) -> SMTPResponse:
-        if not self._replies and self._error is None:
-            loop = asyncio.get_running_loop()
-            self._waiter = waiter = loop.create_future()
-            timer = (loop.call_later(self._timeout, self._expire, waiter)
-                     if self._timeout is not None else None)
-            try:
-                await waiter
-            finally:
-                self._waiter = None
-                if timer is not None:
-                    timer.cancel()
-        if self._replies:
-            return self._replies.popleft()
-        assert self._error is not None
-        raise self._error
-
-    def _expire(self, waiter: asyncio.Future[None]) -> None:
-        if not waiter.done():
-            waiter.set_exception(
-                aiosmtplib.SMTPReadTimeoutError("Timed out waiting for server response"))
-
-    def _fail(self, exc: Exception) -> None:
-        if self._error is None:
-            self._error = exc
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-
-    def data_received(self, data: bytes) -> None:
-        if self._error is not None:
-            return
-        buffer = self._buffer
-        buffer += data
-        try:
-            while (reply := _parse_reply(buffer)) is not None:
-                self._replies.append(reply)
-        except aiosmtplib.SMTPResponseException as exc:
-            self._fail(exc)
-            return
-        if len(buffer) > MAX_RESPONSE_LENGTH:
-            self._fail(aiosmtplib.SMTPResponseException(-1, "Response too long"))
-        elif self._replies and self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-
-    def eof_received(self) -> bool:
-        self._fail(aiosmtplib.SMTPServerDisconnected("Unexpected EOF received"))
-        return False  # closes the transport
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        lost = aiosmtplib.SMTPServerDisconnected("Connection lost")
-        lost.__cause__ = exc
-        self._fail(lost)
-        self._owner.connection_lost(exc)
-
-    def pause_writing(self) -> None:
-        self._owner.pause_writing()
-
-    def resume_writing(self) -> None:
-        self._owner.resume_writing()
-
-
-def _parse_reply(buffer: bytearray) -> SMTPResponse | None:
-    """Take one complete (possibly multiline) reply off the buffer, as aiosmtplib parses it."""
-    offset = 0
-    lines: list[bytes] = []
-    while (end := buffer.find(b"\n", offset)) != -1:
-        line = bytes(buffer[offset:end + 1])
-        if len(line) > MAX_LINE_LENGTH:
-            raise aiosmtplib.SMTPResponseException(-1, "Response too long")
-        try:
-            code = int(line[:3])
-        except ValueError:
-            raise aiosmtplib.SMTPResponseException(
-                -1, "Malformed SMTP response line: " + line.decode("utf-8", "ignore")) from None
-        offset = end + 1
-        lines.append(line[4:].strip(b" \t\r\n"))
-        if line[3:4] != b"-":
-            del buffer[:offset]
-            return SMTPResponse(code, b"\n".join(lines).decode("utf-8", "surrogateescape"))
-    return None
 
 
 def _path(address: str) -> bytes:
@@ -447,9 +330,21 @@ def _path(address: str) -> bytes:
 
 def _command(*args: bytes) -> bytes:
     line = b" ".join(args)
-    if COMMAND_INJECTION_REGEX.search(line):
+    if _COMMAND_INJECTION.search(line):
         raise ValueError("Command arg contains a prohibited control character")
     return line + b"\r\n"
+
+
+async def _ehlo_or_helo_if_needed(client: aiosmtplib.SMTP) -> None:
+    """EHLO (HELO if EHLO is refused) unless the session already greeted, as aiosmtplib's
+    mail() does first; through its public API."""
+    if client.is_ehlo_or_helo_needed:
+        try:
+            await client.ehlo()
+        except aiosmtplib.SMTPHeloError:
+            if not client.is_connected:
+                raise
+            await client.helo()
 
 
 def _refusal(refused: dict[str, Reply], recipients: int) -> RelayResult:

@@ -9,12 +9,10 @@ before-queue relay: the client's 250 is the downstream's 250.
 from __future__ import annotations
 
 import asyncio
-import logging
 import re
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from aiosmtpd.smtp import SMTP as AioSMTP
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 
 from gateway import metrics
@@ -23,7 +21,10 @@ from gateway.core import replies
 from gateway.core.plan import Plan, render
 from gateway.core.transaction import SessionInfo, Transaction
 from gateway.core.verdict import Reply
+from gateway.dataread import DataAccumulator
 from gateway.engine import Engine, new_session_id
+from gateway.fastpaths import aiosmtpd as fast
+from gateway.fastpaths.aiosmtpd import FastPathSMTP
 from gateway.identity import (
     authenticate,
     network_login,
@@ -33,23 +34,8 @@ from gateway.identity import (
 from gateway.listeners import SessionCap
 from gateway.logging import get_logger
 from gateway.store import StoreUnavailable
-from gateway.transports import fastinit
-from gateway.transports.dataread import DataAccumulator
 
-fastinit.install()
 log = get_logger()
-_DATA_CHUNK = 256 * 1024
-_aiosmtpd_log = logging.getLogger("mail.log")  # aiosmtpd's own logger (push logs to it)
-
-# The path of nearly every MAIL FROM / RCPT TO: `<local@domain>`, ASCII, the local part a
-# dot-atom (not starting with "=?", which the header parser would try as an encoded word), the
-# domain a dot-atom of letters, digits and hyphens. For such an argument aiosmtpd's parser
-# (email._header_value_parser.get_angle_addr, ~40 µs) returns exactly `local@domain` and, after
-# the ">", the rest of the argument less the one space before the parameters.
-_PLAIN_PATH = re.compile(
-    r"<((?!=\?)[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
-    r"@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>")
-
 
 # C0 controls, DEL and C1 controls: no part of a mailbox in MAIL FROM / RCPT TO (RFC 5321 4.1.2
 # allows none, not even quoted). Refused before any parser sees the argument, so the fast path
@@ -107,7 +93,7 @@ _AIOSMTPD_REPLIES = {
 }
 
 
-class SubmissionSMTP(AioSMTP):
+class SubmissionSMTP(FastPathSMTP):
     def __init__(self, handler: SubmissionHandler, *, state: ListenerState,
                  listener: Any, tls_context: Any, **kwargs: Any) -> None:
         limits = state.engine.config.limits
@@ -119,7 +105,6 @@ class SubmissionSMTP(AioSMTP):
         self.session_id = new_session_id()
         self.busy = False  # a transaction is open: from an accepted MAIL to its end
         self.awaiting_command = False  # blocked reading the client's next line
-        self._pending_reply = b""
         self.pending_login: tuple[str, LoginPassword] | None = None
         # Not "auth_...": aiosmtpd takes every auth_* member for an AUTH mechanism.
         self.failed_auths = 0  # on this connection
@@ -236,42 +221,10 @@ class SubmissionSMTP(AioSMTP):
             log.event("auth", session=self.session_id, peer=self.peer_ip,
                       customer=customer.name, result=login.how)
 
-    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
-        # aiosmtpd's _getaddr, without its parser for the plain `<local@domain>` form.
-        match = _PLAIN_PATH.match(arg) if arg else None
-        if match is not None:
-            rest = arg[match.end():]
-            if rest and (rest[0] != " " or len(rest) < 2 or rest[1].isspace()
-                         or rest[1] == "("):
-                match = None  # other text, comments or runs of white space after ">"
-            elif rest:
-                rest = rest[1:]
-        if match is None:
-            return super()._getaddr(arg)  # type: ignore[no-any-return]
-        address = match.group(1)
-        if self.local_part_limit and address.rindex("@") > self.local_part_limit:
-            return None, None
-        return address, rest
-
     async def push(self, status: Any) -> None:
         if isinstance(status, str):
             status = _AIOSMTPD_REPLIES.get(status, status)
-            line = status.encode("utf-8" if self.enable_SMTPUTF8 else "ascii")
-        else:
-            line = status
-        if line[3:4] == b"-":
-            # A continuation line ("250-SIZE ...") is always followed by more: send the whole
-            # multi-line reply in one write instead of one system call per line.
-            self._pending_reply += line + b"\r\n"
-            return
-        if self._pending_reply:
-            line, self._pending_reply = self._pending_reply + line, b""
-        # aiosmtpd's push for bytes, inlined.
-        self._writer.write(line + b"\r\n")
-        if _aiosmtpd_log.isEnabledFor(logging.DEBUG):
-            assert self.session is not None
-            _aiosmtpd_log.debug("%r << %r", self.session.peer, line)
-        await self._writer.drain()
+        await super().push(status)
 
     async def smtp_AUTH(self, arg: str) -> None:
         # aiosmtpd runs the exchange (challenges, base64) and hands the credentials to
@@ -309,16 +262,11 @@ class SubmissionSMTP(AioSMTP):
         self._reset_timeout(self.data_timeout)
         await self.push("354 End data with <CR><LF>.<CR><LF>")
         acc = DataAccumulator(self.data_size_limit, self.line_length_limit)
-        while not acc.done:
-            chunk = await self._reader.read(_DATA_CHUNK)
-            if not chunk:  # the client went away mid-DATA: nothing to answer
-                if self.transport is not None:
-                    self.transport.close()
-                return
-            acc.feed(chunk)
-        if acc.leftover:
-            # Pipelined commands after the message belong to the command reader.
-            self._reader._buffer[0:0] = acc.leftover  # type: ignore[attr-defined]
+        if not await fast.read_data(self._reader, self._readuntil, acc):
+            # The client went away mid-DATA: nothing to answer.
+            if self.transport is not None:
+                self.transport.close()
+            return
         if acc.too_big or acc.too_long:
             self._set_post_data_state()
             await self.push(str(replies.MESSAGE_TOO_BIG if acc.too_big else replies.LINE_TOO_LONG))

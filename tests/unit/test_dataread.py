@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.transports.dataread import DataAccumulator
+from gateway.dataread import DataAccumulator
 
 MESSAGE = b"Subject: x\r\n\r\n..dot line\r\nbody\r\n.\r\nMAIL FROM:<next@example.org>\r\n"
 

@@ -4,8 +4,8 @@ The end of DATA, the parse, DKIM and the relay each ask about the same bytes obj
 message, so the last answers are kept by object (bytes are immutable, so an answer holds). Two,
 because the engine renders the client's bytes twice (once to sign, once for the relay:
 gateway.core.plan) and both renderings start from the checked original.
-This module imports nothing of the gateway: the MIME parse (`gateway.mime.fastparse`) and the
-byte-level header edits (`gateway.core.message`) both stand on it.
+This module imports nothing of the gateway: the MIME parse (`gateway.mime.fastparse`), the
+byte-level header edits (`gateway.core.message`) and the relay fast path all stand on it.
 """
 
 from __future__ import annotations
