@@ -55,6 +55,11 @@ class SqlStore(FeedbackStoreMixin, ConsentStoreMixin, EventStoreMixin, ErasureSt
     # Whether a read may wait (network, a server under load): policies then read in a worker
     # thread. The embedded SQLite says False (see SqliteStore).
     reads_block = True
+    # How a transaction starts. SQLite's plain BEGIN takes the write lock only at the first
+    # write: a transaction that reads and then writes (a lease claim, a consent update) then
+    # fails at once with "database is locked" when another process wrote in between, without
+    # the busy wait. Every transaction here writes, so SQLite takes the lock at BEGIN.
+    begin_statement = "BEGIN"
     # Exceptions of the driver that mean "database unavailable".
     driver_errors: tuple[type[BaseException], ...] = ()
     # Those of them that may mean the connection itself is dead (a server restart, a failover).
@@ -198,7 +203,7 @@ class SqlStore(FeedbackStoreMixin, ConsentStoreMixin, EventStoreMixin, ErasureSt
 
             yield joined
             return
-        with self._cursor("BEGIN", retry=True) as cur:
+        with self._cursor(self.begin_statement, retry=True) as cur:
             self._local.in_transaction = True
 
             def q(statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:

@@ -15,6 +15,7 @@ class SqliteStore(SqlStore):
     # so the policies' few indexed reads run on the event loop instead of a thread hop.
     reads_block = False
     driver_errors = (sqlite3.Error,)
+    begin_statement = "BEGIN IMMEDIATE"  # see SqlStore.begin_statement
 
     def __init__(self, url: str, cache_ttl: float = 0.0) -> None:
         super().__init__(url, cache_ttl)

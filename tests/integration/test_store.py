@@ -212,3 +212,43 @@ def test_auth_slots_are_an_interval_apart_across_threads(store):
     assert store.take_auth_slot("addr:192.0.2.1", later, 1.0) == pytest.approx(later)
     store.expire_auth_slots(later + 2)
     assert store.auth_next_slots(["addr:192.0.2.1"]) == {}
+
+
+def test_claims_and_writes_of_several_processes_never_fail_as_locked(store_url):
+    """A lease claim reads, then writes. On SQLite a plain BEGIN took the write lock only at
+    the write, which then failed at once ("database is locked", no busy wait) whenever another
+    connection had written in between; the webhook dispatcher logged errors under load."""
+    stores = [open_store(store_url) for _ in range(3)]
+    customer = stores[0].add_customer("acme")
+    stores[0].set_webhook(customer.id, "https://hooks.example/x", None, by="test")
+    errors: list[Exception] = []
+    stop = threading.Event()
+
+    def writer() -> None:
+        n = 0
+        while not stop.is_set():
+            try:
+                with stores[0].transaction():
+                    stores[0].emit_event(customer.id, "unsubscribe", {}, recipient=f"r{n}@x.org")
+            except Exception as exc:  # noqa: BLE001
+                errors.append(exc)
+            n += 1
+
+    def claimer(store, name: str) -> None:
+        for _ in range(150):
+            try:
+                for event in store.claim_due_events(name, limit=3):
+                    store.finish_attempt(event, name, delivered=True, error=None,
+                                         next_attempt_at=None)
+            except Exception as exc:  # noqa: BLE001
+                errors.append(exc)
+
+    threads = [threading.Thread(target=writer)] + [
+        threading.Thread(target=claimer, args=(s, f"n{i}")) for i, s in enumerate(stores[1:])]
+    for t in threads:
+        t.start()
+    for t in threads[1:]:
+        t.join(120)
+    stop.set()
+    threads[0].join(30)
+    assert errors == []
