@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -116,11 +117,12 @@ class Pipeline:
                             step.policy.name, ", ".join(retired))
 
     @classmethod
-    def from_config(cls, entries: Sequence[object], registry: dict[str, type[Policy]]) -> Pipeline:
-        """entries: config PolicyEntry objects (name, mode, timeout, on_error, options)."""
+    def from_config(cls, entries: Sequence[Any], registry: dict[str, type[Policy]]) -> Pipeline:
+        """entries: config PolicyEntry objects (name, mode, timeout, on_error, options); Any,
+        so that core does not import the config model."""
         steps: list[Step] = []
         for entry in entries:
-            name = entry.name  # type: ignore[attr-defined]
+            name = entry.name
             policy_cls = registry.get(name)
             if policy_cls is None:
                 known = ", ".join(sorted(registry)) or "none"
@@ -135,13 +137,12 @@ class Pipeline:
                 )
                 raise PipelineError(f"policies.{name}.options: {problems}") from None
             try:
-                on_error = Reply.parse(entry.on_error)  # type: ignore[attr-defined]
+                on_error = Reply.parse(entry.on_error)
             except (ValueError, IndexError):
                 raise PipelineError(f"policies.{name}.on_error: not an SMTP reply") from None
             if on_error.code < 400:
                 raise PipelineError(f"policies.{name}.on_error: must be a 4xx or 5xx reply")
-            steps.append(Step(policy_cls(options), entry.mode,  # type: ignore[attr-defined]
-                              entry.timeout, on_error))  # type: ignore[attr-defined]
+            steps.append(Step(policy_cls(options), entry.mode, entry.timeout, on_error))
         return cls(steps)
 
     def names(self, phase: Phase) -> list[str]:
