@@ -1,6 +1,6 @@
 """The baseline: a bare aiosmtpd server that accepts every message and discards it.
 
-    python bench/bare_aiosmtpd.py PORT
+python bench/bare_aiosmtpd.py PORT
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ class Discard:
 async def main(port: int) -> None:
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
-        lambda: SMTP(Discard(), hostname="bare.bench", data_size_limit=None),
-        "127.0.0.1", port, backlog=1024)
+        lambda: SMTP(Discard(), hostname="bare.bench", data_size_limit=None), "127.0.0.1", port, backlog=1024
+    )
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     await stop.wait()

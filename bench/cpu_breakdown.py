@@ -72,22 +72,27 @@ def main() -> int:
     n = args.messages
 
     def fresh_txn() -> Transaction:
-        txn = Transaction(session=SessionInfo(id="p", customer=customer),
-                          mail_from="news@customer.example",
-                          recipients=["reader@recipients.example"])
+        txn = Transaction(
+            session=SessionInfo(id="p", customer=customer),
+            mail_from="news@customer.example",
+            recipients=["reader@recipients.example"],
+        )
         txn.mail_id = engine.codec.new_stem(customer.id)
         txn.set_raw(raw)
         return txn
 
     rows: list[tuple[str, float]] = []
     parser_ = email.parser.BytesParser(policy=email.policy.compat32)
-    rows.append(("parse (stdlib feed parser, compat32; for comparison)",
-                 cpu_ms(lambda: parser_.parsebytes(raw), n)))
-    rows.append(("parse (gateway.mime.fastparse, what the gateway runs)",
-                 cpu_ms(lambda: fastparse.parse(raw), n)))
+    rows.append(
+        ("parse (stdlib feed parser, compat32; for comparison)", cpu_ms(lambda: parser_.parsebytes(raw), n))
+    )
+    rows.append(
+        ("parse (gateway.mime.fastparse, what the gateway runs)", cpu_ms(lambda: fastparse.parse(raw), n))
+    )
     for step in engine.pipeline.steps:
         policy = step.policy
         for phase in policy.phases:
+
             def run(policy=policy, phase=phase) -> None:
                 txn = fresh_txn()
                 if phase is Phase.RCPT:
@@ -96,11 +101,11 @@ def main() -> int:
                 started = time.process_time()
                 policy.check(txn, PolicyContext(phase, store, config))
                 run.elapsed.append(time.process_time() - started)  # type: ignore[attr-defined]
+
             run.elapsed = []  # type: ignore[attr-defined]
             for _ in range(n):
                 run()
-            rows.append((f"policy {policy.name} ({phase.value})",
-                         statistics.median(run.elapsed) * 1000))  # type: ignore[attr-defined]
+            rows.append((f"policy {policy.name} ({phase.value})", statistics.median(run.elapsed) * 1000))  # type: ignore[attr-defined]
     signed = engine.signer.sign_message(raw)[0] if engine.signer else raw
     if engine.signer:
         rows.append(("DKIM sign (rsa-sha256 2048)", cpu_ms(lambda: engine.signer.sign_message(raw), n)))
@@ -108,8 +113,7 @@ def main() -> int:
     async def whole(count: int) -> float:
         started = time.process_time()
         for _ in range(count):
-            txn, _ = await engine.mail(SessionInfo(id="p", customer=customer),
-                                       "news@customer.example")
+            txn, _ = await engine.mail(SessionInfo(id="p", customer=customer), "news@customer.example")
             await engine.rcpt(txn, "reader@recipients.example")
             outcome = await engine.data(txn, raw)
             assert outcome.ok, outcome.reply
@@ -118,8 +122,7 @@ def main() -> int:
     async def relay_only(count: int) -> float:
         started = time.process_time()
         for _ in range(count):
-            result = await relay.send("news@customer.example", ["reader@recipients.example"],
-                                      signed)
+            result = await relay.send("news@customer.example", ["reader@recipients.example"], signed)
             assert result.accepted, result.reply
         return (time.process_time() - started) * 1000 / count
 

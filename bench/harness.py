@@ -46,8 +46,17 @@ SMTP_SOURCE = shutil.which("smtp-source", path="/usr/sbin:/usr/bin") or "smtp-so
 SMTP_SINK = shutil.which("smtp-sink", path="/usr/sbin:/usr/bin") or "smtp-sink"
 # Every built-in policy, in the example config's order; consent needs per-recipient records,
 # so the bench customer's recipient gets one (prepare_store) when the policy exists.
-ALL_POLICIES = ["customer-active", "sender-identity", "role-address", "suppression", "consent",
-                "message-format", "campaign-confirmed", "unsubscribe", "imprint"]
+ALL_POLICIES = [
+    "customer-active",
+    "sender-identity",
+    "role-address",
+    "suppression",
+    "consent",
+    "message-format",
+    "campaign-confirmed",
+    "unsubscribe",
+    "imprint",
+]
 
 
 def free_port() -> int:
@@ -97,8 +106,7 @@ def start_sink(port: int) -> subprocess.Popen[bytes]:
     return proc
 
 
-def probe(port: int, message: bytes, interval: float, stop: threading.Event,
-          out: list[float]) -> None:
+def probe(port: int, message: bytes, interval: float, stop: threading.Event, out: list[float]) -> None:
     """One message at a time, timed from connect to the reply to DATA."""
     while not stop.is_set():
         started = time.perf_counter()
@@ -111,19 +119,33 @@ def probe(port: int, message: bytes, interval: float, stop: threading.Event,
         stop.wait(interval)
 
 
-def run_load(name: str, port: int, message_file: Path, message: bytes, args: argparse.Namespace,
-             pid: int | None = None) -> Result:
+def run_load(
+    name: str, port: int, message_file: Path, message: bytes, args: argparse.Namespace, pid: int | None = None
+) -> Result:
     if args.reuse and args.messages > args.sessions * 100:
         # Profile (b): 100 messages per connection means this many sessions at most.
         args = argparse.Namespace(**{**vars(args), "sessions": max(1, args.messages // 100)})
     latencies: list[float] = []
     stop = threading.Event()
-    prober = threading.Thread(target=probe, args=(port, message, args.probe_interval, stop,
-                                                  latencies), daemon=True)
+    prober = threading.Thread(
+        target=probe, args=(port, message, args.probe_interval, stop, latencies), daemon=True
+    )
     cpu_before = _cpu(pid) if pid else None
-    cmd = [SMTP_SOURCE, "-s", str(args.sessions), "-m", str(args.messages), "-F", str(message_file),
-           "-f", "news@customer.example", "-t", "reader@recipients.example",
-           "-M", "load.bench"]
+    cmd = [
+        SMTP_SOURCE,
+        "-s",
+        str(args.sessions),
+        "-m",
+        str(args.messages),
+        "-F",
+        str(message_file),
+        "-f",
+        "news@customer.example",
+        "-t",
+        "reader@recipients.example",
+        "-M",
+        "load.bench",
+    ]
     if args.reuse:
         cmd.append("-d")
     cmd.append(f"127.0.0.1:{port}")
@@ -170,12 +192,24 @@ def _peak_rss(pid: int) -> float | None:
     return peak / 1024 if peak else None
 
 
-def gateway_config(tmp: Path, sink_port: int, listen_port: int, policies: list[str],
-                   http_port: int | None = None, quota: bool | None = True,
-                   store_url: str | None = None, webhooks: bool = False) -> Path:
+def gateway_config(
+    tmp: Path,
+    sink_port: int,
+    listen_port: int,
+    policies: list[str],
+    http_port: int | None = None,
+    quota: bool | None = True,
+    store_url: str | None = None,
+    webhooks: bool = False,
+) -> Path:
     listeners: list[dict[str, object]] = [
-        {"kind": "submission", "address": "127.0.0.1", "port": listen_port,
-         "trusted_networks": {"127.0.0.1/32": "bench"}}]
+        {
+            "kind": "submission",
+            "address": "127.0.0.1",
+            "port": listen_port,
+            "trusted_networks": {"127.0.0.1/32": "bench"},
+        }
+    ]
     if http_port:
         listeners.append({"kind": "http", "address": "127.0.0.1", "port": http_port})
     config = {
@@ -184,8 +218,7 @@ def gateway_config(tmp: Path, sink_port: int, listen_port: int, policies: list[s
         "downstream": {"host": "127.0.0.1", "port": sink_port, "starttls": "none"},
         "store": {"url": store_url or f"sqlite:///{tmp / 'gateway.db'}"},
         "mail_id": {"key_file": str(tmp / "mailid.key")},
-        "dkim": {"keys_dir": str(tmp / "dkim"), "algorithms": ["rsa-sha256"],
-                 "missing_key": "tempfail"},
+        "dkim": {"keys_dir": str(tmp / "dkim"), "algorithms": ["rsa-sha256"], "missing_key": "tempfail"},
         "logging": {"file": str(tmp / "gateway.log"), "max_bytes": 0},
         "limits": {"max_sessions": 5000},
         "policies": [{"name": p, "mode": "enforce"} for p in policies],
@@ -216,22 +249,22 @@ def prepare_store(config_path: Path) -> None:
     store.set_customer_status("bench", "active")
     if hasattr(store, "update_limits"):
         # Quotas stay on (their cost is measured) but a whole bench run must fit into them.
-        store.update_limits(store.require_customer("bench"), actor="bench", action="limits",
-                            per_hour=10**9, per_day=10**9)
+        store.update_limits(
+            store.require_customer("bench"), actor="bench", action="limits", per_hour=10**9, per_day=10**9
+        )
     if hasattr(store, "consent_subscribe"):
         # The consent policy needs confirmed double opt-in evidence for the bench recipients.
         now = time.time()
         for address in ("reader@recipients.example", "probe@recipients.example"):
-            store.consent_subscribe(domain.customer_id, address, source="bench", at=now - 60,
-                                    ip="192.0.2.1")
+            store.consent_subscribe(domain.customer_id, address, source="bench", at=now - 60, ip="192.0.2.1")
             store.consent_confirm(domain.customer_id, address, at=now - 30, ip="192.0.2.1")
     keygen("customer.example", "bench", "rsa-sha256", config.path(config.dkim.keys_dir))
 
 
-def start_gateway(config_path: Path, port: int, workers: int,
-                  checkout: Path = ROOT) -> subprocess.Popen[bytes]:
-    cmd = [str(checkout / ".venv/bin/gateway"), "serve", "-c", str(config_path),
-           "--workers", str(workers)]
+def start_gateway(
+    config_path: Path, port: int, workers: int, checkout: Path = ROOT
+) -> subprocess.Popen[bytes]:
+    cmd = [str(checkout / ".venv/bin/gateway"), "serve", "-c", str(config_path), "--workers", str(workers)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     wait_port(port)
     time.sleep(0.5 * workers)  # let every worker reach its accept loop
@@ -277,13 +310,17 @@ def webhook_backlog(config_path: Path, url: str, events: int) -> None:
     store.set_webhook(customer.id, url, None, by="bench")
     with store.transaction():
         for n in range(events):
-            store.emit_event(customer.id, "unsubscribe", {"via": "bench"},
-                             recipient=f"r{n}@recipients.example")
+            store.emit_event(
+                customer.id, "unsubscribe", {"via": "bench"}, recipient=f"r{n}@recipients.example"
+            )
 
 
 def start_bare(port: int) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen([sys.executable, str(ROOT / "bench/bare_aiosmtpd.py"), str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "bench/bare_aiosmtpd.py"), str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     wait_port(port)
     return proc
 
@@ -335,12 +372,16 @@ def fmt(value: float | None, spec: str) -> str:
 
 def print_table(title: str, results: list[Result]) -> None:
     print(f"\n{title}")
-    print(f"  {'system':<28} {'msg/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'CPU s':>7} "
-          f"{'CPU ms/msg':>10} {'RSS MB':>7}")
+    print(
+        f"  {'system':<28} {'msg/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'CPU s':>7} "
+        f"{'CPU ms/msg':>10} {'RSS MB':>7}"
+    )
     for r in results:
         per_msg = r.cpu_seconds * 1000 / r.messages if r.cpu_seconds is not None else None
-        print(f"  {r.name:<28} {r.rate:>8.0f} {fmt(r.pct(.5), '8.1f')} {fmt(r.pct(.99), '8.1f')} "
-              f"{fmt(r.cpu_seconds, '7.1f')} {fmt(per_msg, '10.2f')} {fmt(r.peak_rss_mb, '7.0f')}")
+        print(
+            f"  {r.name:<28} {r.rate:>8.0f} {fmt(r.pct(0.5), '8.1f')} {fmt(r.pct(0.99), '8.1f')} "
+            f"{fmt(r.cpu_seconds, '7.1f')} {fmt(per_msg, '10.2f')} {fmt(r.peak_rss_mb, '7.0f')}"
+        )
 
 
 def main() -> int:
@@ -348,26 +389,43 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=3000)
     parser.add_argument("--sessions", type=int, default=20)
     parser.add_argument("--sizes", default="20,100", help="newsletter sizes in KB")
-    parser.add_argument("--profiles", default="a,b",
-                        help="a: new connection per message; b: 100 messages per connection")
+    parser.add_argument(
+        "--profiles", default="a,b", help="a: new connection per message; b: 100 messages per connection"
+    )
     parser.add_argument("--workers", default="1,2")
-    parser.add_argument("--quota", choices=("on", "off", "both"), default="on",
-                        help="sending quotas in the gateway; both: also a gateway with quotas "
-                             "off per worker count, to measure their cost in the same run")
-    parser.add_argument("--postgres", action="store_true",
-                        help="the gateways' store on a private PostgreSQL (tests/support) "
-                             "instead of SQLite")
-    parser.add_argument("--baseline", type=Path, metavar="CHECKOUT",
-                        help="also run the gateway of another checkout (its .venv, set up with "
-                             ".ci/setup) with 1 worker, e.g. the last release: same run, ratio")
-    parser.add_argument("--webhooks", action="store_true",
-                        help="also a 1-worker gateway whose dispatcher delivers a backlog of "
-                             "webhook events to a slow receiver during the load")
+    parser.add_argument(
+        "--quota",
+        choices=("on", "off", "both"),
+        default="on",
+        help="sending quotas in the gateway; both: also a gateway with quotas "
+        "off per worker count, to measure their cost in the same run",
+    )
+    parser.add_argument(
+        "--postgres",
+        action="store_true",
+        help="the gateways' store on a private PostgreSQL (tests/support) instead of SQLite",
+    )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="CHECKOUT",
+        help="also run the gateway of another checkout (its .venv, set up with "
+        ".ci/setup) with 1 worker, e.g. the last release: same run, ratio",
+    )
+    parser.add_argument(
+        "--webhooks",
+        action="store_true",
+        help="also a 1-worker gateway whose dispatcher delivers a backlog of "
+        "webhook events to a slow receiver during the load",
+    )
     parser.add_argument("--probe-interval", type=float, default=0.05)
     parser.add_argument("--idle", type=int, default=1000, help="idle sessions for the RSS figure")
     parser.add_argument("--quick", action="store_true", help="profile a, 20 KB, 1000 messages")
-    parser.add_argument("--profile", action="store_true",
-                        help="also print the per-message CPU breakdown (bench/cpu_breakdown.py)")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="also print the per-message CPU breakdown (bench/cpu_breakdown.py)",
+    )
     args = parser.parse_args()
     if args.quick:
         args.messages, args.sizes, args.profiles, args.idle = 1000, "20", "a", 200
@@ -396,8 +454,13 @@ def main() -> int:
             wtmp = tmp / f"w{workers}"
             wtmp.mkdir()
             config = gateway_config(
-                wtmp, sink_port, port, policies, quota=args.quota != "off",
-                store_url=postgres.create_database(f"bench_w{workers}") if postgres else None)
+                wtmp,
+                sink_port,
+                port,
+                policies,
+                quota=args.quota != "off",
+                store_url=postgres.create_database(f"bench_w{workers}") if postgres else None,
+            )
             prepare_store(config)
             gateways[workers] = (start_gateway(config, port, workers), port)
             if args.quota == "both":
@@ -405,8 +468,13 @@ def main() -> int:
                 wtmp = tmp / f"w{workers}-noquota"
                 wtmp.mkdir()
                 config = gateway_config(
-                    wtmp, sink_port, port, policies, quota=False,
-                    store_url=postgres.create_database(f"bench_nq{workers}") if postgres else None)
+                    wtmp,
+                    sink_port,
+                    port,
+                    policies,
+                    quota=False,
+                    store_url=postgres.create_database(f"bench_nq{workers}") if postgres else None,
+                )
                 prepare_store(config)
                 unlimited[workers] = (start_gateway(config, port, workers), port)
         if args.baseline is not None:
@@ -414,13 +482,22 @@ def main() -> int:
             wtmp = tmp / "baseline"
             wtmp.mkdir()
             config = gateway_config(wtmp, sink_port, port, policies, quota=None)
-            subprocess.run([str(args.baseline / ".venv/bin/python"), "-c",
-                            "import sys; sys.path.insert(0, 'bench'); sys.argv = ['x']; "
-                            "from harness import prepare_store; from pathlib import Path; "
-                            f"prepare_store(Path({str(config)!r}))"],
-                           cwd=args.baseline, check=True)
-            extra["base"] = ("baseline checkout, 1 worker",
-                             start_gateway(config, port, 1, args.baseline), port)
+            subprocess.run(
+                [
+                    str(args.baseline / ".venv/bin/python"),
+                    "-c",
+                    "import sys; sys.path.insert(0, 'bench'); sys.argv = ['x']; "
+                    "from harness import prepare_store; from pathlib import Path; "
+                    f"prepare_store(Path({str(config)!r}))",
+                ],
+                cwd=args.baseline,
+                check=True,
+            )
+            extra["base"] = (
+                "baseline checkout, 1 worker",
+                start_gateway(config, port, 1, args.baseline),
+                port,
+            )
         if args.webhooks:
             receiver = _SlowReceiver()
             port = free_port()
@@ -429,8 +506,7 @@ def main() -> int:
             config = gateway_config(wtmp, sink_port, port, policies, webhooks=True)
             prepare_store(config)
             webhook_backlog(config, receiver.url, 100_000)
-            extra["hook"] = ("gateway, 1 worker, delivering events",
-                             start_gateway(config, port, 1), port)
+            extra["hook"] = ("gateway, 1 worker, delivering events", start_gateway(config, port, 1), port)
         for profile in profiles:
             args.reuse = profile == "b"
             for size in sizes:
@@ -439,25 +515,39 @@ def main() -> int:
                 message_file.write_bytes(message.replace(b"\r\n", b"\n"))
                 results = {
                     "sink": run_load("smtp-sink direct (C)", sink_port, message_file, message, args),
-                    "bare": run_load("bare aiosmtpd, discard", bare_port, message_file, message,
-                                     args, bare.pid),
+                    "bare": run_load(
+                        "bare aiosmtpd, discard", bare_port, message_file, message, args, bare.pid
+                    ),
                 }
                 for workers, (proc, port) in gateways.items():
                     results[f"gw{workers}"] = run_load(
-                        f"gateway, {workers} worker{'s' if workers > 1 else ''}", port,
-                        message_file, message, args, proc.pid)
+                        f"gateway, {workers} worker{'s' if workers > 1 else ''}",
+                        port,
+                        message_file,
+                        message,
+                        args,
+                        proc.pid,
+                    )
                     if workers in unlimited:
                         proc, port = unlimited[workers]
                         results[f"nq{workers}"] = run_load(
                             f"gateway, {workers} worker{'s' if workers > 1 else ''}, no quota",
-                            port, message_file, message, args, proc.pid)
+                            port,
+                            message_file,
+                            message,
+                            args,
+                            proc.pid,
+                        )
                 for key, (name, proc, port) in extra.items():
                     results[key] = run_load(name, port, message_file, message, args, proc.pid)
                 summary[(profile, size)] = results
-                label = "(a) new connection per message" if profile == "a" else \
-                    "(b) 100 messages per connection"
-                print_table(f"{label}, {size} KB newsletter, {args.messages} messages, "
-                            f"{args.sessions} sessions", list(results.values()))
+                label = (
+                    "(a) new connection per message" if profile == "a" else "(b) 100 messages per connection"
+                )
+                print_table(
+                    f"{label}, {size} KB newsletter, {args.messages} messages, {args.sessions} sessions",
+                    list(results.values()),
+                )
         half_latency = None
         if 1 in gateways and ("a", sizes[0]) in summary:
             proc, port = gateways[1]
@@ -488,30 +578,42 @@ def main() -> int:
     for (profile, size), results in summary.items():
         if "gw1" in results:
             best = max(r.rate for k, r in results.items() if k.startswith("gw"))
-            print(f"  ({profile}) {size:>3} KB  gateway(1)/bare aiosmtpd = "
-                  f"{results['gw1'].rate / results['bare'].rate:.2f} (>= 1.5 for (a) 20 KB)   "
-                  f"gateway(best)/smtp-sink = {best / results['sink'].rate:.2f} (>= 0.2)")
+            print(
+                f"  ({profile}) {size:>3} KB  gateway(1)/bare aiosmtpd = "
+                f"{results['gw1'].rate / results['bare'].rate:.2f} (>= 1.5 for (a) 20 KB)   "
+                f"gateway(best)/smtp-sink = {best / results['sink'].rate:.2f} (>= 0.2)"
+            )
         for workers in unlimited:
             if f"gw{workers}" in results:
-                print(f"  ({profile}) {size:>3} KB  quotas on / off, {workers} worker(s) = "
-                      f"{results[f'gw{workers}'].rate / results[f'nq{workers}'].rate:.2f} "
-                      f"(>= 0.9)")
+                print(
+                    f"  ({profile}) {size:>3} KB  quotas on / off, {workers} worker(s) = "
+                    f"{results[f'gw{workers}'].rate / results[f'nq{workers}'].rate:.2f} "
+                    f"(>= 0.9)"
+                )
         if "gw1" in results and "base" in results:
-            print(f"  ({profile}) {size:>3} KB  gateway(1) / baseline checkout(1) = "
-                  f"{results['gw1'].rate / results['base'].rate:.2f} (>= 0.95)")
+            print(
+                f"  ({profile}) {size:>3} KB  gateway(1) / baseline checkout(1) = "
+                f"{results['gw1'].rate / results['base'].rate:.2f} (>= 0.95)"
+            )
         if "gw1" in results and "hook" in results:
-            print(f"  ({profile}) {size:>3} KB  delivering webhooks / not, 1 worker = "
-                  f"{results['hook'].rate / results['gw1'].rate:.2f} (>= 0.95)")
+            print(
+                f"  ({profile}) {size:>3} KB  delivering webhooks / not, 1 worker = "
+                f"{results['hook'].rate / results['gw1'].rate:.2f} (>= 0.95)"
+            )
         if "gw1" in results and "gw2" in results:
-            print(f"  ({profile}) {size:>3} KB  2 workers / 1 worker = "
-                  f"{results['gw2'].rate / results['gw1'].rate:.2f} (>= 1.5)")
+            print(
+                f"  ({profile}) {size:>3} KB  2 workers / 1 worker = "
+                f"{results['gw2'].rate / results['gw1'].rate:.2f} (>= 1.5)"
+            )
     if half_latency:
         gw, sink_r = half_latency
-        print(f"  latency added at half of max throughput ({gw.rate:.0f} msg/s, random arrivals): "
-              f"p50 {(gw.pct(.5) or 0) - (sink_r.pct(.5) or 0):.1f} ms, p99 "
-              f"{(gw.pct(.99) or 0) - (sink_r.pct(.99) or 0):.1f} ms (p99 <= 10 ms); "
-              f"gateway p50/p99 {gw.pct(.5) or 0:.1f}/{gw.pct(.99) or 0:.1f} ms, smtp-sink "
-              f"{sink_r.pct(.5) or 0:.1f}/{sink_r.pct(.99) or 0:.1f} ms")
+        print(
+            f"  latency added at half of max throughput ({gw.rate:.0f} msg/s, random arrivals): "
+            f"p50 {(gw.pct(0.5) or 0) - (sink_r.pct(0.5) or 0):.1f} ms, p99 "
+            f"{(gw.pct(0.99) or 0) - (sink_r.pct(0.99) or 0):.1f} ms (p99 <= 10 ms); "
+            f"gateway p50/p99 {gw.pct(0.5) or 0:.1f}/{gw.pct(0.99) or 0:.1f} ms, smtp-sink "
+            f"{sink_r.pct(0.5) or 0:.1f}/{sink_r.pct(0.99) or 0:.1f} ms"
+        )
     if rss is not None:
         print(f"  peak RSS of a worker with {args.idle} idle sessions: {rss:.0f} MB (<= 150 MB)")
     if args.profile:

@@ -5,9 +5,15 @@ from __future__ import annotations
 import base64
 
 IMPRINT = {
-    "company": "Beispiel Shop GmbH", "legal_form": "GmbH", "representative": "Max Muster",
-    "street": "Hauptstraße 5", "postcode": "10115", "city": "Berlin", "country": "Germany",
-    "email": "info@customer.example", "phone": "+49 30 1234567",
+    "company": "Beispiel Shop GmbH",
+    "legal_form": "GmbH",
+    "representative": "Max Muster",
+    "street": "Hauptstraße 5",
+    "postcode": "10115",
+    "city": "Berlin",
+    "country": "Germany",
+    "email": "info@customer.example",
+    "phone": "+49 30 1234567",
 }
 
 _PARAGRAPH = (

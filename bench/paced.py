@@ -63,8 +63,16 @@ async def _one(port: int, payload: bytes, sender: str, recipient: str) -> float:
         writer.close()
 
 
-async def _run(port: int, message: bytes, rate: float, seconds: float, warmup: float,
-               sender: str, recipient: str, seed: int) -> Paced:
+async def _run(
+    port: int,
+    message: bytes,
+    rate: float,
+    seconds: float,
+    warmup: float,
+    sender: str,
+    recipient: str,
+    seed: int,
+) -> Paced:
     payload = _LEADING_DOT.sub(b"..", message)
     payload += (b"" if payload.endswith(b"\r\n") else b"\r\n") + b".\r\n"
     rng = random.Random(seed)
@@ -94,8 +102,15 @@ async def _run(port: int, message: bytes, rate: float, seconds: float, warmup: f
     return result
 
 
-def paced_load(port: int, message: bytes, rate: float, seconds: float = 10.0,
-               warmup: float = 1.0, sender: str = "news@customer.example",
-               recipient: str = "reader@recipients.example", seed: int = 8) -> Paced:
+def paced_load(
+    port: int,
+    message: bytes,
+    rate: float,
+    seconds: float = 10.0,
+    warmup: float = 1.0,
+    sender: str = "news@customer.example",
+    recipient: str = "reader@recipients.example",
+    seed: int = 8,
+) -> Paced:
     """Send for `warmup + seconds` at `rate` msg/s on average; latencies after the warm-up."""
     return asyncio.run(_run(port, message, rate, seconds, warmup, sender, recipient, seed))

@@ -143,8 +143,9 @@ class AuthGuard:
         self.max_wait: float = limits.auth_failure_max_delay
         self.per_connection: int = limits.auth_failures_per_connection
 
-    async def login(self, *, session: str, peer: str, mechanism: str, login: bytes,
-                    password: bytes, failures: int) -> LoginOutcome:
+    async def login(
+        self, *, session: str, peer: str, mechanism: str, login: bytes, password: bytes, failures: int
+    ) -> LoginOutcome:
         """Check one AUTH; `failures`: how many this connection has had before."""
         name = login.decode("utf-8", "replace")
         fields = {"session": session, "peer": peer, "login": name, "mechanism": mechanism}
@@ -154,8 +155,9 @@ class AuthGuard:
             log.error("auth", **fields, result="store-unavailable", error=str(exc))
             return LoginOutcome(replies.AUTH_TEMPFAIL)
 
-    async def _login(self, fields: dict[str, Any], name: str, login: bytes, password: bytes,
-                     failures: int) -> LoginOutcome:
+    async def _login(
+        self, fields: dict[str, Any], name: str, login: bytes, password: bytes, failures: int
+    ) -> LoginOutcome:
         address, account = client_key(fields["peer"]), login_key(name)
         if await self._owes_too_long(fields, address, account) is None:
             return self._throttled()
@@ -173,15 +175,14 @@ class AuthGuard:
             metrics.AUTH_FAILURES.inc()
             delay = await self._failure_delay(address, account)
         close = failures + 1 >= self.per_connection
-        log.warning("auth", **fields, result="failed", delay=round(delay, 2),
-                    closing=close or None)
+        log.warning("auth", **fields, result="failed", delay=round(delay, 2), closing=close or None)
         if delay > 0:
             await asyncio.sleep(delay)
-        return LoginOutcome(replies.AUTH_TOO_MANY_FAILURES if close else replies.AUTH_FAILED,
-                            close=close)
+        return LoginOutcome(replies.AUTH_TOO_MANY_FAILURES if close else replies.AUTH_FAILED, close=close)
 
-    async def _owes_too_long(self, fields: dict[str, Any], address: str,
-                             account: str) -> dict[str, float] | None:
+    async def _owes_too_long(
+        self, fields: dict[str, Any], address: str, account: str
+    ) -> dict[str, float] | None:
         """Waits while the address owes more than the allowance; returns the next slots of the
         address and the login, or None (logged) when the wait would be longer than max_wait."""
         if self.interval <= 0:
@@ -207,8 +208,10 @@ class AuthGuard:
         if now >= self._next_expiry:
             self._next_expiry = now + _EXPIRE_EVERY
             await self._store(self.store.expire_auth_slots, now)
-        slots = [await self._store(self.store.take_auth_slot, key, now, self.interval)
-                 for key in (address, account)]
+        slots = [
+            await self._store(self.store.take_auth_slot, key, now, self.interval)
+            for key in (address, account)
+        ]
         return max(slots) - time.time()
 
     async def _password_matches(self, customer: Any, login: bytes, password: bytes) -> bool:

@@ -29,15 +29,16 @@ from prometheus_client import Counter, Gauge
 DAY = 86400.0
 HOUR = 3600.0
 
-BREAKER_ACTIONS = Counter("gateway_breaker_actions_total",
-                          "Circuit-breaker thresholds crossed",
-                          ["rate", "action"])  # bounce|complaint|refusal, warning|paused|suspended
+BREAKER_ACTIONS = Counter(
+    "gateway_breaker_actions_total", "Circuit-breaker thresholds crossed", ["rate", "action"]
+)  # bounce|complaint|refusal, warning|paused|suspended
 
 
 # States are bounded (statuses, plus "probation" and "warning" for active customers on
 # probation or with a breaker warning): never a customer name as a label.
-CUSTOMER_STATE = Gauge("gateway_customer_state", "Customers by state", ["state"],
-                       multiprocess_mode="mostrecent")
+CUSTOMER_STATE = Gauge(
+    "gateway_customer_state", "Customers by state", ["state"], multiprocess_mode="mostrecent"
+)
 CUSTOMER_STATES = ("pending", "active", "paused", "suspended", "probation", "warning")
 
 
@@ -89,12 +90,14 @@ class Breaker:
         kinds = set(filter(None, (current or "").split(",")))
         if kind in kinds:
             return False
-        return bool(self.store.set_breaker_warning(
-            customer, ",".join(sorted(kinds | {kind})), reason, q=self.store.execute))
+        return bool(
+            self.store.set_breaker_warning(
+                customer, ",".join(sorted(kinds | {kind})), reason, q=self.store.execute
+            )
+        )
 
     # -- the gateway's own refusals -----------------------------------------------------------
-    def refusal_check(self, customer: Any, refused: int, accepted: int,
-                      logs: list[Any]) -> str:
+    def refusal_check(self, customer: Any, refused: int, accepted: int, logs: list[Any]) -> str:
         """Today's recipients refused by the list policies (role, consent, suppression) of
         all recipients tried: a high rate means a bad list. Warns once (until a resume)."""
         settings = self.settings
@@ -104,15 +107,27 @@ class Breaker:
         rate = refused / tried
         if settings.refusal_warning_rate <= 0 or rate < settings.refusal_warning_rate:
             return "ok"
-        what = (f"own-refusal rate {rate:.2%} today ({refused} of {tried} recipients refused "
-                f"by {', '.join(settings.refusal_policies)})")
-        if not self._warn(customer, "refusal",
-                          f"{what} above {settings.refusal_warning_rate:.2%}"):
+        what = (
+            f"own-refusal rate {rate:.2%} today ({refused} of {tried} recipients refused "
+            f"by {', '.join(settings.refusal_policies)})"
+        )
+        if not self._warn(customer, "refusal", f"{what} above {settings.refusal_warning_rate:.2%}"):
             return "warned-before"
-        logs.append(("breaker", logging.WARNING, {
-            "customer": customer.name, "rate_kind": "refusal", "refused": refused,
-            "recipients": tried, "rate": round(rate, 6), "action": "warning",
-            "warning_rate": settings.refusal_warning_rate}))
+        logs.append(
+            (
+                "breaker",
+                logging.WARNING,
+                {
+                    "customer": customer.name,
+                    "rate_kind": "refusal",
+                    "refused": refused,
+                    "recipients": tried,
+                    "rate": round(rate, 6),
+                    "action": "warning",
+                    "warning_rate": settings.refusal_warning_rate,
+                },
+            )
+        )
         BREAKER_ACTIONS.labels("refusal", "warning").inc()
         return "warning"
 
@@ -126,34 +141,49 @@ class Breaker:
         messages = self.store.count_accepted_messages(customer.id, since)
         rate = bounces / max(messages, bounces, 1)
         action = "ok"
-        what = (f"hard-bounce rate {rate:.2%} over {settings.window_hours:g} h "
-                f"({bounces} hard bounces / {messages} messages)")
+        what = (
+            f"hard-bounce rate {rate:.2%} over {settings.window_hours:g} h "
+            f"({bounces} hard bounces / {messages} messages)"
+        )
         if rate >= settings.bounce_warning_rate and settings.bounce_warning_rate > 0:
             if messages < settings.min_messages:
                 action = "few-messages"
             elif rate >= settings.bounce_pause_rate > 0 and customer.status == "active":
                 action = "paused"
                 self.store.change_status(
-                    customer, "paused",
-                    f"automatic: {what} reached the pause limit of "
-                    f"{settings.bounce_pause_rate:.2%}",
-                    actor="breaker", action="pause", q=self.store.execute)
+                    customer,
+                    "paused",
+                    f"automatic: {what} reached the pause limit of {settings.bounce_pause_rate:.2%}",
+                    actor="breaker",
+                    action="pause",
+                    q=self.store.execute,
+                )
             elif customer.status != "active":
                 action = "not-active"
             else:
                 action = "warning"
                 self._warn(customer, "bounce", f"{what} above {settings.bounce_warning_rate:.2%}")
         if action != "ok":
-            logs.append(("breaker", logging.WARNING, {
-                "customer": customer.name, "rate_kind": "bounce", "bounces": bounces,
-                "messages": messages, "rate": round(rate, 6), "action": action,
-                "warning_rate": settings.bounce_warning_rate,
-                "pause_rate": settings.bounce_pause_rate}))
+            logs.append(
+                (
+                    "breaker",
+                    logging.WARNING,
+                    {
+                        "customer": customer.name,
+                        "rate_kind": "bounce",
+                        "bounces": bounces,
+                        "messages": messages,
+                        "rate": round(rate, 6),
+                        "action": action,
+                        "warning_rate": settings.bounce_warning_rate,
+                        "pause_rate": settings.bounce_pause_rate,
+                    },
+                )
+            )
         return BounceCheck(customer.name, bounces, messages, rate, action)
 
     # -- complaints (moved here from the feedback intake) -------------------------------------
-    def complaint(self, customer: Any, now: float, mail_id: str | None,
-                  logs: list[Any]) -> RateCheck:
+    def complaint(self, customer: Any, now: float, mail_id: str | None, logs: list[Any]) -> RateCheck:
         settings = self.config.feedback_intake
         since = now - settings.complaint_window_days * DAY
         complaints = self.store.count_complaints(customer.id, since)
@@ -162,8 +192,10 @@ class Breaker:
         action = "ok"
         # A paused customer can still be suspended: suspension is the stronger stop.
         sending = customer.status in ("active", "paused")
-        what = (f"complaint rate {rate:.2%} over {settings.complaint_window_days:g} days "
-                f"({complaints} complaints / {messages} messages)")
+        what = (
+            f"complaint rate {rate:.2%} over {settings.complaint_window_days:g} days "
+            f"({complaints} complaints / {messages} messages)"
+        )
         if rate >= settings.complaint_suspend_rate and settings.complaint_suspend_rate > 0:
             if messages < settings.complaint_min_messages:
                 action = "over-limit-few-messages"
@@ -172,25 +204,40 @@ class Breaker:
             else:
                 action = "suspended"
                 self.store.change_status(
-                    customer, "suspended",
-                    f"automatic: {what} reached the limit of "
-                    f"{settings.complaint_suspend_rate:.2%}",
-                    actor="breaker", action="suspend", q=self.store.execute)
+                    customer,
+                    "suspended",
+                    f"automatic: {what} reached the limit of {settings.complaint_suspend_rate:.2%}",
+                    actor="breaker",
+                    action="suspend",
+                    q=self.store.execute,
+                )
         elif rate >= settings.complaint_warning_rate and settings.complaint_warning_rate > 0:
             action = "warning"
         if action == "warning":
-            self._warn(customer, "complaint",
-                       f"{what} above {settings.complaint_warning_rate:.2%}")
-        logs.append(("complaint_rate", logging.WARNING if action != "ok" else logging.INFO, {
-            "mail_id": mail_id, "customer": customer.name,
-            "complaints": complaints, "messages": messages, "rate": round(rate, 6),
-            "window_days": settings.complaint_window_days,
-            "warning_rate": settings.complaint_warning_rate,
-            "suspend_rate": settings.complaint_suspend_rate,
-            "action": "warning" if action == "over-limit-few-messages" else action,
-            "note": (f"above the suspension rate, but fewer than "
-                     f"{settings.complaint_min_messages} messages in the window"
-                     if action == "over-limit-few-messages" else
-                     "customer is not active" if action == "over-limit-not-active" else None),
-        }))
+            self._warn(customer, "complaint", f"{what} above {settings.complaint_warning_rate:.2%}")
+        logs.append(
+            (
+                "complaint_rate",
+                logging.WARNING if action != "ok" else logging.INFO,
+                {
+                    "mail_id": mail_id,
+                    "customer": customer.name,
+                    "complaints": complaints,
+                    "messages": messages,
+                    "rate": round(rate, 6),
+                    "window_days": settings.complaint_window_days,
+                    "warning_rate": settings.complaint_warning_rate,
+                    "suspend_rate": settings.complaint_suspend_rate,
+                    "action": "warning" if action == "over-limit-few-messages" else action,
+                    "note": (
+                        f"above the suspension rate, but fewer than "
+                        f"{settings.complaint_min_messages} messages in the window"
+                        if action == "over-limit-few-messages"
+                        else "customer is not active"
+                        if action == "over-limit-not-active"
+                        else None
+                    ),
+                },
+            )
+        )
         return RateCheck(customer.name, complaints, messages, rate, action)

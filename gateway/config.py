@@ -58,8 +58,7 @@ class Listener(_Strict):
             ip = ipaddress.ip_address(address)
         except ValueError:
             return None
-        return next((name for net, name in self.trusted_networks.items()
-                     if ip in _ip_network(net)), None)
+        return next((name for net, name in self.trusted_networks.items() if ip in _ip_network(net)), None)
 
     @model_validator(mode="after")
     def _trusted_local_is_loopback(self) -> Listener:
@@ -236,8 +235,7 @@ class Breaker(_Strict):
     bounce_pause_rate: float = Field(default=0.05, ge=0, le=1)
     # The gateway's own refusals at RCPT (role, consent, suppression) per recipient tried.
     refusal_warning_rate: float = Field(default=0.10, ge=0, le=1)
-    refusal_policies: list[str] = Field(
-        default_factory=lambda: ["role-address", "consent", "suppression"])
+    refusal_policies: list[str] = Field(default_factory=lambda: ["role-address", "consent", "suppression"])
 
     @model_validator(mode="after")
     def _rates_ordered(self) -> Breaker:
@@ -304,6 +302,7 @@ class HttpPages(_Strict):
 
 class Webhooks(_Strict):
     """Events to customers (DESIGN §13): delivery of the outbox to each customer's URL."""
+
     # Run the dispatcher in `gateway serve` (every worker and node may; a lease in the store
     # keeps one event with one of them at a time).
     deliver: bool = True
@@ -323,8 +322,10 @@ class Webhooks(_Strict):
     @model_validator(mode="after")
     def _lease_outlasts_a_post(self) -> Webhooks:
         if self.lease_seconds <= self.timeout_seconds:
-            raise ValueError("lease_seconds must be longer than timeout_seconds (a lease that "
-                             "expires during a POST lets a second worker send the same event)")
+            raise ValueError(
+                "lease_seconds must be longer than timeout_seconds (a lease that "
+                "expires during a POST lets a second worker send the same event)"
+            )
         return self
 
 
@@ -381,7 +382,7 @@ class Config(_Strict):
         url = self.store.url
         prefix = "sqlite:///"
         if url.startswith(prefix) and not url.startswith(prefix + "/"):
-            return prefix + str(self.path(url[len(prefix):]))
+            return prefix + str(self.path(url[len(prefix) :]))
         return url
 
     def listeners_of(self, kind: str) -> list[Listener]:
@@ -449,8 +450,9 @@ def check_files(config: Config) -> list[str]:
         cert, key = config.path(listener.tls.cert), config.path(listener.tls.key)
         if cert.exists() != key.exists():
             missing = "cert" if not cert.exists() else "key"
-            problems.append(f"listeners.{i}.tls.{missing}: file not found: "
-                            f"{cert if missing == 'cert' else key}")
+            problems.append(
+                f"listeners.{i}.tls.{missing}: file not found: {cert if missing == 'cert' else key}"
+            )
     if config.downstream.auth is not None:
         p = config.path(config.downstream.auth.password_file)
         if not p.exists():

@@ -35,15 +35,15 @@ class DataAccumulator:
         self.buffer += chunk
         end = self.buffer.find(END, search_from)
         if end >= 0:
-            self.leftover = bytes(self.buffer[end + len(END):])
-            del self.buffer[end + 2:]  # keep the final CRLF of the last line
+            self.leftover = bytes(self.buffer[end + len(END) :])
+            del self.buffer[end + 2 :]  # keep the final CRLF of the last line
             self.done = True
         self.size = len(self.buffer) - 2
         if self.size_limit and self.size > self.size_limit:
             self.too_big = True
         if self.too_big and not self.done:
             # Draining: keep only what the marker search still needs; memory stays bounded.
-            del self.buffer[:-(len(END) - 1)]
+            del self.buffer[: -(len(END) - 1)]
         if self.done and not self.too_big:
             # The line with its CRLF must fit: 1001 = 998 octets + CRLF + a transparency dot.
             # Checked once at the end; the size limit bounds the buffer meanwhile.

@@ -102,14 +102,29 @@ RECOMMENDED_RSA_BITS = 2048
 # RULES.md puts it among the gateway-added headers that live inside the signature, like its
 # Feedback-ID/CFBL siblings.
 OVERSIGNED_HEADERS: tuple[bytes, ...] = (
-    b"from", b"to", b"subject", b"reply-to", b"list-unsubscribe", b"list-unsubscribe-post",
-    b"feedback-id", b"x-mailing-id", b"cfbl-address", b"cfbl-feedback-id", b"x-csa-complaints",
+    b"from",
+    b"to",
+    b"subject",
+    b"reply-to",
+    b"list-unsubscribe",
+    b"list-unsubscribe-post",
+    b"feedback-id",
+    b"x-mailing-id",
+    b"cfbl-address",
+    b"cfbl-feedback-id",
+    b"x-csa-complaints",
 )
 # Signed as often as present. Content-Transfer-Encoding is added to the list from the design
 # because changing it changes how the signed body bytes are read.
 SIGNED_IF_PRESENT: tuple[bytes, ...] = (
-    b"date", b"message-id", b"mime-version", b"content-type", b"content-transfer-encoding",
-    b"sender", b"cc", b"x-campaign-id",
+    b"date",
+    b"message-id",
+    b"mime-version",
+    b"content-type",
+    b"content-transfer-encoding",
+    b"sender",
+    b"cc",
+    b"x-campaign-id",
 )
 DEFAULT_HEADERS_TO_SIGN = OVERSIGNED_HEADERS + SIGNED_IF_PRESENT
 
@@ -151,9 +166,7 @@ class SigningKey:
         object.__setattr__(self, "domain", _norm_domain(self.domain))
 
     @classmethod
-    def from_pem(
-        cls, domain: str, selector: str, pem: bytes, path: Path | None = None
-    ) -> SigningKey:
+    def from_pem(cls, domain: str, selector: str, pem: bytes, path: Path | None = None) -> SigningKey:
         """Parse a PEM private key (PKCS#8 or PKCS#1); the algorithm follows the key type."""
         where = str(path) if path else f"{selector}._domainkey.{domain}"
         try:
@@ -187,9 +200,7 @@ class SigningKey:
 class KeyRing:
     keys: tuple[SigningKey, ...] = ()
 
-    def for_domain(
-        self, domain: str, algorithms: Iterable[str] | None = None
-    ) -> list[SigningKey]:
+    def for_domain(self, domain: str, algorithms: Iterable[str] | None = None) -> list[SigningKey]:
         """The domain's keys, rsa before ed25519 (receivers that check only the first DKIM
         signature mostly lack ed25519), then by selector."""
         wanted = set(algorithms) if algorithms is not None else set(_FILE_TAG)
@@ -215,8 +226,7 @@ def _parse_key_filename(path: Path) -> tuple[str, str]:
     """``<selector>.<rsa|ed25519>.pem`` -> (selector, algorithm)."""
     selector, _, tag = path.name[: -len(".pem")].rpartition(".")
     if not selector or tag not in _ALGORITHM_OF_TAG:
-        raise DkimKeyError(f"{path}: key files are named <selector>.rsa.pem or "
-                           "<selector>.ed25519.pem")
+        raise DkimKeyError(f"{path}: key files are named <selector>.rsa.pem or <selector>.ed25519.pem")
     return selector, _ALGORITHM_OF_TAG[tag]
 
 
@@ -241,9 +251,7 @@ def load_key(path: Path, domain: str) -> SigningKey:
     key = SigningKey.from_pem(domain, selector, pem, path)
     if key.algorithm != algorithm:
         raise DkimKeyError(f"{path}: file name says {algorithm}, the key is {key.algorithm}")
-    if isinstance(key.private_key, rsa.RSAPrivateKey) and (
-        key.private_key.key_size < RECOMMENDED_RSA_BITS
-    ):
+    if isinstance(key.private_key, rsa.RSAPrivateKey) and (key.private_key.key_size < RECOMMENDED_RSA_BITS):
         log.warning("DKIM key %s has %d bits; 2048 recommended", path, key.private_key.key_size)
     warn_if_readable_by_others(path, "DKIM key")
     return key
@@ -260,9 +268,7 @@ def load_keys(keys_dir: Path | str) -> KeyRing:
         for path in sorted(domain_dir.glob("*.pem")):
             key = load_key(path, domain_dir.name)
             if key.selector in seen:
-                raise DkimKeyError(
-                    f"{path} and {seen[key.selector]}: one selector can publish only one key"
-                )
+                raise DkimKeyError(f"{path} and {seen[key.selector]}: one selector can publish only one key")
             seen[key.selector] = path
             keys.append(key)
     return KeyRing(tuple(keys))
@@ -294,7 +300,7 @@ def txt_record(private_key: PrivateKey) -> str:
 
 def zone_record(domain: str, selector: str, value: str) -> str:
     """A zone-file line; TXT strings are at most 255 bytes, so long keys are split."""
-    chunks = " ".join(f'"{value[i:i + 255]}"' for i in range(0, len(value), 255))
+    chunks = " ".join(f'"{value[i : i + 255]}"' for i in range(0, len(value), 255))
     return f"{dns_txt_name(domain, selector)}. IN TXT ( {chunks} )"
 
 
@@ -323,8 +329,10 @@ def keygen(
     domain_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     existing = _key_files(domain_dir, selector)
     if existing:
-        raise DkimKeyError(f"{existing[0]} exists: selector {selector} already has a key; "
-                           "refusing to overwrite (pick a new selector to rotate)")
+        raise DkimKeyError(
+            f"{existing[0]} exists: selector {selector} already has a key; "
+            "refusing to overwrite (pick a new selector to rotate)"
+        )
     key: PrivateKey
     if algorithm == RSA_SHA256:
         key = rsa.generate_private_key(public_exponent=65537, key_size=rsa_bits)
@@ -497,9 +505,7 @@ def relaxed_header(name: bytes, value: bytes) -> tuple[bytes, bytes]:
     return name.lower().rstrip(), _compress_wsp(unfolded).strip() + b"\r\n"
 
 
-def select_headers(
-    headers: Sequence[Sequence[bytes]], include: Sequence[bytes]
-) -> list[Sequence[bytes]]:
+def select_headers(headers: Sequence[Sequence[bytes]], include: Sequence[bytes]) -> list[Sequence[bytes]]:
     """dkimpy's ``select_headers`` (the n-th mention of a name takes its n-th instance from the
     bottom; missing instances are skipped) with one index pass instead of a scan per name."""
     positions: dict[bytes, list[int]] = {}
@@ -587,9 +593,7 @@ class DkimSigner:
         signed_block = _signed_header_block(headers, include)
         body_hash = base64.b64encode(hashlib.sha256(relaxed_body(body)).digest())
         timestamp = str(int(self._clock())).encode("ascii")
-        return b"".join(
-            _signature_header(key, signed_block, include, body_hash, timestamp) for key in keys
-        )
+        return b"".join(_signature_header(key, signed_block, include, body_hash, timestamp) for key in keys)
 
 
 def _signed_header_block(headers: list[list[bytes]], include: list[bytes]) -> bytes:
@@ -769,8 +773,9 @@ def _check_times(sig: Mapping[bytes, bytes], now: int) -> None:
 class _Verifier(dkim.DKIM):
     """dkimpy's DKIM verifier with an injectable clock and PyNaCl-free ed25519."""
 
-    def __init__(self, message: bytes, *, now: float, minkey: int, timeout: float,
-                 logger: logging.Logger) -> None:
+    def __init__(
+        self, message: bytes, *, now: float, minkey: int, timeout: float, logger: logging.Logger
+    ) -> None:
         super().__init__(message, logger=logger, minkey=minkey, timeout=timeout)
         self._now = int(now)
 
@@ -867,8 +872,13 @@ def verify(
     """
     errors = _ErrorLog()
     try:
-        verifier = _Verifier(message, now=time.time() if now is None else now, minkey=minkey,
-                             timeout=timeout, logger=errors.logger)
+        verifier = _Verifier(
+            message,
+            now=time.time() if now is None else now,
+            minkey=minkey,
+            timeout=timeout,
+            logger=errors.logger,
+        )
     except dkim.MessageFormatError as exc:
         raise DkimError(f"message cannot be parsed for verification: {exc}") from None
     values = [v for n, v in verifier.headers if n.lower() == b"dkim-signature"]

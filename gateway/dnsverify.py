@@ -100,8 +100,8 @@ def parse_server(spec: str) -> tuple[str, int]:
         ipaddress.ip_address(host)
     except ValueError:
         raise DnsConfigError(
-            f"{ENV_SERVER}={spec!r}: expected an IP address with an optional port, "
-            "e.g. 127.0.0.1:5353") from None
+            f"{ENV_SERVER}={spec!r}: expected an IP address with an optional port, e.g. 127.0.0.1:5353"
+        ) from None
     return host, port
 
 
@@ -165,7 +165,7 @@ def _txt_values(answer: Iterable[Any]) -> list[str]:
 
 
 def _shorten(value: str, limit: int = 80) -> str:
-    return value if len(value) <= limit else value[:limit - 3] + "..."
+    return value if len(value) <= limit else value[: limit - 3] + "..."
 
 
 def verify_domain_token(domain: str, token: str, resolver: Any = None) -> tuple[bool, str]:
@@ -187,8 +187,7 @@ def verify_domain_token(domain: str, token: str, resolver: Any = None) -> tuple[
     except dns.resolver.NoAnswer:
         return False, (f"{name} has no TXT record: publish {zone_line(domain, token)}")
     except dns.exception.Timeout:
-        return False, (f"DNS timeout looking up TXT {name}; "
-                       "no answer from the DNS server, try again later")
+        return False, (f"DNS timeout looking up TXT {name}; no answer from the DNS server, try again later")
     except dns.resolver.NoNameservers as exc:
         return False, f"DNS lookup of TXT {name} failed (SERVFAIL or refused): {exc}"
     except dns.exception.DNSException as exc:
@@ -196,16 +195,18 @@ def verify_domain_token(domain: str, token: str, resolver: Any = None) -> tuple[
     values = _txt_values(answer)
     for value in values:
         text = value.strip()
-        if text[:len(VALUE_PREFIX)].lower() == VALUE_PREFIX and \
-                text[len(VALUE_PREFIX):].strip() == token:
+        if text[: len(VALUE_PREFIX)].lower() == VALUE_PREFIX and text[len(VALUE_PREFIX) :].strip() == token:
             return True, f"found TXT {name} with the expected token"
     ours = [v.strip() for v in values if v.strip().lower().startswith(VALUE_PREFIX)]
     if ours:
         found = ", ".join(f'"{_shorten(v)}"' for v in ours)
-        return False, (f"wrong token at TXT {name}: found {found}, expected \"{expected}\" "
-                       "(was the domain added again, or for another customer?)")
+        return False, (
+            f'wrong token at TXT {name}: found {found}, expected "{expected}" '
+            "(was the domain added again, or for another customer?)"
+        )
     if values:
         found = ", ".join(f'"{_shorten(v)}"' for v in values)
-        return False, (f"TXT {name} has no verification token (found {found}); "
-                       f"publish {zone_line(domain, token)}")
+        return False, (
+            f"TXT {name} has no verification token (found {found}); publish {zone_line(domain, token)}"
+        )
     return False, f"{name} has no TXT record: publish {zone_line(domain, token)}"

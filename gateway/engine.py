@@ -48,8 +48,14 @@ from gateway.store.interface import EngineStore
 # gateway adds its own. Return-Path and Delivered-To are written at final delivery (RFC 5321
 # 4.4); a customer's copy would pose as the receiving side's. X-CSA-Complaints is the gateway's
 # to set for CSA-certified pools, and nobody else's where it does not.
-GATEWAY_ONLY_HEADERS = ("Feedback-ID", "CFBL-Address", "CFBL-Feedback-ID", "X-CSA-Complaints",
-                        "Return-Path", "Delivered-To")
+GATEWAY_ONLY_HEADERS = (
+    "Feedback-ID",
+    "CFBL-Address",
+    "CFBL-Feedback-ID",
+    "X-CSA-Complaints",
+    "Return-Path",
+    "Delivered-To",
+)
 
 
 # From this size on (bytes), the end-of-DATA work runs in a worker thread (see Engine.data); below
@@ -74,10 +80,18 @@ class Outcome:
 
 
 class Engine:
-    def __init__(self, config: Config, store: EngineStore, pipeline: Pipeline, *,
-                 codec: MailIdCodec, signer: MessageSigning | None = None,
-                 resolver: Resolver | None = None,
-                 log: EventLogger | None = None, ledger: bool = True) -> None:
+    def __init__(
+        self,
+        config: Config,
+        store: EngineStore,
+        pipeline: Pipeline,
+        *,
+        codec: MailIdCodec,
+        signer: MessageSigning | None = None,
+        resolver: Resolver | None = None,
+        log: EventLogger | None = None,
+        ledger: bool = True,
+    ) -> None:
         self.config = config
         self.store = store
         self.pipeline = pipeline
@@ -89,21 +103,25 @@ class Engine:
         self.ledger = ledger
         # Sending quotas (gateway/quota.py): only for real sends.
         settings = getattr(config, "quota", None)
-        self.quota = (QuotaGate.for_store(store, settings, config)
-                      if ledger and settings is not None and settings.enabled else None)
+        self.quota = (
+            QuotaGate.for_store(store, settings, config)
+            if ledger and settings is not None and settings.enabled
+            else None
+        )
 
     def context(self, phase: Phase) -> PolicyContext:
-        return PolicyContext(phase=phase, store=self.store, config=self.config,
-                             resolver=self.resolver)
+        return PolicyContext(phase=phase, store=self.store, config=self.config, resolver=self.resolver)
 
     # -- MAIL ---------------------------------------------------------------------------------
-    async def mail(self, session: SessionInfo, mail_from: str,
-                   options: list[str] | None = None) -> tuple[Transaction, Outcome]:
+    async def mail(
+        self, session: SessionInfo, mail_from: str, options: list[str] | None = None
+    ) -> tuple[Transaction, Outcome]:
         txn = Transaction(session=session, mail_from=mail_from, mail_options=list(options or []))
         customer_id = session.customer.id if session.customer is not None else 0
         txn.mail_id = self.codec.new_stem(customer_id)
-        self.log.event("mail", session=session.id, mail_id=txn.mail_id,
-                       customer=_name(session), mail_from=mail_from)
+        self.log.event(
+            "mail", session=session.id, mail_id=txn.mail_id, customer=_name(session), mail_from=mail_from
+        )
         result = await self._run(Phase.MAIL, txn)
         if not result.passed:
             return txn, await self._refused(txn, Phase.MAIL, result)
@@ -117,13 +135,24 @@ class Engine:
     # -- RCPT ---------------------------------------------------------------------------------
     async def rcpt(self, txn: Transaction, rcpt: str) -> Outcome:
         if len(txn.recipients) >= self.config.limits.max_recipients:
-            self.log.event("rcpt", session=txn.session.id, mail_id=txn.mail_id, rcpt=rcpt,
-                           result="deferred", reason="max_recipients reached")
+            self.log.event(
+                "rcpt",
+                session=txn.session.id,
+                mail_id=txn.mail_id,
+                rcpt=rcpt,
+                result="deferred",
+                reason="max_recipients reached",
+            )
             return Outcome(replies.TOO_MANY_RECIPIENTS)
         if txn.recipients and self._managed_unsubscribe(txn):
-            self.log.event("rcpt", session=txn.session.id, mail_id=txn.mail_id, rcpt=rcpt,
-                           result="deferred",
-                           reason="managed unsubscribe: one recipient per message")
+            self.log.event(
+                "rcpt",
+                session=txn.session.id,
+                mail_id=txn.mail_id,
+                rcpt=rcpt,
+                result="deferred",
+                reason="managed unsubscribe: one recipient per message",
+            )
             return Outcome(replies.TOO_MANY_RECIPIENTS)
         txn.current_rcpt = rcpt
         try:
@@ -139,12 +168,18 @@ class Engine:
             # Counted only now, once every policy accepted the recipient.
             over = await self.quota.take(txn.session.customer)
             if over is not None:
-                self.log.event("rcpt", session=txn.session.id, mail_id=txn.mail_id, rcpt=rcpt,
-                               customer=_name(txn.session), result="refused", reply=str(over))
+                self.log.event(
+                    "rcpt",
+                    session=txn.session.id,
+                    mail_id=txn.mail_id,
+                    rcpt=rcpt,
+                    customer=_name(txn.session),
+                    result="refused",
+                    reply=str(over),
+                )
                 return Outcome(over, decisions=result.decisions)
         txn.recipients.append(rcpt)
-        self.log.event("rcpt", session=txn.session.id, mail_id=txn.mail_id, rcpt=rcpt,
-                       result="accepted")
+        self.log.event("rcpt", session=txn.session.id, mail_id=txn.mail_id, rcpt=rcpt, result="accepted")
         return Outcome(replies.RECIPIENT_OK, decisions=result.decisions)
 
     # -- end of DATA --------------------------------------------------------------------------
@@ -180,37 +215,46 @@ class Engine:
                 edits.append(ChangeSender(sender))
         except SigningUnavailable as exc:
             await self._finish(txn, "tempfailed", replies.POLICY_ERROR, reason=str(exc))
-            return Plan(replies.POLICY_ERROR, mail_from=txn.mail_from,
-                        decisions=result.decisions)
+            return Plan(replies.POLICY_ERROR, mail_from=txn.mail_from, decisions=result.decisions)
         except ManagedUnsubscribeUnavailable as exc:
-            await self._finish(txn, "tempfailed", replies.UNSUBSCRIBE_UNAVAILABLE,
-                               reason=f"managed unsubscribe: {exc}")
-            return Plan(replies.UNSUBSCRIBE_UNAVAILABLE, mail_from=txn.mail_from,
-                        decisions=result.decisions)
+            await self._finish(
+                txn, "tempfailed", replies.UNSUBSCRIBE_UNAVAILABLE, reason=f"managed unsubscribe: {exc}"
+            )
+            return Plan(replies.UNSUBSCRIBE_UNAVAILABLE, mail_from=txn.mail_from, decisions=result.decisions)
         except EditRefused as exc:
             # A policy's header mutation that would inject a field (or worse): never relayed.
-            await self._finish(txn, "tempfailed", replies.POLICY_ERROR,
-                               reason=f"header edit refused: {exc}")
+            await self._finish(txn, "tempfailed", replies.POLICY_ERROR, reason=f"header edit refused: {exc}")
             return Plan(replies.POLICY_ERROR, mail_from=txn.mail_from, decisions=result.decisions)
-        return Plan(replies.OK, tuple(edits), mail_from=txn.mail_from,
-                    decisions=result.decisions)
+        return Plan(replies.OK, tuple(edits), mail_from=txn.mail_from, decisions=result.decisions)
 
-    async def relayed(self, txn: Transaction, reply: Reply, *, queue_id: str | None = None,
-                seconds: float = 0.0, detail: str = "") -> None:
+    async def relayed(
+        self,
+        txn: Transaction,
+        reply: Reply,
+        *,
+        queue_id: str | None = None,
+        seconds: float = 0.0,
+        detail: str = "",
+    ) -> None:
         """Record what the downstream answered for this message."""
-        result = ("accepted" if 200 <= reply.code < 300
-                  else "rejected" if reply.code >= 500 else "tempfailed")
+        result = "accepted" if 200 <= reply.code < 300 else "rejected" if reply.code >= 500 else "tempfailed"
         reply_class = "error" if detail.startswith("error") else f"{reply.code // 100}xx"
         metrics.child(metrics.RELAY_REPLIES, reply_class).inc()
         metrics.RELAY_DURATION.observe(seconds)
-        self.log.event("relay", session=txn.session.id, mail_id=txn.mail_id,
-                       result=result, reply=str(reply), queue_id=queue_id,
-                       downstream=detail or None, seconds=round(seconds, 6))
+        self.log.event(
+            "relay",
+            session=txn.session.id,
+            mail_id=txn.mail_id,
+            result=result,
+            reply=str(reply),
+            queue_id=queue_id,
+            downstream=detail or None,
+            seconds=round(seconds, 6),
+        )
         await self._finish(txn, result, reply, queue_id=queue_id)
 
     # -- internals ----------------------------------------------------------------------------
-    async def _run(self, phase: Phase, txn: Transaction, *, in_thread: bool = False
-                   ) -> PhaseResult:
+    async def _run(self, phase: Phase, txn: Transaction, *, in_thread: bool = False) -> PhaseResult:
         result = await self.pipeline.run(phase, txn, self.context(phase), in_thread=in_thread)
         for d in result.decisions:
             action = d.verdict.action.name.lower()
@@ -222,22 +266,34 @@ class Engine:
             if not refused and not d.error:
                 continue  # passes are summed up on the message line (policies=...)
             self.log.event(
-                "policy", session=txn.session.id, mail_id=txn.mail_id, phase=phase.value,
-                policy=d.policy, mode=d.mode,
+                "policy",
+                session=txn.session.id,
+                mail_id=txn.mail_id,
+                phase=phase.value,
+                policy=d.policy,
+                mode=d.mode,
                 action=("would-" + action) if d.mode == "monitor" and refused else action,
                 reply=str(d.verdict.reply) if refused and d.verdict.reply else None,
-                reason=d.verdict.reason or None, rcpt=txn.current_rcpt, error=d.error or None,
+                reason=d.verdict.reason or None,
+                rcpt=txn.current_rcpt,
+                error=d.error or None,
                 seconds=round(d.seconds, 6),
             )
         txn.decisions.extend(
-            {"phase": phase.value, "policy": d.policy, "mode": d.mode,
-             "action": d.verdict.action.name.lower(), "reason": d.verdict.reason}
+            {
+                "phase": phase.value,
+                "policy": d.policy,
+                "mode": d.mode,
+                "action": d.verdict.action.name.lower(),
+                "reason": d.verdict.reason,
+            }
             for d in result.decisions
         )
         return result
 
-    async def _refused(self, txn: Transaction, phase: Phase, result: PhaseResult,
-                 rcpt: str | None = None) -> Outcome:
+    async def _refused(
+        self, txn: Transaction, phase: Phase, result: PhaseResult, rcpt: str | None = None
+    ) -> Outcome:
         verdict = result.verdict
         reply = verdict.reply or replies.POLICY_ERROR
         if verdict.policy and not reply.text.endswith(f"({verdict.policy})"):
@@ -246,22 +302,34 @@ class Engine:
             await self._tell_customer(txn, phase, verdict.policy, reply, rcpt)
         if phase is Phase.RCPT:
             # One refused recipient does not end the transaction; the ledger is per message.
-            self.log.event("rcpt", session=txn.session.id, mail_id=txn.mail_id, rcpt=rcpt,
-                           result="refused", reply=str(reply))
+            self.log.event(
+                "rcpt",
+                session=txn.session.id,
+                mail_id=txn.mail_id,
+                rcpt=rcpt,
+                result="refused",
+                reply=str(reply),
+            )
             return Outcome(reply, decisions=result.decisions)
         outcome = "rejected" if verdict.action is Action.REJECT else "tempfailed"
         await self._finish(txn, outcome, reply, reason=verdict.reason)
         return Outcome(reply, decisions=result.decisions)
 
-    async def _tell_customer(self, txn: Transaction, phase: Phase, policy: str | None,
-                             reply: Reply, rcpt: str | None) -> None:
+    async def _tell_customer(
+        self, txn: Transaction, phase: Phase, policy: str | None, reply: Reply, rcpt: str | None
+    ) -> None:
         """A `message.refused` event, for customers whose webhook asked for them (DESIGN §13).
         In a thread: the webhook look-up may read the store."""
         assert txn.customer is not None
         customer_id = txn.customer.id
-        data = {"mail_id": txn.mail_id, "phase": phase.value, "policy": policy,
-                "reply": str(reply), "campaign": txn.campaign if txn.raw else None,
-                "mail_from": txn.mail_from}
+        data = {
+            "mail_id": txn.mail_id,
+            "phase": phase.value,
+            "policy": policy,
+            "reply": str(reply),
+            "campaign": txn.campaign if txn.raw else None,
+            "mail_from": txn.mail_from,
+        }
         recipient = rcpt if rcpt is not None else (txn.recipients[0] if txn.recipients else None)
 
         def emit() -> None:
@@ -274,21 +342,39 @@ class Engine:
         except StoreUnavailable as exc:
             self.log.error("webhook", mail_id=txn.mail_id, error=str(exc))
 
-    async def _finish(self, txn: Transaction, result: str, reply: Reply, *,
-                queue_id: str | None = None, reason: str | None = None) -> None:
+    async def _finish(
+        self,
+        txn: Transaction,
+        result: str,
+        reply: Reply,
+        *,
+        queue_id: str | None = None,
+        reason: str | None = None,
+    ) -> None:
         metrics.child(metrics.MESSAGES, result).inc()
-        self.log.event("message", session=txn.session.id, mail_id=txn.mail_id,
-                       customer=_name(txn.session), campaign=txn.campaign if txn.raw else None,
-                       mail_from=txn.mail_from, rcpt=",".join(txn.recipients) or None,
-                       result=result, reply=str(reply), reason=reason,
-                       policies=",".join(f"{d['policy']}={d['action']}"
-                                         for d in txn.decisions) or None)
+        self.log.event(
+            "message",
+            session=txn.session.id,
+            mail_id=txn.mail_id,
+            customer=_name(txn.session),
+            campaign=txn.campaign if txn.raw else None,
+            mail_from=txn.mail_from,
+            rcpt=",".join(txn.recipients) or None,
+            result=result,
+            reply=str(reply),
+            reason=reason,
+            policies=",".join(f"{d['policy']}={d['action']}" for d in txn.decisions) or None,
+        )
         record = MessageRecord(
             mail_id=txn.mail_id,
             customer_id=txn.customer.id if txn.customer is not None else None,
-            campaign=txn.campaign if txn.raw else None, mail_from=txn.mail_from,
-            recipients=list(txn.recipients), created_at=time.time(), result=result,
-            reply=str(reply), queue_id=queue_id,
+            campaign=txn.campaign if txn.raw else None,
+            mail_from=txn.mail_from,
+            recipients=list(txn.recipients),
+            created_at=time.time(),
+            result=result,
+            reply=str(reply),
+            queue_id=queue_id,
             verdicts=list(txn.decisions),
         )
         await self._record(record)
@@ -310,12 +396,15 @@ class Engine:
         limits = self.config.limits
         shape = mime_shape(raw, limits.max_mime_parts)
         if shape.parts > limits.max_mime_parts:
-            return (replies.too_many_mime_parts(limits.max_mime_parts),
-                    f"more than {limits.max_mime_parts} MIME parts (limits.max_mime_parts)")
+            return (
+                replies.too_many_mime_parts(limits.max_mime_parts),
+                f"more than {limits.max_mime_parts} MIME parts (limits.max_mime_parts)",
+            )
         if shape.depth > limits.max_mime_depth:
-            return (replies.mime_nested_too_deep(limits.max_mime_depth),
-                    f"MIME nesting deeper than {limits.max_mime_depth} "
-                    "(limits.max_mime_depth)")
+            return (
+                replies.mime_nested_too_deep(limits.max_mime_depth),
+                f"MIME nesting deeper than {limits.max_mime_depth} (limits.max_mime_depth)",
+            )
         return None
 
     def _final_mail_id(self, txn: Transaction) -> str:
@@ -342,8 +431,10 @@ class Engine:
         campaign = txn.campaign or "none"
         headers = [
             (cfg.mail_id.header, txn.mail_id),
-            ("Feedback-ID", f"{_fid(campaign)}:{_fid(customer)}:{_fid(cfg.feedback.type)}:"
-                            f"{cfg.feedback.sender_id}"),
+            (
+                "Feedback-ID",
+                f"{_fid(campaign)}:{_fid(customer)}:{_fid(cfg.feedback.type)}:{cfg.feedback.sender_id}",
+            ),
         ]
         if cfg.feedback.fbl_address:
             headers.append(("CFBL-Address", f"{cfg.feedback.fbl_address}; report=arf"))
@@ -373,7 +464,8 @@ class Engine:
             if len(txn.recipients) != 1:
                 # Switched to managed after RCPT: the retry gets one recipient per transaction.
                 raise ManagedUnsubscribeUnavailable(
-                    f"{len(txn.recipients)} recipients, one link cannot serve them")
+                    f"{len(txn.recipients)} recipients, one link cannot serve them"
+                )
             removed.update(MANAGED_HEADERS)
             added += managed_headers(self.config, txn, txn.customer.id)
         for mutation in result.mutations:
@@ -382,8 +474,10 @@ class Engine:
             else:
                 added.append((mutation.name, mutation.value))
         # `added` is in the order the fields stand in the message; each AddHeader goes on top.
-        edits: list[Edit] = [*present(txn.raw, removed),
-                             *(AddHeader(name, value) for name, value in reversed(added))]
+        edits: list[Edit] = [
+            *present(txn.raw, removed),
+            *(AddHeader(name, value) for name, value in reversed(added)),
+        ]
         if self.signer is not None:
             unsigned = render(txn.raw, edits)
             started = time.perf_counter()

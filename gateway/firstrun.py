@@ -90,7 +90,8 @@ def first_run(config: Config, store: SqlStore) -> str | None:
         f"  SMTP login: {DEMO_CUSTOMER}\n  SMTP password: {password}\n"
         f"This password is shown only now. A compliant test mail is in {demo_message};\n"
         "send it with the README's swaks command.\n",
-        file=sys.stderr, flush=True,
+        file=sys.stderr,
+        flush=True,
     )
     return password
 

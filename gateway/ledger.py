@@ -71,8 +71,7 @@ class LedgerWriter:
                 except queue.Empty:
                     break
             error = self._write([record for record, _, _ in batch])
-            by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = \
-                defaultdict(list)
+            by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = defaultdict(list)
             for _, stored, loop in batch:
                 by_loop[loop].append(stored)
             for loop, waiting in by_loop.items():

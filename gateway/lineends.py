@@ -45,8 +45,7 @@ def remember_prepended(prefix: bytes, body: bytes, joined: bytes, start: int = 0
     crlf_only's last answers), `prefix` is CRLF-terminated lines and `start` is 0 or just
     after a line break of `body`, `joined` is known to be CRLF-only without counting the whole
     message again (no CR or LF pair can span the join)."""
-    if (recent_answer(body) and prefix.endswith(b"\r\n")
-            and (not start or body[start - 1:start] == b"\n")):
+    if recent_answer(body) and prefix.endswith(b"\r\n") and (not start or body[start - 1 : start] == b"\n"):
         pairs = prefix.count(b"\r\n")
         if prefix.count(b"\r") == pairs and prefix.count(b"\n") == pairs:
             _remember(joined, True)

@@ -110,27 +110,28 @@ async def wait_until(done: Callable[[], bool], deadline: float, step: float = 0.
     return True
 
 
-async def listen(config: Any, listener: Any, factory: Callable[[], Any],
-                 ssl: Any = None) -> asyncio.Server:
+async def listen(config: Any, listener: Any, factory: Callable[[], Any], ssl: Any = None) -> asyncio.Server:
     """A listening server for a config listener: on the socket the supervisor handed down
     when running as a worker, else bound here."""
     loop = asyncio.get_running_loop()
     fd = inherited_fds().get(listener_key(config, listener))
     if fd is not None:
-        return await loop.create_server(factory, sock=socket.socket(fileno=fd), ssl=ssl,
-                                        backlog=1024)
-    return await loop.create_server(factory, host=listener.address, port=listener.port,
-                                    ssl=ssl, reuse_address=True, backlog=1024)
+        return await loop.create_server(factory, sock=socket.socket(fileno=fd), ssl=ssl, backlog=1024)
+    return await loop.create_server(
+        factory, host=listener.address, port=listener.port, ssl=ssl, reuse_address=True, backlog=1024
+    )
 
 
-async def listen_streams(config: Any, listener: Any,
-                         handle: Callable[..., Awaitable[None]]) -> asyncio.Server:
+async def listen_streams(
+    config: Any, listener: Any, handle: Callable[..., Awaitable[None]]
+) -> asyncio.Server:
     """Like `listen`, for stream handlers (asyncio.start_server callbacks)."""
     fd = inherited_fds().get(listener_key(config, listener))
     if fd is not None:
         return await asyncio.start_server(handle, sock=socket.socket(fileno=fd), backlog=1024)
-    return await asyncio.start_server(handle, host=listener.address, port=listener.port,
-                                      reuse_address=True, backlog=1024)
+    return await asyncio.start_server(
+        handle, host=listener.address, port=listener.port, reuse_address=True, backlog=1024
+    )
 
 
 def ports(servers: list[asyncio.Server]) -> list[int]:

@@ -22,9 +22,11 @@ def log_files(log_file: Path) -> list[Path]:
     """The log file and its rotated siblings (gateway.log, gateway.log.1, gateway.log.2.gz)."""
     if not log_file.parent.is_dir():
         return []
-    return sorted(p for p in log_file.parent.iterdir()
-                  if p.is_file() and (p.name == log_file.name
-                                      or p.name.startswith(log_file.name + ".")))
+    return sorted(
+        p
+        for p in log_file.parent.iterdir()
+        if p.is_file() and (p.name == log_file.name or p.name.startswith(log_file.name + "."))
+    )
 
 
 def _pattern(address: str) -> re.Pattern[bytes]:
@@ -53,7 +55,7 @@ def mask_in_place(path: Path, address: str) -> int:
             offset += len(chunk)
             # The tail a match could still start in; no whole match fits in it, so none is
             # masked twice.
-            carry = block[-(width - 1):] if width > 1 else b""
+            carry = block[-(width - 1) :] if width > 1 else b""
         f.flush()
         os.fsync(f.fileno())
     return found

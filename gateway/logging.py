@@ -31,8 +31,7 @@ def _quote(value: Any) -> str:
         text = str(value)
     if _safe(text):
         return text
-    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace(
-        "\r", "\\r")
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
     return f'"{escaped}"'
 
 
@@ -86,11 +85,19 @@ class LogfmtFormatter(logging.Formatter):
             self._second = (second, text)
         return f"{text}.{int((created - second) * 1000):03d}Z"
 
-    def line(self, created: float, level: str, event: str | None, fields: dict[str, Any],
-             **extra: Any) -> str:
+    def line(
+        self, created: float, level: str, event: str | None, fields: dict[str, Any], **extra: Any
+    ) -> str:
         """The logfmt line of one event (format() and EventLogger's direct path)."""
-        return format_logfmt({"ts": self._timestamp(created), "level": level.lower(),
-                              "event": event or "log", **fields, **extra})
+        return format_logfmt(
+            {
+                "ts": self._timestamp(created),
+                "level": level.lower(),
+                "event": event or "log",
+                **fields,
+                **extra,
+            }
+        )
 
     def format(self, record: logging.LogRecord) -> str:
         event = getattr(record, "event", None)
@@ -99,8 +106,7 @@ class LogfmtFormatter(logging.Formatter):
             extra["msg"] = record.getMessage()
         if record.exc_info and record.levelno >= logging.ERROR:
             extra["error"] = self.formatException(record.exc_info).splitlines()[-1]
-        return self.line(record.created, record.levelname, event,
-                         getattr(record, "fields", {}), **extra)
+        return self.line(record.created, record.levelname, event, getattr(record, "fields", {}), **extra)
 
 
 class EventLogger:
@@ -122,20 +128,30 @@ class EventLogger:
         handlers = logger.handlers
         if len(handlers) == 1 and not logger.propagate and not logger.filters:
             handler = handlers[0]
-            if (type(handler) in _DIRECT_HANDLERS and level >= handler.level
-                    and not handler.filters and type(handler.formatter) is LogfmtFormatter
-                    and logging.getLogRecordFactory() is logging.LogRecord):
+            if (
+                type(handler) in _DIRECT_HANDLERS
+                and level >= handler.level
+                and not handler.filters
+                and type(handler.formatter) is LogfmtFormatter
+                and logging.getLogRecordFactory() is logging.LogRecord
+            ):
                 created = time.time()
                 try:
-                    line = handler.formatter.line(created, logging.getLevelName(level), event,
-                                                  fields)
+                    line = handler.formatter.line(created, logging.getLevelName(level), event, fields)
                     handler.write_line(line)  # type: ignore[attr-defined]
                 except RecursionError:  # as StreamHandler.emit
                     raise
                 except Exception:  # noqa: BLE001 - reported as the stdlib handler would
-                    record = logger.makeRecord(logger.name, level, "(unknown file)", 0, "",
-                                               (), None, extra={"event": event,
-                                                                "fields": fields})
+                    record = logger.makeRecord(
+                        logger.name,
+                        level,
+                        "(unknown file)",
+                        0,
+                        "",
+                        (),
+                        None,
+                        extra={"event": event, "fields": fields},
+                    )
                     record.created = created
                     handler.handleError(record)
                 return
@@ -183,7 +199,7 @@ class ReopeningFileHandler(logging.handlers.WatchedFileHandler):
             data = (line + self.terminator).encode(stream.encoding, stream.errors or "strict")
             fd = stream.fileno()
             while data:
-                data = data[os.write(fd, data):]
+                data = data[os.write(fd, data) :]
 
 
 _DIRECT_HANDLERS = (StdoutHandler, ReopeningFileHandler)
@@ -193,8 +209,7 @@ def get_logger() -> EventLogger:
     return EventLogger(logging.getLogger(LOGGER_NAME))
 
 
-def setup_logging(file: Path | None, level: str = "info", max_bytes: int = 0,
-                  backup_count: int = 0) -> None:
+def setup_logging(file: Path | None, level: str = "info", max_bytes: int = 0, backup_count: int = 0) -> None:
     """stdout (journald under systemd) or a file. A file rotates by size in-process, or, with
     max_bytes 0, is reopened when logrotate moves it away (WatchedFileHandler): either way no
     line is lost or written into a file that was already rotated."""
@@ -209,7 +224,8 @@ def setup_logging(file: Path | None, level: str = "info", max_bytes: int = 0,
         file.parent.mkdir(parents=True, exist_ok=True)
         if max_bytes > 0:
             handler = logging.handlers.RotatingFileHandler(
-                file, maxBytes=max_bytes, backupCount=backup_count, encoding="utf-8")
+                file, maxBytes=max_bytes, backupCount=backup_count, encoding="utf-8"
+            )
         else:
             handler = ReopeningFileHandler(file, encoding="utf-8")
     handler.setFormatter(LogfmtFormatter())

@@ -307,9 +307,7 @@ class MailIdCodec:
         if raw[0] >> 5 != VERSION:
             return DecodedMailId(text, "malformed")  # intact, but a layout we cannot read
         key = self._keys.get(raw[0] & MAX_KEY_ID)
-        mac_ok = key is not None and hmac.compare_digest(
-            _mac(key, body[:-_MAC_BYTES]), body[-_MAC_BYTES:]
-        )
+        mac_ok = key is not None and hmac.compare_digest(_mac(key, body[:-_MAC_BYTES]), body[-_MAC_BYTES:])
         return _with_fields(text, "genuine" if mac_ok else "forged", raw)
 
     def recipient_matches(self, decoded: DecodedMailId, address: str) -> bool:

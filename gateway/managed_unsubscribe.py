@@ -45,7 +45,10 @@ def managed_headers(config: Any, txn: Transaction, customer_id: int) -> list[tup
         signer = signer_for(config.path(http.token_key_file))
     except (TokenKeyError, OSError) as exc:
         raise ManagedUnsubscribeUnavailable(str(exc)) from None
-    token = signer.make(UNSUBSCRIBE, customer_id, txn.recipients[0],
-                        list_label=list_label(txn), reference=txn.mail_id)
-    return [("List-Unsubscribe", f"<{unsubscribe_url(public, token)}>"),
-            ("List-Unsubscribe-Post", ONE_CLICK_VALUE)]
+    token = signer.make(
+        UNSUBSCRIBE, customer_id, txn.recipients[0], list_label=list_label(txn), reference=txn.mail_id
+    )
+    return [
+        ("List-Unsubscribe", f"<{unsubscribe_url(public, token)}>"),
+        ("List-Unsubscribe-Post", ONE_CLICK_VALUE),
+    ]

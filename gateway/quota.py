@@ -44,9 +44,11 @@ OVER_LIMIT_MEMORY = 5.0
 # own-refusal rate checked) after this many in a process, and at each block reservation.
 REFUSALS_PER_FLUSH = 20
 
-QUOTA_REFUSALS = Counter("gateway_quota_refusals_total",
-                         "MAIL and RCPT refused because the customer reached a sending limit",
-                         ["customer_tier"])  # probation | standard | custom
+QUOTA_REFUSALS = Counter(
+    "gateway_quota_refusals_total",
+    "MAIL and RCPT refused because the customer reached a sending limit",
+    ["customer_tier"],
+)  # probation | standard | custom
 
 
 def period_starts(now: float) -> tuple[int, int]:
@@ -96,11 +98,14 @@ def block_sizer(block_size: int) -> Callable[[int], int]:
 
 
 def limit_reply(period: str, limit: int, resets_at: float) -> Reply:
-    when = datetime.datetime.fromtimestamp(resets_at, datetime.UTC).strftime(
-        "%Y-%m-%d %H:%M UTC")
+    when = datetime.datetime.fromtimestamp(resets_at, datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     word = "Hourly" if period == "hour" else "Daily"
-    return Reply(451, "4.7.1", f"{word} sending limit of {limit} recipients reached for this "
-                               f"account; it resets at {when}, please try again then")
+    return Reply(
+        451,
+        "4.7.1",
+        f"{word} sending limit of {limit} recipients reached for this "
+        f"account; it resets at {when}, please try again then",
+    )
 
 
 @dataclass
@@ -124,8 +129,14 @@ class QuotaGate:
 
     _instances: weakref.WeakKeyDictionary[Any, QuotaGate] = weakref.WeakKeyDictionary()
 
-    def __init__(self, store: QuotaStore, settings: Any, log: EventLogger | None = None,
-                 clock: Callable[[], float] = time.time, config: Any = None) -> None:
+    def __init__(
+        self,
+        store: QuotaStore,
+        settings: Any,
+        log: EventLogger | None = None,
+        clock: Callable[[], float] = time.time,
+        config: Any = None,
+    ) -> None:
         self.store = store
         self.settings = settings
         self.config = config  # the whole config, for the breaker's refusal-rate check
@@ -170,8 +181,7 @@ class QuotaGate:
         count = self._refused[customer.id] = self._refused.get(customer.id, 0) + 1
         if count >= REFUSALS_PER_FLUSH and customer.id not in self._flushing:
             self._flushing.add(customer.id)
-            task = asyncio.get_running_loop().create_task(
-                asyncio.to_thread(self._flush_counts, customer))
+            task = asyncio.get_running_loop().create_task(asyncio.to_thread(self._flush_counts, customer))
             task.add_done_callback(lambda _: self._flushing.discard(customer.id))
 
     def _flush_counts(self, customer: Any) -> None:
@@ -183,10 +193,10 @@ class QuotaGate:
             return
         try:
             refused_today, accepted_today = self.store.add_recipient_counts(
-                customer.id, period_starts(self.clock())[1], refused, accepted)
+                customer.id, period_starts(self.clock())[1], refused, accepted
+            )
             logs: list[Any] = []
-            Breaker(self.config, self.store).refusal_check(customer, refused_today,
-                                                           accepted_today, logs)
+            Breaker(self.config, self.store).refusal_check(customer, refused_today, accepted_today, logs)
             for name, level, fields in logs:
                 self.log.event(name, level, **fields)
         except Exception as exc:  # noqa: BLE001 - a tally lost is a warning late, not mail
@@ -198,8 +208,12 @@ class QuotaGate:
         now = self.clock()
         hour_start, day_start = period_starts(now)
         allowance = self._allowances.get(customer.id)
-        if allowance is not None and allowance.units > 0 and \
-                allowance.hour_start == hour_start and allowance.day_start == day_start:
+        if (
+            allowance is not None
+            and allowance.units > 0
+            and allowance.hour_start == hour_start
+            and allowance.day_start == day_start
+        ):
             if take:
                 allowance.units -= 1
             return None
@@ -210,8 +224,12 @@ class QuotaGate:
         async with lock:
             while True:
                 allowance = self._allowances.get(customer.id)
-                if allowance is not None and allowance.units > 0 and \
-                        allowance.hour_start == hour_start and allowance.day_start == day_start:
+                if (
+                    allowance is not None
+                    and allowance.units > 0
+                    and allowance.hour_start == hour_start
+                    and allowance.day_start == day_start
+                ):
                     if take:
                         allowance.units -= 1
                     return None
@@ -223,8 +241,14 @@ class QuotaGate:
 
     def _refuse(self, customer: Any, over: _Over, take: bool) -> Reply:
         QUOTA_REFUSALS.labels(over.tier).inc()
-        self.log.event("quota", customer=customer.name, phase="rcpt" if take else "mail",
-                       tier=over.tier, result="refused", reply=str(over.reply))
+        self.log.event(
+            "quota",
+            customer=customer.name,
+            phase="rcpt" if take else "mail",
+            tier=over.tier,
+            result="refused",
+            reply=str(over.reply),
+        )
         return over.reply
 
     # -- the store side (a worker thread) -----------------------------------------------------
@@ -234,14 +258,20 @@ class QuotaGate:
         hour_start, day_start = period_starts(now)
         limits = self.limits_of(customer, now)
         eff = effective_limits(self.settings, limits)
-        reservation = self.store.reserve_quota(customer.id, hour_start, eff.per_hour,
-                                               day_start, eff.per_day,
-                                               block_sizer(self.settings.block_size))
+        reservation = self.store.reserve_quota(
+            customer.id,
+            hour_start,
+            eff.per_hour,
+            day_start,
+            eff.per_day,
+            block_sizer(self.settings.block_size),
+        )
         if reservation.granted:
             old = self._allowances.get(customer.id)
             carried = old.units if old is not None and old.hour_start == hour_start else 0
-            self._allowances[customer.id] = _Allowance(hour_start, day_start,
-                                                       reservation.granted + carried, eff.tier)
+            self._allowances[customer.id] = _Allowance(
+                hour_start, day_start, reservation.granted + carried, eff.tier
+            )
             self._over.pop(customer.id, None)
             return None
         if reservation.used_hour >= eff.per_hour:
@@ -256,11 +286,12 @@ class QuotaGate:
         """The customer's limits row, graduating it first when its probation is served."""
         limits = self.store.get_limits(customer.id)
         if on_probation(limits) and probation_due(
-                self.settings, limits, now, self.store.count_campaigns_sent(customer.id)):
-            if self.store.graduate(customer, actor="probation", at=now,
-                                   reason="probation served (days and campaigns)"):
-                self.log.event("probation", customer=customer.name, result="graduated",
-                               by="probation")
+            self.settings, limits, now, self.store.count_campaigns_sent(customer.id)
+        ):
+            if self.store.graduate(
+                customer, actor="probation", at=now, reason="probation served (days and campaigns)"
+            ):
+                self.log.event("probation", customer=customer.name, result="graduated", by="probation")
             limits = self.store.get_limits(customer.id)
         return limits
 
@@ -269,7 +300,8 @@ class QuotaGate:
         allowances, self._allowances = self._allowances, {}
         for customer_id, allowance in allowances.items():
             try:
-                self.store.release_quota(customer_id, allowance.hour_start,
-                                         allowance.day_start, allowance.units)
+                self.store.release_quota(
+                    customer_id, allowance.hour_start, allowance.day_start, allowance.units
+                )
             except Exception as exc:  # noqa: BLE001 - best effort; the units stay counted
                 self.log.error("quota", customer_id=customer_id, error=str(exc))

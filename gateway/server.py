@@ -44,13 +44,19 @@ def build_engine(config: Config, store: SqlStore, *, resolver: Any = None) -> En
 def build_relay(config: Config, capture_port: int | None = None) -> Relay:
     ds = config.downstream
     if capture_port is not None:
-        return Relay("127.0.0.1", capture_port, starttls="none",
-                     local_hostname=config.hostname, timeout=ds.timeout)
+        return Relay(
+            "127.0.0.1", capture_port, starttls="none", local_hostname=config.hostname, timeout=ds.timeout
+        )
     return Relay(
-        ds.host, ds.port, starttls=ds.starttls, verify_tls=ds.verify_tls,
+        ds.host,
+        ds.port,
+        starttls=ds.starttls,
+        verify_tls=ds.verify_tls,
         username=ds.auth.username if ds.auth else None,
         password_file=config.path(ds.auth.password_file) if ds.auth else None,
-        connect_timeout=ds.connect_timeout, timeout=ds.timeout, local_hostname=config.hostname,
+        connect_timeout=ds.connect_timeout,
+        timeout=ds.timeout,
+        local_hostname=config.hostname,
     )
 
 
@@ -89,11 +95,15 @@ class Server:
             # Each worker its own, on a loopback port of its own: see Supervisor.bind_all.
             capture, self.capture_port = await start_capture(config.path(config.downstream.capture))
             self.servers.append(capture)
-            log.event("capture_listening", port=self.capture_port,
-                      maildir=str(config.path(config.downstream.capture)))
+            log.event(
+                "capture_listening",
+                port=self.capture_port,
+                maildir=str(config.path(config.downstream.capture)),
+            )
         engine = build_engine(config, self.store)
         self.state = ListenerState(
-            engine=engine, relay=build_relay(config, self.capture_port),
+            engine=engine,
+            relay=build_relay(config, self.capture_port),
             auth_guard=AuthGuard(self.store, config.limits),
             sessions=SessionCap(lambda: self.config.limits.max_sessions),
         )
@@ -113,15 +123,20 @@ class Server:
         await attach_webhooks(self)
 
     def submission_ports(self) -> list[int]:
-        return next((listener.ports() for listener in self.listeners
-                     if isinstance(listener, SubmissionListener)), [])
+        return next(
+            (listener.ports() for listener in self.listeners if isinstance(listener, SubmissionListener)), []
+        )
 
     @property
     def http_runners(self) -> list[Any]:
         from gateway.http.app import HttpListener
 
-        return [runner for listener in self.listeners if isinstance(listener, HttpListener)
-                for runner in listener.runners]
+        return [
+            runner
+            for listener in self.listeners
+            if isinstance(listener, HttpListener)
+            for runner in listener.runners
+        ]
 
     def reload(self) -> None:
         if self.state is None:  # a SIGHUP while starting: the config being started is current
@@ -138,9 +153,12 @@ class Server:
         old_relay, self.state.relay = self.state.relay, build_relay(config, self.capture_port)
         asyncio.ensure_future(old_relay.close())
         self.state.auth_guard.configure(config.limits)
-        setup_logging(config.path(config.logging.file) if config.logging.file else None,
-                      config.logging.level, config.logging.max_bytes,
-                      config.logging.backup_count)
+        setup_logging(
+            config.path(config.logging.file) if config.logging.file else None,
+            config.logging.level,
+            config.logging.max_bytes,
+            config.logging.backup_count,
+        )
         log.event("reload", result="ok", policies=len(config.policies))
 
     async def shutdown(self) -> None:
@@ -156,13 +174,23 @@ class Server:
         for listener in self.listeners:
             listener.stop_accepting()
         grace = self.config.limits.shutdown_grace
-        log.event("shutdown", phase="draining",
-                  in_flight=sum(listener.in_flight for listener in self.listeners), grace=grace)
+        log.event(
+            "shutdown",
+            phase="draining",
+            in_flight=sum(listener.in_flight for listener in self.listeners),
+            grace=grace,
+        )
         deadline = loop.time() + grace
         drained = await asyncio.gather(*(listener.drain(deadline) for listener in self.listeners))
         # As before the listeners shared this protocol: the SMTP transactions cut short.
-        abandoned = next((n for listener, n in zip(self.listeners, drained, strict=True)
-                          if isinstance(listener, SubmissionListener)), 0)
+        abandoned = next(
+            (
+                n
+                for listener, n in zip(self.listeners, drained, strict=True)
+                if isinstance(listener, SubmissionListener)
+            ),
+            0,
+        )
         for service in self.services:
             service.stop_accepting()
         await asyncio.gather(*(service.drain(deadline) for service in self.services))
@@ -195,17 +223,23 @@ def serve(config_path: str | None, workers: int = 1) -> int:
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return 2
-    setup_logging(config.path(config.logging.file) if config.logging.file else None,
-                  config.logging.level, config.logging.max_bytes, config.logging.backup_count)
+    setup_logging(
+        config.path(config.logging.file) if config.logging.file else None,
+        config.logging.level,
+        config.logging.max_bytes,
+        config.logging.backup_count,
+    )
     try:
         store = open_store(config.store_url(), cache_ttl=config.store.cache_ttl)
     except Exception as exc:  # noqa: BLE001 - any start failure is reported plainly
         print(f"gateway: cannot open the store: {exc}", file=sys.stderr)
         return 1
     if workers > 1 and config.logging.file is not None and config.logging.max_bytes > 0:
-        print("gateway: logging.max_bytes > 0 (in-process rotation) works with one worker "
-              "only; use 0 and logrotate (systemd/logrotate.conf), or --workers 1",
-              file=sys.stderr)
+        print(
+            "gateway: logging.max_bytes > 0 (in-process rotation) works with one worker "
+            "only; use 0 and logrotate (systemd/logrotate.conf), or --workers 1",
+            file=sys.stderr,
+        )
         return 2
     worker = bool(inherited_fds())
     if config.downstream.capture is not None and not worker:

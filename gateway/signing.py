@@ -25,8 +25,9 @@ def from_domain(data: bytes) -> str:
 
 
 class MessageSigner:
-    def __init__(self, signer: DkimSigner, *, algorithms: list[str], esp_domain: str | None,
-                 missing_key: str) -> None:
+    def __init__(
+        self, signer: DkimSigner, *, algorithms: list[str], esp_domain: str | None, missing_key: str
+    ) -> None:
         self.signer = signer
         self.algorithms = algorithms
         self.esp_domain = esp_domain
@@ -38,15 +39,18 @@ class MessageSigner:
         # An empty state directory is a normal first start: no keys yet, `missing_key` decides.
         keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         keyring = load_keys(keys_dir)
-        return cls(DkimSigner(keyring), algorithms=list(config.dkim.algorithms),
-                   esp_domain=config.dkim.esp_domain, missing_key=config.dkim.missing_key)
+        return cls(
+            DkimSigner(keyring),
+            algorithms=list(config.dkim.algorithms),
+            esp_domain=config.dkim.esp_domain,
+            missing_key=config.dkim.missing_key,
+        )
 
     def keys_for(self, domain: str) -> list[SigningKey]:
         labels = domain.split(".")
         for i in range(0, max(1, len(labels) - 1)):
             candidate = ".".join(labels[i:])
-            keys = self.signer.keys_for(candidate, esp_domain=self.esp_domain,
-                                        algorithms=self.algorithms)
+            keys = self.signer.keys_for(candidate, esp_domain=self.esp_domain, algorithms=self.algorithms)
             if any(k.domain == candidate for k in keys):
                 return keys
         return []

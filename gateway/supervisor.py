@@ -81,14 +81,21 @@ class Supervisor:
             sock.close()
 
     def spawn(self, slot: int) -> None:
-        env = {**os.environ, MULTIPROC_ENV: str(self.metrics_dir),
-               FDS_ENV: json.dumps({k: s.fileno() for k, s in self.sockets.items()}),
-               "GATEWAY_WORKER": str(slot)}
+        env = {
+            **os.environ,
+            MULTIPROC_ENV: str(self.metrics_dir),
+            FDS_ENV: json.dumps({k: s.fileno() for k, s in self.sockets.items()}),
+            "GATEWAY_WORKER": str(slot),
+        }
         cmd = [sys.executable, "-m", "gateway", "serve", "--workers", "1"]
         if self.config_path:
             cmd += ["-c", str(self.config_path)]
-        proc = subprocess.Popen(cmd, env=env, pass_fds=[s.fileno() for s in self.sockets.values()],
-                                preexec_fn=_terminate_with_parent)
+        proc = subprocess.Popen(
+            cmd,
+            env=env,
+            pass_fds=[s.fileno() for s in self.sockets.values()],
+            preexec_fn=_terminate_with_parent,
+        )
         self.workers[slot] = proc
         log.event("worker", action="started", slot=slot, pid=proc.pid)
 

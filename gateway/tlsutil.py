@@ -32,18 +32,23 @@ def ensure_self_signed(cert: Path, key: Path, hostname: str, wait: float = 10.0)
     now = datetime.datetime.now(datetime.UTC)
     certificate = (
         x509.CertificateBuilder()
-        .subject_name(name).issuer_name(name)
+        .subject_name(name)
+        .issuer_name(name)
         .public_key(private.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=825))
-        .add_extension(x509.SubjectAlternativeName(
-            [x509.DNSName(hostname), x509.DNSName("localhost")]), critical=False)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName(hostname), x509.DNSName("localhost")]), critical=False
+        )
         .sign(private, hashes.SHA256())
     )
-    created = create_exclusive(key, private.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption()))
+    created = create_exclusive(
+        key,
+        private.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ),
+    )
     if not created:
         _wait_for(cert, key, wait)
         return False

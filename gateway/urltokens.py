@@ -102,20 +102,30 @@ class TokenSigner:
             create_key_file(path)
         return cls(read_key_file(path))
 
-    def make(self, purpose: str, customer_id: int, recipient: str, *, list_label: str = "",
-             reference: str = "", now: float | None = None) -> str:
+    def make(
+        self,
+        purpose: str,
+        customer_id: int,
+        recipient: str,
+        *,
+        list_label: str = "",
+        reference: str = "",
+        now: float | None = None,
+    ) -> str:
         if purpose not in PURPOSES:
             raise ValueError(f"unknown token purpose {purpose!r}")
         fields = [normalise(recipient), list_label, reference]
         if any("\0" in f for f in fields):
             raise ValueError("token fields must not contain NUL")
         issued = int(time.time() if now is None else now)
-        body = _HEAD.pack(VERSION, self.signing_key_id, purpose.encode(), customer_id,
-                          issued) + "\0".join(fields).encode("utf-8")
+        body = _HEAD.pack(VERSION, self.signing_key_id, purpose.encode(), customer_id, issued) + "\0".join(
+            fields
+        ).encode("utf-8")
         return _b64e(body + self._mac(self._keys[self.signing_key_id], body))
 
-    def verify(self, token: str, purpose: str, *, max_age: float | None = None,
-               now: float | None = None) -> Claims:
+    def verify(
+        self, token: str, purpose: str, *, max_age: float | None = None, now: float | None = None
+    ) -> Claims:
         """The claims of a genuine token of this purpose; TokenError otherwise."""
         if not token or len(token) > MAX_TOKEN_CHARS:
             raise TokenError("malformed")
@@ -126,14 +136,14 @@ class TokenSigner:
         if len(raw) < _HEAD.size + 2 + MAC_BYTES or _b64e(raw) != token:
             raise TokenError("malformed")
         body, mac = raw[:-MAC_BYTES], raw[-MAC_BYTES:]
-        version, key_id, kind, customer_id, issued = _HEAD.unpack(body[:_HEAD.size])
+        version, key_id, kind, customer_id, issued = _HEAD.unpack(body[: _HEAD.size])
         key = self._keys.get(key_id)
         if version != VERSION or key is None:
             raise TokenError("unknown key or version")
         if not hmac.compare_digest(self._mac(key, body), mac):
             raise TokenError("signature does not verify")
         try:
-            recipient, list_label, reference = body[_HEAD.size:].decode("utf-8").split("\0")
+            recipient, list_label, reference = body[_HEAD.size :].decode("utf-8").split("\0")
         except (UnicodeDecodeError, ValueError):
             raise TokenError("malformed") from None
         if kind.decode("ascii", "replace") != purpose:
@@ -156,8 +166,9 @@ class TokenSigner:
         mac = self._nonce_mac(self._keys[key_id], token, issued)
         return f"{key_id}.{issued}.{_b64e(mac)}"
 
-    def check_page_nonce(self, token: str, nonce: str, *, max_age: float = PAGE_NONCE_MAX_AGE,
-                         now: float | None = None) -> None:
+    def check_page_nonce(
+        self, token: str, nonce: str, *, max_age: float = PAGE_NONCE_MAX_AGE, now: float | None = None
+    ) -> None:
         """TokenError unless `nonce` is one this service put on the page of this very token,
         less than `max_age` seconds ago."""
         parts = nonce.split(".") if 0 < len(nonce) <= 80 else []
@@ -183,14 +194,14 @@ class TokenSigner:
 
 # -- key file ---------------------------------------------------------------------------------
 
+
 def create_key_file(path: Path) -> None:
     """A new key file (0600) with one fresh key; a concurrent creator wins."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     try:
         keyfiles.create_key_file(path, "URL token keys")
     except OSError as exc:
-        raise TokenKeyError(f"URL token key file {path}: cannot be created "
-                            f"({exc.strerror or exc})") from None
+        raise TokenKeyError(f"URL token key file {path}: cannot be created ({exc.strerror or exc})") from None
 
 
 def add_key(path: Path | str) -> int:
@@ -199,8 +210,9 @@ def add_key(path: Path | str) -> int:
     keys = read_key_file(path)
     new_id = (list(keys)[-1] + 1) % (MAX_KEY_ID + 1)
     if new_id in keys:
-        raise TokenKeyError(f"URL token key file {path}: key id {new_id} is still in use; "
-                            "remove its line first")
+        raise TokenKeyError(
+            f"URL token key file {path}: key id {new_id} is still in use; remove its line first"
+        )
     with path.open("a", encoding="ascii") as fh:
         fh.write(keyfiles.new_key_line(new_id))
     return new_id
@@ -228,8 +240,7 @@ def read_key_file(path: Path | str) -> dict[int, bytes]:
         except binascii.Error:
             raise TokenKeyError(f"{where}: line {lineno}: secret is not valid base64") from None
         if len(secret) < MIN_SECRET_BYTES:
-            raise TokenKeyError(f"{where}: line {lineno}: secret shorter than "
-                                f"{MIN_SECRET_BYTES} bytes")
+            raise TokenKeyError(f"{where}: line {lineno}: secret shorter than {MIN_SECRET_BYTES} bytes")
         if int(parts[0]) in keys:
             raise TokenKeyError(f"{where}: line {lineno}: key id {parts[0]} appears twice")
         keys[int(parts[0])] = secret

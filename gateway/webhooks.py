@@ -36,10 +36,14 @@ from gateway.store.events import OutboxEvent
 
 log = get_logger()
 
-DELIVERIES = Counter("gateway_webhook_deliveries_total", "Webhook delivery attempts by outcome",
-                     ["result"])  # delivered | retry | failed | lost-lease
-DELIVERY_SECONDS = Histogram("gateway_webhook_delivery_seconds", "Time per webhook POST",
-                             buckets=(.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10))
+DELIVERIES = Counter(
+    "gateway_webhook_deliveries_total", "Webhook delivery attempts by outcome", ["result"]
+)  # delivered | retry | failed | lost-lease
+DELIVERY_SECONDS = Histogram(
+    "gateway_webhook_delivery_seconds",
+    "Time per webhook POST",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
 USER_AGENT = "esp-policy-gateway-webhooks/1"
 
 
@@ -71,8 +75,9 @@ def check_url(url: str, *, allow_loopback: bool) -> str:
     if parts.scheme == "http" and _loopback_host(host):
         if allow_loopback:
             return url
-        raise WebhookUrlError("http is allowed only to a loopback receiver, and "
-                              "webhooks.allow_loopback is off")
+        raise WebhookUrlError(
+            "http is allowed only to a loopback receiver, and webhooks.allow_loopback is off"
+        )
     raise WebhookUrlError("webhook URLs must be https://")
 
 
@@ -118,8 +123,9 @@ class _PublicOnlyResolver:
         self.allow_private = allow_private
         self.allow_loopback = allow_loopback
 
-    async def resolve(self, host: str, port: int = 0,
-                      family: socket.AddressFamily = socket.AF_INET) -> list[Any]:
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[Any]:
         found = await self._inner.resolve(host, port, family)
         kept = [r for r in found if self._allowed(r["host"])]
         if not kept:
@@ -150,9 +156,9 @@ class Dispatcher:
         import aiohttp
 
         connector = aiohttp.TCPConnector(
-            resolver=_PublicOnlyResolver(self.settings.allow_private_networks,
-                                         self.settings.allow_loopback),  # type: ignore[arg-type]
-            limit=self.settings.concurrency)
+            resolver=_PublicOnlyResolver(self.settings.allow_private_networks, self.settings.allow_loopback),  # type: ignore[arg-type]
+            limit=self.settings.concurrency,
+        )
         timeout = aiohttp.ClientTimeout(total=self.settings.timeout_seconds)
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
             self._session = session
@@ -164,8 +170,7 @@ class Dispatcher:
                     handled = 0
                 if handled == 0:
                     try:
-                        await asyncio.wait_for(self._wake.wait(),
-                                               self.settings.poll_interval_seconds)
+                        await asyncio.wait_for(self._wake.wait(), self.settings.poll_interval_seconds)
                     except TimeoutError:
                         pass
                     self._wake.clear()
@@ -178,8 +183,11 @@ class Dispatcher:
     async def run_once(self) -> int:
         """Claim a batch of due events and deliver them; returns how many were handled."""
         events = await asyncio.to_thread(
-            self.store.claim_due_events, self.owner, lease=self.settings.lease_seconds,
-            limit=self.settings.batch_size)
+            self.store.claim_due_events,
+            self.owner,
+            lease=self.settings.lease_seconds,
+            limit=self.settings.batch_size,
+        )
         if not events:
             return 0
         await asyncio.gather(*(self._deliver(event) for event in events))
@@ -197,20 +205,30 @@ class Dispatcher:
         settings = self.settings
         retry_at: float | None = None
         if not outcome.delivered and not give_up:
-            retry_at = time.time() + next_delay(event.attempts + 1, settings.retry_base_seconds,
-                                                settings.retry_max_seconds)
+            retry_at = time.time() + next_delay(
+                event.attempts + 1, settings.retry_base_seconds, settings.retry_max_seconds
+            )
             if retry_at > event.pending_since + settings.retry_for_hours * 3600:
                 retry_at = None
         state = await asyncio.to_thread(
-            self.store.finish_attempt, event, self.owner, delivered=outcome.delivered,
-            error=outcome.error, next_attempt_at=retry_at)
-        result = {"delivered": "delivered", "pending": "retry", "failed": "failed",
-                  None: "lost-lease"}[state]
+            self.store.finish_attempt,
+            event,
+            self.owner,
+            delivered=outcome.delivered,
+            error=outcome.error,
+            next_attempt_at=retry_at,
+        )
+        result = {"delivered": "delivered", "pending": "retry", "failed": "failed", None: "lost-lease"}[state]
         DELIVERIES.labels(result).inc()
         fields: dict[str, Any] = {
-            "event_id": event.event_id, "type": event.type, "customer_id": event.customer_id,
-            "attempt": event.attempts + 1, "result": result, "status": outcome.status,
-            "seconds": round(time.time() - now, 3)}
+            "event_id": event.event_id,
+            "type": event.type,
+            "customer_id": event.customer_id,
+            "attempt": event.attempts + 1,
+            "result": result,
+            "status": outcome.status,
+            "seconds": round(time.time() - now, 3),
+        }
         if not outcome.delivered:
             fields["error"] = outcome.error
         if retry_at is not None:
@@ -226,8 +244,7 @@ class Dispatcher:
         headers = sign(secret, event.event_id, time.time(), body)
         started = time.perf_counter()
         try:
-            async with self._session.post(url, data=body, headers=headers,
-                                          allow_redirects=False) as response:
+            async with self._session.post(url, data=body, headers=headers, allow_redirects=False) as response:
                 await response.content.read(4096)  # the receiver's answer is not ours to keep
                 status = response.status
         except Exception as exc:  # noqa: BLE001 - every transport error is a retry

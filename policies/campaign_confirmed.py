@@ -19,8 +19,9 @@ class CampaignConfirmed(Policy):
 
     def check(self, txn: Transaction, ctx: PolicyContext) -> Verdict:
         if txn.customer is None:
-            return Verdict.reject("Authentication required", "no customer: campaign not checkable",
-                                  code=530, enhanced="5.7.0")
+            return Verdict.reject(
+                "Authentication required", "no customer: campaign not checkable", code=530, enhanced="5.7.0"
+            )
         values = {v.strip() for v in txn.headers(HEADER) if v.strip()}
         if not values:
             return Verdict.reject(

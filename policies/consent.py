@@ -73,29 +73,38 @@ class Consent(Policy):
         if not rcpt:
             return Verdict.ok("no recipient to check")
         if txn.customer is None:
-            return Verdict.reject(f"No confirmed double opt-in is recorded for {shown(rcpt)}; "
-                                  "the sender is not a known customer",
-                                  "no authenticated customer")
+            return Verdict.reject(
+                f"No confirmed double opt-in is recorded for {shown(rcpt)}; "
+                "the sender is not a known customer",
+                "no authenticated customer",
+            )
         record = ctx.store.get_consent(txn.customer.id, rcpt)
         if record is not None and record.passes:
-            return Verdict.ok(f"{rcpt}: confirmed {_date(record.confirmed_at)} "
-                              f"from {record.confirmed_ip or '-'} (source {record.source})")
+            return Verdict.ok(
+                f"{rcpt}: confirmed {_date(record.confirmed_at)} "
+                f"from {record.confirmed_ip or '-'} (source {record.source})"
+            )
         if record is not None and self._pending_in_window(record, time.time()):
-            return Verdict.ok(f"{rcpt}: subscription of {_date(record.subscribed_at)} pending; "
-                              "only its confirmation mail may pass (checked at DATA)")
+            return Verdict.ok(
+                f"{rcpt}: subscription of {_date(record.subscribed_at)} pending; "
+                "only its confirmation mail may pass (checked at DATA)"
+            )
         head = f"No confirmed double opt-in is recorded for {shown(rcpt)}; "
         if record is None:
             return Verdict.reject(
                 head + "record the subscription and its confirmation before sending",
-                f"{rcpt}: no consent record for customer {txn.customer.name}")
+                f"{rcpt}: no consent record for customer {txn.customer.name}",
+            )
         if record.status == "revoked":
             return Verdict.reject(
                 head + f"the consent was revoked on {_date(record.revoked_at)}",
-                f"{rcpt}: consent revoked {_date(record.revoked_at)}: {record.revoked_reason}")
+                f"{rcpt}: consent revoked {_date(record.revoked_at)}: {record.revoked_reason}",
+            )
         return Verdict.reject(
             head + f"the subscription of {_date(record.subscribed_at)} was never confirmed",
             f"{rcpt}: subscribed {_date(record.subscribed_at)} (source {record.source}), "
-            "not confirmed; outside the confirmation window")
+            "not confirmed; outside the confirmation window",
+        )
 
     def _data(self, txn: Transaction, ctx: PolicyContext) -> Verdict:
         if txn.customer is None:
@@ -117,7 +126,8 @@ class Consent(Policy):
                     "sent to it",
                     f"{rcpt}: pending since {_date(record.subscribed_at)}; the message carries "
                     f"no confirmation link of this gateway for this recipient "
-                    f"({len(found)} link(s) found)")
+                    f"({len(found)} link(s) found)",
+                )
         return Verdict.ok(f"confirmation mail to {', '.join(r for r, _ in pending)}")
 
 

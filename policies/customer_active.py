@@ -10,7 +10,7 @@ _TEXTS = {
     "pending": "Account {name} is not yet activated; sending is possible after account review",
     "suspended": "Account {name} is suspended; please contact support",
     "paused": "Sending for account {name} is paused for review of its bounce rate; "
-              "please try again later or contact support",
+    "please try again later or contact support",
 }
 
 
@@ -23,13 +23,16 @@ class CustomerActive(Policy):
     def check(self, txn: Transaction, ctx: PolicyContext) -> Verdict:
         session_customer = txn.customer
         if session_customer is None:
-            return Verdict.reject("Authentication required", "no customer on the session",
-                                  code=530, enhanced="5.7.0")
+            return Verdict.reject(
+                "Authentication required", "no customer on the session", code=530, enhanced="5.7.0"
+            )
         # Re-read: support may have suspended the account after this session logged in.
         customer = ctx.store.get_customer_by_id(session_customer.id)
         if customer is None:
-            return Verdict.reject("Account unknown; please contact support",
-                                  f"customer id {session_customer.id} no longer exists")
+            return Verdict.reject(
+                "Account unknown; please contact support",
+                f"customer id {session_customer.id} no longer exists",
+            )
         if customer.status == "active":
             return Verdict.ok()
         text = _TEXTS.get(customer.status, "Account {name} may not send").format(name=customer.name)

@@ -28,8 +28,10 @@ class MessageFormat(Policy):
         for name in EXACTLY_ONE:
             count = len(txn.headers(name))
             if count != 1:
-                problems.append(f"{'no' if count == 0 else count} {name} header"
-                                f"{'s' if count > 1 else ''}; exactly one is required")
+                problems.append(
+                    f"{'no' if count == 0 else count} {name} header"
+                    f"{'s' if count > 1 else ''}; exactly one is required"
+                )
         for name in AT_MOST_ONE:
             count = len(txn.headers(name))
             if count > 1:
@@ -38,11 +40,16 @@ class MessageFormat(Policy):
         if max(map(len, lines)) > MAX_LINE:
             for number, line in enumerate(lines, start=1):
                 if len(line) > MAX_LINE:
-                    problems.append(f"line {number} is {len(line)} octets long; "
-                                    f"lines may have at most {MAX_LINE} octets")
+                    problems.append(
+                        f"line {number} is {len(line)} octets long; lines may have at most {MAX_LINE} octets"
+                    )
                     break
         if problems:
-            return Verdict.reject("Message format: " + "; ".join(problems),
-                                  "RFC 5322 format: " + "; ".join(problems), enhanced="5.6.0")
-        return Verdict.ok("format checked: From/Date/Message-ID once, To/Subject at most once, "
-                          "lines within 998 octets")
+            return Verdict.reject(
+                "Message format: " + "; ".join(problems),
+                "RFC 5322 format: " + "; ".join(problems),
+                enhanced="5.6.0",
+            )
+        return Verdict.ok(
+            "format checked: From/Date/Message-ID once, To/Subject at most once, lines within 998 octets"
+        )

@@ -10,7 +10,8 @@ from gateway.core.transaction import Phase, Transaction
 from gateway.core.verdict import Verdict
 from policies._text import shown
 
-DEFAULT_ROLES = frozenset("""
+DEFAULT_ROLES = frozenset(
+    """
     abuse admin administrator billing bounce compliance devnull dns ftp hostmaster info inoc
     ispfeedback ispsupport list list-request listserv mailer-daemon maildaemon majordomo marketing
     news noc nobody noreply no-reply null phish phishing postmaster privacy registrar root sales
@@ -19,7 +20,8 @@ DEFAULT_ROLES = frozenset("""
     office contact kontakt hello team service help helpdesk enquiries inquiries feedback press
     presse jobs careers hr orders bestellung buchhaltung einkauf verkauf vertrieb sekretariat
     verwaltung vorstand zentrale
-""".split())
+""".split()
+)
 
 
 def role_key(address: str) -> str:
@@ -45,7 +47,8 @@ class RoleAddress(Policy):
         super().__init__(options)
         opts = self.options
         self.roles = (DEFAULT_ROLES | {r.strip().lower() for r in opts.add}) - {
-            r.strip().lower() for r in opts.remove}
+            r.strip().lower() for r in opts.remove
+        }
 
     def check(self, txn: Transaction, ctx: PolicyContext) -> Verdict:
         rcpt = (txn.current_rcpt or "").strip().strip("<>")

@@ -41,13 +41,19 @@ class SenderIdentity(Policy):
         super().__init__(options)
         if self.options.require_dmarc:
             # The DMARC record is looked up in the DNS at DATA.
-            self.touches = {Phase.MAIL: Touches.STORE_CACHED,
-                            Phase.DATA: Touches.STORE_CACHED | Touches.NETWORK}
+            self.touches = {
+                Phase.MAIL: Touches.STORE_CACHED,
+                Phase.DATA: Touches.STORE_CACHED | Touches.NETWORK,
+            }
 
     def check(self, txn: Transaction, ctx: PolicyContext) -> Verdict:
         if txn.customer is None:
-            return Verdict.reject("Authentication required", "no customer: sender domains not checkable",
-                                  code=530, enhanced="5.7.0")
+            return Verdict.reject(
+                "Authentication required",
+                "no customer: sender domains not checkable",
+                code=530,
+                enhanced="5.7.0",
+            )
         verified = ctx.store.verified_domains(txn.customer.id)
         if ctx.phase is Phase.MAIL:
             return self._envelope(txn.mail_from.strip().strip("<>"), verified)
@@ -56,11 +62,16 @@ class SenderIdentity(Policy):
     def _envelope(self, mail_from: str, verified: set[str]) -> Verdict:
         domain = domain_of(mail_from)
         if not domain:
-            return Verdict.reject("An empty envelope sender is not accepted; use an address in one "
-                                  "of your verified sending domains", f"envelope sender {mail_from!r}")
+            return Verdict.reject(
+                "An empty envelope sender is not accepted; use an address in one "
+                "of your verified sending domains",
+                f"envelope sender {mail_from!r}",
+            )
         if not _covered(domain, verified):
-            return Verdict.reject(NOT_VERIFIED.format(what="Envelope sender", domain=shown(domain)),
-                                  f"envelope domain {domain} not in verified {sorted(verified)}")
+            return Verdict.reject(
+                NOT_VERIFIED.format(what="Envelope sender", domain=shown(domain)),
+                f"envelope domain {domain} not in verified {sorted(verified)}",
+            )
         # The envelope sender is shown too, as the Return-Path of the delivered message.
         refused = _disguised("envelope sender", "", mail_from, verified)
         if refused:
@@ -71,14 +82,18 @@ class SenderIdentity(Policy):
         froms = txn.headers("From")
         mailboxes = [p for v in froms for p in _mailboxes(v)]
         if len(froms) != 1 or len(mailboxes) != 1 or not domain_of(mailboxes[0][1]):
-            return Verdict.reject("The message must have exactly one From address (found "
-                                  f"{sum(1 for _, a in mailboxes if '@' in a)})",
-                                  f"{len(froms)} From headers, mailboxes {mailboxes}")
+            return Verdict.reject(
+                "The message must have exactly one From address (found "
+                f"{sum(1 for _, a in mailboxes if '@' in a)})",
+                f"{len(froms)} From headers, mailboxes {mailboxes}",
+            )
         name, address = mailboxes[0]
         domain = domain_of(address)
         if not _covered(domain, verified):
-            return Verdict.reject(NOT_VERIFIED.format(what="From", domain=shown(domain)),
-                                  f"From domain {domain} not in verified {sorted(verified)}")
+            return Verdict.reject(
+                NOT_VERIFIED.format(what="From", domain=shown(domain)),
+                f"From domain {domain} not in verified {sorted(verified)}",
+            )
         refused = _disguised("From", name, address, verified)
         if refused:
             return refused
@@ -87,7 +102,8 @@ class SenderIdentity(Policy):
                 if not _covered(domain_of(addr), verified):
                     return Verdict.reject(
                         NOT_VERIFIED.format(what=header, domain=shown(domain_of(addr) or addr)),
-                        f"{header} {addr!r} not in verified {sorted(verified)}")
+                        f"{header} {addr!r} not in verified {sorted(verified)}",
+                    )
                 refused = _disguised(header, name, addr, verified)
                 if refused:
                     return refused
@@ -113,18 +129,24 @@ def _disguised(header: str, name: str, address: str, verified: set[str]) -> Verd
     domain other than the customer's verified ones (the mail client shows both), else None."""
     domain = domain_of(address)
     if not address.rsplit("@", 1)[0].strip():
-        return Verdict.reject(f"The {header} address {shown(address)} has no local part",
-                              f"{header} address {address!r} has an empty local part")
+        return Verdict.reject(
+            f"The {header} address {shown(address)} has no local part",
+            f"{header} address {address!r} has an empty local part",
+        )
     disguise = _disguise(name, domain)
     if disguise and not _covered(domain_of(disguise) or disguise, verified):
-        return Verdict.reject(f"The {header} display name shows {shown(disguise)}, which is not "
-                              f"the sending domain {domain}; remove it from the display name",
-                              f"{header} display name {name!r} disguises {disguise}")
+        return Verdict.reject(
+            f"The {header} display name shows {shown(disguise)}, which is not "
+            f"the sending domain {domain}; remove it from the display name",
+            f"{header} display name {name!r} disguises {disguise}",
+        )
     disguise = _local_part_disguise(address)
     if disguise and not _covered(domain_of(disguise) or disguise, verified):
-        return Verdict.reject(f"The {header} address shows {shown(disguise)} before its domain "
-                              f"{domain}; use a plain address without it",
-                              f"{header} local part of {address!r} disguises {disguise}")
+        return Verdict.reject(
+            f"The {header} address shows {shown(disguise)} before its domain "
+            f"{domain}; use a plain address without it",
+            f"{header} local part of {address!r} disguises {disguise}",
+        )
     return None
 
 
@@ -149,10 +171,15 @@ def _dmarc(domain: str, resolver: Resolver | None) -> Verdict:
         except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
             continue
         except dns.exception.DNSException as exc:
-            return Verdict.tempfail(f"The DMARC record of {domain} could not be looked up; try again later",
-                                    f"DMARC lookup {name}: {type(exc).__name__}", enhanced="4.4.3")
+            return Verdict.tempfail(
+                f"The DMARC record of {domain} could not be looked up; try again later",
+                f"DMARC lookup {name}: {type(exc).__name__}",
+                enhanced="4.4.3",
+            )
         for rdata in answer:
             if b"".join(rdata.strings).strip().lower().startswith(b"v=dmarc1"):
                 return Verdict.ok(f"From {domain} verified; DMARC record at {name}")
-    return Verdict.reject(f"From domain {domain} has no DMARC record; publish one at _dmarc.{domain}",
-                          f"no DMARC record for {domain} or its parents")
+    return Verdict.reject(
+        f"From domain {domain} has no DMARC record; publish one at _dmarc.{domain}",
+        f"no DMARC record for {domain} or its parents",
+    )

@@ -27,8 +27,7 @@ def _date(ts: float) -> str:
 class Suppression(Policy):
     name = "suppression"
     phases = (Phase.RCPT,)
-    description = ("the recipient is suppressed for this customer or globally (bounce, "
-                   "complaint, unsubscribe)")
+    description = "the recipient is suppressed for this customer or globally (bounce, complaint, unsubscribe)"
     touches = Touches.STORE  # one indexed store read per recipient
 
     def check(self, txn: Transaction, ctx: PolicyContext) -> Verdict:
@@ -39,10 +38,11 @@ class Suppression(Policy):
         entry = ctx.store.find_suppression(customer_id, rcpt)
         if entry is None:
             return Verdict.ok(f"{rcpt} is not suppressed")
-        text = _TEXTS.get(entry.reason, _TEXTS["manual"]).format(rcpt=rcpt,
-                                                                date=_date(entry.created_at))
+        text = _TEXTS.get(entry.reason, _TEXTS["manual"]).format(rcpt=rcpt, date=_date(entry.created_at))
         scope = "globally" if entry.is_global else f"for customer id {entry.customer_id}"
-        reason = (f"{rcpt} suppressed {scope} since {_date(entry.created_at)}: {entry.reason}"
-                  + (f" (mail_id {entry.mail_id})" if entry.mail_id else "")
-                  + (f": {entry.detail}" if entry.detail else ""))
+        reason = (
+            f"{rcpt} suppressed {scope} since {_date(entry.created_at)}: {entry.reason}"
+            + (f" (mail_id {entry.mail_id})" if entry.mail_id else "")
+            + (f": {entry.detail}" if entry.detail else "")
+        )
         return Verdict.reject(text, reason)

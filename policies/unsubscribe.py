@@ -19,8 +19,10 @@ class Unsubscribe(Policy):
     name = "unsubscribe"
     phases = (Phase.DATA,)
     touches = Touches.STORE_CACHED  # the message and the customer record
-    description = ("List-Unsubscribe with an https URI, exact List-Unsubscribe-Post, and a visible "
-                   "unsubscribe link in every text and HTML body")
+    description = (
+        "List-Unsubscribe with an https URI, exact List-Unsubscribe-Post, and a visible "
+        "unsubscribe link in every text and HTML body"
+    )
 
     def check(self, txn: Transaction, ctx: PolicyContext) -> Verdict:
         problems: list[str] = []
@@ -32,8 +34,9 @@ class Unsubscribe(Policy):
             if len(lu) > 1 or len(lup) > 1:
                 problems.append("send List-Unsubscribe and List-Unsubscribe-Post once each")
             else:
-                header_problem = check_list_unsubscribe_headers(lu[0] if lu else None,
-                                                                lup[0] if lup else None)
+                header_problem = check_list_unsubscribe_headers(
+                    lu[0] if lu else None, lup[0] if lup else None
+                )
                 if header_problem:
                     problems.append(header_problem)
         prefix = customer.unsubscribe_prefix if customer else None
@@ -43,10 +46,8 @@ class Unsubscribe(Policy):
             problems.append("the message has no text or HTML body to show an unsubscribe link in")
         elif lacking:
             problems.append(f"no visible unsubscribe link found in {join_parts(lacking)}")
-        headers = ("List-Unsubscribe headers managed by the gateway" if managed
-                   else "List-Unsubscribe headers")
-        checked = (f"{headers}; links in {len(parts)} body part(s), "
-                   f"registered prefix {prefix or 'none'}")
+        headers = "List-Unsubscribe headers managed by the gateway" if managed else "List-Unsubscribe headers"
+        checked = f"{headers}; links in {len(parts)} body part(s), registered prefix {prefix or 'none'}"
         if problems:
             text = "; ".join(problems)
             return Verdict.reject(clip(text[0].upper() + text[1:]), f"{text} (checked {checked})")

@@ -15,8 +15,24 @@ from gateway.config import ConfigError
 from gateway.store import StoreError, StoreUnavailable
 
 # Order is the order of `gateway --help`.
-GROUPS = ["serve", "customer", "audit", "domain", "campaign", "policies", "check", "mailid", "dkim",
-          "trace", "feedback", "suppression", "abuse", "consent", "webhook", "recipient"]
+GROUPS = [
+    "serve",
+    "customer",
+    "audit",
+    "domain",
+    "campaign",
+    "policies",
+    "check",
+    "mailid",
+    "dkim",
+    "trace",
+    "feedback",
+    "suppression",
+    "abuse",
+    "consent",
+    "webhook",
+    "recipient",
+]
 
 
 class CliError(Exception):
@@ -25,7 +41,9 @@ class CliError(Exception):
 
 def config_option(parser: argparse.ArgumentParser, top: bool = False) -> None:
     parser.add_argument(
-        "-c", "--config", metavar="FILE",
+        "-c",
+        "--config",
+        metavar="FILE",
         default=None if top else argparse.SUPPRESS,
         help="config file (default: ./config.yaml, then /etc/gateway/config.yaml)",
     )
@@ -33,7 +51,8 @@ def config_option(parser: argparse.ArgumentParser, top: bool = False) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="gateway", description="Outbound SMTP policy gateway for an email service provider.")
+        prog="gateway", description="Outbound SMTP policy gateway for an email service provider."
+    )
     config_option(parser, top=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True

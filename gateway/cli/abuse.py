@@ -25,8 +25,12 @@ def register(sub: Any) -> None:
     asub = group.add_subparsers(dest="abuse_command", metavar="ACTION")
     asub.required = True
 
-    p = add_parser(asub, "lookup", "customer, campaign, recipient, relay result, policy "
-                                   "decisions, consent, bounces and complaints of a mail ID")
+    p = add_parser(
+        asub,
+        "lookup",
+        "customer, campaign, recipient, relay result, policy "
+        "decisions, consent, bounces and complaints of a mail ID",
+    )
     p.add_argument("mail_id", metavar="MAIL-ID")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_lookup)
@@ -54,8 +58,10 @@ def lookup(store: Any, codec: Any, mail_id: str) -> dict[str, Any]:
         "status": status,
         "genuine": status in ("genuine", "stem"),
         "decoded": {
-            "customer_id": decoded.customer_id, "campaign_ref": decoded.campaign_ref,
-            "time": _iso(decoded.timestamp), "key_id": decoded.key_id,
+            "customer_id": decoded.customer_id,
+            "campaign_ref": decoded.campaign_ref,
+            "time": _iso(decoded.timestamp),
+            "key_id": decoded.key_id,
         },
     }
     if not info["genuine"]:
@@ -65,36 +71,65 @@ def lookup(store: Any, codec: Any, mail_id: str) -> dict[str, Any]:
         return info
     customer_id = ledger.customer_id if ledger is not None else decoded.customer_id
     customer = store.get_customer_by_id(customer_id) if customer_id else None
-    info["customer"] = None if customer is None else {
-        "name": customer.name, "id": customer.id, "status": customer.status,
-        "status_reason": customer.status_reason, "imprint": customer.imprint or {},
-    }
+    info["customer"] = (
+        None
+        if customer is None
+        else {
+            "name": customer.name,
+            "id": customer.id,
+            "status": customer.status,
+            "status_reason": customer.status_reason,
+            "imprint": customer.imprint or {},
+        }
+    )
     campaign = store.get_campaign_by_id(decoded.campaign_ref) if decoded.campaign_ref else None
-    info["campaign"] = None if campaign is None else {
-        "campaign": campaign.campaign, "id": campaign.id, "confirmed_by": campaign.confirmed_by,
-        "confirmed_at": when(campaign.confirmed_at),
-    }
+    info["campaign"] = (
+        None
+        if campaign is None
+        else {
+            "campaign": campaign.campaign,
+            "id": campaign.id,
+            "confirmed_by": campaign.confirmed_by,
+            "confirmed_at": when(campaign.confirmed_at),
+        }
+    )
     if campaign is None and ledger is not None and ledger.campaign:
-        info["campaign"] = {"campaign": ledger.campaign, "id": None, "confirmed_by": None,
-                            "confirmed_at": None}
+        info["campaign"] = {
+            "campaign": ledger.campaign,
+            "id": None,
+            "confirmed_by": None,
+            "confirmed_at": None,
+        }
     recipients = []
     if ledger is not None:
         for address in ledger.recipients:
-            recipients.append({"address": address,
-                               "matches_id": codec.recipient_matches(decoded, address)})
+            recipients.append({"address": address, "matches_id": codec.recipient_matches(decoded, address)})
     info["recipients"] = recipients
     info["time"] = _iso(decoded.timestamp)
-    info["relay"] = None if ledger is None else {
-        "result": ledger.result, "reply": ledger.reply, "queue_id": ledger.queue_id,
-        "mail_from": ledger.mail_from, "recorded_at": when(ledger.created_at),
-    }
+    info["relay"] = (
+        None
+        if ledger is None
+        else {
+            "result": ledger.result,
+            "reply": ledger.reply,
+            "queue_id": ledger.queue_id,
+            "mail_from": ledger.mail_from,
+            "recorded_at": when(ledger.created_at),
+        }
+    )
     info["policy_decisions"] = ledger.verdicts if ledger is not None else []
     info["consent"] = _consent(store, customer_id, [r["address"] for r in recipients])
     info["feedback"] = [_event(e) for e in store.feedback_for_mail_id(mail_id)]
     info["suppressions"] = [
-        {"address": s.address, "scope": "global" if s.is_global else "customer",
-         "reason": s.reason, "since": when(s.created_at), "detail": s.detail}
-        for s in store.suppressions_for_mail_id(mail_id)]
+        {
+            "address": s.address,
+            "scope": "global" if s.is_global else "customer",
+            "reason": s.reason,
+            "since": when(s.created_at),
+            "detail": s.detail,
+        }
+        for s in store.suppressions_for_mail_id(mail_id)
+    ]
     return info
 
 
@@ -113,10 +148,19 @@ def _consent(store: Any, customer_id: int | None, addresses: list[str]) -> list[
 
 
 def _event(e: Any) -> dict[str, Any]:
-    return {"id": e.id, "received_at": when(e.received_at), "kind": e.kind,
-            "class": e.bounce_class, "status": e.status, "feedback_type": e.feedback_type,
-            "recipient": e.recipient, "mail_id_status": e.mail_id_status,
-            "reason": e.reason, "action": e.action, "source": e.source}
+    return {
+        "id": e.id,
+        "received_at": when(e.received_at),
+        "kind": e.kind,
+        "class": e.bounce_class,
+        "status": e.status,
+        "feedback_type": e.feedback_type,
+        "recipient": e.recipient,
+        "mail_id_status": e.mail_id_status,
+        "reason": e.reason,
+        "action": e.action,
+        "source": e.source,
+    }
 
 
 def print_lookup(info: dict[str, Any]) -> None:
@@ -125,8 +169,10 @@ def print_lookup(info: dict[str, Any]) -> None:
         print(f"status:      {info['problem']}")
         d = info["decoded"]
         if d.get("customer_id") is not None:
-            print(f"claims:      customer id {d['customer_id']}, campaign ref "
-                  f"{d.get('campaign_ref') or '-'}, time {d.get('time') or '-'} (untrustworthy)")
+            print(
+                f"claims:      customer id {d['customer_id']}, campaign ref "
+                f"{d.get('campaign_ref') or '-'}, time {d.get('time') or '-'} (untrustworthy)"
+            )
         print("not acted on: nothing in the ledger belongs to a forged or altered ID")
         _print_feedback(info.get("feedback", []))
         return
@@ -136,19 +182,27 @@ def print_lookup(info: dict[str, Any]) -> None:
     if c is None:
         print(f"customer:    id {info['decoded']['customer_id']} (no such customer in the store)")
     else:
-        print(f"customer:    {c['name']} (id {c['id']}, {c['status']}"
-              + (f": {c['status_reason']}" if c["status_reason"] else "") + ")")
+        print(
+            f"customer:    {c['name']} (id {c['id']}, {c['status']}"
+            + (f": {c['status_reason']}" if c["status_reason"] else "")
+            + ")"
+        )
         if c["imprint"]:
             imprint = c["imprint"]
             parts = [imprint.get("company"), imprint.get("legal_form")]
             print(f"  imprint:   {' '.join(p for p in parts if p)}")
-            address = ", ".join(v for v in (imprint.get("street"), " ".join(
-                x for x in (imprint.get("postcode"), imprint.get("city")) if x),
-                imprint.get("country")) if v)
+            address = ", ".join(
+                v
+                for v in (
+                    imprint.get("street"),
+                    " ".join(x for x in (imprint.get("postcode"), imprint.get("city")) if x),
+                    imprint.get("country"),
+                )
+                if v
+            )
             if address:
                 print(f"             {address}")
-            for key in ("representative", "email", "phone", "register_court",
-                        "register_number", "vat_id"):
+            for key in ("representative", "email", "phone", "register_court", "register_number", "vat_id"):
                 if imprint.get(key):
                     print(f"             {key.replace('_', ' ')}: {imprint[key]}")
         else:
@@ -157,32 +211,39 @@ def print_lookup(info: dict[str, Any]) -> None:
     if k is None:
         print("campaign:    -")
     elif k["confirmed_by"]:
-        print(f"campaign:    {k['campaign']}: guidelines confirmed by {k['confirmed_by']} "
-              f"at {k['confirmed_at']}")
+        print(
+            f"campaign:    {k['campaign']}: guidelines confirmed by {k['confirmed_by']} "
+            f"at {k['confirmed_at']}"
+        )
     else:
         print(f"campaign:    {k['campaign']} (no guideline confirmation recorded)")
     if info["recipients"]:
         for r in info["recipients"]:
-            print(f"recipient:   {r['address']}"
-                  + ("" if r["matches_id"] else " (does not match the ID's recipient hash)"))
+            print(
+                f"recipient:   {r['address']}"
+                + ("" if r["matches_id"] else " (does not match the ID's recipient hash)")
+            )
     else:
         print("recipient:   unknown (no ledger row; the ID holds only a keyed hash)")
     relay = info["relay"]
     if relay is None:
         print("relay:       no ledger row for this mail ID")
     else:
-        print(f"relay:       {relay['result']}: {relay['reply'] or '-'}"
-              + (f" (queue id {relay['queue_id']})" if relay["queue_id"] else ""))
+        print(
+            f"relay:       {relay['result']}: {relay['reply'] or '-'}"
+            + (f" (queue id {relay['queue_id']})" if relay["queue_id"] else "")
+        )
         print(f"  envelope:  {relay['mail_from'] or '<>'}, recorded {relay['recorded_at']}")
     print("policies:" + ("" if info["policy_decisions"] else "    (none recorded)"))
     for d in info["policy_decisions"]:
-        print(f"  {d.get('phase', '-'):<5} {d.get('policy', '-'):<20} {d.get('mode', '-'):<8} "
-              f"{d.get('action', '-'):<9} {d.get('reason') or ''}")
+        print(
+            f"  {d.get('phase', '-'):<5} {d.get('policy', '-'):<20} {d.get('mode', '-'):<8} "
+            f"{d.get('action', '-'):<9} {d.get('reason') or ''}"
+        )
     if info["consent"]:
         print("consent:")
         for evidence in info["consent"]:
-            for key, value in (evidence.items() if isinstance(evidence, dict) else
-                               [("record", evidence)]):
+            for key, value in evidence.items() if isinstance(evidence, dict) else [("record", evidence)]:
                 print(f"  {key}: {value}")
     else:
         print("consent:     no consent records")
@@ -199,11 +260,14 @@ def _print_feedback(events: list[dict[str, Any]]) -> None:
         return
     print("feedback:")
     for e in events:
-        what = e["kind"] + (f" {e['class']} {e['status'] or ''}".rstrip()
-                            if e["kind"] == "bounce" else
-                            f" ({e['feedback_type']})" if e["feedback_type"] else "")
-        print(f"  #{e['id']} {e['received_at']} {what}: {e['recipient'] or '-'}; "
-              f"{e['action'] or '-'}")
+        what = e["kind"] + (
+            f" {e['class']} {e['status'] or ''}".rstrip()
+            if e["kind"] == "bounce"
+            else f" ({e['feedback_type']})"
+            if e["feedback_type"]
+            else ""
+        )
+        print(f"  #{e['id']} {e['received_at']} {what}: {e['recipient'] or '-'}; {e['action'] or '-'}")
 
 
 def cmd_lookup(args: argparse.Namespace) -> int:
@@ -228,23 +292,28 @@ def cmd_report(args: argparse.Namespace) -> int:
     result = Intake(config, store, codec).ingest(raw, source="abuse-report", force_complaint=True)
     event, check = result.event, result.check
     if check.mail_id is None:
-        message = (f"{args.file}: no mail ID of this gateway found; recorded as feedback "
-                   f"#{event.id} ({event.kind}), nothing else done")
+        message = (
+            f"{args.file}: no mail ID of this gateway found; recorded as feedback "
+            f"#{event.id} ({event.kind}), nothing else done"
+        )
         if args.json:
-            print_json({"file": args.file, "event": event.id, "kind": event.kind,
-                        "mail_id": None, "result": message})
+            print_json(
+                {"file": args.file, "event": event.id, "kind": event.kind, "mail_id": None, "result": message}
+            )
         else:
             print(message)
         return 1
     info = lookup(store, codec, check.mail_id)
-    summary = (f"{args.file}: recorded as feedback #{event.id} ({event.kind}); "
-               f"{event.action or 'recorded'}")
+    summary = f"{args.file}: recorded as feedback #{event.id} ({event.kind}); {event.action or 'recorded'}"
     if not check.genuine:
-        summary = (f"{args.file}: the mail ID {check.mail_id} is {check.status.upper()}; "
-                   f"recorded as feedback #{event.id}, not acted on")
+        summary = (
+            f"{args.file}: the mail ID {check.mail_id} is {check.status.upper()}; "
+            f"recorded as feedback #{event.id}, not acted on"
+        )
     if args.json:
-        print_json({"file": args.file, "event": event.id, "kind": event.kind,
-                    "result": summary, "lookup": info})
+        print_json(
+            {"file": args.file, "event": event.id, "kind": event.kind, "result": summary, "lookup": info}
+        )
     else:
         print(summary)
         print()

@@ -41,8 +41,10 @@ def cmd_audit(args: argparse.Namespace) -> int:
         change = ""
         if e.before is not None or e.after is not None:
             change = f" {_compact(e.before)} -> {_compact(e.after)}"
-        print(f"{when(e.happened_at)}  {e.customer or '-':<20} {e.action:<12} by {e.actor}"
-              f"{': ' + e.reason if e.reason else ''}{change}")
+        print(
+            f"{when(e.happened_at)}  {e.customer or '-':<20} {e.action:<12} by {e.actor}"
+            f"{': ' + e.reason if e.reason else ''}{change}"
+        )
     return 0
 
 

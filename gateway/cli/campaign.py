@@ -22,12 +22,17 @@ def register(sub: Any) -> None:
     csub = group.add_subparsers(dest="campaign_command", metavar="ACTION")
     csub.required = True
 
-    p = add_parser(csub, "confirm",
-                   "record that the customer confirmed the anti-spam guidelines for a campaign")
+    p = add_parser(
+        csub, "confirm", "record that the customer confirmed the anti-spam guidelines for a campaign"
+    )
     p.add_argument("customer")
     p.add_argument("campaign", metavar="CAMPAIGN-ID", help="the X-Campaign-ID value of its mails")
-    p.add_argument("--by", metavar="NAME", required=True,
-                   help="who confirmed (the customer's user, or the support agent)")
+    p.add_argument(
+        "--by",
+        metavar="NAME",
+        required=True,
+        help="who confirmed (the customer's user, or the support agent)",
+    )
     p.set_defaults(func=cmd_confirm)
 
     p = add_parser(csub, "list", "list a customer's confirmed campaigns")
@@ -43,8 +48,9 @@ def _campaign_arg(text: str) -> str:
     if len(campaign) > MAX_CAMPAIGN_LENGTH:
         raise CliError(f"the campaign id is longer than {MAX_CAMPAIGN_LENGTH} characters")
     if any(not c.isprintable() for c in campaign):
-        raise CliError("the campaign id contains control characters; it must be the exact "
-                       "X-Campaign-ID header value")
+        raise CliError(
+            "the campaign id contains control characters; it must be the exact X-Campaign-ID header value"
+        )
     return campaign
 
 
@@ -57,12 +63,19 @@ def cmd_confirm(args: argparse.Namespace) -> int:
         raise CliError("--by needs a name (who confirmed)")
     before = store.get_campaign(customer.id, campaign)
     found = store.confirm_campaign(customer.name, campaign, by)
-    store.audit(customer, "campaign", by, f"campaign {campaign} confirmed",
-                {"campaign": campaign, "confirmed_by": before.confirmed_by} if before else None,
-                {"campaign": campaign, "confirmed_by": by})
+    store.audit(
+        customer,
+        "campaign",
+        by,
+        f"campaign {campaign} confirmed",
+        {"campaign": campaign, "confirmed_by": before.confirmed_by} if before else None,
+        {"campaign": campaign, "confirmed_by": by},
+    )
     again = " again" if before is not None else ""
-    print(f"campaign {found.campaign} of customer {customer.name} confirmed{again} by "
-          f"{found.confirmed_by} at {when(found.confirmed_at)}")
+    print(
+        f"campaign {found.campaign} of customer {customer.name} confirmed{again} by "
+        f"{found.confirmed_by} at {when(found.confirmed_at)}"
+    )
     if before is not None:
         print(f"  (previously by {before.confirmed_by} at {when(before.confirmed_at)})")
     return 0
@@ -73,9 +86,18 @@ def cmd_list(args: argparse.Namespace) -> int:
     customer = store.require_customer(args.customer)
     campaigns = store.list_campaigns(customer.id)
     if args.json:
-        print_json([{"customer": customer.name, "campaign": k.campaign,
-                     "confirmed_by": k.confirmed_by, "confirmed_at": when(k.confirmed_at),
-                     "confirmed_ts": k.confirmed_at} for k in campaigns])
+        print_json(
+            [
+                {
+                    "customer": customer.name,
+                    "campaign": k.campaign,
+                    "confirmed_by": k.confirmed_by,
+                    "confirmed_at": when(k.confirmed_at),
+                    "confirmed_ts": k.confirmed_at,
+                }
+                for k in campaigns
+            ]
+        )
         return 0
     if not campaigns:
         print(f"no confirmed campaigns for customer {customer.name}")

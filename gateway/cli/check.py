@@ -55,22 +55,37 @@ _BARE_CR = re.compile(rb"\r(?!\n)")
 
 def register(sub: Any) -> None:
     p = add_parser(
-        sub, "check", "run a message file through the configured policies offline "
-        "(nothing is relayed)",
+        sub,
+        "check",
+        "run a message file through the configured policies offline (nothing is relayed)",
         epilog="Exit status: 0 pass, 1 reject, 2 tempfail, 3 the check could not run. "
-               "Mail from defaults to the From address, recipients to the To addresses.")
+        "Mail from defaults to the From address, recipients to the To addresses.",
+    )
     p.add_argument("file", metavar="FILE.eml", help="the message (RFC 5322); '-' reads stdin")
-    p.add_argument("--customer", required=True, metavar="NAME",
-                   help="the customer the message is sent as (its SMTP login)")
+    p.add_argument(
+        "--customer",
+        required=True,
+        metavar="NAME",
+        help="the customer the message is sent as (its SMTP login)",
+    )
     p.add_argument("--mail-from", metavar="ADDR", help="envelope sender (default: the From address)")
-    p.add_argument("--rcpt", metavar="ADDR", action="append", default=[],
-                   help="envelope recipient, repeatable (default: the To addresses)")
+    p.add_argument(
+        "--rcpt",
+        metavar="ADDR",
+        action="append",
+        default=[],
+        help="envelope recipient, repeatable (default: the To addresses)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--dkim-strict", action="store_true",
-                   help="count a message the gateway cannot DKIM-sign (no key and "
-                        "dkim.missing_key: tempfail) as the tempfail the server would answer")
-    p.add_argument("-v", "--verbose", action="store_true",
-                   help="also write the engine's log lines (logfmt) to stderr")
+    p.add_argument(
+        "--dkim-strict",
+        action="store_true",
+        help="count a message the gateway cannot DKIM-sign (no key and "
+        "dkim.missing_key: tempfail) as the tempfail the server would answer",
+    )
+    p.add_argument(
+        "-v", "--verbose", action="store_true", help="also write the engine's log lines (logfmt) to stderr"
+    )
     p.set_defaults(func=cmd_check)
 
 
@@ -106,14 +121,16 @@ def _transport_limits(raw: bytes, limits: Any) -> tuple[Any, str] | None:
     from gateway.core import replies
 
     if len(raw) > limits.max_message_size:
-        return replies.MESSAGE_TOO_BIG, (f"{len(raw)} bytes > limits.max_message_size "
-                                         f"{limits.max_message_size}")
+        return replies.MESSAGE_TOO_BIG, (
+            f"{len(raw)} bytes > limits.max_message_size {limits.max_message_size}"
+        )
     for number, line in enumerate(raw.split(b"\r\n"), start=1):
         # On the wire: the line, CRLF, and a transparency dot if it starts with one.
         wire = len(line) + 2 + (1 if line.startswith(b".") else 0)
         if wire > limits.max_line_length:
-            return replies.LINE_TOO_LONG, (f"line {number} is {len(line)} octets; "
-                                           f"limits.max_line_length is {limits.max_line_length}")
+            return replies.LINE_TOO_LONG, (
+                f"line {number} is {len(line)} octets; limits.max_line_length is {limits.max_line_length}"
+            )
     return None
 
 
@@ -157,8 +174,10 @@ class DkimProbe:
         if not signature:
             domain = from_domain(data) or "(none)"
             self.result = "unsigned"
-            self.detail = (f"no DKIM key for From domain {domain}; relayed unsigned "
-                           f"(dkim.missing_key: {self.missing_key})")
+            self.detail = (
+                f"no DKIM key for From domain {domain}; relayed unsigned "
+                f"(dkim.missing_key: {self.missing_key})"
+            )
             return
         self.result, self.detail = "signed", info.get("signatures", "")
 
@@ -170,8 +189,7 @@ def _engine_logs(verbose: bool) -> Iterator[None]:
 
     logger = logging.getLogger(LOGGER_NAME)
     saved = (list(logger.handlers), logger.level, logger.propagate)
-    handler: logging.Handler = (logging.StreamHandler(sys.stderr) if verbose
-                                else logging.NullHandler())
+    handler: logging.Handler = logging.StreamHandler(sys.stderr) if verbose else logging.NullHandler()
     handler.setFormatter(LogfmtFormatter())
     logger.handlers = [handler]
     logger.propagate = False
@@ -190,27 +208,47 @@ def _classify(reply: Any) -> str:
 
 def _decision(phase: str, d: Any, rcpt: str | None = None) -> dict[str, Any]:
     return {
-        "phase": phase, "rcpt": rcpt, "policy": d.policy, "mode": d.mode,
-        "action": d.verdict.action.name.lower(), "effective": d.effective.name.lower(),
+        "phase": phase,
+        "rcpt": rcpt,
+        "policy": d.policy,
+        "mode": d.mode,
+        "action": d.verdict.action.name.lower(),
+        "effective": d.effective.name.lower(),
         "reply": str(d.verdict.reply) if d.verdict.reply else None,
-        "reason": d.verdict.reason or None, "error": bool(d.error),
+        "reason": d.verdict.reason or None,
+        "error": bool(d.error),
         "seconds": round(d.seconds, 6),
     }
 
 
-async def _run(engine: Any, session: Any, mail_from: str, recipients: list[str], raw: bytes,
-               probe: DkimProbe | None, dkim_strict: bool) -> list[dict[str, Any]]:
+async def _run(
+    engine: Any,
+    session: Any,
+    mail_from: str,
+    recipients: list[str],
+    raw: bytes,
+    probe: DkimProbe | None,
+    dkim_strict: bool,
+) -> list[dict[str, Any]]:
     from gateway.core import replies
     from gateway.core.transaction import Phase
 
     transactions: list[dict[str, Any]] = []
     pending = list(recipients)
     while pending:
-        t: dict[str, Any] = {"index": len(transactions) + 1, "mail_id": None, "recipients": [],
-                             "refused_recipients": [], "not_tried": [], "steps": [],
-                             "decisions": [],
-                             "dkim": {"result": "not reached", "detail": None},
-                             "headers": None, "result": None, "reply": None}
+        t: dict[str, Any] = {
+            "index": len(transactions) + 1,
+            "mail_id": None,
+            "recipients": [],
+            "refused_recipients": [],
+            "not_tried": [],
+            "steps": [],
+            "decisions": [],
+            "dkim": {"result": "not reached", "detail": None},
+            "headers": None,
+            "result": None,
+            "reply": None,
+        }
         transactions.append(t)
         txn, outcome = await engine.mail(session, mail_from)
         t["mail_id"] = txn.mail_id
@@ -272,8 +310,7 @@ def _header_changes(raw: bytes, edits: Sequence[Edit]) -> dict[str, list[str]]:
     wrote them) and the ones it adds (top first), as the relay and the milter apply them."""
     from gateway.core.plan import added_on_top, removed_fields
 
-    return {"removed": removed_fields(raw, edits),
-            "added": [edit.name for edit in added_on_top(edits)]}
+    return {"removed": removed_fields(raw, edits), "added": [edit.name for edit in added_on_top(edits)]}
 
 
 def run_check(args: argparse.Namespace) -> dict[str, Any]:
@@ -299,8 +336,10 @@ def run_check(args: argparse.Namespace) -> dict[str, Any]:
     if converted:
         notes.append(f"{converted} LF line endings converted to CRLF")
     if bare_cr:
-        notes.append(f"the file has {bare_cr} bare CR (a CR not followed by LF); the gateway "
-                     "refuses such messages (550 5.6.0, SMTP smuggling protection)")
+        notes.append(
+            f"the file has {bare_cr} bare CR (a CR not followed by LF); the gateway "
+            "refuses such messages (550 5.6.0, SMTP smuggling protection)"
+        )
     try:
         resolver = dnsverify.resolver_from_env()
     except dnsverify.DnsConfigError as exc:
@@ -313,47 +352,63 @@ def run_check(args: argparse.Namespace) -> dict[str, Any]:
         engine.signer = probe
     session = SessionInfo(id="check", customer=customer, transport="check")
     with _engine_logs(args.verbose):
-        transactions = asyncio.run(
-            _run(engine, session, mail_from, recipients, raw, probe, args.dkim_strict))
+        transactions = asyncio.run(_run(engine, session, mail_from, recipients, raw, probe, args.dkim_strict))
     warnings = []
     for t in transactions:
         dkim = t["dkim"]
         if dkim.get("reply") and not args.dkim_strict:
-            warnings.append(f"transaction {t['index']}: the server would answer {dkim['reply']}: "
-                            f"{dkim['detail']}; the policies' result stands (--dkim-strict "
-                            "counts it)")
+            warnings.append(
+                f"transaction {t['index']}: the server would answer {dkim['reply']}: "
+                f"{dkim['detail']}; the policies' result stands (--dkim-strict "
+                "counts it)"
+            )
     worst = max(transactions, key=lambda t: _STRICTNESS[t["result"]])
     final = worst if worst["result"] != "pass" else transactions[-1]
     return {
-        "file": args.file, "customer": customer.name, "customer_status": customer.status,
-        "mail_from": mail_from, "recipients": recipients,
+        "file": args.file,
+        "customer": customer.name,
+        "customer_status": customer.status,
+        "mail_from": mail_from,
+        "recipients": recipients,
         "input": {"bytes": len(original), "lf_converted": converted, "bare_cr": bare_cr},
-        "notes": notes, "warnings": warnings, "transactions": transactions,
-        "result": worst["result"], "reply": final["reply"],
-        "exit_status": _RESULTS[worst["result"]], "relayed": False,
+        "notes": notes,
+        "warnings": warnings,
+        "transactions": transactions,
+        "result": worst["result"],
+        "reply": final["reply"],
+        "exit_status": _RESULTS[worst["result"]],
+        "relayed": False,
     }
 
 
 # -- output -----------------------------------------------------------------------------------
 def _print_text(report: dict[str, Any]) -> None:
-    print(f"check {report['file']} as customer {report['customer']} "
-          f"({report['customer_status']}); nothing is relayed, no ledger row is written")
+    print(
+        f"check {report['file']} as customer {report['customer']} "
+        f"({report['customer_status']}); nothing is relayed, no ledger row is written"
+    )
     for note in report["notes"]:
         print(f"note: {note}")
     for t in report["transactions"]:
         print(f"transaction {t['index']}  mail id {t['mail_id']}")
         by_step: dict[str, list[dict[str, Any]]] = {}
         for d in t["decisions"]:
-            key = "MAIL" if d["phase"] == "mail" else (
-                f"RCPT {d['rcpt']}" if d["phase"] == "rcpt" else "DATA")
+            key = (
+                "MAIL" if d["phase"] == "mail" else (f"RCPT {d['rcpt']}" if d["phase"] == "rcpt" else "DATA")
+            )
             by_step.setdefault(key, []).append(d)
         for step in t["steps"]:
             command = step["command"]
             print(f"  {command:<44} -> {step['reply']}")
             if step.get("note"):
                 print(f"      {step['note']}")
-            key = ("MAIL" if command.startswith("MAIL") else
-                   f"RCPT {command[9:-1]}" if command.startswith("RCPT") else "DATA")
+            key = (
+                "MAIL"
+                if command.startswith("MAIL")
+                else f"RCPT {command[9:-1]}"
+                if command.startswith("RCPT")
+                else "DATA"
+            )
             for d in by_step.pop(key, []):
                 action = d["action"]
                 if d["mode"] == "monitor" and action != "continue":
@@ -391,8 +446,16 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     try:
         report = run_check(args)
-    except (CliError, ConfigError, StoreError, PipelineError, RegistryError, DkimError,
-            MailIdError, MailIdKeyError) as exc:
+    except (
+        CliError,
+        ConfigError,
+        StoreError,
+        PipelineError,
+        RegistryError,
+        DkimError,
+        MailIdError,
+        MailIdKeyError,
+    ) as exc:
         print(f"gateway: cannot check: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except StoreUnavailable as exc:

@@ -47,8 +47,7 @@ def read_secret(prompt: str) -> str:
 def when(ts: float | None) -> str:
     if ts is None:
         return "-"
-    return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime(
-        "%Y-%m-%d %H:%M:%S UTC")
+    return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def print_json(obj: Any) -> None:
@@ -56,8 +55,9 @@ def print_json(obj: Any) -> None:
 
 
 def add_by(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--by", metavar="WHO", required=True,
-                        help="who takes this decision (recorded in the audit trail)")
+    parser.add_argument(
+        "--by", metavar="WHO", required=True, help="who takes this decision (recorded in the audit trail)"
+    )
 
 
 def actor_of(args: argparse.Namespace) -> str:

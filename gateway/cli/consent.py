@@ -42,11 +42,27 @@ from gateway.store.consent import (
     parse_timestamp,
 )
 
-COLUMNS = ("email", "source", "subscribed_at", "subscribed_ip", "confirmed_at", "confirmed_ip",
-           "confirmation_sent_at", "subscribed_user_agent", "confirmed_user_agent", "list")
+COLUMNS = (
+    "email",
+    "source",
+    "subscribed_at",
+    "subscribed_ip",
+    "confirmed_at",
+    "confirmed_ip",
+    "confirmation_sent_at",
+    "subscribed_user_agent",
+    "confirmed_user_agent",
+    "list",
+)
 REQUIRED = ("email", "subscribed_at", "subscribed_ip")
-ALIASES = {"e-mail": "email", "e_mail": "email", "email_address": "email", "address": "email",
-           "mail": "email", "list_name": "list"}
+ALIASES = {
+    "e-mail": "email",
+    "e_mail": "email",
+    "email_address": "email",
+    "address": "email",
+    "mail": "email",
+    "list_name": "list",
+}
 
 
 def register(sub: Any) -> None:
@@ -58,11 +74,9 @@ def register(sub: Any) -> None:
     p.add_argument("file", metavar="FILE", help="CSV or JSON file; '-' for stdin")
     p.add_argument("--customer", metavar="NAME", required=True)
     p.add_argument("--source", help="source for rows without one (form URL, list name)")
-    p.add_argument("--format", choices=["csv", "json"],
-                   help="default: from the file name (.json), else CSV")
+    p.add_argument("--format", choices=["csv", "json"], help="default: from the file name (.json), else CSV")
     p.add_argument("--dry-run", action="store_true", help="check and report, import nothing")
-    p.add_argument("--rejects", metavar="FILE",
-                   help="write the rejected rows as CSV with a 'problem' column")
+    p.add_argument("--rejects", metavar="FILE", help="write the rejected rows as CSV with a 'problem' column")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_import)
 
@@ -72,8 +86,7 @@ def register(sub: Any) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_show)
 
-    p = add_parser(csub, "export",
-                   "the evidence of one address for the CSA complaints office")
+    p = add_parser(csub, "export", "the evidence of one address for the CSA complaints office")
     p.add_argument("address", metavar="ADDRESS")
     p.add_argument("--customer", metavar="NAME", required=True)
     p.add_argument("--json", action="store_true")
@@ -84,8 +97,9 @@ def register(sub: Any) -> None:
     p.add_argument("address", metavar="ADDRESS")
     p.add_argument("--customer", metavar="NAME", required=True)
     p.add_argument("--reason", default="revoked by support")
-    p.add_argument("--by", metavar="WHO", help="who revokes it (audit trail; default: "
-                   "the operating-system user)")
+    p.add_argument(
+        "--by", metavar="WHO", help="who revokes it (audit trail; default: the operating-system user)"
+    )
     p.set_defaults(func=cmd_revoke)
 
     p = add_parser(csub, "api-key", "API keys of the consent API")
@@ -102,12 +116,14 @@ def register(sub: Any) -> None:
     k.add_argument("--fingerprint", help="only the key with this fingerprint")
     k.set_defaults(func=cmd_key_remove)
 
-    p = add_parser(csub, "rotate-token-key",
-                   "append a new URL token key that signs from now on (old links keep working)")
+    p = add_parser(
+        csub, "rotate-token-key", "append a new URL token key that signs from now on (old links keep working)"
+    )
     p.set_defaults(func=cmd_rotate_token_key)
 
 
 # -- import ---------------------------------------------------------------------------------
+
 
 @dataclass
 class Rejected:
@@ -136,7 +152,7 @@ def read_rows(data: bytes, fmt: str) -> tuple[list[tuple[str, dict[str, Any]]], 
         if isinstance(parsed, dict) and isinstance(parsed.get("records"), list):
             parsed = parsed["records"]
         if not isinstance(parsed, list):
-            raise CliError("JSON input must be a list of objects or {\"records\": [...]}")
+            raise CliError('JSON input must be a list of objects or {"records": [...]}')
         rows: list[tuple[str, dict[str, Any]]] = []
         seen: set[str] = set()
         for i, item in enumerate(parsed, 1):
@@ -198,17 +214,20 @@ class _Row:
             return None
 
     def time(self, name: str, required: bool) -> float | None:
-        return self.get(name, lambda v: parse_timestamp(v, now=self.now), "bad timestamp",
-                        required)
+        return self.get(name, lambda v: parse_timestamp(v, now=self.now), "bad timestamp", required)
 
     def text(self, name: str, limit: int) -> str | None:
         v = self.value(name)
         return str(v)[:limit] if v not in (None, "") else None
 
 
-def check_rows(rows: list[tuple[str, dict[str, Any]]], *, default_source: str | None = None,
-               existing: dict[str, Any] | None = None, now: float | None = None
-               ) -> tuple[list[ConsentImportRow], list[Rejected]]:
+def check_rows(
+    rows: list[tuple[str, dict[str, Any]]],
+    *,
+    default_source: str | None = None,
+    existing: dict[str, Any] | None = None,
+    now: float | None = None,
+) -> tuple[list[ConsentImportRow], list[Rejected]]:
     """Validate rows: (good rows, rejected rows with every problem each has)."""
     good: list[ConsentImportRow] = []
     rejected: list[Rejected] = []
@@ -230,14 +249,17 @@ def check_rows(rows: list[tuple[str, dict[str, Any]]], *, default_source: str | 
                 r.problems.append(f"duplicate: the same address as {seen[address]}")
             elif address in existing:
                 record = existing[address]
-                r.problems.append(f"duplicate: already recorded for this customer "
-                                  f"({record.status}, subscribed {iso(record.subscribed_at)})")
+                r.problems.append(
+                    f"duplicate: already recorded for this customer "
+                    f"({record.status}, subscribed {iso(record.subscribed_at)})"
+                )
             else:
                 seen[address] = where
         source = r.value("source") or default_source
         if not source:
-            r.problems.append("missing source: give the form URL or import batch "
-                              "(column source, or --source)")
+            r.problems.append(
+                "missing source: give the form URL or import batch (column source, or --source)"
+            )
         subscribed = r.time("subscribed_at", True)
         subscribed_ip = r.get("subscribed_ip", check_ip, "bad IP", True)
         confirmed = r.time("confirmed_at", False)
@@ -246,8 +268,7 @@ def check_rows(rows: list[tuple[str, dict[str, Any]]], *, default_source: str | 
             r.problems.append("bad timestamp (confirmed_at): missing, but confirmed_ip is given")
         sent = r.time("confirmation_sent_at", False)
         if subscribed is not None and confirmed is not None and confirmed < subscribed:
-            r.problems.append(f"confirmed before subscribed ({iso(confirmed)} < "
-                              f"{iso(subscribed)})")
+            r.problems.append(f"confirmed before subscribed ({iso(confirmed)} < {iso(subscribed)})")
         if sent is not None and subscribed is not None and sent < subscribed:
             r.problems.append("bad timestamp (confirmation_sent_at): before subscribed_at")
         if sent is not None and confirmed is not None and sent > confirmed:
@@ -255,13 +276,22 @@ def check_rows(rows: list[tuple[str, dict[str, Any]]], *, default_source: str | 
         if r.problems or address is None or subscribed is None or subscribed_ip is None:
             rejected.append(Rejected(where, email_text, r.problems or ["incomplete"], row))
             continue
-        good.append(ConsentImportRow(
-            line=_line_no(where), address=address, source=str(source)[:1000],
-            subscribed_at=subscribed, subscribed_ip=subscribed_ip, confirmed_at=confirmed,
-            confirmed_ip=confirmed_ip, confirmation_sent_at=sent,
-            subscribed_user_agent=r.text("subscribed_user_agent", 500),
-            confirmed_user_agent=r.text("confirmed_user_agent", 500),
-            list_name=r.text("list", 200), original=dict(row)))
+        good.append(
+            ConsentImportRow(
+                line=_line_no(where),
+                address=address,
+                source=str(source)[:1000],
+                subscribed_at=subscribed,
+                subscribed_ip=subscribed_ip,
+                confirmed_at=confirmed,
+                confirmed_ip=confirmed_ip,
+                confirmation_sent_at=sent,
+                subscribed_user_agent=r.text("subscribed_user_agent", 500),
+                confirmed_user_agent=r.text("confirmed_user_agent", 500),
+                list_name=r.text("list", 200),
+                original=dict(row),
+            )
+        )
     return good, rejected
 
 
@@ -289,8 +319,9 @@ def cmd_import(args: argparse.Namespace) -> int:
     if "source" not in columns and not args.source:
         missing.append("source (or --source)")
     if rows and missing and fmt == "csv":
-        raise CliError(f"{args.file}: missing columns: {', '.join(missing)} (found: "
-                       f"{', '.join(columns) or 'none'})")
+        raise CliError(
+            f"{args.file}: missing columns: {', '.join(missing)} (found: {', '.join(columns) or 'none'})"
+        )
     candidates = [str(r.get("email", "")) for _, r in rows if r.get("email")]
     existing_addresses = []
     for c in candidates:
@@ -303,28 +334,37 @@ def cmd_import(args: argparse.Namespace) -> int:
     batch = f"import:{Path(args.file).name if args.file != '-' else 'stdin'}:{iso(time.time())}"
     imported: list[ConsentImportRow] = []
     if not args.dry_run and good:
-        imported, raced = store.import_consent(customer.id, good, batch=batch,
-                                               via=f"import:{_actor()}")
+        imported, raced = store.import_consent(customer.id, good, batch=batch, via=f"import:{_actor()}")
         for row in raced:
-            rejected.append(Rejected(f"line {row.line}", row.address,
-                                     ["duplicate: recorded for this customer meanwhile"],
-                                     row.original))
+            rejected.append(
+                Rejected(
+                    f"line {row.line}",
+                    row.address,
+                    ["duplicate: recorded for this customer meanwhile"],
+                    row.original,
+                )
+            )
     if args.rejects:
         _write_rejects(args.rejects, rejected)
     report = {
-        "file": args.file, "customer": customer.name, "batch": None if args.dry_run else batch,
-        "rows": len(rows), "valid": len(good),
-        "imported": 0 if args.dry_run else len(imported), "dry_run": args.dry_run,
-        "rejected": [{"where": r.where, "email": r.email, "problems": r.problems}
-                     for r in rejected],
+        "file": args.file,
+        "customer": customer.name,
+        "batch": None if args.dry_run else batch,
+        "rows": len(rows),
+        "valid": len(good),
+        "imported": 0 if args.dry_run else len(imported),
+        "dry_run": args.dry_run,
+        "rejected": [{"where": r.where, "email": r.email, "problems": r.problems} for r in rejected],
     }
     if args.json:
         print_json(report)
     else:
         verb = "would import" if args.dry_run else "imported"
         count = len(good) if args.dry_run else len(imported)
-        print(f"{args.file}: {len(rows)} rows for {customer.name}: {verb} {count}, "
-              f"rejected {len(rejected)}" + ("" if args.dry_run else f" (batch {batch})"))
+        print(
+            f"{args.file}: {len(rows)} rows for {customer.name}: {verb} {count}, "
+            f"rejected {len(rejected)}" + ("" if args.dry_run else f" (batch {batch})")
+        )
         for r in rejected:
             print(f"  {r.text}")
     return 1 if rejected else 0
@@ -337,12 +377,14 @@ def _write_rejects(path: str, rejected: list[Rejected]) -> None:
             if k not in names and not k.startswith("__"):
                 names.append(k)
     with open(path, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=["where", *names, "problem"],
-                                lineterminator="\r\n", extrasaction="ignore")
+        writer = csv.DictWriter(
+            fh, fieldnames=["where", *names, "problem"], lineterminator="\r\n", extrasaction="ignore"
+        )
         writer.writeheader()
         for r in rejected:
-            writer.writerow({"where": r.where, **{k: r.row.get(k, "") for k in names},
-                             "problem": "; ".join(r.problems)})
+            writer.writerow(
+                {"where": r.where, **{k: r.row.get(k, "") for k in names}, "problem": "; ".join(r.problems)}
+            )
 
 
 def _actor() -> str:
@@ -354,13 +396,22 @@ def _actor() -> str:
 
 # -- show / export / revoke -----------------------------------------------------------------
 
-FIELDS = (("status", "status"), ("source", "source"), ("list", "list"),
-          ("subscribed_at", "subscribed"), ("subscribed_ip", "  from IP"),
-          ("subscribed_user_agent", "  user agent"),
-          ("confirmation_sent_at", "confirmation sent"), ("confirmed_at", "confirmed"),
-          ("confirmed_ip", "  from IP"), ("confirmed_user_agent", "  user agent"),
-          ("revoked_at", "revoked"), ("revoked_reason", "  reason"),
-          ("recorded_via", "recorded via"), ("import_batch", "import batch"))
+FIELDS = (
+    ("status", "status"),
+    ("source", "source"),
+    ("list", "list"),
+    ("subscribed_at", "subscribed"),
+    ("subscribed_ip", "  from IP"),
+    ("subscribed_user_agent", "  user agent"),
+    ("confirmation_sent_at", "confirmation sent"),
+    ("confirmed_at", "confirmed"),
+    ("confirmed_ip", "  from IP"),
+    ("confirmed_user_agent", "  user agent"),
+    ("revoked_at", "revoked"),
+    ("revoked_reason", "  reason"),
+    ("recorded_via", "recorded via"),
+    ("import_batch", "import batch"),
+)
 
 
 def _evidence_lines(evidence: dict[str, Any]) -> list[str]:
@@ -382,10 +433,20 @@ def cmd_show(args: argparse.Namespace) -> int:
     evidence = store.consent_evidence(customer.id, address)
     suppression = store.find_suppression(customer.id, address)
     if args.json:
-        print_json({"customer": customer.name, "address": address, "consent": evidence,
-                    "suppressed": None if suppression is None else {
-                        "reason": suppression.reason, "since": iso(suppression.created_at),
-                        "scope": "global" if suppression.is_global else "customer"}})
+        print_json(
+            {
+                "customer": customer.name,
+                "address": address,
+                "consent": evidence,
+                "suppressed": None
+                if suppression is None
+                else {
+                    "reason": suppression.reason,
+                    "since": iso(suppression.created_at),
+                    "scope": "global" if suppression.is_global else "customer",
+                },
+            }
+        )
         return 0 if evidence else 1
     if evidence is None:
         print(f"{address}: no consent record for {customer.name}")
@@ -394,8 +455,10 @@ def cmd_show(args: argparse.Namespace) -> int:
     for line in _evidence_lines(evidence):
         print(f"  {line}")
     if suppression is not None:
-        print(f"  {'suppressed:':<22} {suppression.reason} since {iso(suppression.created_at)} "
-              f"({'global' if suppression.is_global else 'this customer'})")
+        print(
+            f"  {'suppressed:':<22} {suppression.reason} since {iso(suppression.created_at)} "
+            f"({'global' if suppression.is_global else 'this customer'})"
+        )
     passes = evidence["status"] == "confirmed"
     print(f"  {'policy consent:':<22} {'passes' if passes else 'refuses'}")
     return 0
@@ -413,9 +476,15 @@ def export_text(export: dict[str, Any], hostname: str) -> str:
     c = export.get("customer") or {}
     imprint = c.get("imprint") or {}
     company = " ".join(v for v in (imprint.get("company"), imprint.get("legal_form")) if v)
-    where = ", ".join(v for v in (imprint.get("street"), " ".join(
-        x for x in (imprint.get("postcode"), imprint.get("city")) if x),
-        imprint.get("country")) if v)
+    where = ", ".join(
+        v
+        for v in (
+            imprint.get("street"),
+            " ".join(x for x in (imprint.get("postcode"), imprint.get("city")) if x),
+            imprint.get("country"),
+        )
+        if v
+    )
     out.append(f"{'customer:':<22} {c.get('name', '-')}" + (f" ({company})" if company else ""))
     if where:
         out.append(f"{'':<22} {where}")
@@ -445,8 +514,7 @@ def export_text(export: dict[str, Any], hostname: str) -> str:
             parts.append(f"batch {detail['batch']}")
         if detail.get("origin_check"):
             # The confirmation page's check that the POST came from our page (gateway.http.origin)
-            parts.append(f"origin check {detail['origin_check']}, "
-                         f"page nonce {detail.get('page_nonce', '-')}")
+            parts.append(f"origin check {detail['origin_check']}, page nonce {detail.get('page_nonce', '-')}")
         out.append("  " + ", ".join(str(p) for p in parts))
         if h.get("user_agent"):
             out.append(f"    user agent: {h['user_agent']}")
@@ -462,8 +530,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     export = store.consent_export(customer.id, address)
     if export is None:
         raise CliError(f"{address}: no consent record for {customer.name}")
-    text = (json.dumps(export, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-            if args.json else export_text(export, config.hostname))
+    text = (
+        json.dumps(export, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+        if args.json
+        else export_text(export, config.hostname)
+    )
     if args.output:
         Path(args.output).write_text(text, encoding="utf-8")
         print(f"evidence for {address} written to {args.output}", file=sys.stderr)
@@ -477,20 +548,24 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     customer = store.require_customer(args.customer)
     address = _address(args.address)
     actor = (args.by or "").strip() or f"cli:{_actor()}"
-    record, changed = store.consent_revoke(customer.id, address, reason=args.reason,
-                                           via=actor)
+    record, changed = store.consent_revoke(customer.id, address, reason=args.reason, via=actor)
     if changed:
-        store.audit(customer, "consent-revoked", actor, args.reason,
-                    {"address": address, "consent": "confirmed"},
-                    {"address": address, "consent": "revoked"})
+        store.audit(
+            customer,
+            "consent-revoked",
+            actor,
+            args.reason,
+            {"address": address, "consent": "confirmed"},
+            {"address": address, "consent": "revoked"},
+        )
     if record is None:
         raise CliError(f"{address}: no consent record for {customer.name}")
-    print(f"{address}: consent {'revoked' if changed else 'was already revoked'} "
-          f"({customer.name})")
+    print(f"{address}: consent {'revoked' if changed else 'was already revoked'} ({customer.name})")
     return 0
 
 
 # -- keys -----------------------------------------------------------------------------------
+
 
 def cmd_key_add(args: argparse.Namespace) -> int:
     from gateway.http.apikeys import add_key
@@ -500,8 +575,11 @@ def cmd_key_add(args: argparse.Namespace) -> int:
     path = config.path(config.http.api_keys_file)
     key, entry = add_key(path, customer.name, args.comment)
     print(key)
-    print(f"API key for {customer.name} added to {path} (fingerprint {entry.fingerprint}); "
-          "it is shown only now", file=sys.stderr)
+    print(
+        f"API key for {customer.name} added to {path} (fingerprint {entry.fingerprint}); "
+        "it is shown only now",
+        file=sys.stderr,
+    )
     return 0
 
 

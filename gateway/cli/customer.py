@@ -27,8 +27,20 @@ from gateway.cli.common import (
 from gateway.quota import effective_limits, on_probation, period_starts
 from gateway.store.passwords import hash_password
 
-IMPRINT_KEYS = ("company", "legal_form", "representative", "street", "postcode", "city",
-                "country", "email", "phone", "register_court", "register_number", "vat_id")
+IMPRINT_KEYS = (
+    "company",
+    "legal_form",
+    "representative",
+    "street",
+    "postcode",
+    "city",
+    "country",
+    "email",
+    "phone",
+    "register_court",
+    "register_number",
+    "vat_id",
+)
 
 
 def register(sub: Any) -> None:
@@ -45,8 +57,7 @@ def register(sub: Any) -> None:
     p.add_argument("name")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_show)
-    p = add_parser(csub, "activate", "allow a customer to send (a first activation starts "
-                   "its probation)")
+    p = add_parser(csub, "activate", "allow a customer to send (a first activation starts its probation)")
     p.add_argument("name")
     add_by(p)
     p.add_argument("--reason")
@@ -66,18 +77,24 @@ def register(sub: Any) -> None:
     add_by(p)
     p.add_argument("--reason", default="graduated by support")
     p.set_defaults(func=cmd_graduate)
-    p = add_parser(csub, "set-limits", "the customer's sending limits (0 = platform default) "
-                   "and probation end")
+    p = add_parser(
+        csub, "set-limits", "the customer's sending limits (0 = platform default) and probation end"
+    )
     p.add_argument("name")
     p.add_argument("--per-hour", type=_count, metavar="N")
     p.add_argument("--per-day", type=_count, metavar="N")
-    p.add_argument("--probation-until", type=_date, metavar="DATE",
-                   help="YYYY-MM-DD[THH:MM] (UTC): probation lasts at least until then")
+    p.add_argument(
+        "--probation-until",
+        type=_date,
+        metavar="DATE",
+        help="YYYY-MM-DD[THH:MM] (UTC): probation lasts at least until then",
+    )
     add_by(p)
     p.add_argument("--reason")
     p.set_defaults(func=cmd_set_limits)
-    p = add_parser(csub, "set-password",
-                   "set the SMTP password (read from stdin or a prompt, never from argv)")
+    p = add_parser(
+        csub, "set-password", "set the SMTP password (read from stdin or a prompt, never from argv)"
+    )
     p.add_argument("name")
     add_by(p)
     p.set_defaults(func=cmd_set_password)
@@ -87,12 +104,17 @@ def register(sub: Any) -> None:
     for key in IMPRINT_KEYS:
         p.add_argument(f"--{key.replace('_', '-')}", dest=f"imprint_{key}")
     p.set_defaults(func=cmd_set_imprint)
-    p = add_parser(csub, "set-unsubscribe",
-                   "register the customer's unsubscribe URL prefix and/or managed unsubscribe")
+    p = add_parser(
+        csub, "set-unsubscribe", "register the customer's unsubscribe URL prefix and/or managed unsubscribe"
+    )
     p.add_argument("name")
     p.add_argument("--prefix", help="https URL prefix of the customer's unsubscribe links")
-    p.add_argument("--managed", action="store_true", default=None,
-                   help="let the gateway add List-Unsubscribe headers pointing at itself")
+    p.add_argument(
+        "--managed",
+        action="store_true",
+        default=None,
+        help="let the gateway add List-Unsubscribe headers pointing at itself",
+    )
     p.add_argument("--unmanaged", dest="managed", action="store_false")
     p.set_defaults(func=cmd_set_unsubscribe)
 
@@ -116,8 +138,10 @@ def cmd_list(args: argparse.Namespace) -> int:
         return 0
     print(f"{'NAME':<24} {'STATUS':<10} {'PASSWORD':<8} {'IMPRINT':<7} CREATED")
     for c in customers:
-        print(f"{c.name:<24} {c.status:<10} {'set' if c.password_hash else '-':<8} "
-              f"{'yes' if c.imprint else '-':<7} {when(c.created_at)}")
+        print(
+            f"{c.name:<24} {c.status:<10} {'set' if c.password_hash else '-':<8} "
+            f"{'yes' if c.imprint else '-':<7} {when(c.created_at)}"
+        )
     return 0
 
 
@@ -127,21 +151,45 @@ def cmd_show(args: argparse.Namespace) -> int:
     domains = store.list_domains(c.id)
     campaigns = store.list_campaigns(c.id)
     info: dict[str, Any] = {
-        "name": c.name, "id": c.id, "status": c.status, "status_reason": c.status_reason,
-        "password": "set" if c.password_hash else "not set", "imprint": c.imprint or {},
-        "unsubscribe_prefix": c.unsubscribe_prefix, "managed_unsubscribe": c.managed_unsubscribe,
-        "created": when(c.created_at), "updated": when(c.updated_at),
-        "domains": [{"domain": d.domain, "verified": when(d.verified_at) if d.verified_at else
-                     "no", "verified_by": d.verified_by, "token": d.token} for d in domains],
-        "campaigns": [{"campaign": k.campaign, "confirmed_by": k.confirmed_by,
-                       "confirmed_at": when(k.confirmed_at)} for k in campaigns],
+        "name": c.name,
+        "id": c.id,
+        "status": c.status,
+        "status_reason": c.status_reason,
+        "password": "set" if c.password_hash else "not set",
+        "imprint": c.imprint or {},
+        "unsubscribe_prefix": c.unsubscribe_prefix,
+        "managed_unsubscribe": c.managed_unsubscribe,
+        "created": when(c.created_at),
+        "updated": when(c.updated_at),
+        "domains": [
+            {
+                "domain": d.domain,
+                "verified": when(d.verified_at) if d.verified_at else "no",
+                "verified_by": d.verified_by,
+                "token": d.token,
+            }
+            for d in domains
+        ],
+        "campaigns": [
+            {"campaign": k.campaign, "confirmed_by": k.confirmed_by, "confirmed_at": when(k.confirmed_at)}
+            for k in campaigns
+        ],
         "limits": _limits_info(config, store, c),
     }
     if args.json:
         print_json(info)
         return 0
-    for key in ("name", "id", "status", "status_reason", "password", "unsubscribe_prefix",
-                "managed_unsubscribe", "created", "updated"):
+    for key in (
+        "name",
+        "id",
+        "status",
+        "status_reason",
+        "password",
+        "unsubscribe_prefix",
+        "managed_unsubscribe",
+        "created",
+        "updated",
+    ):
         print(f"{key + ':':<20} {info[key] if info[key] is not None else '-'}")
     print("imprint:" + ("" if info["imprint"] else "            (none)"))
     for key, value in (info["imprint"] or {}).items():
@@ -155,10 +203,14 @@ def cmd_show(args: argparse.Namespace) -> int:
     lim = info["limits"]
     print("limits:")
     print(f"  {'tier:':<18} {lim['tier']}")
-    print(f"  {'per hour:':<18} {lim['used_hour']} of {lim['per_hour']} used "
-          f"(resets {lim['hour_resets']}; customer setting {lim['customer_per_hour'] or 'default'})")
-    print(f"  {'per day:':<18} {lim['used_day']} of {lim['per_day']} used "
-          f"(resets {lim['day_resets']}; customer setting {lim['customer_per_day'] or 'default'})")
+    print(
+        f"  {'per hour:':<18} {lim['used_hour']} of {lim['per_hour']} used "
+        f"(resets {lim['hour_resets']}; customer setting {lim['customer_per_hour'] or 'default'})"
+    )
+    print(
+        f"  {'per day:':<18} {lim['used_day']} of {lim['per_day']} used "
+        f"(resets {lim['day_resets']}; customer setting {lim['customer_per_day'] or 'default'})"
+    )
     print(f"  {'probation:':<18} {lim['probation']}")
     if lim["breaker_warning"]:
         print(f"  {'breaker warning:':<18} {lim['breaker_warning']}")
@@ -175,19 +227,28 @@ def _limits_info(config: Any, store: Any, c: Any) -> dict[str, Any]:
     hour_start, day_start = period_starts(time.time())
     used_hour, used_day = store.quota_used(c.id, hour_start, day_start)
     if on_probation(limits):
-        until = limits.probation_until or (limits.activated_at
-                                           + config.quota.probation_days * 86400)
-        probation = (f"until {when(until)} and {config.quota.probation_campaigns} campaigns "
-                     f"sent ({store.count_campaigns_sent(c.id)} so far)")
+        until = limits.probation_until or (limits.activated_at + config.quota.probation_days * 86400)
+        probation = (
+            f"until {when(until)} and {config.quota.probation_campaigns} campaigns "
+            f"sent ({store.count_campaigns_sent(c.id)} so far)"
+        )
     elif limits.graduated_at is not None:
         probation = f"graduated {when(limits.graduated_at)}"
     else:
         probation = "no"
-    return {"tier": eff.tier, "per_hour": eff.per_hour, "per_day": eff.per_day,
-            "customer_per_hour": limits.per_hour, "customer_per_day": limits.per_day,
-            "used_hour": used_hour, "used_day": used_day,
-            "hour_resets": when(hour_start + 3600), "day_resets": when(day_start + 86400),
-            "probation": probation, "breaker_warning": limits.breaker_warning}
+    return {
+        "tier": eff.tier,
+        "per_hour": eff.per_hour,
+        "per_day": eff.per_day,
+        "customer_per_hour": limits.per_hour,
+        "customer_per_day": limits.per_day,
+        "used_hour": used_hour,
+        "used_day": used_day,
+        "hour_resets": when(hour_start + 3600),
+        "day_resets": when(day_start + 86400),
+        "probation": probation,
+        "breaker_warning": limits.breaker_warning,
+    }
 
 
 def cmd_activate(args: argparse.Namespace) -> int:
@@ -196,18 +257,24 @@ def cmd_activate(args: argparse.Namespace) -> int:
     before = store.require_customer(args.name)
     store.change_status(before, "active", args.reason, actor=by, action="activate")
     limits = store.get_limits(before.id)
-    if limits.activated_at is None and config.quota.probation_days + \
-            config.quota.probation_campaigns > 0:
+    if limits.activated_at is None and config.quota.probation_days + config.quota.probation_campaigns > 0:
         # The first activation starts probation (RULES.md "Probation").
         import time
 
         now = time.time()
-        store.update_limits(before, actor=by, action="probation", audited=True,
-                            reason="first activation: probation starts",
-                            activated_at=now,
-                            probation_until=now + config.quota.probation_days * 86400)
-        print(f"probation: until {when(now + config.quota.probation_days * 86400)} and "
-              f"{config.quota.probation_campaigns} campaigns")
+        store.update_limits(
+            before,
+            actor=by,
+            action="probation",
+            audited=True,
+            reason="first activation: probation starts",
+            activated_at=now,
+            probation_until=now + config.quota.probation_days * 86400,
+        )
+        print(
+            f"probation: until {when(now + config.quota.probation_days * 86400)} and "
+            f"{config.quota.probation_campaigns} campaigns"
+        )
     c = store.require_customer(args.name)
     print(f"customer {c.name} is {c.status}")
     if not c.password_hash:
@@ -218,8 +285,7 @@ def cmd_activate(args: argparse.Namespace) -> int:
 def cmd_suspend(args: argparse.Namespace) -> int:
     _, store = store_of(args)
     before = store.require_customer(args.name)
-    store.change_status(before, "suspended", args.reason, actor=actor_of(args),
-                        action="suspend")
+    store.change_status(before, "suspended", args.reason, actor=actor_of(args), action="suspend")
     print(f"customer {before.name} is suspended ({args.reason})")
     return 0
 
@@ -228,12 +294,16 @@ def cmd_resume(args: argparse.Namespace) -> int:
     _, store = store_of(args)
     before = store.require_customer(args.name)
     if before.status != "paused":
-        raise CliError(f"customer {before.name} is {before.status}, not paused"
-                       + ("; a suspension is lifted with `gateway customer activate`"
-                          if before.status == "suspended" else ""))
+        raise CliError(
+            f"customer {before.name} is {before.status}, not paused"
+            + (
+                "; a suspension is lifted with `gateway customer activate`"
+                if before.status == "suspended"
+                else ""
+            )
+        )
     with store.transaction() as q:
-        store.change_status(before, "active", args.reason, actor=actor_of(args),
-                            action="resume", q=q)
+        store.change_status(before, "active", args.reason, actor=actor_of(args), action="resume", q=q)
         # Support reviewed the account: the breaker's warnings start afresh.
         store.set_breaker_warning(before, None, "cleared on resume", q=q, actor=actor_of(args))
     print(f"customer {before.name} is active again ({args.reason})")
@@ -268,11 +338,11 @@ def cmd_set_limits(args: argparse.Namespace) -> int:
             changes["graduated_at"] = None
     if not changes:
         raise CliError("nothing to change: give --per-hour, --per-day or --probation-until")
-    store.update_limits(customer, actor=actor_of(args), action="limits", reason=args.reason,
-                        **changes)
-    shown = ", ".join(f"{k.replace('_', '-')} "
-                      f"{when(v) if k.endswith(('_until', '_at')) else (v or 'default')}"
-                      for k, v in changes.items())
+    store.update_limits(customer, actor=actor_of(args), action="limits", reason=args.reason, **changes)
+    shown = ", ".join(
+        f"{k.replace('_', '-')} {when(v) if k.endswith(('_until', '_at')) else (v or 'default')}"
+        for k, v in changes.items()
+    )
     print(f"limits of {customer.name}: {shown}")
     return 0
 
@@ -302,11 +372,16 @@ def cmd_set_password(args: argparse.Namespace) -> int:
         raise CliError("the password must have at least 12 characters")
     customer = store.require_customer(args.name)
     with store.transaction() as q:
-        q("UPDATE customers SET password_hash = ? WHERE id = ?",
-          (hash_password(password), customer.id))
-        store.audit(customer, "password", actor_of(args), "SMTP password changed",
-                    {"password": "set" if customer.password_hash else "not set"},
-                    {"password": "set"}, q=q)
+        q("UPDATE customers SET password_hash = ? WHERE id = ?", (hash_password(password), customer.id))
+        store.audit(
+            customer,
+            "password",
+            actor_of(args),
+            "SMTP password changed",
+            {"password": "set" if customer.password_hash else "not set"},
+            {"password": "set"},
+            q=q,
+        )
     print(f"password for {args.name} set")
     return 0
 
@@ -326,8 +401,10 @@ def cmd_set_imprint(args: argparse.Namespace) -> int:
             raise CliError(f"{args.from_file}: expected a mapping of imprint keys")
         unknown = sorted(set(data) - set(IMPRINT_KEYS))
         if unknown:
-            raise CliError(f"{args.from_file}: unknown imprint keys: {', '.join(unknown)} "
-                           f"(known: {', '.join(IMPRINT_KEYS)})")
+            raise CliError(
+                f"{args.from_file}: unknown imprint keys: {', '.join(unknown)} "
+                f"(known: {', '.join(IMPRINT_KEYS)})"
+            )
         imprint.update({k: str(v) for k, v in data.items() if v is not None})
     for key in IMPRINT_KEYS:
         value = getattr(args, f"imprint_{key}")
@@ -350,6 +427,8 @@ def cmd_set_unsubscribe(args: argparse.Namespace) -> int:
     if prefix is not None and not prefix.startswith("https://"):
         raise CliError("the unsubscribe prefix must be an https:// URL")
     c = store.set_unsubscribe(args.name, prefix, args.managed)
-    print(f"{c.name}: unsubscribe prefix {c.unsubscribe_prefix or '-'}, "
-          f"managed {'yes' if c.managed_unsubscribe else 'no'}")
+    print(
+        f"{c.name}: unsubscribe prefix {c.unsubscribe_prefix or '-'}, "
+        f"managed {'yes' if c.managed_unsubscribe else 'no'}"
+    )
     return 0

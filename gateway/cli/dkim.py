@@ -34,8 +34,10 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     except DkimKeyError as exc:
         raise CliError(str(exc)) from None
     print(f"wrote {path} (mode 0600)")
-    print("publish this DNS record, then run `gateway dkim check "
-          f"{args.domain} {args.selector}` and reload the gateway:")
+    print(
+        "publish this DNS record, then run `gateway dkim check "
+        f"{args.domain} {args.selector}` and reload the gateway:"
+    )
     print(f'{dns_txt_name(args.domain, args.selector)}. IN TXT "{txt}"')
     return 0
 
@@ -45,7 +47,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     from gateway.dnsverify import resolver_from_env
 
     config = config_of(args)
-    ok, message = check_dns(args.domain, args.selector, config.path(config.dkim.keys_dir),
-                            resolver=resolver_from_env())
+    ok, message = check_dns(
+        args.domain, args.selector, config.path(config.dkim.keys_dir), resolver=resolver_from_env()
+    )
     print(message)
     return 0 if ok else 1

@@ -38,12 +38,20 @@ def register(sub: Any) -> None:
     fsub = group.add_subparsers(dest="feedback_command", metavar="ACTION")
     fsub.required = True
 
-    p = add_parser(fsub, "ingest", "record returned mail and act on it (suppress, count, ...) "
-                                   "when its mail ID and recipient verify")
+    p = add_parser(
+        fsub,
+        "ingest",
+        "record returned mail and act on it (suppress, count, ...) when its mail ID and recipient verify",
+    )
     p.add_argument("files", nargs="*", metavar="FILE", help="messages; '-' or none: stdin")
     p.add_argument("--sender", help="envelope sender (MAIL FROM) when piped from an MTA")
-    p.add_argument("--recipient", action="append", default=[], metavar="ADDRESS",
-                   help="envelope recipient (the VERP address); repeatable")
+    p.add_argument(
+        "--recipient",
+        action="append",
+        default=[],
+        metavar="ADDRESS",
+        help="envelope recipient (the VERP address); repeatable",
+    )
     p.add_argument("--json", action="store_true", help="one JSON object per file per line")
     p.set_defaults(func=cmd_ingest)
 
@@ -54,8 +62,7 @@ def register(sub: Any) -> None:
 
     p = add_parser(fsub, "list", "recent feedback events")
     p.add_argument("--customer", metavar="NAME")
-    p.add_argument("--kind", choices=["bounce", "complaint", "unsubscribe", "auto-reply",
-                                      "delay", "other"])
+    p.add_argument("--kind", choices=["bounce", "complaint", "unsubscribe", "auto-reply", "delay", "other"])
     p.add_argument("--limit", type=int, default=50)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_list)
@@ -89,11 +96,9 @@ def _log_to_gateway_log(config: Config) -> None:
     if not config.logging.file:
         return
     try:
-        setup_logging(config.path(config.logging.file), config.logging.level,
-                      0, config.logging.backup_count)
+        setup_logging(config.path(config.logging.file), config.logging.level, 0, config.logging.backup_count)
     except OSError as exc:
-        print(f"gateway: cannot write the log file ({exc.strerror}); events not logged",
-              file=sys.stderr)
+        print(f"gateway: cannot write the log file ({exc.strerror}); events not logged", file=sys.stderr)
 
 
 def _read(name: str) -> bytes:
@@ -112,8 +117,10 @@ def describe_id(check: Any) -> str:
     if check.status == "genuine" and d is not None:
         stamp = d.timestamp.strftime("%Y-%m-%d %H:%M:%S UTC") if d.timestamp else "-"
         how = f", found by {check.attribution}" if check.attribution else ""
-        return (f"{check.mail_id} (genuine: customer id {d.customer_id}, campaign ref "
-                f"{d.campaign_ref or '-'}, sent {stamp}{how})")
+        return (
+            f"{check.mail_id} (genuine: customer id {d.customer_id}, campaign ref "
+            f"{d.campaign_ref or '-'}, sent {stamp}{how})"
+        )
     from gateway.cli.mailid import STATUS_MEANING
 
     if check.status in ("forged", "altered"):
@@ -159,16 +166,15 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     for name in names:
         raw = _read(name)
         try:
-            result = intake.ingest(raw, source="ingest", envelope_from=args.sender,
-                                   envelope_to=args.recipient)
+            result = intake.ingest(
+                raw, source="ingest", envelope_from=args.sender, envelope_to=args.recipient
+            )
         except StoreUnavailable as exc:
-            print(f"gateway: {name}: the store is unavailable ({exc}); try again later",
-                  file=sys.stderr)
+            print(f"gateway: {name}: the store is unavailable ({exc}); try again later", file=sys.stderr)
             return EX_TEMPFAIL
         if args.json:
             out = result.conclusion.json_dict(name)
-            out.update(event=result.event.id, action=result.event.action,
-                       customer=result.customer_name)
+            out.update(event=result.event.id, action=result.event.action, customer=result.customer_name)
             print(json.dumps(out))
             continue
         e = result.event
@@ -176,21 +182,36 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         if e.kind == "bounce":
             what += f" ({e.bounce_class}{', ' + e.status if e.status else ''})"
         print(f"{name}: #{e.id} {what}; mail ID {describe_id(result.check)}")
-        print(f"  customer: {result.customer_name or '-'}; campaign: {result.campaign or '-'}; "
-              f"recipient: {e.recipient or '-'}")
+        print(
+            f"  customer: {result.customer_name or '-'}; campaign: {result.campaign or '-'}; "
+            f"recipient: {e.recipient or '-'}"
+        )
         print(f"  action: {e.action or '-'}")
     return 0
 
 
 def _event_dict(e: Any, names: dict[int, str]) -> dict[str, Any]:
     return {
-        "id": e.id, "received_at": when(e.received_at), "source": e.source, "kind": e.kind,
-        "class": e.bounce_class, "status": e.status, "reason": e.reason,
-        "feedback_type": e.feedback_type, "recipients": e.recipients, "recipient": e.recipient,
-        "mail_id": e.mail_id, "mail_id_status": e.mail_id_status, "attribution": e.attribution,
+        "id": e.id,
+        "received_at": when(e.received_at),
+        "source": e.source,
+        "kind": e.kind,
+        "class": e.bounce_class,
+        "status": e.status,
+        "reason": e.reason,
+        "feedback_type": e.feedback_type,
+        "recipients": e.recipients,
+        "recipient": e.recipient,
+        "mail_id": e.mail_id,
+        "mail_id_status": e.mail_id_status,
+        "attribution": e.attribution,
         "customer": names.get(e.customer_id) if e.customer_id else None,
-        "campaign_id": e.campaign_id, "acted": e.acted, "action": e.action,
-        "envelope_from": e.envelope_from, "envelope_to": e.envelope_to, "size": e.raw_size,
+        "campaign_id": e.campaign_id,
+        "acted": e.acted,
+        "action": e.action,
+        "envelope_from": e.envelope_from,
+        "envelope_to": e.envelope_to,
+        "size": e.raw_size,
         "truncated": e.raw_truncated,
     }
 
@@ -198,8 +219,7 @@ def _event_dict(e: Any, names: dict[int, str]) -> dict[str, Any]:
 def cmd_list(args: argparse.Namespace) -> int:
     _, store = store_of(args)
     customer_id = store.require_customer(args.customer).id if args.customer else None
-    events = store.list_feedback_events(customer_id=customer_id, kind=args.kind,
-                                        limit=args.limit)
+    events = store.list_feedback_events(customer_id=customer_id, kind=args.kind, limit=args.limit)
     names = {c.id: c.name for c in store.list_customers()}
     if args.json:
         print_json([_event_dict(e, names) for e in events])
@@ -208,9 +228,11 @@ def cmd_list(args: argparse.Namespace) -> int:
         print("no feedback events")
         return 0
     for e in events:
-        print(f"#{e.id:<6} {when(e.received_at)}  {e.kind:<11} {e.bounce_class:<19} "
-              f"{e.mail_id_status:<9} {names.get(e.customer_id or 0, '-'):<14} "
-              f"{e.recipient or '-':<30} {e.action or '-'}")
+        print(
+            f"#{e.id:<6} {when(e.received_at)}  {e.kind:<11} {e.bounce_class:<19} "
+            f"{e.mail_id_status:<9} {names.get(e.customer_id or 0, '-'):<14} "
+            f"{e.recipient or '-':<30} {e.action or '-'}"
+        )
     return 0
 
 
@@ -232,6 +254,5 @@ def cmd_show(args: argparse.Namespace) -> int:
         if key != "details":
             print(f"{key + ':':<16} {value if value not in (None, '', []) else '-'}")
     print("details:")
-    print("  " + json.dumps(event.details, indent=2, sort_keys=True,
-                            default=str).replace("\n", "\n  "))
+    print("  " + json.dumps(event.details, indent=2, sort_keys=True, default=str).replace("\n", "\n  "))
     return 0

@@ -37,9 +37,12 @@ def decode_info(config: Any, mail_id: str, store: Any = None) -> dict[str, Any]:
     codec = MailIdCodec.from_key_file(config.path(config.mail_id.key_file), create=False)
     decoded = codec.decode(mail_id.strip().lower())
     info: dict[str, Any] = {
-        "mail_id": decoded.mail_id, "status": decoded.status, "key_id": decoded.key_id,
+        "mail_id": decoded.mail_id,
+        "status": decoded.status,
+        "key_id": decoded.key_id,
         "time": decoded.timestamp.isoformat() if decoded.timestamp else None,
-        "customer_id": decoded.customer_id, "campaign_ref": decoded.campaign_ref,
+        "customer_id": decoded.customer_id,
+        "campaign_ref": decoded.campaign_ref,
         "recipient_hash": decoded.recipient_hash,
     }
     if store is not None and decoded.customer_id:
@@ -77,8 +80,10 @@ def cmd_decode(args: argparse.Namespace) -> int:
             print(f"customer:     {info.get('customer') or '-'} (id {info['customer_id']})")
             campaign = info.get("campaign") or ("none" if not info["campaign_ref"] else "-")
             print(f"campaign:     {campaign} (ref {info['campaign_ref']})")
-            print(f"recipient:    hash {info['recipient_hash']} (keyed; check an address with "
-                  "`gateway abuse lookup`)")
+            print(
+                f"recipient:    hash {info['recipient_hash']} (keyed; check an address with "
+                "`gateway abuse lookup`)"
+            )
             print(f"key id:       {info['key_id']}")
     return 0 if info["status"] == "genuine" else 1
 
@@ -92,6 +97,8 @@ def cmd_rotate(args: argparse.Namespace) -> int:
         key_id = add_key(config.path(config.mail_id.key_file))
     except MailIdKeyError as exc:
         raise CliError(str(exc)) from None
-    print(f"added mail ID key {key_id}; new IDs are signed with it, older keys still verify. "
-          "Reload running gateways: systemctl reload gateway (SIGHUP)")
+    print(
+        f"added mail ID key {key_id}; new IDs are signed with it, older keys still verify. "
+        "Reload running gateways: systemctl reload gateway (SIGHUP)"
+    )
     return 0

@@ -11,8 +11,9 @@ from gateway.cli.common import add_parser, config_of, print_json
 
 
 def register(sub: Any) -> None:
-    p = add_parser(sub, "policies",
-                   "list the configured policies in order, and the installed ones not configured")
+    p = add_parser(
+        sub, "policies", "list the configured policies in order, and the installed ones not configured"
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_policies)
 
@@ -41,21 +42,37 @@ def policy_rows(config: Any, source: str = "config") -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for order, entry in enumerate(config.policies, start=1):
         cls = registry[entry.name]
-        rows.append({
-            "order": order, "name": entry.name, "phases": [p.value for p in cls.phases],
-            "mode": entry.mode, "configured": True, "timeout": entry.timeout,
-            "on_error": entry.on_error, "options": dict(entry.options),
-            "description": cls.description, "class": f"{cls.__module__}.{cls.__qualname__}",
-        })
+        rows.append(
+            {
+                "order": order,
+                "name": entry.name,
+                "phases": [p.value for p in cls.phases],
+                "mode": entry.mode,
+                "configured": True,
+                "timeout": entry.timeout,
+                "on_error": entry.on_error,
+                "options": dict(entry.options),
+                "description": cls.description,
+                "class": f"{cls.__module__}.{cls.__qualname__}",
+            }
+        )
     configured = {e.name for e in config.policies}
     for name in sorted(set(registry) - configured):
         cls = registry[name]
-        rows.append({
-            "order": None, "name": name, "phases": [p.value for p in cls.phases],
-            "mode": "not configured", "configured": False, "timeout": None, "on_error": None,
-            "options": None, "description": cls.description,
-            "class": f"{cls.__module__}.{cls.__qualname__}",
-        })
+        rows.append(
+            {
+                "order": None,
+                "name": name,
+                "phases": [p.value for p in cls.phases],
+                "mode": "not configured",
+                "configured": False,
+                "timeout": None,
+                "on_error": None,
+                "options": None,
+                "description": cls.description,
+                "class": f"{cls.__module__}.{cls.__qualname__}",
+            }
+        )
     return rows
 
 
@@ -74,8 +91,10 @@ def cmd_policies(args: argparse.Namespace) -> int:
     print(f"{'ORDER':<5} {'NAME':<{name_w}} {'PHASES':<14} {'MODE':<14} DESCRIPTION")
     for r in rows:
         order = str(r["order"]) if r["order"] is not None else "-"
-        print(f"{order:<5} {r['name']:<{name_w}} {'+'.join(r['phases']) or '-':<14} "
-              f"{r['mode']:<14} {r['description'] or '-'}")
+        print(
+            f"{order:<5} {r['name']:<{name_w}} {'+'.join(r['phases']) or '-':<14} "
+            f"{r['mode']:<14} {r['description'] or '-'}"
+        )
     if not config.policies:
         print("note: no policies configured: every message would pass unchecked")
     return 0

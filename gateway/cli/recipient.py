@@ -15,11 +15,13 @@ def register(sub: Any) -> None:
     group = sub.add_parser("recipient", help="a recipient's data (erasure on request)")
     rsub = group.add_subparsers(dest="recipient_command", metavar="ACTION")
     rsub.required = True
-    p = add_parser(rsub, "erase", "erase an address from the ledger, events and logs; it "
-                                  "stays suppressed (as a keyed hash)")
+    p = add_parser(
+        rsub,
+        "erase",
+        "erase an address from the ledger, events and logs; it stays suppressed (as a keyed hash)",
+    )
     p.add_argument("address")
-    p.add_argument("--customer", metavar="NAME",
-                   help="only this customer's data (default: every customer's)")
+    p.add_argument("--customer", metavar="NAME", help="only this customer's data (default: every customer's)")
     p.add_argument("--by", required=True, metavar="WHO", help="who asked / who does it")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_erase)
@@ -46,8 +48,10 @@ def cmd_erase(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"address_hash": report.address_hash, "store": report.counts, "logs": logs})
         return 0
-    print(f"erased {'for ' + args.customer if args.customer else 'for every customer'}; "
-          f"kept as {report.address_hash} (still suppressed)")
+    print(
+        f"erased {'for ' + args.customer if args.customer else 'for every customer'}; "
+        f"kept as {report.address_hash} (still suppressed)"
+    )
     for what, n in sorted(report.counts.items()):
         print(f"  {what}: {n}")
     for name, n in sorted(logs.items()):

@@ -10,8 +10,13 @@ from gateway.cli.common import add_parser
 
 def register(sub: Any) -> None:
     p = add_parser(sub, "serve", "run the gateway's listeners")
-    p.add_argument("--workers", type=int, default=None, metavar="N",
-                   help="worker processes sharing the listeners (default: number of cores)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="worker processes sharing the listeners (default: number of cores)",
+    )
     p.set_defaults(func=cmd_serve)
     p = add_parser(sub, "check-config", "validate a config file and the files it names")
     p.set_defaults(func=cmd_check_config)

@@ -18,13 +18,11 @@ from gateway.cli import CliError
 from gateway.cli.common import add_parser, print_json, store_of, when
 from gateway.store.feedback import GLOBAL, SUPPRESSION_REASONS, Suppression
 
-CSV_COLUMNS = ["address", "scope", "customer", "reason", "created_at", "mail_id", "detail",
-               "created_by"]
+CSV_COLUMNS = ["address", "scope", "customer", "reason", "created_at", "mail_id", "detail", "created_by"]
 
 
 def register(sub: Any) -> None:
-    group = sub.add_parser("suppression",
-                           help="suppressed recipients (bounces, complaints, unsubscribes)")
+    group = sub.add_parser("suppression", help="suppressed recipients (bounces, complaints, unsubscribes)")
     ssub = group.add_subparsers(dest="suppression_command", metavar="ACTION")
     ssub.required = True
 
@@ -46,8 +44,9 @@ def register(sub: Any) -> None:
     p.add_argument("addresses", nargs="+", metavar="ADDRESS")
     _scope_options(p)
     p.add_argument("--all", action="store_true", help="every scope: global and all customers")
-    p.add_argument("--by", metavar="WHO", help="who lifts it (audit trail; default: the "
-                   "operating-system user)")
+    p.add_argument(
+        "--by", metavar="WHO", help="who lifts it (audit trail; default: the operating-system user)"
+    )
     p.add_argument("--reason", help="why (audit trail)")
     p.set_defaults(func=cmd_remove)
 
@@ -61,8 +60,9 @@ def register(sub: Any) -> None:
 def _scope_options(p: argparse.ArgumentParser) -> None:
     scope = p.add_mutually_exclusive_group()
     scope.add_argument("--customer", metavar="NAME", help="the customer's suppressions")
-    scope.add_argument("--global", dest="global_", action="store_true",
-                       help="the global suppressions (every customer)")
+    scope.add_argument(
+        "--global", dest="global_", action="store_true", help="the global suppressions (every customer)"
+    )
 
 
 def _scope_id(store: Any, args: argparse.Namespace) -> int | None:
@@ -96,8 +96,9 @@ def _iso(ts: float) -> str:
 
 def cmd_list(args: argparse.Namespace) -> int:
     _, store = store_of(args)
-    entries = store.list_suppressions(customer_id=_scope_id(store, args), address=args.address,
-                                      reason=args.reason)
+    entries = store.list_suppressions(
+        customer_id=_scope_id(store, args), address=args.address, reason=args.reason
+    )
     names = _names(store)
     if args.json:
         print_json([_row(e, names) for e in entries])
@@ -107,17 +108,25 @@ def cmd_list(args: argparse.Namespace) -> int:
         return 0
     print(f"{'ADDRESS':<36} {'SCOPE':<16} {'REASON':<12} {'SINCE':<24} MAIL ID / NOTE")
     for e in entries:
-        print(f"{e.address:<36} {_scope_name(e, names):<16} {e.reason:<12} "
-              f"{when(e.created_at):<24} {e.mail_id or e.detail or '-'}")
+        print(
+            f"{e.address:<36} {_scope_name(e, names):<16} {e.reason:<12} "
+            f"{when(e.created_at):<24} {e.mail_id or e.detail or '-'}"
+        )
     print(f"{len(entries)} suppression{'s' if len(entries) != 1 else ''}")
     return 0
 
 
 def _row(e: Suppression, names: dict[int, str]) -> dict[str, Any]:
-    return {"address": e.address, "scope": "global" if e.is_global else "customer",
-            "customer": None if e.is_global else names.get(e.customer_id),
-            "reason": e.reason, "created_at": _iso(e.created_at), "mail_id": e.mail_id,
-            "detail": e.detail, "created_by": e.created_by}
+    return {
+        "address": e.address,
+        "scope": "global" if e.is_global else "customer",
+        "customer": None if e.is_global else names.get(e.customer_id),
+        "reason": e.reason,
+        "created_at": _iso(e.created_at),
+        "mail_id": e.mail_id,
+        "detail": e.detail,
+        "created_by": e.created_by,
+    }
 
 
 def cmd_add(args: argparse.Namespace) -> int:
@@ -127,13 +136,14 @@ def cmd_add(args: argparse.Namespace) -> int:
         raise CliError("say whom the suppression is for: --customer NAME or --global")
     label = "everyone" if scope == GLOBAL else args.customer
     for address in args.addresses:
-        entry, added = store.add_suppression(scope, address, args.reason, detail=args.note,
-                                             by=_actor())
+        entry, added = store.add_suppression(scope, address, args.reason, detail=args.note, by=_actor())
         if added:
             print(f"{entry.address} suppressed for {label} ({entry.reason})")
         else:
-            print(f"{entry.address} was already suppressed for {label} "
-                  f"({entry.reason} since {when(entry.created_at)})")
+            print(
+                f"{entry.address} was already suppressed for {label} "
+                f"({entry.reason} since {when(entry.created_at)})"
+            )
     return 0
 
 
@@ -149,9 +159,14 @@ def cmd_remove(args: argparse.Namespace) -> int:
         removed = store.remove_suppression(None if args.all else scope, address, by=actor)
         for e in removed:
             owner = store.get_customer_by_id(e.customer_id) if e.customer_id else None
-            store.audit(owner, "unsuppress", actor, args.reason,
-                        {"address": e.address, "suppressed": e.reason}, {"address": e.address,
-                                                                          "suppressed": None})
+            store.audit(
+                owner,
+                "unsuppress",
+                actor,
+                args.reason,
+                {"address": e.address, "suppressed": e.reason},
+                {"address": e.address, "suppressed": None},
+            )
         if not removed:
             missing += 1
             print(f"{address.strip().lower()}: no such suppression", file=sys.stderr)

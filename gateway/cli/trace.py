@@ -19,8 +19,12 @@ _MAIL_ID = re.compile(r"\bmail_id=([a-z2-7]+)")
 def register(sub: Any) -> None:
     p = add_parser(sub, "trace", "print a message's decoded mail ID and its log lines")
     p.add_argument("mail_id")
-    p.add_argument("--log", nargs="+", metavar="FILE",
-                   help="log files to search (default: logging.file and its rotations)")
+    p.add_argument(
+        "--log",
+        nargs="+",
+        metavar="FILE",
+        help="log files to search (default: logging.file and its rotations)",
+    )
     p.set_defaults(func=cmd_trace)
 
 
@@ -28,8 +32,10 @@ def log_files(config: Any, explicit: list[str] | None) -> list[Path]:
     if explicit:
         return [Path(p) for p in explicit]
     if config.logging.file is None:
-        raise CliError("logging goes to stdout (journald): pass --log FILE, or use "
-                       "`journalctl -u gateway | grep MAIL-ID`")
+        raise CliError(
+            "logging goes to stdout (journald): pass --log FILE, or use "
+            "`journalctl -u gateway | grep MAIL-ID`"
+        )
     current = config.path(config.logging.file)
     rotated = sorted(glob.glob(f"{current}.*"), key=lambda p: -_suffix(p))
     return [Path(p) for p in rotated] + [current]
@@ -74,9 +80,11 @@ def cmd_trace(args: argparse.Namespace) -> int:
             info = decode_info(config, mail_id, store)
         except MailIdKeyError as exc:
             raise CliError(str(exc)) from None
-        print(f"mail ID {mail_id}: {info['status']}; time {info['time']}; customer "
-              f"{info.get('customer') or info['customer_id']}; campaign "
-              f"{info.get('campaign') or info['campaign_ref']}")
+        print(
+            f"mail ID {mail_id}: {info['status']}; time {info['time']}; customer "
+            f"{info.get('customer') or info['customer_id']}; campaign "
+            f"{info.get('campaign') or info['campaign_ref']}"
+        )
     files = log_files(config, args.log)
     found = 0
     for line in matching_lines(files, mail_id):

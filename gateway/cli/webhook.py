@@ -18,17 +18,22 @@ from gateway.store.events import EVENT_TYPES, OPT_IN_TYPES, OutboxEvent, iso_tim
 
 
 def register(sub: Any) -> None:
-    group = sub.add_parser("webhook", help="events to a customer's URL (bounces, complaints, "
-                                           "unsubscribes, suppressions, consent)")
+    group = sub.add_parser(
+        "webhook",
+        help="events to a customer's URL (bounces, complaints, unsubscribes, suppressions, consent)",
+    )
     wsub = group.add_subparsers(dest="webhook_command", metavar="ACTION")
     wsub.required = True
 
     p = add_parser(wsub, "set", "set the customer's webhook URL; prints a new secret once")
     p.add_argument("customer", metavar="NAME")
     p.add_argument("--url", required=True)
-    p.add_argument("--events", metavar="TYPE,...",
-                   help=f"only these types (default: all but {', '.join(OPT_IN_TYPES)}); "
-                        f"known: {', '.join(EVENT_TYPES)}")
+    p.add_argument(
+        "--events",
+        metavar="TYPE,...",
+        help=f"only these types (default: all but {', '.join(OPT_IN_TYPES)}); "
+        f"known: {', '.join(EVENT_TYPES)}",
+    )
     p.add_argument("--by", required=True, metavar="WHO", help="who made the change (audit)")
     p.set_defaults(func=cmd_set)
 
@@ -53,8 +58,12 @@ def register(sub: Any) -> None:
 
     p = add_parser(wsub, "replay", "send again every event since DATE (same ids)")
     p.add_argument("customer", metavar="NAME")
-    p.add_argument("--since", required=True, metavar="DATE",
-                   help="YYYY-MM-DD or an ISO 8601 time (UTC unless it names a zone)")
+    p.add_argument(
+        "--since",
+        required=True,
+        metavar="DATE",
+        help="YYYY-MM-DD or an ISO 8601 time (UTC unless it names a zone)",
+    )
     p.set_defaults(func=cmd_replay)
 
 
@@ -99,10 +108,15 @@ def _summary(store: Any, customer: Any) -> dict[str, Any]:
         counts[event.state] = counts.get(event.state, 0) + 1
     if webhook is None:
         return {"customer": customer.name, "webhook": None, "events": counts}
-    return {"customer": customer.name, "url": webhook.url, "enabled": webhook.enabled,
-            "event_types": list(webhook.event_types) if webhook.event_types else "all",
-            "updated_at": iso_time(webhook.updated_at), "updated_by": webhook.updated_by,
-            "events": counts}
+    return {
+        "customer": customer.name,
+        "url": webhook.url,
+        "enabled": webhook.enabled,
+        "event_types": list(webhook.event_types) if webhook.event_types else "all",
+        "updated_at": iso_time(webhook.updated_at),
+        "updated_by": webhook.updated_by,
+        "events": counts,
+    }
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -115,10 +129,12 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(f"{summary['customer']}: no webhook")
     else:
         types = summary["event_types"]
-        print(f"{summary['customer']}: {summary['url']} "
-              f"({'enabled' if summary['enabled'] else 'disabled'}), events "
-              f"{types if isinstance(types, str) else ', '.join(types)}"
-              f"; set {summary['updated_at']} by {summary['updated_by'] or '-'}")
+        print(
+            f"{summary['customer']}: {summary['url']} "
+            f"({'enabled' if summary['enabled'] else 'disabled'}), events "
+            f"{types if isinstance(types, str) else ', '.join(types)}"
+            f"; set {summary['updated_at']} by {summary['updated_by'] or '-'}"
+        )
     states = summary["events"]
     print("events: " + (", ".join(f"{k} {v}" for k, v in sorted(states.items())) or "none"))
     return 0
@@ -134,17 +150,31 @@ def cmd_test(args: argparse.Namespace) -> int:
         raise CliError(f"{customer.name} has no webhook (gateway webhook set)")
     now = time.time()
     event_id = f"evt_test_{int(now)}"
-    event = OutboxEvent(0, event_id, customer.id, "test", now, None,
-                        {"id": event_id, "type": "test", "timestamp": iso_time(now),
-                         "data": {"customer": customer.name}},
-                        "pending", 0, now, now, None, None, None, None)
+    event = OutboxEvent(
+        0,
+        event_id,
+        customer.id,
+        "test",
+        now,
+        None,
+        {"id": event_id, "type": "test", "timestamp": iso_time(now), "data": {"customer": customer.name}},
+        "pending",
+        0,
+        now,
+        now,
+        None,
+        None,
+        None,
+        None,
+    )
 
     async def send() -> Any:
         import aiohttp
 
         dispatcher = Dispatcher(store, config.webhooks)
         async with aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=config.webhooks.timeout_seconds)) as session:
+            timeout=aiohttp.ClientTimeout(total=config.webhooks.timeout_seconds)
+        ) as session:
             dispatcher._session = session
             return await dispatcher.post(webhook.url, webhook.secret, event)
 
@@ -161,8 +191,10 @@ def cmd_disable(args: argparse.Namespace) -> int:
     customer = _customer(store, args.customer)
     if not store.disable_webhook(customer.id, by=args.by):
         raise CliError(f"{customer.name} has no webhook")
-    print(f"webhook of {customer.name} disabled; events are still recorded "
-          "(gateway webhook replay sends them once it is set again)")
+    print(
+        f"webhook of {customer.name} disabled; events are still recorded "
+        "(gateway webhook replay sends them once it is set again)"
+    )
     return 0
 
 
@@ -171,12 +203,21 @@ def cmd_failures(args: argparse.Namespace) -> int:
     customer = _customer(store, args.customer)
     failed = store.list_events(customer.id, state="failed", limit=None)
     if args.json:
-        print_json([{"id": e.event_id, "type": e.type, "created_at": iso_time(e.created_at),
-                     "attempts": e.attempts, "last_error": e.last_error} for e in failed])
+        print_json(
+            [
+                {
+                    "id": e.event_id,
+                    "type": e.type,
+                    "created_at": iso_time(e.created_at),
+                    "attempts": e.attempts,
+                    "last_error": e.last_error,
+                }
+                for e in failed
+            ]
+        )
         return 0
     for e in failed:
-        print(f"{e.event_id} {e.type} {when(e.created_at)} attempts={e.attempts} "
-              f"error={e.last_error}")
+        print(f"{e.event_id} {e.type} {when(e.created_at)} attempts={e.attempts} error={e.last_error}")
     if not failed:
         print("no failed events")
     return 0

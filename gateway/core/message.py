@@ -48,8 +48,7 @@ def header_map(raw: bytes) -> dict[str, list[str]]:
         if not field_name:
             continue
         value = field.split(b":", 1)[1]
-        headers.setdefault(field_name, []).append(
-            _FOLD.sub(b" ", value).strip().decode("utf-8", "replace"))
+        headers.setdefault(field_name, []).append(_FOLD.sub(b" ", value).strip().decode("utf-8", "replace"))
     return headers
 
 

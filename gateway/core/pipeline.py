@@ -78,17 +78,19 @@ class PhaseResult:
         if not self.passed:
             return []
         # Effective, not found: a monitored policy that would reject still gets its headers in.
-        return [m for d in self.decisions if d.effective is Action.CONTINUE and not d.error
-                for m in d.verdict.mutations]
+        return [
+            m
+            for d in self.decisions
+            if d.effective is Action.CONTINUE and not d.error
+            for m in d.verdict.mutations
+        ]
 
 
 class Pipeline:
-    def __init__(self, steps: Sequence[Step], *,
-                 move_after: int = INLINE_OVERRUNS_BEFORE_THREAD) -> None:
+    def __init__(self, steps: Sequence[Step], *, move_after: int = INLINE_OVERRUNS_BEFORE_THREAD) -> None:
         self.steps = list(steps)
         self._by_phase = {
-            phase: [s for s in self.steps if phase in s.policy.phases and s.mode != "off"]
-            for phase in Phase
+            phase: [s for s in self.steps if phase in s.policy.phases and s.mode != "off"] for phase in Phase
         }
         # Per phase, what its checks touch together and whether one is a coroutine, so the
         # per-message decision is a few lookups (Flag arithmetic costs microseconds).
@@ -99,11 +101,14 @@ class Pipeline:
                 try:
                     union |= touches_in(step.policy, phase)
                 except (KeyError, TypeError):
-                    raise PipelineError(f"policy {step.policy.name}: touches names no Touches "
-                                        f"for phase {phase.name}") from None
+                    raise PipelineError(
+                        f"policy {step.policy.name}: touches names no Touches for phase {phase.name}"
+                    ) from None
             self._touches[phase] = union
-        self._any_async = {phase: any(_is_async(s.policy) for s in phase_steps)
-                           for phase, phase_steps in self._by_phase.items()}
+        self._any_async = {
+            phase: any(_is_async(s.policy) for s in phase_steps)
+            for phase, phase_steps in self._by_phase.items()
+        }
         self._waits_on_network = {phase: bool(t & Touches.NETWORK) for phase, t in self._touches.items()}
         self._reads_store = {phase: bool(t & Touches.STORE) for phase, t in self._touches.items()}
         self._move_after = move_after
@@ -112,9 +117,12 @@ class Pipeline:
         for step in self.steps:
             retired = [a for a in RETIRED if hasattr(step.policy, a)]
             if retired:
-                log.warning("policy %s sets %s, which the pipeline no longer reads; declare "
-                            "`touches` (until then it runs in a worker thread)",
-                            step.policy.name, ", ".join(retired))
+                log.warning(
+                    "policy %s sets %s, which the pipeline no longer reads; declare "
+                    "`touches` (until then it runs in a worker thread)",
+                    step.policy.name,
+                    ", ".join(retired),
+                )
 
     @classmethod
     def from_config(cls, entries: Sequence[Any], registry: dict[str, type[Policy]]) -> Pipeline:
@@ -148,16 +156,21 @@ class Pipeline:
     def names(self, phase: Phase) -> list[str]:
         return [s.policy.name for s in self._by_phase[phase]]
 
-    async def run(self, phase: Phase, txn: Transaction, ctx: PolicyContext, *,
-                  in_thread: bool = False) -> PhaseResult:
+    async def run(
+        self, phase: Phase, txn: Transaction, ctx: PolicyContext, *, in_thread: bool = False
+    ) -> PhaseResult:
         """`in_thread`: run even checks that never block in a worker thread (a large message,
         whose parse alone would hold the event loop)."""
         ctx.phase = phase
         steps = self._by_phase[phase]
         stop_at_first = phase is not Phase.DATA
         if steps and not self._any_async[phase]:
-            if (in_thread or self._waits_on_network[phase] or self._moved[phase]
-                    or (self._reads_store[phase] and getattr(ctx.store, "reads_block", True))):
+            if (
+                in_thread
+                or self._waits_on_network[phase]
+                or self._moved[phase]
+                or (self._reads_store[phase] and getattr(ctx.store, "reads_block", True))
+            ):
                 # One hop to a worker thread for the whole phase, not one per policy: the hop
                 # (and the loop wake-up after it) costs more than most checks.
                 decisions = await self._run_batch(steps, txn, ctx, stop_at_first)
@@ -166,8 +179,12 @@ class Pipeline:
         else:
             decisions = []
             for step in steps:
-                if (in_thread or _is_async(step.policy) or id(step) in self._moved[phase]
-                        or _needs_thread(touches_in(step.policy, phase), ctx.store)):
+                if (
+                    in_thread
+                    or _is_async(step.policy)
+                    or id(step) in self._moved[phase]
+                    or _needs_thread(touches_in(step.policy, phase), ctx.store)
+                ):
                     decisions.append(await self._run_step(step, txn, ctx))
                 else:
                     decisions.extend(self._run_inline([step], txn, ctx, stop_at_first, phase))
@@ -184,8 +201,9 @@ class Pipeline:
                 final = decision.verdict
         return PhaseResult(final, decisions)
 
-    def _run_inline(self, steps: list[Step], txn: Transaction, ctx: PolicyContext,
-                    stop_at_first: bool, phase: Phase) -> list[Decision]:
+    def _run_inline(
+        self, steps: list[Step], txn: Transaction, ctx: PolicyContext, stop_at_first: bool, phase: Phase
+    ) -> list[Decision]:
         """Run sync checks on the event loop. Nothing can interrupt them there: an overrun is
         judged when the check returns, and a policy that keeps overrunning is moved."""
         decisions = list(_checks(steps, txn, ctx, stop_at_first))
@@ -197,16 +215,26 @@ class Pipeline:
     def _overran_inline(self, step: Step, phase: Phase, seconds: float) -> None:
         key = (id(step), phase)
         count = self._inline_overruns[key] = self._inline_overruns.get(key, 0) + 1
-        log.warning("policy %s overran its %gs timeout on the event loop at %s (%.3fs; "
-                    "every session waited)", step.policy.name, step.timeout, phase.name, seconds)
+        log.warning(
+            "policy %s overran its %gs timeout on the event loop at %s (%.3fs; every session waited)",
+            step.policy.name,
+            step.timeout,
+            phase.name,
+            seconds,
+        )
         if count >= self._move_after and id(step) not in self._moved[phase]:
             self._moved[phase].add(id(step))
-            log.warning("policy %s overran %d times on the event loop at %s; it runs in a "
-                        "worker thread from now on (until the configuration is reloaded)",
-                        step.policy.name, count, phase.name)
+            log.warning(
+                "policy %s overran %d times on the event loop at %s; it runs in a "
+                "worker thread from now on (until the configuration is reloaded)",
+                step.policy.name,
+                count,
+                phase.name,
+            )
 
-    async def _run_batch(self, steps: list[Step], txn: Transaction, ctx: PolicyContext,
-                         stop_at_first: bool) -> list[Decision]:
+    async def _run_batch(
+        self, steps: list[Step], txn: Transaction, ctx: PolicyContext, stop_at_first: bool
+    ) -> list[Decision]:
         """Run sync checks one after the other in one worker thread. A check that overruns its
         own timeout yields its on_error once it returns; one that never returns is given up
         when the phase's total budget is spent (the thread is left to finish on its own)."""
@@ -223,8 +251,7 @@ class Pipeline:
         except TimeoutError:
             abandoned.set()
             hung = steps[len(done)]
-            done.append(_decision(hung, None, f"timed out after {hung.timeout:g}s",
-                                  hung.timeout))
+            done.append(_decision(hung, None, f"timed out after {hung.timeout:g}s", hung.timeout))
         return done
 
     async def _run_step(self, step: Step, txn: Transaction, ctx: PolicyContext) -> Decision:
@@ -243,8 +270,13 @@ class Pipeline:
         return _decision(step, verdict, error, time.perf_counter() - started)
 
 
-def _checks(steps: list[Step], txn: Transaction, ctx: PolicyContext, stop_at_first: bool,
-            abandoned: threading.Event | None = None) -> Iterator[Decision]:
+def _checks(
+    steps: list[Step],
+    txn: Transaction,
+    ctx: PolicyContext,
+    stop_at_first: bool,
+    abandoned: threading.Event | None = None,
+) -> Iterator[Decision]:
     """The sync checks of a phase in order, each timed; a crash or an overrun is an error
     decision (on_error), never a pass."""
     for step in steps:
@@ -255,8 +287,7 @@ def _checks(steps: list[Step], txn: Transaction, ctx: PolicyContext, stop_at_fir
         try:
             verdict = step.policy.check(txn, ctx)  # type: ignore[assignment]
             if not isinstance(verdict, Verdict):
-                raise TypeError(f"policy {step.policy.name} returned "
-                                f"{type(verdict).__name__}, not Verdict")
+                raise TypeError(f"policy {step.policy.name} returned {type(verdict).__name__}, not Verdict")
             error = None
         except Exception as exc:  # noqa: BLE001 - a crashing policy must not pass
             verdict, error = None, f"crashed: {type(exc).__name__}: {exc}"
@@ -282,8 +313,7 @@ def _needs_thread(touches: Touches, store: object) -> bool:
 def _decision(step: Step, verdict: Verdict | None, error: str | None, seconds: float) -> Decision:
     if error is not None or verdict is None:
         verdict = _error_verdict(step, error or "no verdict")
-    verdict = Verdict(verdict.action, verdict.reply, verdict.reason, step.policy.name,
-                      verdict.mutations)
+    verdict = Verdict(verdict.action, verdict.reply, verdict.reason, step.policy.name, verdict.mutations)
     effective = verdict.action if step.mode == "enforce" else Action.CONTINUE
     return Decision(step.policy.name, step.mode, verdict, effective, seconds, error is not None)
 

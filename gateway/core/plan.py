@@ -45,8 +45,11 @@ def _well_folded(value: str) -> bool:
     if "\r" not in value and "\n" not in value:
         return True
     folds = value.count("\r\n")
-    return (value.count("\r") == folds and value.count("\n") == folds
-            and value.count("\r\n ") + value.count("\r\n\t") == folds)
+    return (
+        value.count("\r") == folds
+        and value.count("\n") == folds
+        and value.count("\r\n ") + value.count("\r\n\t") == folds
+    )
 
 
 @dataclass(frozen=True)
@@ -187,8 +190,11 @@ def render(raw: bytes, edits: Iterable[Edit]) -> bytes:
 def removed_fields(raw: bytes, edits: Iterable[Edit]) -> list[str]:
     """The names, as the client wrote them, of every field the edits remove, in message order."""
     removed = {e.key for e in edits if isinstance(e, RemoveHeader)}
-    return [raw_field.split(b":", 1)[0].strip().decode("ascii", "replace")
-            for key, raw_field in _fields_of(raw)[1] if key in removed]
+    return [
+        raw_field.split(b":", 1)[0].strip().decode("ascii", "replace")
+        for key, raw_field in _fields_of(raw)[1]
+        if key in removed
+    ]
 
 
 def added_on_top(edits: Iterable[Edit]) -> list[AddHeader]:

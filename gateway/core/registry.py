@@ -26,9 +26,7 @@ def discover(extra: list[type[Policy]] | None = None) -> dict[str, type[Policy]]
         if not isinstance(cls, type) or not issubclass(cls, Policy) or not cls.name:
             raise RegistryError(f"{origin} is not a gateway policy class")
         if cls.name in found and found[cls.name] is not cls:
-            raise RegistryError(
-                f"duplicate policy name {cls.name!r}: {origins[cls.name]} and {origin}"
-            )
+            raise RegistryError(f"duplicate policy name {cls.name!r}: {origins[cls.name]} and {origin}")
         found[cls.name] = cls
         origins[cls.name] = origin
 
@@ -36,8 +34,7 @@ def discover(extra: list[type[Policy]] | None = None) -> dict[str, type[Policy]]
         try:
             cls = ep.load()
         except Exception as exc:  # a broken plugin must say which one
-            raise RegistryError(
-                f"cannot load policy entry point {ep.name!r} ({ep.value}): {exc}") from exc
+            raise RegistryError(f"cannot load policy entry point {ep.name!r} ({ep.value}): {exc}") from exc
         add(cls, f"{ep.value}")
     for cls in extra or []:
         add(cls, f"{cls.__module__}.{cls.__qualname__}")

@@ -14,15 +14,11 @@ AUTH_REQUIRED = Reply(530, "5.7.0", "Authentication required")
 AUTH_TEMPFAIL = Reply(454, "4.7.0", "Temporary authentication failure, try again later")
 AUTH_OK = Reply(235, "2.7.0", "Authentication successful")
 AUTH_FAILED = Reply(535, "5.7.8", "Authentication credentials invalid")
-AUTH_TOO_MANY_FAILURES = Reply(
-    421, "4.7.0", "Too many failed authentication attempts, closing connection"
-)
+AUTH_TOO_MANY_FAILURES = Reply(421, "4.7.0", "Too many failed authentication attempts, closing connection")
 AUTH_THROTTLED = Reply(
     421, "4.7.0", "Too many failed authentication attempts from your address, try again later"
 )
-TOO_MANY_RECIPIENTS = Reply(
-    452, "4.5.3", "Too many recipients; send the others in a new transaction"
-)
+TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Too many recipients; send the others in a new transaction")
 BARE_LINE_ENDING = Reply(
     550, "5.6.0", "Message contains a bare CR or LF; use CRLF line endings (SMTP smuggling protection)"
 )
@@ -38,7 +34,8 @@ DOWNSTREAM_TIMEOUT = Reply(451, "4.4.2", "Downstream mail server timed out, try 
 DOWNSTREAM_ERROR = Reply(451, "4.4.0", "Downstream mail server error, try again later")
 DOWNSTREAM_TLS = Reply(451, "4.7.5", "Cannot establish TLS with downstream mail server, try again later")
 PARTIAL_RECIPIENTS = Reply(
-    451, "4.5.3",
+    451,
+    "4.5.3",
     "Downstream refused some recipients; retry them in separate transactions",
 )
 INTERNAL_ERROR = Reply(451, "4.3.0", "Temporary local problem, please try again later")
@@ -52,11 +49,10 @@ def too_many_mime_parts(limit: int) -> Reply:
 
 
 def mime_nested_too_deep(limit: int) -> Reply:
-    return Reply(552, "5.3.4",
-                 f"Message has MIME parts nested more than {limit} deep, the most accepted")
+    return Reply(552, "5.3.4", f"Message has MIME parts nested more than {limit} deep, the most accepted")
+
+
 # Command-line hygiene (SMTP smuggling and envelope injection): a command line ends only at CRLF,
 # and an address is relayed exactly as the policies saw it, so it must not carry control bytes.
-BARE_NEWLINE_IN_COMMAND = Reply(
-    500, "5.5.2", "Bare CR or LF in a command line; use CRLF line endings"
-)
+BARE_NEWLINE_IN_COMMAND = Reply(500, "5.5.2", "Bare CR or LF in a command line; use CRLF line endings")
 ADDRESS_CONTROL_CHARACTER = Reply(501, "5.1.3", "Control characters are not allowed in an address")

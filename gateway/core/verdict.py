@@ -63,13 +63,11 @@ class Verdict:
         return cls(Action.CONTINUE, None, reason, mutations=mutations)
 
     @classmethod
-    def reject(cls, text: str, reason: str = "", *, code: int = 550,
-               enhanced: str = "5.7.1") -> Verdict:
+    def reject(cls, text: str, reason: str = "", *, code: int = 550, enhanced: str = "5.7.1") -> Verdict:
         return cls(Action.REJECT, Reply(code, enhanced, text), reason or text)
 
     @classmethod
-    def tempfail(cls, text: str, reason: str = "", *, code: int = 451,
-                 enhanced: str = "4.3.5") -> Verdict:
+    def tempfail(cls, text: str, reason: str = "", *, code: int = 451, enhanced: str = "4.3.5") -> Verdict:
         return cls(Action.TEMPFAIL, Reply(code, enhanced, text), reason or text)
 
     @property

@@ -17,8 +17,7 @@ from importlib import metadata
 
 from gateway.fastpaths.switch import SWITCH, Status, Version, decide, switched_off
 
-__all__ = ["SWITCH", "Status", "Version", "configure", "decide", "log_status", "metadata",
-           "switched_off"]
+__all__ = ["SWITCH", "Status", "Version", "configure", "decide", "log_status", "metadata", "switched_off"]
 
 
 def configure() -> list[Status]:
@@ -42,5 +41,10 @@ def log_status() -> None:
 
     log = get_logger()
     for status in (aiosmtpd.STATUS, aiosmtplib.STATUS, stdlib_email.STATUS):
-        log.event("fastpaths", library=status.library, version=status.version,
-                  active=status.active, reason=status.reason)
+        log.event(
+            "fastpaths",
+            library=status.library,
+            version=status.version,
+            active=status.active,
+            reason=status.reason,
+        )

@@ -108,7 +108,8 @@ def _cached_dir(obj: Any) -> list[str]:
 # the ">", the rest of the argument less the one space before the parameters.
 _PLAIN_PATH = re.compile(
     r"<((?!=\?)[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
-    r"@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>")
+    r"@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>"
+)
 
 
 class FastPathSMTP(aiosmtpd_smtp.SMTP):
@@ -119,9 +120,8 @@ class FastPathSMTP(aiosmtpd_smtp.SMTP):
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         match = _PLAIN_PATH.match(arg) if arg and ACTIVE else None
         if match is not None:
-            rest = arg[match.end():]
-            if rest and (rest[0] != " " or len(rest) < 2 or rest[1].isspace()
-                         or rest[1] == "("):
+            rest = arg[match.end() :]
+            if rest and (rest[0] != " " or len(rest) < 2 or rest[1].isspace() or rest[1] == "("):
                 match = None  # other text, comments or runs of white space after ">"
             elif rest:
                 rest = rest[1:]
@@ -155,8 +155,7 @@ class FastPathSMTP(aiosmtpd_smtp.SMTP):
         await self._writer.drain()
 
 
-async def read_data(reader: asyncio.StreamReader, readuntil: Any,
-                    acc: DataAccumulator) -> bool:
+async def read_data(reader: asyncio.StreamReader, readuntil: Any, acc: DataAccumulator) -> bool:
     """Read the message after DATA's 354 into `acc`; False if the client went away first.
 
     Fast: large chunks, the bytes after the marker put back at the front of the reader's

@@ -65,6 +65,7 @@ def configure() -> Status:
 
 # --- DATA preparation -------------------------------------------------------------------------
 
+
 def _normalize_line_endings(message: bytes) -> bytes:
     if not crlf_only(message):
         assert _STOCK_NORMALIZE is not None  # installed only then
@@ -97,6 +98,7 @@ def data_payload(message: bytes) -> bytes:
 
 
 # --- pipelining -------------------------------------------------------------------------------
+
 
 def can_pipeline(client: aiosmtplib.SMTP) -> bool:
     """A batch may be sent: fast paths on, the server offers PIPELINING, connected."""
@@ -155,8 +157,9 @@ class _Replies(asyncio.Protocol):
         if not self._replies and self._error is None:
             loop = asyncio.get_running_loop()
             self._waiter = waiter = loop.create_future()
-            timer = (loop.call_later(self._timeout, self._expire, waiter)
-                     if self._timeout is not None else None)
+            timer = (
+                loop.call_later(self._timeout, self._expire, waiter) if self._timeout is not None else None
+            )
             try:
                 await waiter
             finally:
@@ -170,8 +173,7 @@ class _Replies(asyncio.Protocol):
 
     def _expire(self, waiter: asyncio.Future[None]) -> None:
         if not waiter.done():
-            waiter.set_exception(
-                aiosmtplib.SMTPReadTimeoutError("Timed out waiting for server response"))
+            waiter.set_exception(aiosmtplib.SMTPReadTimeoutError("Timed out waiting for server response"))
 
     def _fail(self, exc: Exception) -> None:
         if self._error is None:
@@ -217,22 +219,21 @@ def _parse_reply(buffer: bytearray) -> SMTPResponse | None:
     offset = 0
     lines: list[bytes] = []
     while (end := buffer.find(b"\n", offset)) != -1:
-        line = bytes(buffer[offset:end + 1])
+        line = bytes(buffer[offset : end + 1])
         if len(line) > MAX_LINE_LENGTH:
             raise aiosmtplib.SMTPResponseException(-1, "Response too long")
         try:
             code = int(line[:3])
         except ValueError:
             raise aiosmtplib.SMTPResponseException(
-                -1, "Malformed SMTP response line: " + line.decode("utf-8", "ignore")) from None
+                -1, "Malformed SMTP response line: " + line.decode("utf-8", "ignore")
+            ) from None
         offset = end + 1
         lines.append(line[4:].strip(b" \t\r\n"))
         if line[3:4] != b"-":
             del buffer[:offset]
             return SMTPResponse(code, b"\n".join(lines).decode("utf-8", "surrogateescape"))
     return None
-
-
 
 
 configure()  # at import: decided before the first session or relay

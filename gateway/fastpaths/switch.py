@@ -44,8 +44,7 @@ def _parse(version: str) -> Version:
     return tuple(parts)
 
 
-def decide(library: str, written_for: tuple[Version, Version],
-           installed: str | None = None) -> Status:
+def decide(library: str, written_for: tuple[Version, Version], installed: str | None = None) -> Status:
     """Active only if not switched off and `written_for[0] <= installed < written_for[1]`."""
     if installed is None:
         try:
@@ -57,6 +56,5 @@ def decide(library: str, written_for: tuple[Version, Version],
     if switched_off():
         return Status(library, installed, False, f"{SWITCH} is set")
     if not low <= _parse(installed) < below:
-        return Status(library, installed, False,
-                      f"written for {library}{span}; the library's own code runs")
+        return Status(library, installed, False, f"written for {library}{span}; the library's own code runs")
     return Status(library, installed, True, f"written for {library}{span}")

@@ -49,7 +49,7 @@ class FeedbackReport:
 
     def __post_init__(self) -> None:
         # Bounded work: a report about our mail names one recipient (or a few).
-        self.recipients = self.recipients[:returned.current_limits().max_recipients]
+        self.recipients = self.recipients[: returned.current_limits().max_recipients]
 
     @property
     def is_complaint(self) -> bool:
@@ -67,8 +67,10 @@ def feedback_part(msg: Message) -> Message | None:
 
 
 def is_arf(msg: Message) -> bool:
-    if (returned.content_type(msg) == "multipart/report"
-            and returned.param(msg, "report-type") == "feedback-report"):
+    if (
+        returned.content_type(msg) == "multipart/report"
+        and returned.param(msg, "report-type") == "feedback-report"
+    ):
         return True
     return feedback_part(msg) is not None
 
@@ -201,12 +203,13 @@ def parse_inline_forward(msg: Message) -> FeedbackReport | None:
     mark = FORWARD_MARK_RE.search(text)
     if mark is None:
         return None
-    _, original = split_inline_original(text[mark.start():], starts_at_separator=True)
+    _, original = split_inline_original(text[mark.start() :], starts_at_separator=True)
     recipients = _original_recipients(original) if original is not None else []
     if not recipients:
         recipients = returned.header_addresses(msg, "From")[:1]
-    return FeedbackReport(source="inline", feedback_type="abuse", recipients=recipients,
-                          original=original, text=text)
+    return FeedbackReport(
+        source="inline", feedback_type="abuse", recipients=recipients, original=original, text=text
+    )
 
 
 def parse_apple_unsubscribe(msg: Message) -> FeedbackReport | None:

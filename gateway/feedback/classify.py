@@ -45,7 +45,8 @@ AUTO_REPLY_SUBJECT_RE = re.compile(
 
 # What mail programs put before the subject of a forward (en, de, fr, es/pt, it, nl, nordic).
 FORWARD_SUBJECT_RE = re.compile(
-    r"^\s*(\[[^\]]{0,40}\]\s*)?(fwd?|fw|wg|tr|rv|enc|i|vs|vl|doorst|fwd\[\d+\])\s*:", re.I)
+    r"^\s*(\[[^\]]{0,40}\]\s*)?(fwd?|fw|wg|tr|rv|enc|i|vs|vl|doorst|fwd\[\d+\])\s*:", re.I
+)
 
 
 @dataclass
@@ -192,8 +193,13 @@ def _from_bounce(msg: Message, bounce: dsn.BounceReport, cfg: _IdConfig) -> Feed
     extra = [r.recipient for r in bounce.recipients] + [
         r.original_recipient for r in bounce.recipients if r.original_recipient
     ]
-    ids = _mail_ids(msg, cfg, original=bounce.original, extra_addresses=extra,
-                    header_ids=[bounce.envelope_id] if bounce.envelope_id else [])
+    ids = _mail_ids(
+        msg,
+        cfg,
+        original=bounce.original,
+        extra_addresses=extra,
+        header_ids=[bounce.envelope_id] if bounce.envelope_id else [],
+    )
     return FeedbackAnalysis(
         kind=kind,
         recipients=_unique(r.recipient for r in chosen),
@@ -217,8 +223,9 @@ class _ClassifyMemo:
         self._done: dict[tuple[str | None, str | None, str, str | None], rules.Classification] = {}
         self._scan_codes: tuple[str | None, str | None] | None = None
 
-    def classify(self, status: str | None, reply: str | None, text: str,
-                 phase: str | None) -> rules.Classification:
+    def classify(
+        self, status: str | None, reply: str | None, text: str, phase: str | None
+    ) -> rules.Classification:
         key = (status, reply, text, phase)
         if key not in self._done:
             returned.check_budget()
@@ -235,16 +242,22 @@ class _ClassifyMemo:
 def _classify_recipient(rcpt: dsn.DsnRecipient, memo: _ClassifyMemo) -> RecipientResult:
     if rcpt.action != "failed":
         detail = rcpt.diagnostic or rcpt.status or ""
-        return RecipientResult(rcpt.recipient, rcpt.action, rcpt.status, rules.NONE,
-                               f"{rcpt.action}{': ' + _short(detail) if detail else ''}")
+        return RecipientResult(
+            rcpt.recipient,
+            rcpt.action,
+            rcpt.status,
+            rules.NONE,
+            f"{rcpt.action}{': ' + _short(detail) if detail else ''}",
+        )
     diagnostic = rcpt.diagnostic[:_MAX_RECIPIENT_TEXT]
     result = memo.classify(rcpt.status, rcpt.reply_code, diagnostic, rcpt.phase)
     detail = rcpt.diagnostic
     if result.rule in rules.WEAK_RULES and rcpt.context and rcpt.context != rcpt.diagnostic:
         # The structured diagnostic said nothing we understand: read the notification's
         # lines about this recipient, then the whole notification.
-        wider = memo.classify(rcpt.status, rcpt.reply_code,
-                              f"{diagnostic}\n{rcpt.context}"[:_MAX_RECIPIENT_TEXT], rcpt.phase)
+        wider = memo.classify(
+            rcpt.status, rcpt.reply_code, f"{diagnostic}\n{rcpt.context}"[:_MAX_RECIPIENT_TEXT], rcpt.phase
+        )
         if wider.rule not in rules.WEAK_RULES:
             result, detail = wider, detail or rcpt.context
     scan = memo.scan
@@ -271,24 +284,43 @@ def _first_line_with_code(text: str) -> str:
 def _from_ses(msg: Message, note: ses.SesNotification, cfg: _IdConfig) -> FeedbackAnalysis:
     own = note.headers.get(cfg.header.lower())
     ids = _mail_ids(msg, cfg, original=None, extra_addresses=(), header_ids=[own] if own else [])
-    headers = {name: note.headers[name.lower()] for name in cfg.original_header_names
-               if note.headers.get(name.lower())}
+    headers = {
+        name: note.headers[name.lower()]
+        for name in cfg.original_header_names
+        if note.headers.get(name.lower())
+    }
     if note.notification_type == "complaint":
         return FeedbackAnalysis(
             kind="complaint" if note.feedback_type not in arf.NOT_COMPLAINT_TYPES else "other",
             recipients=[r.recipient for r in note.recipients],
             reason=f"complaint: {note.feedback_type} (SES notification)",
-            mail_ids=ids, feedback_type=note.feedback_type, original_headers=headers,
-            per_recipient=[RecipientResult(r.recipient, "complained", None, rules.NONE,
-                                           note.feedback_type or "abuse") for r in note.recipients],
+            mail_ids=ids,
+            feedback_type=note.feedback_type,
+            original_headers=headers,
+            per_recipient=[
+                RecipientResult(r.recipient, "complained", None, rules.NONE, note.feedback_type or "abuse")
+                for r in note.recipients
+            ],
             source="ses",
         )
-    rcpts = [dsn.DsnRecipient(recipient=r.recipient, action=r.action, status=r.status,
-                              reply_code=dsn.find_reply(r.diagnostic), diagnostic=r.diagnostic)
-             for r in note.recipients]
+    rcpts = [
+        dsn.DsnRecipient(
+            recipient=r.recipient,
+            action=r.action,
+            status=r.status,
+            reply_code=dsn.find_reply(r.diagnostic),
+            diagnostic=r.diagnostic,
+        )
+        for r in note.recipients
+    ]
     if not rcpts:
-        return FeedbackAnalysis(kind="other", reason="SES notification without recipients",
-                                mail_ids=ids, original_headers=headers, source="ses")
+        return FeedbackAnalysis(
+            kind="other",
+            reason="SES notification without recipients",
+            mail_ids=ids,
+            original_headers=headers,
+            source="ses",
+        )
     report = dsn.BounceReport(source="ses", recipients=rcpts)
     analysis = _from_bounce(msg, report, cfg)
     analysis.mail_ids = ids
@@ -318,8 +350,7 @@ def _from_feedback(msg: Message, report: arf.FeedbackReport, cfg: _IdConfig) -> 
         mail_ids=ids,
         feedback_type=report.feedback_type,
         original_headers=_original_headers(report.original, cfg),
-        per_recipient=[RecipientResult(r, action, None, rules.NONE, reason)
-                       for r in report.recipients],
+        per_recipient=[RecipientResult(r, action, None, rules.NONE, reason) for r in report.recipients],
         source=report.source,
     )
 
@@ -349,14 +380,15 @@ def _forwarded_notification(msg: Message) -> Message | None:
     text = returned.notification_text(msg)[:_MAX_SCAN]
     mark = arf.FORWARD_MARK_RE.search(text)
     if mark is not None:
-        _, inline = dsn.split_inline_original(text[mark.start():], starts_at_separator=True)
+        _, inline = dsn.split_inline_original(text[mark.start() :], starts_at_separator=True)
         if inline is not None:
             forwarded.append(inline)
     for inner in forwarded:
         # Who sent the forwarded mail decides, not its subject: our own newsletter may be
         # called "Rejected? Try again" and is then a complaint like any other forward.
         machine = dsn.BOUNCE_FROM_RE.search(returned.header_str(inner, "From")) or inner.get(
-            "X-Failed-Recipients")
+            "X-Failed-Recipients"
+        )
         if arf.is_arf(inner) or dsn.is_delivery_report(inner) or machine:
             return inner
     return None
@@ -371,8 +403,9 @@ def _from_forwarded(msg: Message, inner: Message, cfg: _IdConfig) -> FeedbackAna
         bounce = dsn.parse_bounce(inner)
         if bounce is not None:
             return _from_bounce(msg, bounce, cfg)
-    analysis = FeedbackAnalysis(kind="other", source="forwarded",
-                                reason="forwarded by a person: not a bounce or complaint")
+    analysis = FeedbackAnalysis(
+        kind="other", source="forwarded", reason="forwarded by a person: not a bounce or complaint"
+    )
     analysis.mail_ids = _mail_ids(msg, cfg, original=None, extra_addresses=())
     return analysis
 
@@ -403,8 +436,9 @@ def _from_auto_reply(msg: Message, cfg: _IdConfig) -> FeedbackAnalysis:
 def _envelope_addresses(msg: Message, cfg: _IdConfig) -> list[str]:
     """Where a VERP address shows up on a returned mail, most reliable first."""
     addrs = [a.lower() for a in cfg.envelope]
-    addrs += returned.header_addresses(msg, "Delivered-To", "X-Original-To", "Envelope-To",
-                                    "X-Envelope-To", "X-Rcpt-To", "To", "Cc")
+    addrs += returned.header_addresses(
+        msg, "Delivered-To", "X-Original-To", "Envelope-To", "X-Envelope-To", "X-Rcpt-To", "To", "Cc"
+    )
     for received in msg.get_all("Received") or []:
         match = re.search(r"\bfor\s+<?([^>\s;]+@[^>\s;]+)", str(received), re.I)
         if match:
@@ -435,12 +469,18 @@ def _verp_id(address: str, cfg: _IdConfig) -> str | None:
     head = f"{cfg.prefix}-"
     if not local.startswith(head):
         return None
-    candidate = local[len(head):]
+    candidate = local[len(head) :]
     return candidate if cfg.pattern.fullmatch(candidate) else None
 
 
-def _mail_ids(msg: Message, cfg: _IdConfig, *, original: Message | None,
-              extra_addresses: Iterable[str], header_ids: Iterable[str] = ()) -> list[str]:
+def _mail_ids(
+    msg: Message,
+    cfg: _IdConfig,
+    *,
+    original: Message | None,
+    extra_addresses: Iterable[str],
+    header_ids: Iterable[str] = (),
+) -> list[str]:
     """Candidates in RULES.md order: VERP (envelope, our headers, DSN/ARF addresses and the
     original's Return-Path), then the mail-ID header of returned/forwarded originals (and
     header_ids: the DSN's Original-Envelope-Id, SES's copy of our headers), then ID-looking

@@ -25,8 +25,13 @@ REPLY_RE = re.compile(r"(?<![\w.:/#=+-])([245][0-5]\d)(?=[ -]|$)(?![ -]?\d{2,})"
 STATUS_TYPES = frozenset({"message/delivery-status", "message/global-delivery-status"})
 RECIPIENT_FIELDS = frozenset({"final-recipient", "original-recipient", "x-actual-recipient"})
 GROUP_FIELDS = RECIPIENT_FIELDS | {
-    "action", "status", "diagnostic-code", "remote-mta", "last-attempt-date",
-    "will-retry-until", "final-log-id",
+    "action",
+    "status",
+    "diagnostic-code",
+    "remote-mta",
+    "last-attempt-date",
+    "will-retry-until",
+    "final-log-id",
 }
 ACTIONS = frozenset({"failed", "delayed", "delivered", "relayed", "expanded"})
 
@@ -72,16 +77,41 @@ SEPARATOR_RE = re.compile(
     re.I,
 )
 # The original's headers; a block of these lines marks where a pasted original starts.
-ORIGINAL_HEADER_NAMES = frozenset({
-    "from", "to", "cc", "subject", "date", "message-id", "received", "return-path",
-    "reply-to", "sender", "mime-version", "content-type", "x-mailing-id", "x-campaign-id",
-    "list-unsubscribe", "dkim-signature", "delivered-to", "x-mailer", "references",
-})
+ORIGINAL_HEADER_NAMES = frozenset(
+    {
+        "from",
+        "to",
+        "cc",
+        "subject",
+        "date",
+        "message-id",
+        "received",
+        "return-path",
+        "reply-to",
+        "sender",
+        "mime-version",
+        "content-type",
+        "x-mailing-id",
+        "x-campaign-id",
+        "list-unsubscribe",
+        "dkim-signature",
+        "delivered-to",
+        "x-mailer",
+        "references",
+    }
+)
 # Headers a human-written summary ("To: ... Subject: ... Date: ...") does not have.
-_TRANSPORT_HEADER_NAMES = frozenset({
-    "received", "return-path", "mime-version", "content-type", "dkim-signature",
-    "x-mailing-id", "list-unsubscribe",
-})
+_TRANSPORT_HEADER_NAMES = frozenset(
+    {
+        "received",
+        "return-path",
+        "mime-version",
+        "content-type",
+        "dkim-signature",
+        "x-mailing-id",
+        "list-unsubscribe",
+    }
+)
 # Notification wording of bounces whose sender and subject say nothing (forwarded bounces,
 # vendor appliances): counts only together with an SMTP code ...
 BOUNCE_BODY_RE = re.compile(
@@ -115,10 +145,22 @@ _NOT_RECIPIENT_LINE_RE = re.compile(  # possessive runs: linear on a line of bla
     r"|message-?id|envelope-from|mail from\s*:|\bsmtp\.mailfrom|header\.(from|i)=",
     re.I,
 )
-_DAEMON_LOCALS = frozenset({"mailer-daemon", "mail-daemon", "maildaemon", "mdaemon",
-                            "double-bounce"})
-_ROLE_LOCALS = frozenset({"postmaster", "post_master", "root", "abuse", "nobody", "support",
-                          "help", "helpdesk", "admin", "noreply", "no-reply"})
+_DAEMON_LOCALS = frozenset({"mailer-daemon", "mail-daemon", "maildaemon", "mdaemon", "double-bounce"})
+_ROLE_LOCALS = frozenset(
+    {
+        "postmaster",
+        "post_master",
+        "root",
+        "abuse",
+        "nobody",
+        "support",
+        "help",
+        "helpdesk",
+        "admin",
+        "noreply",
+        "no-reply",
+    }
+)
 # Bounded work on hostile input (a "bounce" listing thousands of addresses).
 _MAX_CONTEXT_LINES = 5000
 _MAX_GROUPS = 1000
@@ -266,12 +308,12 @@ def _line_prefix(line: str) -> str:
 
 def _header_block_at(lines: list[str], i: int, min_lines: int) -> bool:
     prefix = _line_prefix(lines[i])
-    first = lines[i][len(prefix):]
+    first = lines[i][len(prefix) :]
     if not returned.is_header_line(first):
         return False
     names: list[str] = []
-    for line in lines[i:i + 60]:
-        body = line[len(prefix):] if line.startswith(prefix) else line
+    for line in lines[i : i + 60]:
+        body = line[len(prefix) :] if line.startswith(prefix) else line
         if not body.strip():
             break
         if body[0] in " \t" and names:
@@ -297,7 +339,7 @@ def _dedent_headers(lines: list[str]) -> str:
         lines = lines[1:]  # mbox 'From ' line
     prefix = _line_prefix(lines[0]) if lines else ""
     if prefix:
-        lines = [line[len(prefix):] if line.startswith(prefix) else line for line in lines]
+        lines = [line[len(prefix) :] if line.startswith(prefix) else line for line in lines]
     return "\n".join(lines)
 
 
@@ -342,9 +384,13 @@ def split_status_groups(text: str) -> tuple[dict[str, str], list[dict[str, str]]
                 groups.append(cur)
                 cur = None
             continue
-        if name in RECIPIENT_FIELDS and cur is not None and (
-            name in cur
-            or (RECIPIENT_FIELDS & cur.keys() and {"action", "status", "diagnostic-code"} & cur.keys())
+        if (
+            name in RECIPIENT_FIELDS
+            and cur is not None
+            and (
+                name in cur
+                or (RECIPIENT_FIELDS & cur.keys() and {"action", "status", "diagnostic-code"} & cur.keys())
+            )
         ):
             groups.append(cur)
             cur = None
@@ -370,8 +416,19 @@ _IMCEA_RE = re.compile(r"imcea(?:smtp|x400)?-([^@\s]+)@", re.I)
 _SMTP_PREFIX_RE = re.compile(r"^(?:smtp|rfc822)[=:]", re.I)
 # Values that stand in for a recipient nobody named ("rfc822; unknown", "<>",
 # "undisclosed-recipients:;"): never a recipient.
-_PLACEHOLDER_LOCALS = frozenset({"unknown", "undisclosed-recipients", "undisclosed", "recipient",
-                                 "recipients", "invalid", "none", "null", "nobody"})
+_PLACEHOLDER_LOCALS = frozenset(
+    {
+        "unknown",
+        "undisclosed-recipients",
+        "undisclosed",
+        "recipient",
+        "recipients",
+        "invalid",
+        "none",
+        "null",
+        "nobody",
+    }
+)
 
 
 def _recipient_from_field(value: str) -> str | None:
@@ -445,15 +502,17 @@ def recipients_from_groups(groups: list[dict[str, str]]) -> list[DsnRecipient]:
             # Missing/odd Action: infer from the status class, as receivers of DSNs must.
             action = "delivered" if status and status.startswith("2") else "failed"
         remote = group.get("remote-mta")
-        out.append(DsnRecipient(
-            recipient=recipient,
-            action=action,
-            status=status,
-            reply_code=find_reply(diagnostic),
-            diagnostic=diagnostic,
-            original_recipient=orig_addr,
-            remote_mta=_diagnostic_text(remote) if remote else None,
-        ))
+        out.append(
+            DsnRecipient(
+                recipient=recipient,
+                action=action,
+                status=status,
+                reply_code=find_reply(diagnostic),
+                diagnostic=diagnostic,
+                original_recipient=orig_addr,
+                remote_mta=_diagnostic_text(remote) if remote else None,
+            )
+        )
     return out
 
 
@@ -463,7 +522,8 @@ def recipients_from_groups(groups: list[dict[str, str]]) -> list[DsnRecipient]:
 def is_delivery_report(msg: Message) -> bool:
     ctype = returned.content_type(msg)
     if ctype == "multipart/report" and returned.param(msg, "report-type") in (
-        "delivery-status", "global-delivery-status"
+        "delivery-status",
+        "global-delivery-status",
     ):
         return True
     return status_part(msg) is not None
@@ -515,8 +575,11 @@ def parse_bounce(msg: Message, _depth: int = 0) -> BounceReport | None:
         per_message = per_message or fields_msg
         recipients = recipients_from_groups(groups[:_MAX_GROUPS])
         source = "text-fields"
-    if not recipients and original is not None and _depth < 3 and (
-        is_delivery_report(original) or looks_like_bounce(original)
+    if (
+        not recipients
+        and original is not None
+        and _depth < 3
+        and (is_delivery_report(original) or looks_like_bounce(original))
     ):
         # A bounce of a bounce (or a gateway wrapping the real DSN): the inner one knows.
         inner = parse_bounce(original, _depth=_depth + 1)
@@ -528,7 +591,7 @@ def parse_bounce(msg: Message, _depth: int = 0) -> BounceReport | None:
     if not recipients:
         return None
     # Bounded work: a report naming more recipients is cut (ours name one, or a few).
-    recipients = recipients[:returned.current_limits().max_recipients]
+    recipients = recipients[: returned.current_limits().max_recipients]
     _attach_context(recipients, text)
     envelope_id = per_message.get("original-envelope-id")
     reporting = per_message.get("reporting-mta")
@@ -545,8 +608,7 @@ def parse_bounce(msg: Message, _depth: int = 0) -> BounceReport | None:
 def _field_lines(text: str) -> str:
     """Only the DSN-looking lines of a text part (plus blank lines as group separators)."""
     keep: list[str] = []
-    names = GROUP_FIELDS | {"reporting-mta", "original-envelope-id", "arrival-date",
-                            "received-from-mta"}
+    names = GROUP_FIELDS | {"reporting-mta", "original-envelope-id", "arrival-date", "received-from-mta"}
     in_field = False
     for line in text.split("\n"):
         stripped = line.strip()
@@ -570,8 +632,9 @@ def _excluded_addresses(msg: Message, original: Message | None) -> set[str]:
     addressee (= the original envelope sender) and the original's sender fields."""
     out = set(returned.header_addresses(msg, "From", "To", "Reply-To", "Sender", "Return-Path"))
     if original is not None:
-        out |= set(returned.header_addresses(original, "From", "Sender", "Reply-To", "Return-Path",
-                                          "Errors-To"))
+        out |= set(
+            returned.header_addresses(original, "From", "Sender", "Reply-To", "Return-Path", "Errors-To")
+        )
     return out
 
 
@@ -597,8 +660,11 @@ def _recipients_from_text(msg: Message, text: str, original: Message | None) -> 
                 continue
             if len(found) >= cap:
                 break
-            found += [a for a in returned.addresses(line)[:cap]
-                      if a not in own and a not in found and a.split("@", 1)[0] not in _DAEMON_LOCALS]
+            found += [
+                a
+                for a in returned.addresses(line)[:cap]
+                if a not in own and a not in found and a.split("@", 1)[0] not in _DAEMON_LOCALS
+            ]
     if not found and original is not None:
         # Nothing named in the text: the returned original's To is the best guess
         # (single-recipient mails are what an ESP sends).

@@ -64,18 +64,21 @@ ID_PATTERN = re.compile(r"[e-h][a-z2-7]{47}")
 UNSUBSCRIBE_TYPES = frozenset({"opt-out", "unsubscribe"})
 _STATUS_RANK = {"genuine": 0, "forged": 1, "altered": 2, "malformed": 3}
 
-MAIL_ID_CHECKS = Counter("gateway_feedback_mail_ids_total",
-                         "Mail IDs of returned mail by verification status",
-                         ["status"])  # genuine | forged | altered | malformed | none
+MAIL_ID_CHECKS = Counter(
+    "gateway_feedback_mail_ids_total", "Mail IDs of returned mail by verification status", ["status"]
+)  # genuine | forged | altered | malformed | none
 # Reports of an actionable kind (bounce, complaint, unsubscribe) that changed nothing because
 # they do not verify; reason: no-id | forged-id | altered-id | malformed-id | unverified-id |
 # recipient-mismatch | no-recipient | unparsed.
-UNVERIFIED = Counter("gateway_feedback_unverified_total",
-                     "Bounces and complaints not acted on because they do not verify",
-                     ["kind", "reason"])
+UNVERIFIED = Counter(
+    "gateway_feedback_unverified_total",
+    "Bounces and complaints not acted on because they do not verify",
+    ["kind", "reason"],
+)
 ACTIONABLE_KINDS = ("bounce", "complaint", "unsubscribe")
-COMPLAINT_RATE_ACTIONS = Counter("gateway_complaint_rate_actions_total",
-                                 "Complaint-rate thresholds crossed", ["action"])  # warning | suspended
+COMPLAINT_RATE_ACTIONS = Counter(
+    "gateway_complaint_rate_actions_total", "Complaint-rate thresholds crossed", ["action"]
+)  # warning | suspended
 
 
 @dataclass
@@ -159,21 +162,32 @@ def accepts_recipient(config: Any, address: str) -> bool:
 def parse_limits(config: Any) -> returned.ParseLimits:
     """The bounds of one report's parse, its time budget starting now."""
     settings = config.feedback_intake
-    return returned.ParseLimits(max_parts=settings.max_parts,
-                             max_recipients=settings.max_recipients,
-                             deadline=time.monotonic() + settings.parse_time_budget)
+    return returned.ParseLimits(
+        max_parts=settings.max_parts,
+        max_recipients=settings.max_recipients,
+        deadline=time.monotonic() + settings.parse_time_budget,
+    )
 
 
-def conclude(raw: bytes, config: Any, codec: MailIdCodec | None, *,
-             envelope_to: Sequence[str] = (), force_complaint: bool = False) -> Conclusion:
+def conclude(
+    raw: bytes,
+    config: Any,
+    codec: MailIdCodec | None,
+    *,
+    envelope_to: Sequence[str] = (),
+    force_complaint: bool = False,
+) -> Conclusion:
     """Parse and check the mail ID; no store, no side effects. Only the first
     `max_parse_bytes` are parsed: the report, its status fields and the returned headers
     come first, a returned original's body is of no use."""
     with returned.parse_limits(parse_limits(config)):
         analysis = analyze(
-            raw[:config.feedback_intake.max_parse_bytes], mailid_header=config.mail_id.header,
-            verp_prefix=config.mail_id.verp_prefix, bounce_domains=bounce_domains(config),
-            mailid_pattern=ID_PATTERN, envelope_recipients=list(envelope_to),
+            raw[: config.feedback_intake.max_parse_bytes],
+            mailid_header=config.mail_id.header,
+            verp_prefix=config.mail_id.verp_prefix,
+            bounce_domains=bounce_domains(config),
+            mailid_pattern=ID_PATTERN,
+            envelope_recipients=list(envelope_to),
         )
     kind = analysis.kind
     if kind == "complaint" and (analysis.feedback_type or "") in UNSUBSCRIBE_TYPES:
@@ -181,28 +195,41 @@ def conclude(raw: bytes, config: Any, codec: MailIdCodec | None, *,
     if force_complaint and kind == "other" and not analysis.feedback_type and analysis.mail_ids:
         # The abuse desk says it is a complaint (a forward without the usual marks).
         kind = "complaint"
-        analysis = dataclasses.replace(analysis, kind="complaint", feedback_type="abuse",
-                                       reason="complaint: reported to the abuse desk")
+        analysis = dataclasses.replace(
+            analysis, kind="complaint", feedback_type="abuse", reason="complaint: reported to the abuse desk"
+        )
     return Conclusion(analysis, check_mail_ids(analysis, raw, config, codec, envelope_to), kind)
 
 
-def check_mail_ids(analysis: FeedbackAnalysis, raw: bytes, config: Any,
-                   codec: MailIdCodec | None, envelope_to: Sequence[str] = ()) -> MailIdCheck:
+def check_mail_ids(
+    analysis: FeedbackAnalysis,
+    raw: bytes,
+    config: Any,
+    codec: MailIdCodec | None,
+    envelope_to: Sequence[str] = (),
+) -> MailIdCheck:
     """The first genuine candidate (they come best first), else the most telling failure."""
     if not analysis.mail_ids:
         return MailIdCheck(None, "none")
     if codec is None:
-        return MailIdCheck(analysis.mail_ids[0], "unverified",
-                           candidates=[(m, "unverified") for m in analysis.mail_ids])
+        return MailIdCheck(
+            analysis.mail_ids[0], "unverified", candidates=[(m, "unverified") for m in analysis.mail_ids]
+        )
     decoded = [codec.decode(m) for m in analysis.mail_ids]
     candidates: list[tuple[str, str]] = [(d.mail_id, str(d.status)) for d in decoded]
     best = min(decoded, key=lambda d: _STATUS_RANK.get(d.status, 9))
-    return MailIdCheck(best.mail_id, best.status, best,
-                       _attribution(best.mail_id, analysis, raw, config, envelope_to), candidates)
+    return MailIdCheck(
+        best.mail_id,
+        best.status,
+        best,
+        _attribution(best.mail_id, analysis, raw, config, envelope_to),
+        candidates,
+    )
 
 
-def _attribution(mail_id: str, analysis: FeedbackAnalysis, raw: bytes, config: Any,
-                 envelope_to: Sequence[str]) -> str:
+def _attribution(
+    mail_id: str, analysis: FeedbackAnalysis, raw: bytes, config: Any, envelope_to: Sequence[str]
+) -> str:
     verp = f"{config.mail_id.verp_prefix}-{mail_id}@".lower()
     if any(verp in a.lower() for a in envelope_to) or verp.encode() in raw.lower():
         return "verp"
@@ -215,8 +242,15 @@ class Intake:
     """Records returned mail and acts on it. Thread-safe as the store is (a connection per
     thread); the feedback listener calls `ingest` from worker threads."""
 
-    def __init__(self, config: Any, store: Any, codec: MailIdCodec, *,
-                 log: EventLogger | None = None, clock: Any = time.time) -> None:
+    def __init__(
+        self,
+        config: Any,
+        store: Any,
+        codec: MailIdCodec,
+        *,
+        log: EventLogger | None = None,
+        clock: Any = time.time,
+    ) -> None:
         self.config = config
         self.store = store
         self.codec = codec
@@ -229,21 +263,38 @@ class Intake:
         return self.config.feedback_intake
 
     # -- the whole step -----------------------------------------------------------------------
-    def ingest(self, raw: bytes, *, source: str, envelope_from: str | None = None,
-               envelope_to: Sequence[str] = (), force_complaint: bool = False) -> IntakeResult:
+    def ingest(
+        self,
+        raw: bytes,
+        *,
+        source: str,
+        envelope_from: str | None = None,
+        envelope_to: Sequence[str] = (),
+        force_complaint: bool = False,
+    ) -> IntakeResult:
         now = self.clock()
-        conclusion = conclude(raw, self.config, self.codec, envelope_to=envelope_to,
-                              force_complaint=force_complaint)
+        conclusion = conclude(
+            raw, self.config, self.codec, envelope_to=envelope_to, force_complaint=force_complaint
+        )
         analysis, kind = conclusion.analysis, conclusion.kind
         check = conclusion.check
         limit = self.settings.max_raw_bytes
         event = FeedbackEvent(
-            received_at=now, source=source, kind=kind, bounce_class=analysis.bounce_class,
-            status=analysis.status, reason=analysis.reason, feedback_type=analysis.feedback_type,
-            recipients=list(analysis.recipients), envelope_from=envelope_from,
+            received_at=now,
+            source=source,
+            kind=kind,
+            bounce_class=analysis.bounce_class,
+            status=analysis.status,
+            reason=analysis.reason,
+            feedback_type=analysis.feedback_type,
+            recipients=list(analysis.recipients),
+            envelope_from=envelope_from,
             envelope_to=[normalise_address(a) for a in envelope_to],
-            mail_id=check.mail_id, mail_id_status=check.status, attribution=check.attribution,
-            raw_size=len(raw), raw_truncated=len(raw) > limit,
+            mail_id=check.mail_id,
+            mail_id_status=check.status,
+            attribution=check.attribution,
+            raw_size=len(raw),
+            raw_truncated=len(raw) > limit,
             details={
                 "parser": analysis.source,
                 "mail_id_candidates": [{"mail_id": m, "status": s} for m, s in check.candidates],
@@ -271,16 +322,30 @@ class Intake:
             if not added or entry.is_global or entry.reason not in ("complaint", "unsubscribe"):
                 continue
             record, changed = self.store.consent_revoke(
-                entry.customer_id, entry.address, at=entry.created_at,
-                reason=f"{entry.reason} ({result.event.source})", via="feedback")
+                entry.customer_id,
+                entry.address,
+                at=entry.created_at,
+                reason=f"{entry.reason} ({result.event.source})",
+                via="feedback",
+            )
             if changed:
-                logs.append(("consent", logging.INFO, {
-                    "mail_id": result.event.mail_id, "rcpt": entry.address,
-                    "result": "revoked", "reason": entry.reason}))
+                logs.append(
+                    (
+                        "consent",
+                        logging.INFO,
+                        {
+                            "mail_id": result.event.mail_id,
+                            "rcpt": entry.address,
+                            "result": "revoked",
+                            "reason": entry.reason,
+                        },
+                    )
+                )
 
     # -- verification -------------------------------------------------------------------------
-    def _verified_recipient(self, result: IntakeResult, ledger: Any, reported: Sequence[str],
-                            *, strict: bool) -> tuple[str | None, str | None, str | None]:
+    def _verified_recipient(
+        self, result: IntakeResult, ledger: Any, reported: Sequence[str], *, strict: bool
+    ) -> tuple[str | None, str | None, str | None]:
         """(address, where from, why not): the reported recipient the genuine ID was minted
         for (its keyed recipient hash), else the ledger's recipient of that mail ID, checked
         against the same hash. Whatever happens, only an address the ID was minted for is
@@ -328,41 +393,45 @@ class Intake:
         event, check, kind = result.event, result.check, result.conclusion.kind
         analysis = result.conclusion.analysis
         if analysis.reason == f"unparseable: {returned.ParseBudgetExceeded.__name__}":
-            return self._unverified(result, "unparsed",
-                                    "the report took longer than its time budget to parse")
+            return self._unverified(
+                result, "unparsed", "the report took longer than its time budget to parse"
+            )
         if not check.genuine:
             if kind not in ACTIONABLE_KINDS:
                 event.action = "recorded"
                 return lambda logs: None
             self._probable_original(result)
             if check.status in ("forged", "altered", "malformed"):
-                return self._unverified(result, f"{check.status}-id",
-                                        f"the mail ID is {check.status}")
+                return self._unverified(result, f"{check.status}-id", f"the mail ID is {check.status}")
             if check.status == "unverified":
-                return self._unverified(result, "unverified-id",
-                                        "no mail ID key to verify the mail ID with")
+                return self._unverified(result, "unverified-id", "no mail ID key to verify the mail ID with")
             return self._unverified(result, "no-id", "no mail ID of ours found")
         decoded = check.decoded
         assert decoded is not None and check.mail_id is not None
         ledger = self.store.get_message(check.mail_id)
         customer = self.store.get_customer_by_id(decoded.customer_id)
-        campaign = (self.store.get_campaign_by_id(decoded.campaign_ref)
-                    if decoded.campaign_ref else None)
+        campaign = self.store.get_campaign_by_id(decoded.campaign_ref) if decoded.campaign_ref else None
         event.customer_id = decoded.customer_id
         event.campaign_id = decoded.campaign_ref or None
-        event.sent_at = (ledger.created_at if ledger is not None
-                         else decoded.timestamp.timestamp() if decoded.timestamp else None)
+        event.sent_at = (
+            ledger.created_at
+            if ledger is not None
+            else decoded.timestamp.timestamp()
+            if decoded.timestamp
+            else None
+        )
         result.customer_name = customer.name if customer is not None else None
-        result.campaign = (campaign.campaign if campaign is not None
-                           else ledger.campaign if ledger is not None else None)
+        result.campaign = (
+            campaign.campaign if campaign is not None else ledger.campaign if ledger is not None else None
+        )
         event.details["customer"] = result.customer_name
         event.details["campaign"] = result.campaign
 
         if kind == "bounce":
             failed = [r for r in analysis.per_recipient if r.action == "failed"]
             address, origin, why_not = self._verified_recipient(
-                result, ledger, [r.recipient for r in failed] or analysis.recipients,
-                strict=True)
+                result, ledger, [r.recipient for r in failed] or analysis.recipients, strict=True
+            )
             bounce_class = analysis.bounce_class
             for r in failed:
                 if address and normalise_address(r.recipient) == address:
@@ -372,20 +441,21 @@ class Intake:
             event.bounce_class = bounce_class
         elif kind in ("complaint", "unsubscribe"):
             address, origin, why_not = self._verified_recipient(
-                result, ledger, analysis.recipients, strict=False)
+                result, ledger, analysis.recipients, strict=False
+            )
         else:
             event.action = f"recorded ({kind})"
             if kind in ("delay", "auto-reply") and analysis.recipients:
                 event.recipient = normalise_address(analysis.recipients[0])
             return lambda logs: None
         if why_not == "recipient-mismatch":
-            return self._unverified(result, why_not, "the reported recipient is not the one "
-                                    "the mail ID was minted for")
+            return self._unverified(
+                result, why_not, "the reported recipient is not the one the mail ID was minted for"
+            )
         event.recipient = address
         event.details["recipient_from"] = origin
         if address is None:
-            event.details["note"] = ("the report names no recipient, and the ledger has no "
-                                     "row for the mail ID")
+            event.details["note"] = "the report names no recipient, and the ledger has no row for the mail ID"
 
         if kind == "bounce":
             return lambda logs: self._bounce(result, logs)
@@ -407,22 +477,34 @@ class Intake:
             event.action = "counted for the customer (not the recipient's fault); not suppressed"
             return
         if address is None:
-            self._unverified(result, "no-recipient", "the bounced recipient is unknown (the "
-                             "report names none, the ledger has no row for the mail ID)")
+            self._unverified(
+                result,
+                "no-recipient",
+                "the bounced recipient is unknown (the "
+                "report names none, the ledger has no row for the mail ID)",
+            )
             return
         event.acted = True
         if cls == "hard":
-            self._suppress(result, GLOBAL, address, "hard-bounce",
-                           f"{event.status or '-'} {event.reason or ''}".strip(), logs)
-            customer = (self.store.get_customer_by_id(event.customer_id)
-                        if event.customer_id else None)
+            self._suppress(
+                result,
+                GLOBAL,
+                address,
+                "hard-bounce",
+                f"{event.status or '-'} {event.reason or ''}".strip(),
+                logs,
+            )
+            customer = self.store.get_customer_by_id(event.customer_id) if event.customer_id else None
             if customer is not None:
                 self.store.update_feedback_event(event)  # this bounce counts too
                 check = self.breaker.hard_bounce(customer, event.received_at, logs)
                 if check is not None:
                     event.details["bounce_rate"] = {
-                        "bounces": check.bounces, "messages": check.messages,
-                        "rate": check.rate, "action": check.action}
+                        "bounces": check.bounces,
+                        "messages": check.messages,
+                        "rate": check.rate,
+                        "action": check.action,
+                    }
                     if check.action == "paused":
                         event.action = (event.action or "") + "; customer paused"
             return
@@ -438,15 +520,22 @@ class Intake:
         count = self.store.count_soft_bounces(address, since, good)
         event.details["soft_bounces"] = count
         if count >= settings.soft_bounce_threshold:
-            self._suppress(result, GLOBAL, address, "soft-bounce",
-                           f"{count} soft bounces within {settings.soft_bounce_window_days:g} "
-                           f"days, last {event.status or '-'} {event.reason or ''}".strip(), logs)
+            self._suppress(
+                result,
+                GLOBAL,
+                address,
+                "soft-bounce",
+                f"{count} soft bounces within {settings.soft_bounce_window_days:g} "
+                f"days, last {event.status or '-'} {event.reason or ''}".strip(),
+                logs,
+            )
         else:
-            event.action = (f"soft bounce {count} of {settings.soft_bounce_threshold} within "
-                            f"{settings.soft_bounce_window_days:g} days; not suppressed yet")
+            event.action = (
+                f"soft bounce {count} of {settings.soft_bounce_threshold} within "
+                f"{settings.soft_bounce_window_days:g} days; not suppressed yet"
+            )
 
-    def _complaint(self, result: IntakeResult, customer: Any, duplicate: bool,
-                   logs: list[Any]) -> None:
+    def _complaint(self, result: IntakeResult, customer: Any, duplicate: bool, logs: list[Any]) -> None:
         event = result.event
         if duplicate:
             # The same complaint again (FBL and abuse desk, or a resend): its suppression was
@@ -455,8 +544,9 @@ class Intake:
             return
         event.acted = True
         if event.recipient is not None:
-            self._suppress(result, event.customer_id or GLOBAL, event.recipient, "complaint",
-                           event.reason, logs)
+            self._suppress(
+                result, event.customer_id or GLOBAL, event.recipient, "complaint", event.reason, logs
+            )
         else:
             event.action = "complaint counted; recipient unknown, nothing suppressed"
         if customer is not None:
@@ -466,20 +556,39 @@ class Intake:
     def _unsubscribe(self, result: IntakeResult, logs: list[Any]) -> None:
         event = result.event
         if event.recipient is None:
-            self._unverified(result, "no-recipient", "the unsubscribing address is unknown "
-                             "(the report names none, the ledger has no row for the mail ID)")
+            self._unverified(
+                result,
+                "no-recipient",
+                "the unsubscribing address is unknown "
+                "(the report names none, the ledger has no row for the mail ID)",
+            )
             return
         event.acted = True
-        self._suppress(result, event.customer_id or GLOBAL, event.recipient, "unsubscribe",
-                       event.reason, logs)
+        self._suppress(
+            result, event.customer_id or GLOBAL, event.recipient, "unsubscribe", event.reason, logs
+        )
 
-    def _suppress(self, result: IntakeResult, customer_id: int, address: str, reason: str,
-                  detail: str | None, logs: list[Any]) -> None:
+    def _suppress(
+        self,
+        result: IntakeResult,
+        customer_id: int,
+        address: str,
+        reason: str,
+        detail: str | None,
+        logs: list[Any],
+    ) -> None:
         event = result.event
         entry, added = self.store.add_suppression(
-            customer_id, address, reason, detail=detail, mail_id=event.mail_id,
-            feedback_id=event.id, by=f"feedback:{event.source}", at=event.received_at,
-            notify=event.customer_id)
+            customer_id,
+            address,
+            reason,
+            detail=detail,
+            mail_id=event.mail_id,
+            feedback_id=event.id,
+            by=f"feedback:{event.source}",
+            at=event.received_at,
+            notify=event.customer_id,
+        )
         result.suppressions.append((entry, added))
         scope = "global" if customer_id == GLOBAL else (result.customer_name or str(customer_id))
         where = "for everyone" if customer_id == GLOBAL else "for this customer"
@@ -487,19 +596,33 @@ class Intake:
             event.action = f"suppressed {where} ({reason})"
         else:
             event.action = f"already suppressed {where} ({entry.reason})"
-        logs.append(("suppression", logging.INFO, {
-            "mail_id": event.mail_id, "rcpt": address, "scope": scope, "reason": reason,
-            "result": "added" if added else "exists", "feedback": event.id, "detail": detail}))
+        logs.append(
+            (
+                "suppression",
+                logging.INFO,
+                {
+                    "mail_id": event.mail_id,
+                    "rcpt": address,
+                    "scope": scope,
+                    "reason": reason,
+                    "result": "added" if added else "exists",
+                    "feedback": event.id,
+                    "detail": detail,
+                },
+            )
+        )
 
     def _complaint_rate(self, result: IntakeResult, customer: Any, logs: list[Any]) -> RateCheck:
         # The decision is the circuit breaker's (gateway/breaker.py).
-        check = self.breaker.complaint(customer, result.event.received_at,
-                                       result.event.mail_id, logs)
+        check = self.breaker.complaint(customer, result.event.received_at, result.event.mail_id, logs)
         if check.action == "suspended":
             result.event.action = (result.event.action or "") + "; customer suspended"
         result.event.details["complaint_rate"] = {
-            "complaints": check.complaints, "messages": check.messages, "rate": check.rate,
-            "action": check.action}
+            "complaints": check.complaints,
+            "messages": check.messages,
+            "rate": check.rate,
+            "action": check.action,
+        }
         return check
 
     # -- after the commit ---------------------------------------------------------------------
@@ -510,18 +633,36 @@ class Intake:
         unverified = event.details.get("unverified")
         if unverified:
             UNVERIFIED.labels(event.kind, unverified).inc()
-        level = (logging.WARNING if event.mail_id_status in ("forged", "altered")
-                 or unverified == "recipient-mismatch" else logging.INFO)
+        level = (
+            logging.WARNING
+            if event.mail_id_status in ("forged", "altered") or unverified == "recipient-mismatch"
+            else logging.INFO
+        )
         self.log.event(
-            "feedback", level, feedback=event.id, source=event.source, kind=event.kind,
-            **{"class": event.bounce_class}, status=event.status,
-            feedback_type=event.feedback_type, mail_id=event.mail_id,
-            mail_id_status=event.mail_id_status, attribution=event.attribution,
-            verified="no" if unverified else "yes" if (
-                event.kind in ACTIONABLE_KINDS and event.mail_id_status == "genuine") else None,
-            unverified=unverified, customer=result.customer_name, campaign=result.campaign,
-            rcpt=event.recipient, reported=",".join(event.recipients[:3]) or None,
-            action=event.action, reason=event.reason, size=event.raw_size,
+            "feedback",
+            level,
+            feedback=event.id,
+            source=event.source,
+            kind=event.kind,
+            **{"class": event.bounce_class},
+            status=event.status,
+            feedback_type=event.feedback_type,
+            mail_id=event.mail_id,
+            mail_id_status=event.mail_id_status,
+            attribution=event.attribution,
+            verified="no"
+            if unverified
+            else "yes"
+            if (event.kind in ACTIONABLE_KINDS and event.mail_id_status == "genuine")
+            else None,
+            unverified=unverified,
+            customer=result.customer_name,
+            campaign=result.campaign,
+            rcpt=event.recipient,
+            reported=",".join(event.recipients[:3]) or None,
+            action=event.action,
+            reason=event.reason,
+            size=event.raw_size,
         )
         for name, lvl, fields in pending:
             if name == "suppression" and fields.get("result") == "added":
@@ -543,9 +684,13 @@ def emit_customer_event(store: Any, result: IntakeResult) -> None:
         return
     data: dict[str, Any] = {"mail_id": event.mail_id, "campaign": result.campaign}
     if event.kind == "bounce":
-        data.update({"class": event.bounce_class, "status": event.status,
-                     "diagnostic": (event.reason or "")[:500] or None})
+        data.update(
+            {
+                "class": event.bounce_class,
+                "status": event.status,
+                "diagnostic": (event.reason or "")[:500] or None,
+            }
+        )
     else:
         data.update({"source": event.source, "feedback_type": event.feedback_type})
-    store.emit_event(event.customer_id, event.kind, data, recipient=event.recipient,
-                     at=event.received_at)
+    store.emit_event(event.customer_id, event.kind, data, recipient=event.recipient, at=event.received_at)

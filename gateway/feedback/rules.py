@@ -69,8 +69,7 @@ class Rule:
         object.__setattr__(self, "_status_re", _code_pattern(self.status) if self.status else None)
         object.__setattr__(self, "_reply_re", _code_pattern(self.reply) if self.reply else None)
 
-    def matches(self, status: str | None, reply: str | None, text: str,
-                phase: str | None = None) -> bool:
+    def matches(self, status: str | None, reply: str | None, text: str, phase: str | None = None) -> bool:
         if self._status_re is not None and not self._status_re.fullmatch(status or "none"):
             return False
         if self._reply_re is not None and not (reply and self._reply_re.fullmatch(reply)):
@@ -107,8 +106,15 @@ def _code_pattern(pattern: str) -> re.Pattern[str]:
     return re.compile("|".join(f"(?:{a})" for a in alternatives))
 
 
-def R(cls: str, name: str, *, status: str | None = None, reply: str | None = None,  # noqa: N802
-      text: str | None = None, phase: str | None = None) -> Rule:
+def R(
+    cls: str,
+    name: str,
+    *,
+    status: str | None = None,
+    reply: str | None = None,  # noqa: N802
+    text: str | None = None,
+    phase: str | None = None,
+) -> Rule:
     return Rule(cls, name, status=status, reply=reply, text=text, phase=phase)
 
 
@@ -309,8 +315,12 @@ RULES: tuple[Rule, ...] = (
     # the address left out; a real unknown user gets "550 <addr>: User unknown".
     R(NRF, "recipient-filter", text=r"\b550:? : user unknown"),
     # The recipient chose not to get mail from this sender: per customer, not per address.
-    R(NRF, "recipient-filter", text=r"recipient('s)? preferences|preferences of the (person|recipient)"
-                                   r"|blocked by (the )?recipient|recipient has (blocked|rejected)"),
+    R(
+        NRF,
+        "recipient-filter",
+        text=r"recipient('s)? preferences|preferences of the (person|recipient)"
+        r"|blocked by (the )?recipient|recipient has (blocked|rejected)",
+    ),
     # 2. Not the recipient's fault: these win over any generic 5.x.x code.
     R(NRF, "blocklisted", text=_BLOCKLIST),
     R(NRF, "rate-limit", status="4.7.28"),
@@ -321,9 +331,12 @@ RULES: tuple[Rule, ...] = (
     R(NRF, "size", status="x.3.4|x.2.3"),
     R(NRF, "size", text=_SIZE),
     R(NRF, "content", text=_CONTENT),
-    R(SOFT, "relay-denied",
-      text=r"relay(ing)? (access )?(denied|not (permitted|allowed))|not permitted to relay"
-           r"|unable to relay|relaying"),
+    R(
+        SOFT,
+        "relay-denied",
+        text=r"relay(ing)? (access )?(denied|not (permitted|allowed))|not permitted to relay"
+        r"|unable to relay|relaying",
+    ),
     # 3. Mailbox full before unknown-user texts: full mailboxes often come back with 5.1.1.
     R(SOFT, "mailbox-full", status="x.2.2"),
     R(SOFT, "mailbox-full", text=_FULL),
@@ -380,8 +393,9 @@ class Classification:
     rule: str
 
 
-def classify(status: str | None, reply: str | None, text: str, phase: str | None = None,
-             rules: Sequence[Rule] = RULES) -> Classification:
+def classify(
+    status: str | None, reply: str | None, text: str, phase: str | None = None, rules: Sequence[Rule] = RULES
+) -> Classification:
     """First matching row wins; no match at all is a soft 'unclassified'.
 
     A hard result from a temporary failure (4.x.x, or 4xx without enhanced code) is

@@ -36,7 +36,7 @@ def _load_json(text: str) -> dict[str, Any] | None:
     start, end = text.find("{"), text.rfind("}")
     if start < 0 or end <= start:
         return None
-    blob = text[start:end + 1]
+    blob = text[start : end + 1]
     # Some relays fold the long JSON line ("\n " continuation); unfold and retry.
     for candidate in (blob, blob.replace("\n ", "").replace("\r\n ", ""), blob.replace("\n", "")):
         try:
@@ -72,24 +72,28 @@ def parse_ses(msg: Message) -> SesNotification | None:
         note.bounce_subtype = bounce.get("bounceSubType")
         for item in bounce.get("bouncedRecipients") or []:
             if isinstance(item, dict) and item.get("emailAddress"):
-                note.recipients.append(SesRecipient(
-                    recipient=str(item["emailAddress"]).lower(),
-                    action=str(item.get("action") or "failed").lower(),
-                    status=item.get("status"),
-                    diagnostic=_strip_type(str(item.get("diagnosticCode") or "")),
-                ))
+                note.recipients.append(
+                    SesRecipient(
+                        recipient=str(item["emailAddress"]).lower(),
+                        action=str(item.get("action") or "failed").lower(),
+                        status=item.get("status"),
+                        diagnostic=_strip_type(str(item.get("diagnosticCode") or "")),
+                    )
+                )
     elif kind == "complaint":
         complaint = data.get("complaint") or {}
         note.feedback_type = str(complaint.get("complaintFeedbackType") or "abuse").lower()
         for item in complaint.get("complainedRecipients") or []:
             if isinstance(item, dict) and item.get("emailAddress"):
-                note.recipients.append(SesRecipient(str(item["emailAddress"]).lower(),
-                                                    "complained", None, ""))
+                note.recipients.append(
+                    SesRecipient(str(item["emailAddress"]).lower(), "complained", None, "")
+                )
     else:
         delivery = data.get("delivery") or {}
         for addr in delivery.get("recipients") or []:
-            note.recipients.append(SesRecipient(str(addr).lower(), "delivered", None,
-                                                str(delivery.get("smtpResponse") or "")))
+            note.recipients.append(
+                SesRecipient(str(addr).lower(), "delivered", None, str(delivery.get("smtpResponse") or ""))
+            )
     return note
 
 

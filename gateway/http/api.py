@@ -40,8 +40,7 @@ from gateway.urltokens import CONFIRM, UNSUBSCRIBE, confirm_url, signer_for, uns
 
 log = get_logger()
 MAX_BODY = 64 * 1024
-API_REQUESTS = Counter("gateway_consent_api_requests_total", "Consent API requests",
-                       ["endpoint", "status"])
+API_REQUESTS = Counter("gateway_consent_api_requests_total", "Consent API requests", ["endpoint", "status"])
 
 Handler = Callable[[web.Request, Any], Awaitable[web.Response]]
 
@@ -64,12 +63,22 @@ def _error(status: int, message: str, field: str | None = None) -> web.Response:
 
 
 def _ok(body: dict[str, Any], status: int = 200) -> web.Response:
-    return web.json_response(body, status=status, headers={"Cache-Control": "no-store"},
-                             dumps=lambda o: json.dumps(o, sort_keys=True))
+    return web.json_response(
+        body,
+        status=status,
+        headers={"Cache-Control": "no-store"},
+        dumps=lambda o: json.dumps(o, sort_keys=True),
+    )
 
 
-def _field(body: dict[str, Any], name: str, check: Callable[[Any], Any], *,
-           required: bool = True, default: Any = None) -> Any:
+def _field(
+    body: dict[str, Any],
+    name: str,
+    check: Callable[[Any], Any],
+    *,
+    required: bool = True,
+    default: Any = None,
+) -> Any:
     value = body.get(name)
     if value is None or value == "":
         if required:
@@ -89,6 +98,7 @@ def _text(limit: int) -> Callable[[Any], str]:
         if len(clean) > limit:
             raise ConsentInputError(f"longer than {limit} characters")
         return clean
+
     return check
 
 
@@ -115,8 +125,7 @@ class ConsentApi:
     def mount(self, app: web.Application) -> None:
         routes = [
             ("POST", "/api/v1/consent/subscribe", "subscribe", self.subscribe),
-            ("POST", "/api/v1/consent/confirmation-sent", "confirmation-sent",
-             self.confirmation_sent),
+            ("POST", "/api/v1/consent/confirmation-sent", "confirmation-sent", self.confirmation_sent),
             ("POST", "/api/v1/consent/confirm", "confirm", self.confirm),
             ("POST", "/api/v1/consent/revoke", "revoke", self.revoke),
             ("GET", "/api/v1/consent", "show", self.show),
@@ -130,6 +139,7 @@ class ConsentApi:
             response = await self._run(request, handler)
             API_REQUESTS.labels(name, str(response.status)).inc()
             return response
+
         return run
 
     async def _run(self, request: web.Request, handler: Handler) -> web.Response:
@@ -169,8 +179,13 @@ class ConsentApi:
         if not public or record.status != "pending":
             return None
         signer = signer_for(self.config.path(self.config.http.token_key_file))
-        token = signer.make(CONFIRM, record.customer_id, record.address,
-                            list_label=record.list_name or "", reference=str(record.generation))
+        token = signer.make(
+            CONFIRM,
+            record.customer_id,
+            record.address,
+            list_label=record.list_name or "",
+            reference=str(record.generation),
+        )
         return confirm_url(public, token)
 
     def _evidence(self, customer: Any, address: str) -> dict[str, Any] | None:
@@ -192,13 +207,28 @@ class ConsentApi:
 
         def work() -> tuple[Any, str, dict[str, Any] | None, str | None]:
             record, outcome = self.store.consent_subscribe(
-                customer.id, email, source=source, at=at, ip=ip, user_agent=agent,
-                list_name=list_name, via="api", confirmation_sent_at=sent)
+                customer.id,
+                email,
+                source=source,
+                at=at,
+                ip=ip,
+                user_agent=agent,
+                list_name=list_name,
+                via="api",
+                confirmation_sent_at=sent,
+            )
             return record, outcome, self._evidence(customer, email), self._confirm_url(record)
 
         record, outcome, evidence, url = await asyncio.to_thread(work)
-        log.event("consent", customer=customer.name, rcpt=email, action="subscribe",
-                  result=outcome, ip=ip, via="api")
+        log.event(
+            "consent",
+            customer=customer.name,
+            rcpt=email,
+            action="subscribe",
+            result=outcome,
+            ip=ip,
+            via="api",
+        )
         answer = {"result": outcome, "consent": evidence, "confirm_url": url}
         return _ok(answer, status=201 if outcome == "new" else 200)
 
@@ -211,8 +241,7 @@ class ConsentApi:
             from gateway.store import StoreError
 
             try:
-                record = self.store.consent_confirmation_sent(customer.id, email, at=at,
-                                                              via="api")
+                record = self.store.consent_confirmation_sent(customer.id, email, at=at, via="api")
             except StoreError as exc:
                 raise BadInput("sent_at", str(exc)) from None
             return None if record is None else self._evidence(customer, email)
@@ -233,15 +262,17 @@ class ConsentApi:
             from gateway.store import StoreError
 
             try:
-                _, outcome = self.store.consent_confirm(customer.id, email, at=at, ip=ip,
-                                                        user_agent=agent, via="api")
+                _, outcome = self.store.consent_confirm(
+                    customer.id, email, at=at, ip=ip, user_agent=agent, via="api"
+                )
             except StoreError as exc:
                 raise BadInput("confirmed_at", str(exc)) from None
             return outcome, self._evidence(customer, email)
 
         outcome, evidence = await asyncio.to_thread(work)
-        log.event("consent", customer=customer.name, rcpt=email, action="confirm",
-                  result=outcome, ip=ip, via="api")
+        log.event(
+            "consent", customer=customer.name, rcpt=email, action="confirm", result=outcome, ip=ip, via="api"
+        )
         if outcome == "unknown":
             return _error(404, "no subscription recorded for this address", "email")
         if outcome == "revoked":
@@ -251,20 +282,26 @@ class ConsentApi:
     async def revoke(self, request: web.Request, customer: Any) -> web.Response:
         body = await self._body(request)
         email = _field(body, "email", check_email)
-        reason = _field(body, "reason", _text(500), required=False,
-                        default="revoked by the customer's application")
+        reason = _field(
+            body, "reason", _text(500), required=False, default="revoked by the customer's application"
+        )
         at = _field(body, "revoked_at", parse_timestamp, required=False, default=time.time())
 
         def work() -> tuple[Any, bool, dict[str, Any] | None]:
-            record, changed = self.store.consent_revoke(customer.id, email, at=at, reason=reason,
-                                                        via="api")
+            record, changed = self.store.consent_revoke(customer.id, email, at=at, reason=reason, via="api")
             return record, changed, self._evidence(customer, email)
 
         record, changed, evidence = await asyncio.to_thread(work)
         if record is None:
             return _error(404, "no consent recorded for this address", "email")
-        log.event("consent", customer=customer.name, rcpt=email, action="revoke",
-                  result="revoked" if changed else "already-revoked", via="api")
+        log.event(
+            "consent",
+            customer=customer.name,
+            rcpt=email,
+            action="revoke",
+            result="revoked" if changed else "already-revoked",
+            via="api",
+        )
         return _ok({"result": "revoked" if changed else "already-revoked", "consent": evidence})
 
     async def show(self, request: web.Request, customer: Any) -> web.Response:
@@ -277,8 +314,7 @@ class ConsentApi:
 
     async def unsubscribe_link(self, request: web.Request, customer: Any) -> web.Response:
         email = _field(dict(request.query), "email", check_email)
-        list_name = _field(dict(request.query), "list", _text(200), required=False,
-                           default="")
+        list_name = _field(dict(request.query), "list", _text(200), required=False, default="")
         public = self.config.http.public_url
         if not public:
             return _error(503, "http.public_url is not configured")

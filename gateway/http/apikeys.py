@@ -83,8 +83,11 @@ def remove_keys(path: Path, customer: str, fingerprint: str | None = None) -> li
     removed: list[ApiKey] = []
     for line in path.read_text(encoding="utf-8").splitlines():
         match = _LINE.match(line.strip())
-        if (match and match.group(1) == customer
-                and (fingerprint is None or match.group(2).startswith(fingerprint.lower()))):
+        if (
+            match
+            and match.group(1) == customer
+            and (fingerprint is None or match.group(2).startswith(fingerprint.lower()))
+        ):
             removed.append(ApiKey(match.group(1), match.group(2), match.group(3) or ""))
             continue
         kept.append(line)

@@ -36,8 +36,7 @@ def make_app(server: Any) -> web.Application:
 
     http = server.config.http
     # The multipart upload of the report page is the largest body; the rest read their own caps.
-    app = web.Application(client_max_size=http.max_upload_bytes + 64 * 1024,
-                          middlewares=[error_middleware])
+    app = web.Application(client_max_size=http.max_upload_bytes + 64 * 1024, middlewares=[error_middleware])
     app[SERVER] = server
     # Created now (0600), as the service user, rather than on the first mail of a managed
     # customer; a key file that cannot be read stops the start with its path in the message.
@@ -60,8 +59,9 @@ def make_app(server: Any) -> web.Application:
     async def healthz(request: web.Request) -> web.Response:
         checks = await health_checks(server)
         ok = all(v in ("ok", "not used") for v in checks.values())
-        return web.json_response({"status": "ok" if ok else "fail", "checks": checks},
-                                 status=200 if ok else 503)
+        return web.json_response(
+            {"status": "ok" if ok else "fail", "checks": checks}, status=200 if ok else 503
+        )
 
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
@@ -93,7 +93,8 @@ async def health_checks(server: Any) -> dict[str, str]:
     else:
         try:
             _, writer = await asyncio.wait_for(
-                asyncio.open_connection(relay.host, relay.port), relay.connect_timeout)
+                asyncio.open_connection(relay.host, relay.port), relay.connect_timeout
+            )
             writer.close()
             checks["downstream"] = "ok"
         except (TimeoutError, OSError) as exc:
@@ -117,8 +118,9 @@ class HttpListener:
         for listener in config.listeners_of("http"):
             # A request under way at SIGTERM gets the grace period to finish (aiohttp closes
             # idle keep-alive connections at once); the drain starts the moment it begins.
-            runner = web.AppRunner(make_app(self.server), access_log=None,
-                                   shutdown_timeout=config.limits.shutdown_grace)
+            runner = web.AppRunner(
+                make_app(self.server), access_log=None, shutdown_timeout=config.limits.shutdown_grace
+            )
             await runner.setup()
             fd = inherited_fds().get(listener_key(config, listener))
             site: web.BaseSite

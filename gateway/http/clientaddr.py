@@ -82,8 +82,7 @@ def forwarded_client(peer: str, forwarded_for: Sequence[str], trusted: Sequence[
 
 
 def client_ip(request: web.Request, trusted: Sequence[str]) -> str:
-    return forwarded_client(request.remote or "", request.headers.getall("X-Forwarded-For", []),
-                            trusted)
+    return forwarded_client(request.remote or "", request.headers.getall("X-Forwarded-For", []), trusted)
 
 
 def report_limit_key(client: str) -> str:

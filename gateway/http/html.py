@@ -46,8 +46,10 @@ CSS = (
     "footer{margin-top:2.5rem;padding-top:1rem;border-top:1px solid #767676;font-size:.95rem}"
 )
 CSS_HASH = base64.b64encode(hashlib.sha256(CSS.encode()).digest()).decode()
-CSP = (f"default-src 'none'; style-src 'sha256-{CSS_HASH}'; form-action 'self'; "
-       "frame-ancestors 'none'; base-uri 'none'")
+CSP = (
+    f"default-src 'none'; style-src 'sha256-{CSS_HASH}'; form-action 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'"
+)
 SECURITY_HEADERS = {
     "Content-Security-Policy": CSP,
     "X-Content-Type-Options": "nosniff",
@@ -94,15 +96,18 @@ def here(request: web.Request) -> str:
     return request.path.rsplit("/", 1)[-1]
 
 
-def page(request: web.Request, lang: str, title: str, body: str, *, status: int = 200,
-         path: str | None = None) -> web.Response:
+def page(
+    request: web.Request, lang: str, title: str, body: str, *, status: int = 200, path: str | None = None
+) -> web.Response:
     """A whole page; `body` is HTML the caller built with e(). `path`: the relative target of
     the language links (default: this page)."""
     target = path if path is not None else here(request)
     others = " · ".join(
         f'<a href="{e(target)}?lang={code}" lang="{code}" hreflang="{code}"'
-        + (' aria-current="true"' if code == lang else "") + f">{LANGUAGE_NAMES[code]}</a>"
-        for code in LANGUAGES)
+        + (' aria-current="true"' if code == lang else "")
+        + f">{LANGUAGE_NAMES[code]}</a>"
+        for code in LANGUAGES
+    )
     nav_label = "Sprache" if lang == "de" else "Language"
     text = (
         "<!DOCTYPE html>\n"
@@ -115,5 +120,6 @@ def page(request: web.Request, lang: str, title: str, body: str, *, status: int 
         f'<footer><nav aria-label="{nav_label}">{others}</nav></footer>\n'
         "</body>\n</html>\n"
     )
-    return web.Response(text=text, status=status, content_type="text/html", charset="utf-8",
-                        headers=SECURITY_HEADERS)
+    return web.Response(
+        text=text, status=status, content_type="text/html", charset="utf-8", headers=SECURITY_HEADERS
+    )

@@ -67,15 +67,17 @@ def _ours(value: str, request: web.Request, public_url: str | None) -> bool:
     # The host the browser sent this very request to (the listener reached directly, or a
     # proxy that passes Host on): a page there is one of ours.
     host = (request.headers.get("Host") or "").strip().lower()
-    return bool(host) and origin[1] == host.removesuffix(":443" if origin[0] == "https"
-                                                         else ":80")
+    return bool(host) and origin[1] == host.removesuffix(":443" if origin[0] == "https" else ":80")
 
 
 def page_origin(request: web.Request, public_url: str | None) -> PageOrigin:
     origin = request.headers.get("Origin")
     if origin is not None and origin.strip().lower() != "null":
-        return PageOrigin(True, "origin") if _ours(origin, request, public_url) else \
-            PageOrigin(False, "cross-origin")
+        return (
+            PageOrigin(True, "origin")
+            if _ours(origin, request, public_url)
+            else PageOrigin(False, "cross-origin")
+        )
     fetch_site = request.headers.get("Sec-Fetch-Site")
     if fetch_site is not None:
         same = fetch_site.strip().lower() == "same-origin"
@@ -84,6 +86,9 @@ def page_origin(request: web.Request, public_url: str | None) -> PageOrigin:
         return PageOrigin(False, "opaque-origin")
     referer = request.headers.get("Referer")
     if referer is not None:
-        return PageOrigin(True, "referer") if _ours(referer, request, public_url) else \
-            PageOrigin(False, "cross-origin")
+        return (
+            PageOrigin(True, "referer")
+            if _ours(referer, request, public_url)
+            else PageOrigin(False, "cross-origin")
+        )
     return PageOrigin(True, "unverified")

@@ -66,8 +66,10 @@ def _after(cursor: str | None) -> int:
 def view(entry: Suppression, customer_id: int) -> dict[str, Any]:
     ours = entry.customer_id == customer_id
     shown: dict[str, Any] = {
-        "email": entry.address, "scope": "customer" if ours else "global",
-        "reason": entry.reason, "created_at": iso_time(entry.created_at),
+        "email": entry.address,
+        "scope": "customer" if ours else "global",
+        "reason": entry.reason,
+        "created_at": iso_time(entry.created_at),
         "can_lift": ours and entry.reason in LIFTABLE,
     }
     if ours:
@@ -87,23 +89,22 @@ class SuppressionApi:
         wrap = self.api._wrap
         app.router.add_route("GET", "/api/v1/suppressions", wrap("suppressions-get", self.get))
         app.router.add_route("POST", "/api/v1/suppressions", wrap("suppressions-add", self.add))
-        app.router.add_route("DELETE", "/api/v1/suppressions/{email}",
-                             wrap("suppressions-lift", self.lift))
+        app.router.add_route("DELETE", "/api/v1/suppressions/{email}", wrap("suppressions-lift", self.lift))
 
     async def get(self, request: web.Request, customer: Any) -> web.Response:
         query = request.query
         if "email" in query:
             email = _email(query.get("email", ""), "email")
             found = await asyncio.to_thread(self.store.suppressions_affecting, customer.id, email)
-            return _ok({"email": email, "suppressed": bool(found),
-                        "entries": [view(e, customer.id) for e in found]})
+            return _ok(
+                {"email": email, "suppressed": bool(found), "entries": [view(e, customer.id) for e in found]}
+            )
         try:
             limit = min(max(int(query.get("limit", "100")), 1), PAGE_MAX)
         except ValueError:
             raise BadInput("limit", "not a number") from None
         after = _after(query.get("cursor"))
-        page = await asyncio.to_thread(self.store.customer_suppressions_page, customer.id,
-                                       after, limit)
+        page = await asyncio.to_thread(self.store.customer_suppressions_page, customer.id, after, limit)
         body: dict[str, Any] = {"data": [view(e, customer.id) for e in page]}
         body["next_cursor"] = _cursor(page[-1].id) if len(page) == limit else None
         return _ok(body)
@@ -134,9 +135,9 @@ class SuppressionApi:
             existing = 0
             with self.store.transaction():
                 for email, reason, note in good:
-                    _, new = self.store.add_suppression(customer.id, email, reason,
-                                                        detail=note or "added over the API",
-                                                        by=by)
+                    _, new = self.store.add_suppression(
+                        customer.id, email, reason, detail=note or "added over the API", by=by
+                    )
                     if new:
                         added[reason] = added.get(reason, 0) + 1
                     else:
@@ -146,10 +147,18 @@ class SuppressionApi:
             return sum(added.values()), existing
 
         added, existing = await asyncio.to_thread(work) if good else (0, 0)
-        log.event("suppression_api", customer=customer.name, action="add", added=added,
-                  existing=existing, errors=len(errors))
-        return _ok({"added": added, "existing": existing, "errors": errors},
-                   status=200 if not errors or good else 400)
+        log.event(
+            "suppression_api",
+            customer=customer.name,
+            action="add",
+            added=added,
+            existing=existing,
+            errors=len(errors),
+        )
+        return _ok(
+            {"added": added, "existing": existing, "errors": errors},
+            status=200 if not errors or good else 400,
+        )
 
     async def lift(self, request: web.Request, customer: Any) -> web.Response:
         email = _email(unquote(request.match_info["email"]), "email")
@@ -163,9 +172,14 @@ class SuppressionApi:
                 with self.store.transaction():
                     self.store.remove_suppression(customer.id, email, by=by)
                     for entry in ours:  # the audit trail holds every lift (issue #12)
-                        self.store.audit(customer, "unsuppress", by, "lifted over the API",
-                                         {"address": email, "suppressed": entry.reason},
-                                         {"address": email, "suppressed": None})
+                        self.store.audit(
+                            customer,
+                            "unsuppress",
+                            by,
+                            "lifted over the API",
+                            {"address": email, "suppressed": entry.reason},
+                            {"address": email, "suppressed": None},
+                        )
                 return ours, kept
             return [], kept
 
@@ -174,19 +188,38 @@ class SuppressionApi:
             return _error(404, "this address is not suppressed for you", "email")
         if not lifted:
             why = "; ".join(_why_not(e) for e in kept)
-            log.event("suppression_api", customer=customer.name, action="lift", rcpt=email,
-                      result="refused", reason=",".join(e.reason for e in kept))
+            log.event(
+                "suppression_api",
+                customer=customer.name,
+                action="lift",
+                rcpt=email,
+                result="refused",
+                reason=",".join(e.reason for e in kept),
+            )
             return _error(409, why, "email")
-        log.event("suppression_api", customer=customer.name, action="lift", rcpt=email,
-                  result="lifted", reason=",".join(e.reason for e in lifted))
-        return _ok({"email": email, "lifted": [view(e, customer.id) for e in lifted],
-                    "still_suppressed_by": [view(e, customer.id) for e in kept]})
+        log.event(
+            "suppression_api",
+            customer=customer.name,
+            action="lift",
+            rcpt=email,
+            result="lifted",
+            reason=",".join(e.reason for e in lifted),
+        )
+        return _ok(
+            {
+                "email": email,
+                "lifted": [view(e, customer.id) for e in lifted],
+                "still_suppressed_by": [view(e, customer.id) for e in kept],
+            }
+        )
 
 
 def _why_not(entry: Suppression) -> str:
     if entry.customer_id == GLOBAL:
-        return (f"a global {entry.reason} entry (the mailbox refused mail for every sender) "
-                "cannot be lifted over the API; ask the ESP's support")
+        return (
+            f"a global {entry.reason} entry (the mailbox refused mail for every sender) "
+            "cannot be lifted over the API; ask the ESP's support"
+        )
     if entry.reason == "complaint":
         return "the recipient complained about your mail: a complaint cannot be lifted"
     return f"a {entry.reason} entry cannot be lifted over the API"
@@ -215,8 +248,7 @@ def _rows(content_type: str, raw: bytes) -> list[dict[str, Any]]:
         elif isinstance(body, dict):
             items = [body]
         else:
-            raise BadInput("body", 'a JSON object: {"email", "reason"} or {"suppressions": '
-                                   "[...]}")
+            raise BadInput("body", 'a JSON object: {"email", "reason"} or {"suppressions": [...]}')
         if not all(isinstance(i, dict) for i in items):
             raise BadInput("suppressions", "each entry must be a JSON object")
         return items

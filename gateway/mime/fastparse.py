@@ -111,8 +111,7 @@ def _store(message: Message, lines: list[str]) -> None:
     message._headers.append((name, value))  # type: ignore[attr-defined]
 
 
-def _multipart(message: Message, text: str, start: int, end: int, depth: int,
-               budget: list[int]) -> bool:
+def _multipart(message: Message, text: str, start: int, end: int, depth: int, budget: list[int]) -> bool:
     boundary = message.get_boundary()
     if boundary is None or "\r" in boundary or "\n" in boundary:
         return False  # the feed parser matches line by line: such a boundary never matches
@@ -139,7 +138,7 @@ def _multipart(message: Message, text: str, start: int, end: int, depth: int,
         _trim_trailing_newline(part)
         parts.append(part)
     message._payload = parts  # type: ignore[attr-defined]
-    message.epilogue = text[lines[-1][1]:end]
+    message.epilogue = text[lines[-1][1] : end]
     return True
 
 

@@ -21,14 +21,24 @@ from email.message import Message
 
 # Parts that carry (a copy of) the original message. text/rfc822-header (singular) and
 # message/rfc822-headers are seen in the wild (AOL, old Hotmail).
-ORIGINAL_TYPES = frozenset({
-    "message/rfc822", "message/global", "text/rfc822-headers", "text/rfc822-header",
-    "message/rfc822-headers", "message/global-headers",
-})
-HEADER_ONLY_TYPES = frozenset({
-    "text/rfc822-headers", "text/rfc822-header", "message/rfc822-headers",
-    "message/global-headers",
-})
+ORIGINAL_TYPES = frozenset(
+    {
+        "message/rfc822",
+        "message/global",
+        "text/rfc822-headers",
+        "text/rfc822-header",
+        "message/rfc822-headers",
+        "message/global-headers",
+    }
+)
+HEADER_ONLY_TYPES = frozenset(
+    {
+        "text/rfc822-headers",
+        "text/rfc822-header",
+        "message/rfc822-headers",
+        "message/global-headers",
+    }
+)
 
 ADDRESS_RE = re.compile(
     r"(?<![\w.%+=#$&^~-])"
@@ -261,12 +271,12 @@ def _drop_scripts(markup: str) -> str:
     opened: tuple[str, int] | None = None  # (element, where its tag starts)
     for tag in _SCRIPT_TAG_RE.finditer(markup):
         if opened is None and tag.group(1):
-            out.append(markup[pos:tag.start()])
+            out.append(markup[pos : tag.start()])
             opened = (tag.group(1).lower(), tag.start())
         elif opened is not None and (tag.group(2) or "").lower() == opened[0]:
             pos = tag.end()
             opened = None
-    out.append(markup[pos:] if opened is None else markup[opened[1]:])
+    out.append(markup[pos:] if opened is None else markup[opened[1] :])
     return "".join(out)
 
 
@@ -292,8 +302,9 @@ def notification_text(msg: Message) -> str:
         if part.is_multipart() or ctype in ORIGINAL_TYPES or ctype == "message/delivery-status":
             continue
         disposition = str(part.get("Content-Disposition", "")).strip().lower()
-        if param(part, "name") or (disposition.startswith("attachment")
-                                   and not ctype.startswith("text/plain")):
+        if param(part, "name") or (
+            disposition.startswith("attachment") and not ctype.startswith("text/plain")
+        ):
             continue
         if ctype == "text/html":
             htmls.append(html_to_text(part_text(part)))

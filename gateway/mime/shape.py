@@ -87,7 +87,7 @@ def _boundary_prefixes(raw: bytes, lowered: bytes) -> list[bytes] | None:
         if quoted:
             start += 1
         end = _VALUE_END.search(raw, start, start + 1000)
-        value = raw[start:end.start() if end else min(len(raw), start + 1000)]
+        value = raw[start : end.start() if end else min(len(raw), start + 1000)]
         if match.group(1) and match.group(1).endswith(b"*"):
             # RFC 2231 charset'language'%XX: the text before the first %-escape.
             value = value.split(b"'")[-1].split(b"%")[0]
@@ -132,11 +132,11 @@ def _walk(raw: bytes, lines: list[int], prefixes: list[bytes]) -> tuple[int, int
     closes = deepest = 0
     for at in lines:
         line_end = raw.find(b"\r\n", at)
-        line = raw[at + 2:line_end if line_end >= 0 else len(raw)]
+        line = raw[at + 2 : line_end if line_end >= 0 else len(raw)]
         boundary = next((p for p in by_length if line.startswith(p)), line)
         if boundary in stack:
-            del stack[stack.index(boundary) + 1:]
-            if line[len(boundary):].rstrip(b" \t") == b"--":
+            del stack[stack.index(boundary) + 1 :]
+            if line[len(boundary) :].rstrip(b" \t") == b"--":
                 stack.pop()
                 closes += 1
             continue

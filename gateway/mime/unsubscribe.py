@@ -183,11 +183,7 @@ _CLOSERS = {")": "(", "]": "[", "}": "{", ">": "<"}
 
 # Latin letters with marks the phrases use, and Greek vowels with tonos: each also matches
 # its base letter ("desinscrire" for "désinscrire").
-_ACCENTED = (
-    "áàâäãåąéèêëěęíìîïóòôöõøúùûüůýÿçćčñńřšśžźżďťľĺ"
-    "ășşțţőűāēīūėįųļķņģğċġ"
-    "άέήίόύώϊϋΐΰ"
-)
+_ACCENTED = "áàâäãåąéèêëěęíìîïóòôöõøúùûüůýÿçćčñńřšśžźżďťľĺășşțţőűāēīūėįųļķņģğċġάέήίόύώϊϋΐΰ"
 _MAX_WORD_LEN = 60
 # Decomposed input (e + U+0301) carries its accent as a combining mark.
 _MARKS = "[\u0300-\u036f]"
@@ -362,8 +358,9 @@ def _fast_tables() -> _FastTables | None:
     # character class search, at C speed) is encoded with them too; then each map's
     # output is translated with unmapped as 0, the results OR-ed (a character is in at
     # most one map) and a remaining 0 made a " ".
-    extra = sorted((ch for ch in base_of if not ch.isascii()),
-                   key=lambda ch: (ch > "\xff", ch != ch.lower(), ch))
+    extra = sorted(
+        (ch for ch in base_of if not ch.isascii()), key=lambda ch: (ch > "\xff", ch != ch.lower(), ch)
+    )
     ascii_only = "".join(map(chr, range(128)))
     charmaps: list[Any] = []
     translations: list[bytes] = []
@@ -384,8 +381,14 @@ def _fast_tables() -> _FastTables | None:
         for word in words:  # type: ignore[union-attr]
             joined += word
             phrases_of.setdefault(bytes(code[ch] for ch in joined), set()).add(phrase)
-    return _FastTables(latin1, tuple(charmaps), tuple(translations), more, frozenset(phrases_of),
-                       {token: frozenset(p) for token, p in phrases_of.items()})
+    return _FastTables(
+        latin1,
+        tuple(charmaps),
+        tuple(translations),
+        more,
+        frozenset(phrases_of),
+        {token: frozenset(p) for token, p in phrases_of.items()},
+    )
 
 
 @functools.cache

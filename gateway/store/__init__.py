@@ -15,8 +15,14 @@ from gateway.store.base import (
 Store = SqlStore
 
 __all__ = [
-    "Campaign", "Customer", "Domain", "MessageRecord", "Store", "StoreError",
-    "StoreUnavailable", "open_store",
+    "Campaign",
+    "Customer",
+    "Domain",
+    "MessageRecord",
+    "Store",
+    "StoreError",
+    "StoreUnavailable",
+    "open_store",
 ]
 
 
@@ -24,9 +30,11 @@ def open_store(url: str, *, migrate: bool = True, cache_ttl: float = 0.0) -> Sql
     store: SqlStore
     if url.startswith("sqlite://"):
         from gateway.store.sqlite import SqliteStore
+
         store = SqliteStore(url, cache_ttl)
     elif url.startswith(("postgresql://", "postgres://")):
         from gateway.store.postgresql import PostgresStore
+
         store = PostgresStore(url, cache_ttl)
     else:
         raise StoreError(f"unsupported store url {url!r}: use sqlite:///PATH or postgresql://...")

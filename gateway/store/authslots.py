@@ -23,14 +23,15 @@ class AuthSlotStoreMixin:
             "INSERT INTO auth_slots (key, next_at) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET "
             "next_at = CASE WHEN auth_slots.next_at > ? THEN auth_slots.next_at ELSE ? END + ? "
             "RETURNING next_at",
-            (key, now + interval, now, now, interval), invalidate=False)
+            (key, now + interval, now, now, interval),
+            invalidate=False,
+        )
         return float(rows[0][0]) - interval
 
     def auth_next_slots(self, keys: Sequence[str]) -> dict[str, float]:
         """The next answer slot of each of `keys` that has one (the others: at once)."""
         marks = ", ".join("?" for _ in keys)
-        rows = self.execute(f"SELECT key, next_at FROM auth_slots WHERE key IN ({marks})",
-                            tuple(keys))
+        rows = self.execute(f"SELECT key, next_at FROM auth_slots WHERE key IN ({marks})", tuple(keys))
         return {key: float(next_at) for key, next_at in rows}
 
     def clear_auth_slots(self, key: str) -> None:

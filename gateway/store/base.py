@@ -43,14 +43,28 @@ _CUSTOMER_COLS = (
 
 def _customer(row: Sequence[Any]) -> Customer:
     return Customer(
-        id=row[0], name=row[1], status=row[2], status_reason=row[3], password_hash=row[4],
-        imprint=json.loads(row[5]) if row[5] else None, unsubscribe_prefix=row[6],
-        managed_unsubscribe=bool(row[7]), created_at=row[8], updated_at=row[9],
+        id=row[0],
+        name=row[1],
+        status=row[2],
+        status_reason=row[3],
+        password_hash=row[4],
+        imprint=json.loads(row[5]) if row[5] else None,
+        unsubscribe_prefix=row[6],
+        managed_unsubscribe=bool(row[7]),
+        created_at=row[8],
+        updated_at=row[9],
     )
 
 
-class SqlStore(FeedbackStoreMixin, ConsentStoreMixin, EventStoreMixin, ErasureStoreMixin,
-               WindowCounterStoreMixin, AuthSlotStoreMixin, ReputationStoreMixin):
+class SqlStore(
+    FeedbackStoreMixin,
+    ConsentStoreMixin,
+    EventStoreMixin,
+    ErasureStoreMixin,
+    WindowCounterStoreMixin,
+    AuthSlotStoreMixin,
+    ReputationStoreMixin,
+):
     dialect = "sqlite"
     # Whether a read may wait (network, a server under load): policies then read in a worker
     # thread. The embedded SQLite says False (see SqliteStore).
@@ -106,8 +120,7 @@ class SqlStore(FeedbackStoreMixin, ConsentStoreMixin, EventStoreMixin, ErasureSt
 
     def _has_conn(self) -> bool:
         """Whether this thread would reuse a connection it opened earlier."""
-        return (getattr(self._local, "conn", None) is not None
-                and self._local.generation == self._failures)
+        return getattr(self._local, "conn", None) is not None and self._local.generation == self._failures
 
     def _drop_conn(self) -> None:
         conn = getattr(self._local, "conn", None)
@@ -127,8 +140,7 @@ class SqlStore(FeedbackStoreMixin, ConsentStoreMixin, EventStoreMixin, ErasureSt
         return StoreUnavailable(f"store error: {exc}")
 
     @contextmanager
-    def _cursor(self, first: str, params: Sequence[Any] = (), *,
-                retry: bool = False) -> Iterator[Any]:
+    def _cursor(self, first: str, params: Sequence[Any] = (), *, retry: bool = False) -> Iterator[Any]:
         """A cursor on this thread's connection that has run `first` already.
 
         `retry`: `first` is safe to run twice (a read, a BEGIN). When it fails on a connection
@@ -172,8 +184,9 @@ class SqlStore(FeedbackStoreMixin, ConsentStoreMixin, EventStoreMixin, ErasureSt
         self._cache[key] = (now + self.cache_ttl, value)
         return value
 
-    def execute(self, statement: str, params: Sequence[Any] = (), *,
-                invalidate: bool = True) -> list[tuple[Any, ...]]:
+    def execute(
+        self, statement: str, params: Sequence[Any] = (), *, invalidate: bool = True
+    ) -> list[tuple[Any, ...]]:
         """Run one statement. Writes clear the read cache unless the caller knows they touch
         nothing cached (the message ledger, written for every message)."""
         read = statement.lstrip()[:6].upper() == "SELECT"
@@ -188,8 +201,7 @@ class SqlStore(FeedbackStoreMixin, ConsentStoreMixin, EventStoreMixin, ErasureSt
             return [tuple(row) for row in cur.fetchall()]
 
     @contextmanager
-    def transaction(self, *, invalidate: bool = True
-                    ) -> Iterator[Callable[..., list[tuple[Any, ...]]]]:
+    def transaction(self, *, invalidate: bool = True) -> Iterator[Callable[..., list[tuple[Any, ...]]]]:
         """Several statements atomically: `with store.transaction() as q: q(sql, params)`.
         `invalidate=False` as for `execute`: the caller writes nothing that is cached."""
         if invalidate:
@@ -225,9 +237,7 @@ class SqlStore(FeedbackStoreMixin, ConsentStoreMixin, EventStoreMixin, ErasureSt
     def migrate(self) -> int:
         """Bring the schema up to date; returns the schema version."""
         with self._migrate_lock:
-            self.execute(
-                "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"
-            )
+            self.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
             with self.transaction() as q:
                 self._lock_for_migration(q)
                 rows = q("SELECT version FROM schema_version")
@@ -275,8 +285,7 @@ class SqlStore(FeedbackStoreMixin, ConsentStoreMixin, EventStoreMixin, ErasureSt
 
     def get_customer_by_id(self, customer_id: int) -> Customer | None:
         def load() -> Customer | None:
-            rows = self.execute(
-                f"SELECT {_CUSTOMER_COLS} FROM customers WHERE id = ?", (customer_id,))
+            rows = self.execute(f"SELECT {_CUSTOMER_COLS} FROM customers WHERE id = ?", (customer_id,))
             return _customer(rows[0]) if rows else None
 
         return self.cached(("customer", customer_id), load)
@@ -288,8 +297,7 @@ class SqlStore(FeedbackStoreMixin, ConsentStoreMixin, EventStoreMixin, ErasureSt
         return customer
 
     def list_customers(self) -> list[Customer]:
-        return [_customer(r) for r in self.execute(
-            f"SELECT {_CUSTOMER_COLS} FROM customers ORDER BY name")]
+        return [_customer(r) for r in self.execute(f"SELECT {_CUSTOMER_COLS} FROM customers ORDER BY name")]
 
     def _update_customer(self, name: str, assignments: str, params: Sequence[Any]) -> Customer:
         self.require_customer(name)
@@ -335,7 +343,8 @@ class SqlStore(FeedbackStoreMixin, ConsentStoreMixin, EventStoreMixin, ErasureSt
     def get_domain(self, customer_id: int, domain: str) -> Domain | None:
         rows = self.execute(
             "SELECT id, customer_id, domain, token, verified_at, verified_by FROM domains "
-            "WHERE customer_id = ? AND domain = ?", (customer_id, domain.lower().rstrip(".")),
+            "WHERE customer_id = ? AND domain = ?",
+            (customer_id, domain.lower().rstrip(".")),
         )
         return Domain(*rows[0]) if rows else None
 
@@ -343,8 +352,9 @@ class SqlStore(FeedbackStoreMixin, ConsentStoreMixin, EventStoreMixin, ErasureSt
         sql = "SELECT id, customer_id, domain, token, verified_at, verified_by FROM domains"
         if customer_id is None:
             return [Domain(*r) for r in self.execute(sql + " ORDER BY domain")]
-        return [Domain(*r) for r in self.execute(
-            sql + " WHERE customer_id = ? ORDER BY domain", (customer_id,))]
+        return [
+            Domain(*r) for r in self.execute(sql + " WHERE customer_id = ? ORDER BY domain", (customer_id,))
+        ]
 
     def mark_domain_verified(self, customer_id: int, domain: str, by: str) -> None:
         self.execute(
@@ -355,8 +365,8 @@ class SqlStore(FeedbackStoreMixin, ConsentStoreMixin, EventStoreMixin, ErasureSt
     def verified_domains(self, customer_id: int) -> set[str]:
         def load() -> set[str]:
             rows = self.execute(
-                "SELECT domain FROM domains WHERE customer_id = ? AND verified_at IS NOT NULL",
-                (customer_id,))
+                "SELECT domain FROM domains WHERE customer_id = ? AND verified_at IS NOT NULL", (customer_id,)
+            )
             return {r[0] for r in rows}
 
         return set(self.cached(("domains", customer_id), load))
@@ -378,22 +388,29 @@ class SqlStore(FeedbackStoreMixin, ConsentStoreMixin, EventStoreMixin, ErasureSt
         def load() -> Campaign | None:
             rows = self.execute(
                 "SELECT id, customer_id, campaign, confirmed_by, confirmed_at FROM campaigns "
-                "WHERE customer_id = ? AND campaign = ?", (customer_id, campaign))
+                "WHERE customer_id = ? AND campaign = ?",
+                (customer_id, campaign),
+            )
             return Campaign(*rows[0]) if rows else None
 
         return self.cached(("campaign", customer_id, campaign), load)
 
     def get_campaign_by_id(self, campaign_id: int) -> Campaign | None:
         rows = self.execute(
-            "SELECT id, customer_id, campaign, confirmed_by, confirmed_at FROM campaigns "
-            "WHERE id = ?", (campaign_id,),
+            "SELECT id, customer_id, campaign, confirmed_by, confirmed_at FROM campaigns WHERE id = ?",
+            (campaign_id,),
         )
         return Campaign(*rows[0]) if rows else None
 
     def list_campaigns(self, customer_id: int) -> list[Campaign]:
-        return [Campaign(*r) for r in self.execute(
-            "SELECT id, customer_id, campaign, confirmed_by, confirmed_at FROM campaigns "
-            "WHERE customer_id = ? ORDER BY confirmed_at", (customer_id,))]
+        return [
+            Campaign(*r)
+            for r in self.execute(
+                "SELECT id, customer_id, campaign, confirmed_by, confirmed_at FROM campaigns "
+                "WHERE customer_id = ? ORDER BY confirmed_at",
+                (customer_id,),
+            )
+        ]
 
     # -- message ledger -----------------------------------------------------------------------
     def record_message(self, record: MessageRecord) -> None:
@@ -403,27 +420,46 @@ class SqlStore(FeedbackStoreMixin, ConsentStoreMixin, EventStoreMixin, ErasureSt
         """Ledger rows, in one transaction (see gateway/ledger.py)."""
         with self.transaction(invalidate=False) as q:
             for record in records:
-                q("INSERT INTO messages (mail_id, customer_id, campaign, mail_from, recipients, "
-                  "created_at, result, reply, queue_id, verdicts) VALUES "
-                  "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                  "ON CONFLICT (mail_id) DO UPDATE SET result = excluded.result, "
-                  "reply = excluded.reply, queue_id = excluded.queue_id, "
-                  "verdicts = excluded.verdicts, campaign = excluded.campaign, "
-                  "recipients = excluded.recipients",
-                  (record.mail_id, record.customer_id, record.campaign, record.mail_from,
-                   json.dumps(record.recipients), record.created_at, record.result,
-                   record.reply, record.queue_id, json.dumps(record.verdicts)))
+                q(
+                    "INSERT INTO messages (mail_id, customer_id, campaign, mail_from, recipients, "
+                    "created_at, result, reply, queue_id, verdicts) VALUES "
+                    "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (mail_id) DO UPDATE SET result = excluded.result, "
+                    "reply = excluded.reply, queue_id = excluded.queue_id, "
+                    "verdicts = excluded.verdicts, campaign = excluded.campaign, "
+                    "recipients = excluded.recipients",
+                    (
+                        record.mail_id,
+                        record.customer_id,
+                        record.campaign,
+                        record.mail_from,
+                        json.dumps(record.recipients),
+                        record.created_at,
+                        record.result,
+                        record.reply,
+                        record.queue_id,
+                        json.dumps(record.verdicts),
+                    ),
+                )
 
     def get_message(self, mail_id: str) -> MessageRecord | None:
         rows = self.execute(
             "SELECT mail_id, customer_id, campaign, mail_from, recipients, created_at, result, "
-            "reply, queue_id, verdicts FROM messages WHERE mail_id = ?", (mail_id,),
+            "reply, queue_id, verdicts FROM messages WHERE mail_id = ?",
+            (mail_id,),
         )
         if not rows:
             return None
         r = rows[0]
         return MessageRecord(
-            mail_id=r[0], customer_id=r[1], campaign=r[2], mail_from=r[3],
-            recipients=json.loads(r[4]), created_at=r[5], result=r[6], reply=r[7],
-            queue_id=r[8], verdicts=json.loads(r[9]) if r[9] else [],
+            mail_id=r[0],
+            customer_id=r[1],
+            campaign=r[2],
+            mail_from=r[3],
+            recipients=json.loads(r[4]),
+            created_at=r[5],
+            result=r[6],
+            reply=r[7],
+            queue_id=r[8],
+            verdicts=json.loads(r[9]) if r[9] else [],
         )

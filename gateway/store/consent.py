@@ -28,12 +28,13 @@ from typing import Any
 
 from gateway.store.types import CachedRead, StoreError, normalise_address
 
-_COLS = ("id, customer_id, address, generation, source, list_name, subscribed_at, subscribed_ip, "
-         "subscribed_user_agent, confirmation_sent_at, confirmed_at, confirmed_ip, "
-         "confirmed_user_agent, revoked_at, revoked_reason, recorded_via, import_batch, "
-         "created_at, updated_at")
-_EVENT_COLS = ("id, customer_id, address, event, happened_at, ip, user_agent, source, via, detail, "
-               "recorded_at")
+_COLS = (
+    "id, customer_id, address, generation, source, list_name, subscribed_at, subscribed_ip, "
+    "subscribed_user_agent, confirmation_sent_at, confirmed_at, confirmed_ip, "
+    "confirmed_user_agent, revoked_at, revoked_reason, recorded_via, import_batch, "
+    "created_at, updated_at"
+)
+_EVENT_COLS = "id, customer_id, address, event, happened_at, ip, user_agent, source, via, detail, recorded_at"
 CONSENT_EVENTS = ("subscribe", "confirmation-sent", "confirm", "revoke", "import")
 
 
@@ -116,10 +117,19 @@ def _record(row: Sequence[Any]) -> ConsentRecord:
 
 
 def _event(row: Sequence[Any]) -> ConsentEvent:
-    return ConsentEvent(id=row[0], customer_id=row[1], address=row[2], event=row[3],
-                        happened_at=row[4], ip=row[5], user_agent=row[6], source=row[7],
-                        via=row[8], detail=json.loads(row[9]) if row[9] else {},
-                        recorded_at=row[10])
+    return ConsentEvent(
+        id=row[0],
+        customer_id=row[1],
+        address=row[2],
+        event=row[3],
+        happened_at=row[4],
+        ip=row[5],
+        user_agent=row[6],
+        source=row[7],
+        via=row[8],
+        detail=json.loads(row[9]) if row[9] else {},
+        recorded_at=row[10],
+    )
 
 
 class ConsentStoreMixin:
@@ -138,7 +148,8 @@ class ConsentStoreMixin:
         def load() -> ConsentRecord | None:
             rows = self.execute(
                 f"SELECT {_COLS} FROM consent_records WHERE customer_id = ? AND address = ?",
-                (customer_id, address))
+                (customer_id, address),
+            )
             return _record(rows[0]) if rows else None
 
         return self.cached(("consent", customer_id, address), load)
@@ -147,53 +158,88 @@ class ConsentStoreMixin:
         """Like get_consent, never from the cache (pages and writes)."""
         rows = self.execute(
             f"SELECT {_COLS} FROM consent_records WHERE customer_id = ? AND address = ?",
-            (customer_id, normalise_address(address)))
+            (customer_id, normalise_address(address)),
+        )
         return _record(rows[0]) if rows else None
 
-    def consent_records_for(self, customer_id: int,
-                            addresses: Iterable[str]) -> dict[str, ConsentRecord]:
+    def consent_records_for(self, customer_id: int, addresses: Iterable[str]) -> dict[str, ConsentRecord]:
         """The records of these addresses (normalised), for duplicate checks of an import."""
         wanted = sorted({normalise_address(a) for a in addresses})
         found: dict[str, ConsentRecord] = {}
         for start in range(0, len(wanted), 500):
-            chunk = wanted[start:start + 500]
+            chunk = wanted[start : start + 500]
             marks = ", ".join("?" for _ in chunk)
             for row in self.execute(
-                    f"SELECT {_COLS} FROM consent_records WHERE customer_id = ? AND address IN "
-                    f"({marks})", (customer_id, *chunk)):
+                f"SELECT {_COLS} FROM consent_records WHERE customer_id = ? AND address IN ({marks})",
+                (customer_id, *chunk),
+            ):
                 record = _record(row)
                 found[record.address] = record
         return found
 
     def consent_history(self, customer_id: int, address: str) -> list[ConsentEvent]:
-        return [_event(r) for r in self.execute(
-            f"SELECT {_EVENT_COLS} FROM consent_events WHERE customer_id = ? AND address = ? "
-            "ORDER BY happened_at, id", (customer_id, normalise_address(address)))]
+        return [
+            _event(r)
+            for r in self.execute(
+                f"SELECT {_EVENT_COLS} FROM consent_events WHERE customer_id = ? AND address = ? "
+                "ORDER BY happened_at, id",
+                (customer_id, normalise_address(address)),
+            )
+        ]
 
     def count_consent(self, customer_id: int) -> dict[str, int]:
         rows = self.execute(
             "SELECT CASE WHEN revoked_at IS NOT NULL THEN 'revoked' WHEN confirmed_at IS NOT NULL "
             "THEN 'confirmed' ELSE 'pending' END AS status, COUNT(*) FROM consent_records "
-            "WHERE customer_id = ? GROUP BY 1", (customer_id,))
+            "WHERE customer_id = ? GROUP BY 1",
+            (customer_id,),
+        )
         return {status: int(n) for status, n in rows}
 
     # -- events -------------------------------------------------------------------------------
-    def _consent_event(self, customer_id: int, address: str, event: str, at: float, *,
-                       ip: str | None = None, user_agent: str | None = None,
-                       source: str | None = None, via: str | None = None,
-                       detail: dict[str, Any] | None = None) -> None:
+    def _consent_event(
+        self,
+        customer_id: int,
+        address: str,
+        event: str,
+        at: float,
+        *,
+        ip: str | None = None,
+        user_agent: str | None = None,
+        source: str | None = None,
+        via: str | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
         self.execute(
             "INSERT INTO consent_events (customer_id, address, event, happened_at, ip, user_agent, "
             "source, via, detail, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (customer_id, address, event, at, ip, user_agent, source, via,
-             json.dumps(detail, sort_keys=True) if detail else None, time.time()),
+            (
+                customer_id,
+                address,
+                event,
+                at,
+                ip,
+                user_agent,
+                source,
+                via,
+                json.dumps(detail, sort_keys=True) if detail else None,
+                time.time(),
+            ),
         )
 
-    def consent_subscribe(self, customer_id: int, address: str, *, source: str, at: float,
-                          ip: str | None, user_agent: str | None = None,
-                          list_name: str | None = None, via: str = "api",
-                          confirmation_sent_at: float | None = None
-                          ) -> tuple[ConsentRecord, str]:
+    def consent_subscribe(
+        self,
+        customer_id: int,
+        address: str,
+        *,
+        source: str,
+        at: float,
+        ip: str | None,
+        user_agent: str | None = None,
+        list_name: str | None = None,
+        via: str = "api",
+        confirmation_sent_at: float | None = None,
+    ) -> tuple[ConsentRecord, str]:
         """Record a subscription (the form was sent). Returns (record, what happened):
         ``new``; ``pending`` (not confirmed yet: the record now shows this latest request, the
         earlier links stay valid); ``resubscribed`` (it had been revoked: a new generation,
@@ -214,8 +260,20 @@ class ConsentStoreMixin:
                     "confirmation_sent_at, recorded_via, created_at, updated_at) VALUES "
                     "(?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                     "ON CONFLICT (customer_id, address) DO NOTHING RETURNING id",
-                    (customer_id, address, source, list_name, at, ip, user_agent,
-                     confirmation_sent_at, via, now, now))
+                    (
+                        customer_id,
+                        address,
+                        source,
+                        list_name,
+                        at,
+                        ip,
+                        user_agent,
+                        confirmation_sent_at,
+                        via,
+                        now,
+                        now,
+                    ),
+                )
                 outcome = "new" if inserted else "pending"
                 existing = None if inserted else self.read_consent(customer_id, address)
             if existing is not None:
@@ -231,28 +289,36 @@ class ConsentStoreMixin:
                         "confirmed_at = NULL, confirmed_ip = NULL, confirmed_user_agent = NULL, "
                         "revoked_at = NULL, revoked_reason = NULL, recorded_via = ?, "
                         "import_batch = NULL, updated_at = ? WHERE id = ?",
-                        (source, list_name, at, ip, user_agent, confirmation_sent_at, via, now,
-                         existing.id))
+                        (source, list_name, at, ip, user_agent, confirmation_sent_at, via, now, existing.id),
+                    )
                 else:
                     outcome = "pending"
                     self.execute(
                         "UPDATE consent_records SET source = ?, list_name = ?, subscribed_at = ?, "
                         "subscribed_ip = ?, subscribed_user_agent = ?, confirmation_sent_at = "
                         "COALESCE(?, confirmation_sent_at), updated_at = ? WHERE id = ?",
-                        (source, list_name, at, ip, user_agent, confirmation_sent_at, now,
-                         existing.id))
-            self._consent_event(customer_id, address, "subscribe", at, ip=ip,
-                                user_agent=user_agent, source=source, via=via,
-                                detail={"result": outcome, "list": list_name})
+                        (source, list_name, at, ip, user_agent, confirmation_sent_at, now, existing.id),
+                    )
+            self._consent_event(
+                customer_id,
+                address,
+                "subscribe",
+                at,
+                ip=ip,
+                user_agent=user_agent,
+                source=source,
+                via=via,
+                detail={"result": outcome, "list": list_name},
+            )
             if confirmation_sent_at is not None and outcome != "already-confirmed":
-                self._consent_event(customer_id, address, "confirmation-sent",
-                                    confirmation_sent_at, via=via)
+                self._consent_event(customer_id, address, "confirmation-sent", confirmation_sent_at, via=via)
             record = self.read_consent(customer_id, address)
         assert record is not None
         return record, outcome
 
-    def consent_confirmation_sent(self, customer_id: int, address: str, *, at: float,
-                                  via: str = "api") -> ConsentRecord | None:
+    def consent_confirmation_sent(
+        self, customer_id: int, address: str, *, at: float, via: str = "api"
+    ) -> ConsentRecord | None:
         """The confirmation mail went out (the newest such time is kept)."""
 
         address = normalise_address(address)
@@ -264,16 +330,26 @@ class ConsentStoreMixin:
                 raise StoreError("the confirmation mail cannot be sent before the subscription")
             if record.status == "pending":
                 self.execute(
-                    "UPDATE consent_records SET confirmation_sent_at = ?, updated_at = ? "
-                    "WHERE id = ?", (at, time.time(), record.id))
-            self._consent_event(customer_id, address, "confirmation-sent", at, via=via,
-                                detail={"status": record.status})
+                    "UPDATE consent_records SET confirmation_sent_at = ?, updated_at = ? WHERE id = ?",
+                    (at, time.time(), record.id),
+                )
+            self._consent_event(
+                customer_id, address, "confirmation-sent", at, via=via, detail={"status": record.status}
+            )
             return self.read_consent(customer_id, address)
 
-    def consent_confirm(self, customer_id: int, address: str, *, at: float, ip: str | None,
-                        user_agent: str | None = None, via: str = "api",
-                        generation: int | None = None, checks: dict[str, str] | None = None
-                        ) -> tuple[ConsentRecord | None, str]:
+    def consent_confirm(
+        self,
+        customer_id: int,
+        address: str,
+        *,
+        at: float,
+        ip: str | None,
+        user_agent: str | None = None,
+        via: str = "api",
+        generation: int | None = None,
+        checks: dict[str, str] | None = None,
+    ) -> tuple[ConsentRecord | None, str]:
         """Record the confirmation (the link in the confirmation mail was followed). Returns
         (record, what happened): ``confirmed``; ``already-confirmed`` (the first confirmation
         stays the evidence); ``unknown`` (no subscription); ``revoked`` (unsubscribed since:
@@ -299,17 +375,30 @@ class ConsentStoreMixin:
                 self.execute(
                     "UPDATE consent_records SET confirmed_at = ?, confirmed_ip = ?, "
                     "confirmed_user_agent = ?, updated_at = ? WHERE id = ?",
-                    (at, ip, user_agent, time.time(), record.id))
-                self.emit_event(customer_id, "consent.confirmed", {
-                    "via": via, "source": record.source, "list": record.list_name},
-                    recipient=address, at=at)
-            self._consent_event(customer_id, address, "confirm", at, ip=ip,
-                                user_agent=user_agent, via=via,
-                                detail={**(checks or {}), "result": outcome})
+                    (at, ip, user_agent, time.time(), record.id),
+                )
+                self.emit_event(
+                    customer_id,
+                    "consent.confirmed",
+                    {"via": via, "source": record.source, "list": record.list_name},
+                    recipient=address,
+                    at=at,
+                )
+            self._consent_event(
+                customer_id,
+                address,
+                "confirm",
+                at,
+                ip=ip,
+                user_agent=user_agent,
+                via=via,
+                detail={**(checks or {}), "result": outcome},
+            )
             return self.read_consent(customer_id, address), outcome
 
-    def consent_revoke(self, customer_id: int, address: str, *, at: float | None = None,
-                       reason: str, via: str) -> tuple[ConsentRecord | None, bool]:
+    def consent_revoke(
+        self, customer_id: int, address: str, *, at: float | None = None, reason: str, via: str
+    ) -> tuple[ConsentRecord | None, bool]:
         """Revoke (unsubscribe, complaint, the customer's request). (record, newly revoked)."""
         address = normalise_address(address)
         at = time.time() if at is None else at
@@ -321,16 +410,25 @@ class ConsentStoreMixin:
             if changed:
                 self.execute(
                     "UPDATE consent_records SET revoked_at = ?, revoked_reason = ?, "
-                    "updated_at = ? WHERE id = ?", (at, reason, time.time(), record.id))
-                self.emit_event(customer_id, "consent.revoked", {"via": via, "reason": reason},
-                                recipient=address, at=at)
-            self._consent_event(customer_id, address, "revoke", at, via=via,
-                                detail={"reason": reason,
-                                        "result": "revoked" if changed else "already revoked"})
+                    "updated_at = ? WHERE id = ?",
+                    (at, reason, time.time(), record.id),
+                )
+                self.emit_event(
+                    customer_id, "consent.revoked", {"via": via, "reason": reason}, recipient=address, at=at
+                )
+            self._consent_event(
+                customer_id,
+                address,
+                "revoke",
+                at,
+                via=via,
+                detail={"reason": reason, "result": "revoked" if changed else "already revoked"},
+            )
             return self.read_consent(customer_id, address), changed
 
-    def import_consent(self, customer_id: int, rows: Sequence[ConsentImportRow], *, batch: str,
-                       via: str = "import") -> tuple[list[ConsentImportRow], list[ConsentImportRow]]:
+    def import_consent(
+        self, customer_id: int, rows: Sequence[ConsentImportRow], *, batch: str, via: str = "import"
+    ) -> tuple[list[ConsentImportRow], list[ConsentImportRow]]:
         """Insert the rows in one transaction. Rows whose address has a record already are not
         touched (an import never overrides a revocation or earlier evidence): returned as the
         second list."""
@@ -347,17 +445,37 @@ class ConsentStoreMixin:
                     "recorded_via, import_batch, created_at, updated_at) VALUES "
                     "(?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                     "ON CONFLICT (customer_id, address) DO NOTHING RETURNING id",
-                    (customer_id, address, row.source, row.list_name, row.subscribed_at,
-                     row.subscribed_ip, row.subscribed_user_agent, row.confirmation_sent_at,
-                     row.confirmed_at, row.confirmed_ip, row.confirmed_user_agent, via, batch,
-                     now, now))
+                    (
+                        customer_id,
+                        address,
+                        row.source,
+                        row.list_name,
+                        row.subscribed_at,
+                        row.subscribed_ip,
+                        row.subscribed_user_agent,
+                        row.confirmation_sent_at,
+                        row.confirmed_at,
+                        row.confirmed_ip,
+                        row.confirmed_user_agent,
+                        via,
+                        batch,
+                        now,
+                        now,
+                    ),
+                )
                 if not inserted:
                     existing.append(row)
                     continue
                 imported.append(row)
-                self._consent_event(customer_id, address, "import", now, source=row.source,
-                                    via=via, detail={"batch": batch, "line": row.line,
-                                                     "row": row.original})
+                self._consent_event(
+                    customer_id,
+                    address,
+                    "import",
+                    now,
+                    source=row.source,
+                    via=via,
+                    detail={"batch": batch, "line": row.line, "row": row.original},
+                )
         return imported, existing
 
     # -- evidence -----------------------------------------------------------------------------
@@ -391,20 +509,34 @@ class ConsentStoreMixin:
             return None
         customer = self.get_customer_by_id(customer_id)
         return {
-            "customer": None if customer is None else {
-                "name": customer.name, "id": customer.id, "status": customer.status,
-                "imprint": customer.imprint or {}},
+            "customer": None
+            if customer is None
+            else {
+                "name": customer.name,
+                "id": customer.id,
+                "status": customer.status,
+                "imprint": customer.imprint or {},
+            },
             "consent": evidence,
             "history": [
-                {"event": e.event, "at": iso(e.happened_at), "ip": e.ip,
-                 "user_agent": e.user_agent, "source": e.source, "via": e.via,
-                 "detail": e.detail, "recorded_at": iso(e.recorded_at)}
-                for e in self.consent_history(customer_id, address)],
+                {
+                    "event": e.event,
+                    "at": iso(e.happened_at),
+                    "ip": e.ip,
+                    "user_agent": e.user_agent,
+                    "source": e.source,
+                    "via": e.via,
+                    "detail": e.detail,
+                    "recorded_at": iso(e.recorded_at),
+                }
+                for e in self.consent_history(customer_id, address)
+            ],
             "exported_at": iso(time.time()),
         }
 
 
 # -- input checks shared by the import, the API and the pages ----------------------------------
+
 
 class ConsentInputError(ValueError):
     """A value of a consent record that cannot be evidence; the text says why."""
@@ -424,16 +556,21 @@ def check_email(value: Any) -> str:
     if len(address) > 254 or any(c.isspace() for c in address) or address.count("@") != 1:
         raise ConsentInputError(f"not an email address: {address!r}")
     local, domain = address.split("@")
-    if (not local or len(local) > 64 or local.startswith(".") or local.endswith(".")
-            or ".." in local or not _ATEXT.match(local)):
+    if (
+        not local
+        or len(local) > 64
+        or local.startswith(".")
+        or local.endswith(".")
+        or ".." in local
+        or not _ATEXT.match(local)
+    ):
         raise ConsentInputError(f"not an email address: {address!r}")
     try:
         ascii_domain = domain.rstrip(".").encode("idna").decode("ascii").lower()
     except UnicodeError:
         raise ConsentInputError(f"not an email address: {address!r}") from None
     labels = ascii_domain.split(".")
-    if (len(labels) < 2 or not all(_LABEL.match(label) for label in labels)
-            or labels[-1].isdigit()):
+    if len(labels) < 2 or not all(_LABEL.match(label) for label in labels) or labels[-1].isdigit():
         raise ConsentInputError(f"not an email address: {address!r}")
     return normalise_address(address)
 

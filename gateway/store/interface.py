@@ -45,22 +45,29 @@ class LedgerStore(Protocol):
 class QuotaStore(Protocol):
     """What the sending-quota gate (gateway/quota.py) reserves, counts and reads."""
 
-    def reserve_quota(self, customer_id: int, hour_start: int, hour_limit: int,
-                      day_start: int, day_limit: int,
-                      block_for: Callable[[int], int]) -> Reservation: ...
+    def reserve_quota(
+        self,
+        customer_id: int,
+        hour_start: int,
+        hour_limit: int,
+        day_start: int,
+        day_limit: int,
+        block_for: Callable[[int], int],
+    ) -> Reservation: ...
 
-    def release_quota(self, customer_id: int, hour_start: int, day_start: int,
-                      units: int) -> None: ...
+    def release_quota(self, customer_id: int, hour_start: int, day_start: int, units: int) -> None: ...
 
-    def add_recipient_counts(self, customer_id: int, day_start: int, refused: int,
-                             accepted: int) -> tuple[int, int]: ...
+    def add_recipient_counts(
+        self, customer_id: int, day_start: int, refused: int, accepted: int
+    ) -> tuple[int, int]: ...
 
     def get_limits(self, customer_id: int) -> CustomerLimits: ...
 
     def count_campaigns_sent(self, customer_id: int) -> int: ...
 
-    def graduate(self, customer: Any, *, actor: str, reason: str | None = None,
-                 at: float | None = None) -> bool: ...
+    def graduate(
+        self, customer: Any, *, actor: str, reason: str | None = None, at: float | None = None
+    ) -> bool: ...
 
 
 class EngineStore(PolicyStore, LedgerStore, QuotaStore, Protocol):
@@ -74,5 +81,12 @@ class EngineStore(PolicyStore, LedgerStore, QuotaStore, Protocol):
 
     def cached_webhook(self, customer_id: int) -> Webhook | None: ...
 
-    def emit_event(self, customer_id: int | None, event_type: str, data: dict[str, Any], *,
-                   recipient: str | None = None, at: float | None = None) -> str | None: ...
+    def emit_event(
+        self,
+        customer_id: int | None,
+        event_type: str,
+        data: dict[str, Any],
+        *,
+        recipient: str | None = None,
+        at: float | None = None,
+    ) -> str | None: ...

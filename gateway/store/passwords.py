@@ -27,7 +27,12 @@ def verify_password(password: str, stored: str | None) -> bool:
             return False
         salt, expected = base64.b64decode(salt_b64), base64.b64decode(digest_b64)
         digest = hashlib.scrypt(
-            password.encode(), salt=salt, n=int(n), r=int(r), p=int(p), dklen=len(expected),
+            password.encode(),
+            salt=salt,
+            n=int(n),
+            r=int(r),
+            p=int(p),
+            dklen=len(expected),
             maxmem=128 * 1024 * 1024,
         )
     except (ValueError, TypeError):

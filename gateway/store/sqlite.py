@@ -28,8 +28,7 @@ class SqliteStore(SqlStore):
             self.path.parent.mkdir(parents=True, exist_ok=True)
             target = str(self.path)
         # Autocommit (isolation_level=None); `transaction()` issues BEGIN/COMMIT itself.
-        conn = sqlite3.connect(target, isolation_level=None, timeout=10.0,
-                               check_same_thread=False)
+        conn = sqlite3.connect(target, isolation_level=None, timeout=10.0, check_same_thread=False)
         # WAL lets the gateway's workers read while the CLI or the feedback listener writes.
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA foreign_keys=ON")

@@ -48,8 +48,9 @@ class WindowCounterStoreMixin:
     execute: Callable[..., list[tuple[Any, ...]]]
     transaction: Callable[..., Any]
 
-    def window_hit(self, scope: str, key: str, *, window: float, limit: int | None = None,
-                   now: float | None = None) -> WindowHit:
+    def window_hit(
+        self, scope: str, key: str, *, window: float, limit: int | None = None, now: float | None = None
+    ) -> WindowHit:
         """Count a hit of `key` in `scope` (e.g. "http-report", a client network) and say
         whether it fits `limit` hits per `window` seconds (no limit: always allowed)."""
         if window <= 0:
@@ -61,39 +62,47 @@ class WindowCounterStoreMixin:
         where = "scope = ? AND key = ? AND width = ?"
         with self.transaction(invalidate=False) as q:
             for row in (_LOCK_ROW, bucket):
-                q("INSERT INTO window_counters (scope, key, width, bucket, hits, expires_at) "
-                  "VALUES (?, ?, ?, ?, 1, ?) ON CONFLICT (scope, key, width, bucket) DO UPDATE "
-                  "SET hits = window_counters.hits + 1, expires_at = excluded.expires_at",
-                  (scope, key, width, row, expires))
+                q(
+                    "INSERT INTO window_counters (scope, key, width, bucket, hits, expires_at) "
+                    "VALUES (?, ?, ?, ?, 1, ?) ON CONFLICT (scope, key, width, bucket) DO UPDATE "
+                    "SET hits = window_counters.hits + 1, expires_at = excluded.expires_at",
+                    (scope, key, width, row, expires),
+                )
             # No upper bound: hits a node with a clock a little ahead put in a later bucket
             # count too.
-            rows = q(f"SELECT COALESCE(SUM(hits), 0) FROM window_counters WHERE {where} "
-                     "AND bucket > ?", (scope, key, width, bucket - BUCKETS))
+            rows = q(
+                f"SELECT COALESCE(SUM(hits), 0) FROM window_counters WHERE {where} AND bucket > ?",
+                (scope, key, width, bucket - BUCKETS),
+            )
             count = int(rows[0][0])
             allowed = limit is None or count <= limit
             if not allowed:
-                q(f"UPDATE window_counters SET hits = hits - 1 WHERE {where} AND bucket = ?",
-                  (scope, key, width, bucket))
+                q(
+                    f"UPDATE window_counters SET hits = hits - 1 WHERE {where} AND bucket = ?",
+                    (scope, key, width, bucket),
+                )
                 count -= 1
         self._prune_now_and_then(now)
         return WindowHit(allowed, count)
 
-    def window_count(self, scope: str, key: str, *, window: float,
-                     now: float | None = None) -> int:
+    def window_count(self, scope: str, key: str, *, window: float, now: float | None = None) -> int:
         """The hits of `key` in the window, without counting one."""
         now = time.time() if now is None else now
         width = window / BUCKETS
         bucket = int(now // width)
         rows = self.execute(
             "SELECT COALESCE(SUM(hits), 0) FROM window_counters WHERE scope = ? AND key = ? "
-            "AND width = ? AND bucket > ?", (scope, key, width, bucket - BUCKETS))
+            "AND width = ? AND bucket > ?",
+            (scope, key, width, bucket - BUCKETS),
+        )
         return int(rows[0][0])
 
     def prune_window_counters(self, now: float | None = None) -> int:
         """Delete the rows no window can reach any more; returns how many."""
         now = time.time() if now is None else now
-        rows = self.execute("DELETE FROM window_counters WHERE expires_at < ? RETURNING 1",
-                            (now,), invalidate=False)
+        rows = self.execute(
+            "DELETE FROM window_counters WHERE expires_at < ? RETURNING 1", (now,), invalidate=False
+        )
         return len(rows)
 
     def _prune_now_and_then(self, now: float) -> None:

@@ -30,8 +30,7 @@ class CaptureHandler:
         content = envelope.original_content or b""
         try:
             for rcpt in envelope.rcpt_tos:
-                head = (f"Return-Path: <{envelope.mail_from}>\r\n"
-                        f"Delivered-To: {rcpt}\r\n").encode()
+                head = (f"Return-Path: <{envelope.mail_from}>\r\nDelivered-To: {rcpt}\r\n").encode()
                 await asyncio.to_thread(self.maildir.add, head + content)
         except OSError:
             return "451 4.3.0 Cannot write to the capture Maildir"
@@ -39,16 +38,19 @@ class CaptureHandler:
         return f"250 2.0.0 Ok: queued as CAPTURE{_queue_counter:08d}"
 
 
-async def start_capture(maildir: Path, host: str = "127.0.0.1", port: int = 0,
-                        hostname: str = "capture.localdomain",
-                        sock: Any = None) -> tuple[Any, int]:
+async def start_capture(
+    maildir: Path,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    hostname: str = "capture.localdomain",
+    sock: Any = None,
+) -> tuple[Any, int]:
     """Start the capture server (on `sock` if given); returns (asyncio server, port)."""
     handler = CaptureHandler(maildir)
     loop = asyncio.get_running_loop()
 
     def factory() -> SMTPServer:
-        return SMTPServer(handler, hostname=hostname, data_size_limit=None,
-                          ident="gateway capture MTA")
+        return SMTPServer(handler, hostname=hostname, data_size_limit=None, ident="gateway capture MTA")
 
     if sock is not None:
         server = await loop.create_server(factory, sock=sock)

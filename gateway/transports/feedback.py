@@ -35,8 +35,10 @@ from gateway.transports.smtp import _AIOSMTPD_REPLIES, refuse_before_greeting
 
 log = get_logger()
 
-RELAY_DENIED = "550 5.7.1 {rcpt}: relay access denied; this server accepts only bounces and " \
-               "feedback reports for its own addresses"
+RELAY_DENIED = (
+    "550 5.7.1 {rcpt}: relay access denied; this server accepts only bounces and "
+    "feedback reports for its own addresses"
+)
 STORED = "250 2.0.0 Ok: feedback recorded as #{id}"
 TEMPFAIL = "451 4.3.0 Temporary local problem, please try again later"
 
@@ -46,13 +48,27 @@ class FeedbackSMTP(AioSMTP):
     # A bounce refused for that would be lost, so this listener is lenient (the size limit holds).
     line_length_limit = 16384
 
-    def __init__(self, handler: FeedbackHandler, *, listener: Any, hostname: str,
-                 max_size: int, timeout: float, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        handler: FeedbackHandler,
+        *,
+        listener: Any,
+        hostname: str,
+        max_size: int,
+        timeout: float,
+        **kwargs: Any,
+    ) -> None:
         self.session_id = new_session_id()
         self.listener = listener
         self.busy = False  # a transaction is open: from an accepted MAIL to its end
-        super().__init__(handler, hostname=hostname, ident="ESMTP feedback intake",
-                         data_size_limit=max_size, timeout=timeout, **kwargs)
+        super().__init__(
+            handler,
+            hostname=hostname,
+            ident="ESMTP feedback intake",
+            data_size_limit=max_size,
+            timeout=timeout,
+            **kwargs,
+        )
 
     def connection_made(self, transport: Any) -> None:
         first = self.transport is None
@@ -66,8 +82,9 @@ class FeedbackSMTP(AioSMTP):
         if refusal is not None:
             # Refused before the greeting: the sending MTA keeps its bounce and retries.
             reply, reason = refusal
-            refuse_before_greeting(self, transport, reply, kind="feedback",
-                                   reason=reason, sessions=len(open_sessions))
+            refuse_before_greeting(
+                self, transport, reply, kind="feedback", reason=reason, sessions=len(open_sessions)
+            )
             return
         open_sessions.add(self)
         metrics.SESSIONS.labels("feedback").inc()
@@ -80,8 +97,14 @@ class FeedbackSMTP(AioSMTP):
         """For the drain: 421 and close (the sending MTA keeps its mail and retries)."""
         if self.transport is None or self.transport.is_closing():
             return
-        log.event("session_ended", session=self.session_id, peer=self.peer_ip, reply=421,
-                  reason="shutting down", kind="feedback")
+        log.event(
+            "session_ended",
+            session=self.session_id,
+            peer=self.peer_ip,
+            reply=421,
+            reason="shutting down",
+            kind="feedback",
+        )
         try:
             self._writer.write(f"{replies.SHUTTING_DOWN}\r\n".encode())
         except Exception:  # noqa: BLE001 - the peer may be gone already
@@ -119,7 +142,8 @@ class FeedbackHandler:
     def __init__(self, server: Any, intake: Intake | None = None) -> None:
         self.server = server
         self.sessions: SessionCap[FeedbackSMTP] = SessionCap(
-            lambda: server.config.feedback_intake.max_sessions)
+            lambda: server.config.feedback_intake.max_sessions
+        )
         self._intake = intake
         self._intake_config: Any = None
         self._pool: ThreadPoolExecutor | None = None
@@ -149,38 +173,72 @@ class FeedbackHandler:
             self._intake_config = config
         return self._intake
 
-    async def handle_RCPT(self, server: FeedbackSMTP, session: Session, envelope: Envelope,
-                          address: str, rcpt_options: list[str]) -> str:
+    async def handle_RCPT(
+        self,
+        server: FeedbackSMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
         if not accepts_recipient(self.server.config, address):
-            log.warning("feedback_rcpt", session=server.session_id, peer=server.peer_ip,
-                        rcpt=address, mail_from=envelope.mail_from, result="refused",
-                        reason="not a feedback address (no relaying)")
+            log.warning(
+                "feedback_rcpt",
+                session=server.session_id,
+                peer=server.peer_ip,
+                rcpt=address,
+                mail_from=envelope.mail_from,
+                result="refused",
+                reason="not a feedback address (no relaying)",
+            )
             return RELAY_DENIED.format(rcpt=address)
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 Ok"
 
-    async def handle_DATA(self, server: FeedbackSMTP, session: Session,
-                          envelope: Envelope) -> str:
+    async def handle_DATA(self, server: FeedbackSMTP, session: Session, envelope: Envelope) -> str:
         raw = envelope.original_content or b""
         mail_from = (envelope.mail_from or "").strip()
         mail_from = "" if mail_from == "<>" else mail_from  # bounces come from the null sender
         try:
             intake = self.intake()
             result = await asyncio.get_running_loop().run_in_executor(
-                self.pool(), functools.partial(
-                    intake.ingest, raw, source="smtp", envelope_from=mail_from,
-                    envelope_to=list(envelope.rcpt_tos)))
+                self.pool(),
+                functools.partial(
+                    intake.ingest,
+                    raw,
+                    source="smtp",
+                    envelope_from=mail_from,
+                    envelope_to=list(envelope.rcpt_tos),
+                ),
+            )
         except StoreUnavailable as exc:
-            log.error("feedback_intake", session=server.session_id, peer=server.peer_ip,
-                      result="tempfailed", error=str(exc))
+            log.error(
+                "feedback_intake",
+                session=server.session_id,
+                peer=server.peer_ip,
+                result="tempfailed",
+                error=str(exc),
+            )
             return TEMPFAIL
         except Exception as exc:  # noqa: BLE001 - the sender retries; we keep the details
-            log.error("feedback_intake", session=server.session_id, peer=server.peer_ip,
-                      result="tempfailed", error=f"{type(exc).__name__}: {exc}")
+            log.error(
+                "feedback_intake",
+                session=server.session_id,
+                peer=server.peer_ip,
+                result="tempfailed",
+                error=f"{type(exc).__name__}: {exc}",
+            )
             return TEMPFAIL
-        log.event("feedback_received", session=server.session_id, peer=server.peer_ip,
-                  mail_from=mail_from or "<>", rcpt=",".join(envelope.rcpt_tos),
-                  feedback=result.event.id, mail_id=result.event.mail_id, size=len(raw))
+        log.event(
+            "feedback_received",
+            session=server.session_id,
+            peer=server.peer_ip,
+            mail_from=mail_from or "<>",
+            rcpt=",".join(envelope.rcpt_tos),
+            feedback=result.event.id,
+            mail_id=result.event.mail_id,
+            size=len(raw),
+        )
         return STORED.format(id=result.event.id)
 
     async def handle_exception(self, error: Exception) -> str:
@@ -203,18 +261,28 @@ class FeedbackListener:
     async def start(self) -> None:
         config, loop, handler = self.server.config, asyncio.get_running_loop(), self.handler
         for listener in config.listeners_of("feedback"):
+
             def factory(listener: Any = listener) -> FeedbackSMTP:
                 cfg = self.server.config
-                return FeedbackSMTP(handler, listener=listener, hostname=cfg.hostname,
-                                    max_size=cfg.limits.max_message_size,
-                                    timeout=cfg.limits.command_timeout, loop=loop)
+                return FeedbackSMTP(
+                    handler,
+                    listener=listener,
+                    hostname=cfg.hostname,
+                    max_size=cfg.limits.max_message_size,
+                    timeout=cfg.limits.command_timeout,
+                    loop=loop,
+                )
 
             # The socket the supervisor handed down to this worker, else bound here.
             srv = await listen(config, listener, factory)
             self.servers.append(srv)
-            log.event("listening", kind="feedback", address=listener.address,
-                      port=srv.sockets[0].getsockname()[1],
-                      bounce_domains=",".join(_domains(config)) or None)
+            log.event(
+                "listening",
+                kind="feedback",
+                address=listener.address,
+                port=srv.sockets[0].getsockname()[1],
+                bounce_domains=",".join(_domains(config)) or None,
+            )
 
     def ports(self) -> list[int]:
         return ports(self.servers)
@@ -258,5 +326,4 @@ def _domains(config: Any) -> list[str]:
 
 
 def feedback_ports(server: Any) -> list[int]:
-    return next((listener.ports() for listener in server.listeners
-                 if listener.kind == "feedback"), [])
+    return next((listener.ports() for listener in server.listeners if listener.kind == "feedback"), [])

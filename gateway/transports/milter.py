@@ -114,8 +114,16 @@ SMFIM_EOM = 5
 REQUIRED_ACTIONS = SMFIF_ADDHDRS | SMFIF_CHGHDRS | SMFIF_CHGFROM
 # Events we answer without a reply when the MTA allows it (fewer round trips), events we do
 # not want, and exact header bytes (leading white space of values included).
-WANTED_FLAGS = (SMFIP_NR_HDR | SMFIP_NR_EOH | SMFIP_NR_BODY | SMFIP_NR_DATA | SMFIP_NR_CONN
-                | SMFIP_NR_HELO | SMFIP_NOUNKNOWN | SMFIP_HDR_LEADSPC)
+WANTED_FLAGS = (
+    SMFIP_NR_HDR
+    | SMFIP_NR_EOH
+    | SMFIP_NR_BODY
+    | SMFIP_NR_DATA
+    | SMFIP_NR_CONN
+    | SMFIP_NR_HELO
+    | SMFIP_NOUNKNOWN
+    | SMFIP_HDR_LEADSPC
+)
 # The macros we ask Postfix for, per stage (this overrides milter_*_macros for us only).
 MACRO_LISTS = {
     SMFIM_HELO: "{tls_version}",
@@ -189,9 +197,11 @@ def negotiate(data: bytes) -> tuple[Negotiated, bytes]:
     if actions & REQUIRED_ACTIONS != REQUIRED_ACTIONS:
         raise MilterProtocolError(
             "the MTA does not offer header changes and sender change (SMFIF_ADDHDRS, CHGHDRS, "
-            "CHGFROM): set milter_protocol = 6")
-    ours = Negotiated(min(version, SMFI_VERSION), REQUIRED_ACTIONS | (actions & SMFIF_SETSYMLIST),
-                      flags & WANTED_FLAGS)
+            "CHGFROM): set milter_protocol = 6"
+        )
+    ours = Negotiated(
+        min(version, SMFI_VERSION), REQUIRED_ACTIONS | (actions & SMFIF_SETSYMLIST), flags & WANTED_FLAGS
+    )
     body = struct.pack("!III", ours.version, ours.actions, ours.flags)
     if ours.actions & SMFIF_SETSYMLIST:
         for stage, names in MACRO_LISTS.items():
@@ -199,8 +209,7 @@ def negotiate(data: bytes) -> tuple[Negotiated, bytes]:
     return ours, packet(SMFIC_OPTNEG, body)
 
 
-def rebuild_message(headers: list[tuple[bytes, bytes]], body: bytes, *,
-                    leading_space: bool) -> bytes:
+def rebuild_message(headers: list[tuple[bytes, bytes]], body: bytes, *, leading_space: bool) -> bytes:
     """The message as Postfix will deliver it (minus its hidden Received: header)."""
     out = bytearray()
     for name, value in headers:
@@ -211,8 +220,9 @@ def rebuild_message(headers: list[tuple[bytes, bytes]], body: bytes, *,
     return bytes(out)
 
 
-def edit_packets(edits: Sequence[Edit], headers: Sequence[tuple[bytes, bytes]], *,
-                 leading_space: bool) -> list[bytes]:
+def edit_packets(
+    edits: Sequence[Edit], headers: Sequence[tuple[bytes, bytes]], *, leading_space: bool
+) -> list[bytes]:
     """The milter actions for the engine's edits, in their order, over the header fields
     Postfix passed us (`headers`, as (name, value) in message order)."""
     out = []
@@ -223,8 +233,12 @@ def edit_packets(edits: Sequence[Edit], headers: Sequence[tuple[bytes, bytes]], 
             value = edit.value.encode().replace(b"\r\n", b"\n")  # Postfix splits at LF
             if leading_space:
                 value = b" " + value  # as the proxy writes it: one space after the colon
-            out.append(packet(SMFIR_INSHEADER, struct.pack("!I", INSERT_BASE)
-                              + edit.name.encode() + b"\0" + value + b"\0"))
+            out.append(
+                packet(
+                    SMFIR_INSHEADER,
+                    struct.pack("!I", INSERT_BASE) + edit.name.encode() + b"\0" + value + b"\0",
+                )
+            )
         elif isinstance(edit, ChangeSender):
             out.append(packet(SMFIR_CHGFROM, f"<{edit.address}>".encode() + b"\0"))
     return out
@@ -236,16 +250,23 @@ def _remove_packets(edit: RemoveHeader, headers: Sequence[tuple[bytes, bytes]]) 
     shifts the index of the next."""
     key = edit.key.encode()
     names = [name for name, _ in headers if name.strip().lower() == key]
-    return [packet(SMFIR_CHGHEADER, struct.pack("!I", index) + names[index - 1] + b"\0\0")
-            for index in range(len(names), 0, -1)]
+    return [
+        packet(SMFIR_CHGHEADER, struct.pack("!I", index) + names[index - 1] + b"\0\0")
+        for index in range(len(names), 0, -1)
+    ]
 
 
 # -- one Postfix milter connection (one SMTP session) -----------------------------------------
 
 
 class MilterSession:
-    def __init__(self, listener: MilterListener, reader: asyncio.StreamReader,
-                 writer: asyncio.StreamWriter, config: Any = None) -> None:
+    def __init__(
+        self,
+        listener: MilterListener,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        config: Any = None,
+    ) -> None:
         self.listener = listener
         self.config = config  # this listener's config.Listener (trusted_networks)
         self.reader = reader
@@ -278,11 +299,19 @@ class MilterSession:
         # while the client thinks; its own timeouts end a stuck session first.
         idle = limits.command_timeout + limits.data_timeout
         handlers: dict[bytes, Callable[[bytes], Any]] = {
-            SMFIC_OPTNEG: self.on_optneg, SMFIC_MACRO: self.on_macro,
-            SMFIC_CONNECT: self.on_connect, SMFIC_HELO: self.on_helo, SMFIC_MAIL: self.on_mail,
-            SMFIC_RCPT: self.on_rcpt, SMFIC_DATA: self.on_data, SMFIC_HEADER: self.on_header,
-            SMFIC_EOH: self.on_eoh, SMFIC_BODY: self.on_body, SMFIC_BODYEOB: self.on_eob,
-            SMFIC_ABORT: self.on_abort, SMFIC_UNKNOWN: self.on_unknown,
+            SMFIC_OPTNEG: self.on_optneg,
+            SMFIC_MACRO: self.on_macro,
+            SMFIC_CONNECT: self.on_connect,
+            SMFIC_HELO: self.on_helo,
+            SMFIC_MAIL: self.on_mail,
+            SMFIC_RCPT: self.on_rcpt,
+            SMFIC_DATA: self.on_data,
+            SMFIC_HEADER: self.on_header,
+            SMFIC_EOH: self.on_eoh,
+            SMFIC_BODY: self.on_body,
+            SMFIC_BODYEOB: self.on_eob,
+            SMFIC_ABORT: self.on_abort,
+            SMFIC_UNKNOWN: self.on_unknown,
         }
         error = None
         try:
@@ -314,9 +343,13 @@ class MilterSession:
                 except Exception as exc:  # noqa: BLE001 - the client hears a retryable 451
                     if cmd not in (SMFIC_MAIL, SMFIC_RCPT, SMFIC_BODYEOB):
                         raise
-                    log.error("session_error", session=self.id, transport="milter",
-                              mail_id=self.txn.mail_id if self.txn else None,
-                              error=f"{type(exc).__name__}: {exc}")
+                    log.error(
+                        "session_error",
+                        session=self.id,
+                        transport="milter",
+                        mail_id=self.txn.mail_id if self.txn else None,
+                        error=f"{type(exc).__name__}: {exc}",
+                    )
                     if cmd != SMFIC_RCPT:  # one failed RCPT leaves the transaction open
                         self.reset()
                     out = [reply_packet(replies.INTERNAL_ERROR)]
@@ -330,8 +363,12 @@ class MilterSession:
             error = type(exc).__name__
         finally:
             if self.txn is not None:
-                log.warning("milter_abandoned", session=self.id, mail_id=self.txn.mail_id,
-                            reason=error or "connection closed mid-transaction")
+                log.warning(
+                    "milter_abandoned",
+                    session=self.id,
+                    mail_id=self.txn.mail_id,
+                    reason=error or "connection closed mid-transaction",
+                )
             self.reset()
             self.writer.close()
 
@@ -370,9 +407,14 @@ class MilterSession:
         else:
             self.peer = parts[0].decode("ascii", "replace")
         sockname = self.writer.get_extra_info("sockname")
-        log.event("session_open", session=self.id, peer=self.peer, transport="milter",
-                  client_name=parts[0].decode("ascii", "replace") or None,
-                  port=sockname[1] if sockname else None)
+        log.event(
+            "session_open",
+            session=self.id,
+            peer=self.peer,
+            transport="milter",
+            client_name=parts[0].decode("ascii", "replace") or None,
+            port=sockname[1] if sockname else None,
+        )
         return self._continue(SMFIP_NR_CONN)
 
     async def on_helo(self, data: bytes) -> list[bytes]:
@@ -380,9 +422,14 @@ class MilterSession:
         return self._continue(SMFIP_NR_HELO)
 
     def _session_info(self, customer: Any) -> SessionInfo:
-        return SessionInfo(id=self.id, peer=self.peer, helo=self.helo,
-                           tls=bool(self.macro("tls_version", b"M", b"H")),
-                           customer=customer, transport="milter")
+        return SessionInfo(
+            id=self.id,
+            peer=self.peer,
+            helo=self.helo,
+            tls=bool(self.macro("tls_version", b"M", b"H")),
+            customer=customer,
+            transport="milter",
+        )
 
     async def on_mail(self, data: bytes) -> list[bytes]:
         self.reset()
@@ -396,26 +443,51 @@ class MilterSession:
         # either, never pass mail without a customer, whatever Postfix itself would allow.
         claimed = milter_login(lambda name: self.macro(name, b"M"), self.config, self.peer)
         if claimed is None:
-            log.warning("auth", session=self.id, peer=self.peer, transport="milter",
-                        mail_from=mail_from, result="unauthenticated")
+            log.warning(
+                "auth",
+                session=self.id,
+                peer=self.peer,
+                transport="milter",
+                mail_from=mail_from,
+                result="unauthenticated",
+            )
             return [reply_packet(replies.AUTH_REQUIRED)]
         login, how = claimed.name, claimed.how
         engine = self.listener.engine()
         try:
             customer = engine.store.get_customer(login)
         except StoreUnavailable as exc:
-            log.error("auth", session=self.id, peer=self.peer, login=login, transport="milter",
-                      result="store-unavailable", error=str(exc))
+            log.error(
+                "auth",
+                session=self.id,
+                peer=self.peer,
+                login=login,
+                transport="milter",
+                result="store-unavailable",
+                error=str(exc),
+            )
             return [reply_packet(replies.STORE_UNAVAILABLE)]
         if customer is None:
-            log.warning("auth", session=self.id, peer=self.peer, login=login,
-                        transport="milter", result="unknown-customer")
+            log.warning(
+                "auth",
+                session=self.id,
+                peer=self.peer,
+                login=login,
+                transport="milter",
+                result="unknown-customer",
+            )
             return [reply_packet(UNKNOWN_ACCOUNT)]
         if self.logged_in != customer.name:
             self.logged_in = customer.name
-            log.event("auth", session=self.id, peer=self.peer, customer=customer.name,
-                      mechanism=self.macro("auth_type", b"M") or None, transport="milter",
-                      result=how)
+            log.event(
+                "auth",
+                session=self.id,
+                peer=self.peer,
+                customer=customer.name,
+                mechanism=self.macro("auth_type", b"M") or None,
+                transport="milter",
+                result=how,
+            )
         try:
             txn, outcome = await engine.mail(self._session_info(customer), mail_from, options)
         except StoreUnavailable:
@@ -478,18 +550,19 @@ class MilterSession:
         assert self.negotiated is not None
         if self.too_big:
             # As on the proxy, where aiosmtpd refuses it before the engine sees the message.
-            log.warning("message_too_big", session=self.id, mail_id=txn.mail_id,
-                        size=self.size, transport="milter")
+            log.warning(
+                "message_too_big", session=self.id, mail_id=txn.mail_id, size=self.size, transport="milter"
+            )
             return [reply_packet(replies.MESSAGE_TOO_BIG)]
-        raw = rebuild_message(self.headers, bytes(self.body),
-                              leading_space=self.negotiated.leading_space)
+        raw = rebuild_message(self.headers, bytes(self.body), leading_space=self.negotiated.leading_space)
         plan = await engine.data(txn, raw)
         if not plan.ok:
             return [reply_packet(plan.reply)]
         out = edit_packets(plan.edits, self.headers, leading_space=self.negotiated.leading_space)
         out.append(packet(SMFIR_CONTINUE))
-        await engine.relayed(txn, HANDED_TO_POSTFIX, queue_id=self.macro("i", b"E") or None,
-                       detail="postfix-milter")
+        await engine.relayed(
+            txn, HANDED_TO_POSTFIX, queue_id=self.macro("i", b"E") or None, detail="postfix-milter"
+        )
         return out
 
     async def on_abort(self, data: bytes) -> list[bytes]:
@@ -533,24 +606,30 @@ class MilterListener:
         config = self.server.config
         try:
             for listener in config.listeners_of("milter"):
-                ignored = [name for name in ("tls", "implicit_tls", "trusted_local")
-                           if getattr(listener, name)]
+                ignored = [
+                    name for name in ("tls", "implicit_tls", "trusted_local") if getattr(listener, name)
+                ]
                 if ignored:
                     # Postfix does TLS and AUTH; the customer is the SASL login Postfix reports.
-                    log.warning("listener_option_ignored", kind="milter", port=listener.port,
-                                options=",".join(ignored))
-                srv = await listen_streams(config, listener, functools.partial(
-                    self.handle, config=listener))
+                    log.warning(
+                        "listener_option_ignored",
+                        kind="milter",
+                        port=listener.port,
+                        options=",".join(ignored),
+                    )
+                srv = await listen_streams(config, listener, functools.partial(self.handle, config=listener))
                 self.servers.append(srv)
-                log.event("listening", kind="milter", address=listener.address,
-                          port=srv.sockets[0].getsockname()[1])
+                log.event(
+                    "listening", kind="milter", address=listener.address, port=srv.sockets[0].getsockname()[1]
+                )
         except BaseException:
             for opened in self.servers:
                 opened.close()
             raise
 
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                     config: Any = None) -> None:
+    async def handle(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, config: Any = None
+    ) -> None:
         session = MilterSession(self, reader, writer, config)
         if self.sessions.refusal() is not None:
             writer.close()
@@ -561,14 +640,14 @@ class MilterListener:
         try:
             await session.run()
         except Exception as exc:  # noqa: BLE001 - one broken session must not end the listener
-            log.error("session_error", session=session.id, transport="milter",
-                      error=f"{type(exc).__name__}: {exc}")
+            log.error(
+                "session_error", session=session.id, transport="milter", error=f"{type(exc).__name__}: {exc}"
+            )
             writer.close()
         finally:
             self.sessions.discard(session)
             metrics.SESSIONS_ACTIVE.dec()
-            log.event("session_close", session=session.id, peer=session.peer or None,
-                      transport="milter")
+            log.event("session_close", session=session.id, peer=session.peer or None, transport="milter")
 
     def ports(self) -> list[int]:
         return ports(self.servers)
@@ -608,8 +687,7 @@ class MilterListener:
 
 
 def _milter_of(server: Any) -> MilterListener | None:
-    return next((listener for listener in server.listeners
-                 if isinstance(listener, MilterListener)), None)
+    return next((listener for listener in server.listeners if isinstance(listener, MilterListener)), None)
 
 
 async def attach_milter(server: Any) -> None:

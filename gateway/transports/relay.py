@@ -58,7 +58,7 @@ def downstream_reply(code: int, message: str) -> Reply:
     first = "".join(c if 32 <= ord(c) < 127 else "?" for c in first)[:300].strip()
     match = _ENHANCED.match(first)
     if match:
-        enhanced, text = match.group(1), first[match.end():]
+        enhanced, text = match.group(1), first[match.end() :]
     else:
         enhanced, text = f"{code // 100}.0.0", first
     if not enhanced.startswith(str(code // 100)):
@@ -92,11 +92,22 @@ class Relay:
     on a fresh connection, which is safe because nothing was transferred yet.
     """
 
-    def __init__(self, host: str, port: int, *, starttls: str = "opportunistic",
-                 verify_tls: bool = False, username: str | None = None,
-                 password_file: Path | None = None, connect_timeout: float = 10.0,
-                 timeout: float = 120.0, local_hostname: str = "gateway.localdomain",
-                 pool_size: int = 32, reuse_limit: int = 100, idle_timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        starttls: str = "opportunistic",
+        verify_tls: bool = False,
+        username: str | None = None,
+        password_file: Path | None = None,
+        connect_timeout: float = 10.0,
+        timeout: float = 120.0,
+        local_hostname: str = "gateway.localdomain",
+        pool_size: int = 32,
+        reuse_limit: int = 100,
+        idle_timeout: float = 30.0,
+    ) -> None:
         self.host, self.port = host, port
         self.starttls = starttls
         self.username = username
@@ -115,26 +126,30 @@ class Relay:
             return None
         return self.password_file.read_text(encoding="utf-8").strip()
 
-    async def send(self, mail_from: str, recipients: Sequence[str], data: bytes,
-                   mail_options: Sequence[str] = ()) -> RelayResult:
+    async def send(
+        self, mail_from: str, recipients: Sequence[str], data: bytes, mail_options: Sequence[str] = ()
+    ) -> RelayResult:
         started = time.perf_counter()
         result = await self._send(mail_from, recipients, data, mail_options)
-        return RelayResult(result.reply, result.queue_id, time.perf_counter() - started,
-                           result.detail, result.refused)
+        return RelayResult(
+            result.reply, result.queue_id, time.perf_counter() - started, result.detail, result.refused
+        )
 
     async def close(self) -> None:
         idle, self._idle = self._idle, []
         for pooled in idle:
             await self._quit(pooled.client)
 
-    async def _send(self, mail_from: str, recipients: Sequence[str], data: bytes,
-                    mail_options: Sequence[str]) -> RelayResult:
+    async def _send(
+        self, mail_from: str, recipients: Sequence[str], data: bytes, mail_options: Sequence[str]
+    ) -> RelayResult:
         pooled = self._take_idle()
         if pooled is not None:
             stage = ["connected"]
             try:
-                result = await self._transaction(pooled.client, mail_from, recipients, data,
-                                                 mail_options, stage)
+                result = await self._transaction(
+                    pooled.client, mail_from, recipients, data, mail_options, stage
+                )
             except asyncio.CancelledError:
                 pooled.client.close()  # mid-transaction: unusable for anybody else
                 raise
@@ -155,8 +170,7 @@ class Relay:
             return exc.result
         pooled = _Pooled(client)
         try:
-            result = await self._transaction(client, mail_from, recipients, data, mail_options,
-                                             ["connected"])
+            result = await self._transaction(client, mail_from, recipients, data, mail_options, ["connected"])
         except asyncio.CancelledError:
             client.close()
             raise
@@ -193,27 +207,32 @@ class Relay:
 
     async def _open(self) -> aiosmtplib.SMTP:
         client = aiosmtplib.SMTP(
-            hostname=self.host, port=self.port, local_hostname=self.local_hostname,
-            timeout=self.timeout, start_tls=False, use_tls=False,
+            hostname=self.host,
+            port=self.port,
+            local_hostname=self.local_hostname,
+            timeout=self.timeout,
+            start_tls=False,
+            use_tls=False,
         )
         try:
-            await asyncio.wait_for(client.connect(timeout=self.connect_timeout),
-                                   self.connect_timeout + 1)
+            await asyncio.wait_for(client.connect(timeout=self.connect_timeout), self.connect_timeout + 1)
         except (TimeoutError, OSError, aiosmtplib.SMTPException) as exc:
             if isinstance(exc, aiosmtplib.SMTPResponseException):
                 detail = f"error: greeting {exc.code} {exc.message}"
             else:
                 detail = f"error: connect: {exc}"
-            raise _SessionSetupError(RelayResult(replies.DOWNSTREAM_UNAVAILABLE,
-                                                 detail=detail)) from None
+            raise _SessionSetupError(RelayResult(replies.DOWNSTREAM_UNAVAILABLE, detail=detail)) from None
         try:
             await client.ehlo()
             if self.starttls != "none":
                 if client.supports_extension("starttls"):
                     await client.starttls(tls_context=self._tls_context)
                 elif self.starttls == "required":
-                    raise _SessionSetupError(RelayResult(
-                        replies.DOWNSTREAM_TLS, detail="error: downstream does not offer STARTTLS"))
+                    raise _SessionSetupError(
+                        RelayResult(
+                            replies.DOWNSTREAM_TLS, detail="error: downstream does not offer STARTTLS"
+                        )
+                    )
             if client.is_ehlo_or_helo_needed:
                 # STARTTLS discarded what EHLO said (RFC 3207 4.2); ask again now, as MAIL or
                 # AUTH would, so the first message can already use PIPELINING.
@@ -228,9 +247,15 @@ class Relay:
             raise _SessionSetupError(_failure(exc)) from None
         return client
 
-    async def _transaction(self, client: aiosmtplib.SMTP, mail_from: str,
-                           recipients: Sequence[str], data: bytes,
-                           mail_options: Sequence[str], stage: list[str]) -> RelayResult:
+    async def _transaction(
+        self,
+        client: aiosmtplib.SMTP,
+        mail_from: str,
+        recipients: Sequence[str],
+        data: bytes,
+        mail_options: Sequence[str],
+        stage: list[str],
+    ) -> RelayResult:
         options = [o for o in mail_options if o.upper().startswith(("BODY=", "SMTPUTF8"))]
         if fast.can_pipeline(client):
             return await self._pipelined(client, mail_from, recipients, data, options, stage)
@@ -238,7 +263,8 @@ class Relay:
         # as the policies saw it (`_path`).
         await _ehlo_or_helo_if_needed(client)
         response = await client.execute_command(
-            b"MAIL", b"FROM:" + _path(mail_from), *(o.encode("ascii") for o in options))
+            b"MAIL", b"FROM:" + _path(mail_from), *(o.encode("ascii") for o in options)
+        )
         if response.code != 250:
             raise aiosmtplib.SMTPSenderRefused(response.code, response.message, mail_from)
         stage[0] = "mail"
@@ -254,9 +280,15 @@ class Relay:
         response = await client.data(data)
         return _delivered(response)
 
-    async def _pipelined(self, client: aiosmtplib.SMTP, mail_from: str,
-                         recipients: Sequence[str], data: bytes, options: Sequence[str],
-                         stage: list[str]) -> RelayResult:
+    async def _pipelined(
+        self,
+        client: aiosmtplib.SMTP,
+        mail_from: str,
+        recipients: Sequence[str],
+        data: bytes,
+        options: Sequence[str],
+        stage: list[str],
+    ) -> RelayResult:
         """MAIL, every RCPT and DATA in one write (RFC 2920), then their replies in order.
 
         Same outcomes as the command-by-command path: a refusal at MAIL raises as there (so a
@@ -265,8 +297,7 @@ class Relay:
         other than 354/250 raises SMTPDataError. Whenever the session's state is not certain
         (an error, a timeout, an answer that does not fit), the connection is closed.
         """
-        batch = [_command(b"MAIL FROM:" + _path(mail_from),
-                          *(o.encode("ascii") for o in options))]
+        batch = [_command(b"MAIL FROM:" + _path(mail_from), *(o.encode("ascii") for o in options))]
         batch.extend(_command(b"RCPT TO:" + _path(rcpt)) for rcpt in recipients)
         batch.append(b"DATA\r\n")
         answers = fast.Pipeline(client, self.timeout)
@@ -349,17 +380,21 @@ async def _ehlo_or_helo_if_needed(client: aiosmtplib.SMTP) -> None:
 
 def _refusal(refused: dict[str, Reply], recipients: int) -> RelayResult:
     if len(refused) == recipients:
-        return RelayResult(next(iter(refused.values())), detail="downstream refused recipients",
-                           refused=refused)
+        return RelayResult(
+            next(iter(refused.values())), detail="downstream refused recipients", refused=refused
+        )
     # Accepting the rest would silently drop the refused ones for the client.
-    return RelayResult(replies.PARTIAL_RECIPIENTS,
-                       detail="downstream refused some recipients", refused=refused)
+    return RelayResult(
+        replies.PARTIAL_RECIPIENTS, detail="downstream refused some recipients", refused=refused
+    )
 
 
 def _delivered(response: SMTPResponse) -> RelayResult:
-    return RelayResult(downstream_reply(response.code, response.message),
-                       queue_id_of(response.message),
-                       detail=f"downstream {response.code} {response.message}")
+    return RelayResult(
+        downstream_reply(response.code, response.message),
+        queue_id_of(response.message),
+        detail=f"downstream {response.code} {response.message}",
+    )
 
 
 def _is_disconnect(exc: BaseException) -> bool:
@@ -379,10 +414,10 @@ def _failure(exc: BaseException) -> RelayResult:
         return RelayResult(replies.DOWNSTREAM_ERROR, detail=f"error: disconnected: {exc}")
     if isinstance(exc, aiosmtplib.SMTPResponseException):
         if exc.code < 400:  # an unexpected 2xx/3xx at the wrong moment: protocol trouble
-            return RelayResult(replies.DOWNSTREAM_ERROR,
-                               detail=f"error: unexpected {exc.code} {exc.message}")
-        return RelayResult(downstream_reply(exc.code, exc.message),
-                           detail=f"downstream {exc.code} {exc.message}")
+            return RelayResult(replies.DOWNSTREAM_ERROR, detail=f"error: unexpected {exc.code} {exc.message}")
+        return RelayResult(
+            downstream_reply(exc.code, exc.message), detail=f"downstream {exc.code} {exc.message}"
+        )
     if isinstance(exc, aiosmtplib.SMTPException):
         return RelayResult(replies.DOWNSTREAM_ERROR, detail=f"error: {exc}")
     raise exc

@@ -52,8 +52,9 @@ def refuse_before_greeting(server: Any, transport: Any, reply: Any, **fields: An
     transport.close()
 
 
-def _hold_credentials(server: SubmissionSMTP, session: Session, envelope: Envelope,
-                      mechanism: str, auth_data: Any) -> AuthResult:
+def _hold_credentials(
+    server: SubmissionSMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any
+) -> AuthResult:
     """aiosmtpd's authenticator, which it calls without awaiting: keeps the credentials for
     SubmissionSMTP.smtp_AUTH to check, and lets aiosmtpd answer nothing."""
     if isinstance(auth_data, LoginPassword):
@@ -94,8 +95,15 @@ _AIOSMTPD_REPLIES = {
 
 
 class SubmissionSMTP(FastPathSMTP):
-    def __init__(self, handler: SubmissionHandler, *, state: ListenerState,
-                 listener: Any, tls_context: Any, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        handler: SubmissionHandler,
+        *,
+        state: ListenerState,
+        listener: Any,
+        tls_context: Any,
+        **kwargs: Any,
+    ) -> None:
         limits = state.engine.config.limits
         # aiosmtpd sizes its line reader from this attribute inside __init__.
         self.line_length_limit = limits.max_line_length
@@ -149,15 +157,24 @@ class SubmissionSMTP(FastPathSMTP):
         self.state.sessions.add(self)
         metrics.SESSIONS_ACTIVE.inc()
         metrics.child(metrics.SESSIONS, "submission").inc()
-        log.event("session_open", session=self.session_id, peer=self.peer_ip,
-                  port=self.listener.port, tls=self.listener.implicit_tls)
+        log.event(
+            "session_open",
+            session=self.session_id,
+            peer=self.peer_ip,
+            port=self.listener.port,
+            tls=self.listener.implicit_tls,
+        )
         self._trusted_network_login()
 
     def connection_lost(self, error: Exception | None) -> None:
         if self.state.sessions.discard(self):
             metrics.SESSIONS_ACTIVE.dec()
-            log.event("session_close", session=self.session_id, peer=self.peer_ip,
-                      error=str(error) if error else None)
+            log.event(
+                "session_close",
+                session=self.session_id,
+                peer=self.peer_ip,
+                error=str(error) if error else None,
+            )
         super().connection_lost(error)
 
     async def _read_command_line(self, separator: bytes = b"\n") -> bytes:
@@ -180,8 +197,7 @@ class SubmissionSMTP(FastPathSMTP):
         finally:
             self.awaiting_command = False
         # Well-formed: ends in CRLF, and its first CR is that one (no slicing copies).
-        if separator == b"\n" and (not line.endswith(b"\r\n")
-                                    or line.find(b"\r") != len(line) - 2):
+        if separator == b"\n" and (not line.endswith(b"\r\n") or line.find(b"\r") != len(line) - 2):
             await self._end_session(replies.BARE_NEWLINE_IN_COMMAND, "bare CR or LF")
         return line
 
@@ -189,8 +205,8 @@ class SubmissionSMTP(FastPathSMTP):
         """Answer `reply`, close the connection and end the command loop, as a lost connection
         ends it (aiosmtpd's loop closes its writer on CancelledError and stops)."""
         (log.event if reply is replies.SHUTTING_DOWN else log.warning)(
-            "session_ended", session=self.session_id, peer=self.peer_ip, reply=reply.code,
-            reason=reason)
+            "session_ended", session=self.session_id, peer=self.peer_ip, reply=reply.code, reason=reason
+        )
         await self.push(str(reply))
         if self.transport is not None:
             self.transport.close()
@@ -201,8 +217,9 @@ class SubmissionSMTP(FastPathSMTP):
         and closed now; False for any other, which stops by itself once its work is done."""
         if self.busy or not self.awaiting_command or self.transport is None:
             return False
-        log.event("session_ended", session=self.session_id, peer=self.peer_ip, reply=421,
-                  reason="shutting down")
+        log.event(
+            "session_ended", session=self.session_id, peer=self.peer_ip, reply=421, reason="shutting down"
+        )
         try:
             self._writer.write(f"{replies.SHUTTING_DOWN}\r\n".encode())
         except Exception:  # noqa: BLE001 - the peer may be gone already
@@ -218,8 +235,9 @@ class SubmissionSMTP(FastPathSMTP):
         customer = trusted_network_customer(self.state.engine.store, login.name)
         if customer is not None:
             authenticate(self.session, customer)
-            log.event("auth", session=self.session_id, peer=self.peer_ip,
-                      customer=customer.name, result=login.how)
+            log.event(
+                "auth", session=self.session_id, peer=self.peer_ip, customer=customer.name, result=login.how
+            )
 
     async def push(self, status: Any) -> None:
         if isinstance(status, str):
@@ -235,8 +253,13 @@ class SubmissionSMTP(FastPathSMTP):
             return
         (mechanism, credentials), self.pending_login = self.pending_login, None
         outcome = await self.state.auth_guard.login(
-            session=self.session_id, peer=self.peer_ip, mechanism=mechanism,
-            login=credentials.login, password=credentials.password, failures=self.failed_auths)
+            session=self.session_id,
+            peer=self.peer_ip,
+            mechanism=mechanism,
+            login=credentials.login,
+            password=credentials.password,
+            failures=self.failed_auths,
+        )
         if self.transport is None or self.transport.is_closing():
             return  # the client left (or timed out) while its answer was held back
         assert self.session is not None
@@ -317,19 +340,29 @@ class SubmissionHandler:
 
     def _session_info(self, server: SubmissionSMTP, session: Session) -> SessionInfo:
         return SessionInfo(
-            id=server.session_id, peer=server.peer_ip, helo=session.host_name or "",
-            tls=bool(session.ssl), customer=session_customer(session),
+            id=server.session_id,
+            peer=server.peer_ip,
+            helo=session.host_name or "",
+            tls=bool(session.ssl),
+            customer=session_customer(session),
         )
 
-    async def handle_MAIL(self, server: SubmissionSMTP, session: Session, envelope: Envelope,
-                          address: str, mail_options: list[str]) -> str:
+    async def handle_MAIL(
+        self,
+        server: SubmissionSMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        mail_options: list[str],
+    ) -> str:
         if not session.authenticated:
             # Never relay for an unauthenticated session, whatever else is configured.
             return str(replies.AUTH_REQUIRED)
         server.busy = True
         try:
             txn, outcome = await self.state.engine.mail(
-                self._session_info(server, session), address, mail_options)
+                self._session_info(server, session), address, mail_options
+            )
         except StoreUnavailable:
             server.busy = False
             return str(replies.STORE_UNAVAILABLE)
@@ -341,8 +374,14 @@ class SubmissionHandler:
         envelope.mail_options.extend(mail_options)
         return str(outcome.reply)
 
-    async def handle_RCPT(self, server: SubmissionSMTP, session: Session, envelope: Envelope,
-                          address: str, rcpt_options: list[str]) -> str:
+    async def handle_RCPT(
+        self,
+        server: SubmissionSMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
         txn = getattr(server, "txn", None)
         if txn is None or not session.authenticated:
             return str(replies.AUTH_REQUIRED)
@@ -352,8 +391,7 @@ class SubmissionHandler:
             envelope.rcpt_options.extend(rcpt_options)
         return str(outcome.reply)
 
-    async def handle_DATA(self, server: SubmissionSMTP, session: Session,
-                          envelope: Envelope) -> str:
+    async def handle_DATA(self, server: SubmissionSMTP, session: Session, envelope: Envelope) -> str:
         txn = getattr(server, "txn", None)
         if txn is None or not session.authenticated:
             return str(replies.AUTH_REQUIRED)
@@ -369,14 +407,15 @@ class SubmissionHandler:
 
     async def _relay_and_record(self, engine: Engine, txn: Transaction, plan: Plan) -> Any:
         # txn.raw is the client's message as the engine checked it (the same bytes object).
-        result = await self.state.relay.send(plan.envelope_sender, txn.recipients,
-                                             render(txn.raw, plan.edits), txn.mail_options)
-        await engine.relayed(txn, result.reply, queue_id=result.queue_id, seconds=result.seconds,
-                             detail=result.detail)
+        result = await self.state.relay.send(
+            plan.envelope_sender, txn.recipients, render(txn.raw, plan.edits), txn.mail_options
+        )
+        await engine.relayed(
+            txn, result.reply, queue_id=result.queue_id, seconds=result.seconds, detail=result.detail
+        )
         return result
 
-    async def handle_RSET(self, server: SubmissionSMTP, session: Session,
-                          envelope: Envelope) -> str:
+    async def handle_RSET(self, server: SubmissionSMTP, session: Session, envelope: Envelope) -> str:
         server.txn = None
         return "250 2.0.0 OK"
 

@@ -38,19 +38,26 @@ class SubmissionListener:
                 tls_context = server_context(cert, key)
             handler = SubmissionHandler(self.state)
 
-            def factory(handler: SubmissionHandler = handler, listener: Any = listener,
-                        tls_context: Any = tls_context) -> SubmissionSMTP:
-                return SubmissionSMTP(handler, state=self.state, listener=listener,
-                                      tls_context=tls_context, loop=loop)
+            def factory(
+                handler: SubmissionHandler = handler, listener: Any = listener, tls_context: Any = tls_context
+            ) -> SubmissionSMTP:
+                return SubmissionSMTP(
+                    handler, state=self.state, listener=listener, tls_context=tls_context, loop=loop
+                )
 
-            server = await listen(config, listener, factory,
-                                  ssl=tls_context if listener.implicit_tls else None)
+            server = await listen(
+                config, listener, factory, ssl=tls_context if listener.implicit_tls else None
+            )
             self.servers.append(server)
             port = server.sockets[0].getsockname()[1]
-            log.event("listening", kind="submission", address=listener.address, port=port,
-                      tls="implicit" if listener.implicit_tls else (
-                          "starttls" if tls_context else "none"),
-                      trusted_local=listener.trusted_local)
+            log.event(
+                "listening",
+                kind="submission",
+                address=listener.address,
+                port=port,
+                tls="implicit" if listener.implicit_tls else ("starttls" if tls_context else "none"),
+                trusted_local=listener.trusted_local,
+            )
 
     def ports(self) -> list[int]:
         return ports(self.servers)
@@ -86,8 +93,7 @@ class SubmissionListener:
         # A closed session is gone once its last reply is written. Over TLS the transport also
         # waits for the client's close_notify (up to 30 s), which nobody needs: a second is
         # plenty for the writes.
-        await wait_until(lambda: not len(self.state.sessions),
-                         asyncio.get_running_loop().time() + 1)
+        await wait_until(lambda: not len(self.state.sessions), asyncio.get_running_loop().time() + 1)
         return abandoned
 
     async def close(self) -> None:
@@ -97,5 +103,4 @@ class SubmissionListener:
 
     def _open_sessions(self) -> list[SubmissionSMTP]:
         """Sessions not yet closed by either side (one being closed has nothing left to do)."""
-        return [s for s in self.state.sessions
-                if s.transport is not None and not s.transport.is_closing()]
+        return [s for s in self.state.sessions if s.transport is not None and not s.transport.is_closing()]

@@ -24,17 +24,25 @@ def _options(user_data_dir: str, *, javascript: bool, mobile: bool) -> Any:
 
     options = Options()
     options.binary_location = CHROMIUM
-    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--no-first-run",
-                "--disable-dev-shm-usage", "--window-size=1024,768",
-                f"--user-data-dir={user_data_dir}"):
+    for arg in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--disable-dev-shm-usage",
+        "--window-size=1024,768",
+        f"--user-data-dir={user_data_dir}",
+    ):
         options.add_argument(arg)
     if not javascript:
-        options.add_experimental_option(
-            "prefs", {"profile.managed_default_content_settings.javascript": 2})
+        options.add_experimental_option("prefs", {"profile.managed_default_content_settings.javascript": 2})
     if mobile:
-        options.add_experimental_option("mobileEmulation", {
-            "deviceMetrics": {"width": 360, "height": 740, "pixelRatio": 2.0}})
+        options.add_experimental_option(
+            "mobileEmulation", {"deviceMetrics": {"width": 360, "height": 740, "pixelRatio": 2.0}}
+        )
     return options
 
 
@@ -51,9 +59,10 @@ def browser() -> Iterator[Callable[..., Any]]:
 
     def start(*, javascript: bool = False, mobile: bool = False) -> Any:
         profile = tempfile.mkdtemp(prefix="gw-chromium-")
-        driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER),
-                                  options=_options(profile, javascript=javascript,
-                                                   mobile=mobile))
+        driver = webdriver.Chrome(
+            service=Service(executable_path=CHROMEDRIVER),
+            options=_options(profile, javascript=javascript, mobile=mobile),
+        )
         driver.set_page_load_timeout(30)
         started.append((driver, profile))
         return driver

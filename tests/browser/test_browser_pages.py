@@ -18,9 +18,11 @@ from tests.integration.test_http_support import (
     unsubscribe_url_of,
 )
 
-POLICIES = [{"name": "customer-active", "mode": "enforce"},
-            {"name": "suppression", "mode": "enforce"},
-            {"name": "unsubscribe", "mode": "enforce"}]
+POLICIES = [
+    {"name": "customer-active", "mode": "enforce"},
+    {"name": "suppression", "mode": "enforce"},
+    {"name": "unsubscribe", "mode": "enforce"},
+]
 
 
 def wait_for_heading(driver, text: str, timeout: float = 15) -> None:
@@ -96,8 +98,7 @@ def test_unsubscribe_page_button_unsubscribes(setup, browser, tmp_path):
     assert "Das gilt ab sofort" in driver.find_element(By.TAG_NAME, "main").text
     assert driver.get_cookies() == []
     entry = gw.store.find_suppression(customer.id, "anna@example.org")
-    assert (entry.reason, entry.mail_id, entry.created_by) == ("unsubscribe", mail_id,
-                                                               "http:page")
+    assert (entry.reason, entry.mail_id, entry.created_by) == ("unsubscribe", mail_id, "http:page")
     assert rcpt_reply(gw, "anna@example.org")[0] == 550
 
     # The language switch is a plain link.
@@ -110,9 +111,12 @@ def test_doi_confirmation_page_records_the_evidence(setup, browser, tmp_path):
 
     gw, _, http, _ = setup
     key, _ = add_key(tmp_path / "api-keys", "acme")
-    answer = http.api("POST", "/api/v1/consent/subscribe", key, {
-        "email": "ben@example.org", "source": "https://customer.example/newsletter",
-        "ip": "203.0.113.7"}).json()
+    answer = http.api(
+        "POST",
+        "/api/v1/consent/subscribe",
+        key,
+        {"email": "ben@example.org", "source": "https://customer.example/newsletter", "ip": "203.0.113.7"},
+    ).json()
     driver = browser()
     driver.get(http.base + local_path(answer["confirm_url"]))
     assert driver.find_element(By.TAG_NAME, "html").get_attribute("lang") == "en"
@@ -128,10 +132,8 @@ def test_doi_confirmation_page_records_the_evidence(setup, browser, tmp_path):
     assert "Chrome" in evidence["confirmed_user_agent"]
     assert evidence["confirmed_at"] is not None
     # The browser said where the POST came from: our page (its Origin), with the page nonce.
-    [confirm] = [h for h in gw.store.consent_history(customer.id, "ben@example.org")
-                 if h.event == "confirm"]
-    assert confirm.detail == {"result": "confirmed", "origin_check": "origin",
-                              "page_nonce": "valid"}
+    [confirm] = [h for h in gw.store.consent_history(customer.id, "ben@example.org") if h.event == "confirm"]
+    assert confirm.detail == {"result": "confirmed", "origin_check": "origin", "page_nonce": "valid"}
 
 
 def test_report_abuse_form_with_a_pasted_mail_id(setup, browser):
@@ -169,8 +171,7 @@ def test_report_abuse_form_with_an_uploaded_eml_and_a_forged_id(setup, browser, 
     assert gw.store.feedback_for_mail_id(mail_id)[0].kind == "complaint"
 
     other = MailIdCodec.from_key_file(tmp_path / "forger.key")
-    forged = other.finalize(other.new_stem(gw.store.get_customer("acme").id), 0,
-                            "ben@example.org")
+    forged = other.finalize(other.new_stem(gw.store.get_customer("acme").id), 0, "ben@example.org")
     driver.get(http.base + "/report?lang=en")
     by_label(driver, "Mail ID").send_keys(forged)
     click_and_wait(driver, button(driver, "Report email"), "This mail ID is not ours")
@@ -184,8 +185,7 @@ def test_pages_fit_a_phone_screen(setup, browser, tmp_path):
     gw, mta, http, _ = setup
     data = send(gw, mta, "anna@example.org")
     driver = browser(javascript=True, mobile=True)
-    for name, path in (("unsubscribe", local_path(unsubscribe_url_of(data))),
-                       ("report", "/report")):
+    for name, path in (("unsubscribe", local_path(unsubscribe_url_of(data))), ("report", "/report")):
         driver.get(http.base + path)
         width = driver.execute_script("return document.documentElement.clientWidth")
         scroll = driver.execute_script("return document.documentElement.scrollWidth")

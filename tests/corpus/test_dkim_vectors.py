@@ -64,11 +64,10 @@ def test_dkimpy_static_vectors(vector: dict[str, object]) -> None:
 
 
 def test_rfc8463_example_both_signatures_pass() -> None:
-    results = verify((DKIMPY / "rfc6376.signed.msg").read_bytes(),
-                     static_dnsfunc(DNS["dnsfunc5 (RFC 8463 example keys)"]))
-    assert [(r.algorithm, r.ok) for r in results] == [
-        ("ed25519-sha256", True), ("rsa-sha256", True)
-    ], results
+    results = verify(
+        (DKIMPY / "rfc6376.signed.msg").read_bytes(), static_dnsfunc(DNS["dnsfunc5 (RFC 8463 example keys)"])
+    )
+    assert [(r.algorithm, r.ok) for r in results] == [("ed25519-sha256", True), ("rsa-sha256", True)], results
 
 
 def test_dkimpy_nofrom_message_cannot_be_signed() -> None:
@@ -79,8 +78,7 @@ def test_dkimpy_nofrom_message_cannot_be_signed() -> None:
 
 def _ed25519_key(domain: str, selector: str, seed_file: str) -> SigningKey:
     seed = base64.b64decode((DKIMPY / seed_file).read_bytes())
-    return SigningKey(domain, selector, ED25519_SHA256,
-                      ed25519.Ed25519PrivateKey.from_private_bytes(seed))
+    return SigningKey(domain, selector, ED25519_SHA256, ed25519.Ed25519PrivateKey.from_private_bytes(seed))
 
 
 SIGNING_CASES = [
@@ -95,8 +93,9 @@ SIGNING_CASES = [
 ]
 
 
-@pytest.mark.parametrize(("key_file", "domain", "selector", "dns"), SIGNING_CASES,
-                         ids=[f"{c[0]}-{c[2]}" for c in SIGNING_CASES])
+@pytest.mark.parametrize(
+    ("key_file", "domain", "selector", "dns"), SIGNING_CASES, ids=[f"{c[0]}-{c[2]}" for c in SIGNING_CASES]
+)
 def test_dkimpy_keys_sign_and_verify(key_file: str, domain: str, selector: str, dns: str) -> None:
     key = SigningKey.from_pem(domain, selector, (DKIMPY / key_file).read_bytes())
     message = crlf((DKIMPY / "test.message").read_bytes())
@@ -141,11 +140,11 @@ def test_rfc8463_known_answer() -> None:
     """Ed25519 and RSA PKCS#1 v1.5 are deterministic: same key, time, headers -> same b=."""
     message = crlf((DKIMPY / "rfc6376.msg").read_bytes())
     ed = _ed25519_key("football.example.com", "brisbane", "rfc8032_7_1.key")
-    rsa_key = SigningKey.from_pem("football.example.com", "test",
-                                  (DKIMPY / "test.private").read_bytes())
+    rsa_key = SigningKey.from_pem("football.example.com", "test", (DKIMPY / "test.private").read_bytes())
     signer = DkimSigner(oversign=[b"from", b"subject", b"date"], clock=lambda: 1528637909)
-    headers = signer.sign(message, [ed, rsa_key],
-                          headers_to_sign=[b"from", b"to", b"subject", b"date", b"message-id"])
+    headers = signer.sign(
+        message, [ed, rsa_key], headers_to_sign=[b"from", b"to", b"subject", b"date", b"message-id"]
+    )
     ours = {}
     for header in re.findall(rb"DKIM-Signature:.*?(?=DKIM-Signature:|\Z)", headers, re.S):
         tags = dkim.util.parse_tag_value(re.sub(rb"\r\n", b"", header.split(b":", 1)[1]))

@@ -44,13 +44,32 @@ BOUNCE_RECOGNISED_FLOOR = 0.99
 # sisimai reasons that name one of our classes (RULES.md "Bounces"); the others (filtered,
 # expired, networkerror, systemerror, onhold, norelaying, exceedlimit ...) depend on the MTA.
 UNAMBIGUOUS = {
-    "userunknown": "hard", "hostunknown": "hard", "hasmoved": "hard",
-    "mailboxfull": "soft", "suspend": "soft",
+    "userunknown": "hard",
+    "hostunknown": "hard",
+    "hasmoved": "hard",
+    "mailboxfull": "soft",
+    "suspend": "soft",
     **dict.fromkeys(
-        ("blocked", "rejected", "authfailure", "policyviolation", "requireptr", "spamdetected",
-         "securityerror", "notcompliantrfc", "toomanyconn", "badreputation", "contenterror",
-         "virusdetected", "speeding", "mesgtoobig", "failedstarttls", "syntaxerror"),
-        "not-recipient-fault"),
+        (
+            "blocked",
+            "rejected",
+            "authfailure",
+            "policyviolation",
+            "requireptr",
+            "spamdetected",
+            "securityerror",
+            "notcompliantrfc",
+            "toomanyconn",
+            "badreputation",
+            "contenterror",
+            "virusdetected",
+            "speeding",
+            "mesgtoobig",
+            "failedstarttls",
+            "syntaxerror",
+        ),
+        "not-recipient-fault",
+    ),
 }
 NOT_BOUNCE_REASONS = {"feedback", "vacation", "delivered"}
 
@@ -83,8 +102,11 @@ def final_recipients() -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for line in (CORPUS / "derived_rfc_fields.jsonl").read_text().splitlines():
         item = json.loads(line)
-        refs = [d["final_recipient"].split(";")[-1].strip().strip("<>").lower()
-                for d in item.get("dsn", []) if d.get("final_recipient")]
+        refs = [
+            d["final_recipient"].split(";")[-1].strip().strip("<>").lower()
+            for d in item.get("dsn", [])
+            if d.get("final_recipient")
+        ]
         out[item["file"]] = [r for r in refs if not r.startswith("@")]  # "@host": a placeholder
     return out
 
@@ -121,8 +143,10 @@ def test_hard_vs_not_hard_agreement(analyses: dict[tuple[str, str], FeedbackAnal
         else:
             misses.append(f"{row['file']}#{row['index']} label={row['reason']} ours={analysis.reason[:80]}")
     rate = agreed / compared
-    print(f"\n[feedback] hard/not-hard agreement: {agreed}/{compared} = {rate:.1%} "
-          f"(excluded as ambiguous: {excluded}, ARF rows checked separately: {arf_rows})")
+    print(
+        f"\n[feedback] hard/not-hard agreement: {agreed}/{compared} = {rate:.1%} "
+        f"(excluded as ambiguous: {excluded}, ARF rows checked separately: {arf_rows})"
+    )
     for miss in misses:
         print(f"[feedback]   differs: {miss}")
     assert rate >= HARD_AGREEMENT_FLOOR

@@ -30,8 +30,9 @@ def plain(login: str, password: str) -> str:
 def session(port: int, source: str = "127.0.0.1") -> smtplib.SMTP:
     """A plaintext session on a trusted-local listener (no TLS handshakes to load the test),
     from `source` (any 127.x address: each is another client address)."""
-    smtp = smtplib.SMTP("127.0.0.1", port, local_hostname="client.test", timeout=120,
-                        source_address=(source, 0))
+    smtp = smtplib.SMTP(
+        "127.0.0.1", port, local_hostname="client.test", timeout=120, source_address=(source, 0)
+    )
     smtp.ehlo()
     return smtp
 
@@ -77,8 +78,9 @@ def test_thirty_wrong_passwords_over_parallel_connections_take_29_intervals(gate
     # One failure answered per 0.2 s from this address, however many connections carry them.
     assert elapsed >= 29 * 0.2
     assert failures_total() - before == 30
-    failed = [line for line in gw.log_lines()
-              if line.get("event") == "auth" and line.get("result") == "failed"]
+    failed = [
+        line for line in gw.log_lines() if line.get("event") == "auth" and line.get("result") == "failed"
+    ]
     assert len(failed) == 30 and all(line["peer"] == "127.0.0.1" for line in failed)
     assert "guess" not in gw.config.path(gw.config.logging.file).read_text()
 
@@ -106,9 +108,13 @@ def test_two_worker_processes_share_the_count(tmp_path, scripted_mta):
     for worker in ("one", "two"):
         home = tmp_path / worker
         home.mkdir()
-        config = base_config(home, mta_port, store={"url": store_url},
-                             limits={"auth_failure_delay": 0.3},
-                             listeners=[{**TRUSTED_LOCAL[0], "port": free_port()}])
+        config = base_config(
+            home,
+            mta_port,
+            store={"url": store_url},
+            limits={"auth_failure_delay": 0.3},
+            listeners=[{**TRUSTED_LOCAL[0], "port": free_port()}],
+        )
         ports.append(config["listeners"][0]["port"])
         if worker == "one":
             add_customer(open_store(store_url))
@@ -127,8 +133,11 @@ def test_two_worker_processes_share_the_count(tmp_path, scripted_mta):
 
 def test_another_accounts_success_does_not_reset_the_address(gateway, scripted_mta):
     # A large allowance: the right password is checked at once despite the failures owed.
-    gw = gateway(scripted_mta().port, listeners=TRUSTED_LOCAL,
-                 limits={"auth_failure_delay": 0.5, "auth_failure_allowance": 100})
+    gw = gateway(
+        scripted_mta().port,
+        listeners=TRUSTED_LOCAL,
+        limits={"auth_failure_delay": 0.5, "auth_failure_allowance": 100},
+    )
     add_customer(gw.store)
     add_customer(gw.store, "beta", domain="beta.example")
     burst = threading.Thread(target=in_parallel, args=(14, lambda i: wrong_auths(gw.port, 1)))
@@ -150,8 +159,7 @@ def test_another_accounts_success_does_not_reset_the_address(gateway, scripted_m
         burst.join(60)
 
 
-def test_guesses_at_one_login_from_many_addresses_are_slowed_down_without_locking_it(
-        gateway, scripted_mta):
+def test_guesses_at_one_login_from_many_addresses_are_slowed_down_without_locking_it(gateway, scripted_mta):
     gw = gateway(scripted_mta().port, listeners=TRUSTED_LOCAL, limits={"auth_failure_delay": 0.5})
     add_customer(gw.store)
 
@@ -181,8 +189,11 @@ def test_guesses_at_one_login_from_many_addresses_are_slowed_down_without_lockin
 def test_a_burst_of_guesses_from_a_clean_address_gets_only_a_few_checked(gateway, scripted_mta):
     """A guesser that does not wait for its 535s (no 235 within a moment means wrong) must not
     get one password checked per connection it opened."""
-    gw = gateway(scripted_mta().port, listeners=TRUSTED_LOCAL,
-                 limits={"auth_failure_delay": 1.0, "auth_failure_allowance": 0})
+    gw = gateway(
+        scripted_mta().port,
+        listeners=TRUSTED_LOCAL,
+        limits={"auth_failure_delay": 1.0, "auth_failure_allowance": 0},
+    )
     add_customer(gw.store)
     guessers = [session(gw.port) for _ in range(20)]
 
@@ -204,8 +215,11 @@ def test_a_burst_of_guesses_from_a_clean_address_gets_only_a_few_checked(gateway
 
 
 def test_parallel_right_logins_of_a_sending_engine_are_not_slowed_down(gateway, scripted_mta):
-    gw = gateway(scripted_mta().port, listeners=TRUSTED_LOCAL,
-                 limits={"auth_failure_delay": 1.0, "auth_failure_allowance": 0})
+    gw = gateway(
+        scripted_mta().port,
+        listeners=TRUSTED_LOCAL,
+        limits={"auth_failure_delay": 1.0, "auth_failure_allowance": 0},
+    )
     add_customer(gw.store)
 
     def right_login(i: int) -> int:
@@ -236,20 +250,24 @@ def test_unknown_login_costs_as_much_as_a_wrong_password(gateway, scripted_mta):
 
 
 def test_other_sessions_keep_answering_during_a_burst_of_wrong_passwords(gateway, scripted_mta):
-    gw = gateway(scripted_mta().port, listeners=TRUSTED_LOCAL,
-                 limits={"auth_failure_delay": 0, "max_sessions": 500})
+    gw = gateway(
+        scripted_mta().port, listeners=TRUSTED_LOCAL, limits={"auth_failure_delay": 0, "max_sessions": 500}
+    )
     add_customer(gw.store)
     guessers = [session(gw.port) for _ in range(100)]
     try:
         with session(gw.port) as watcher:
+
             def noop_seconds() -> float:
                 started = time.monotonic()
                 assert watcher.noop()[0] == 250
                 return time.monotonic() - started
 
             baseline = max(noop_seconds() for _ in range(20))
-            burst = threading.Thread(target=in_parallel, args=(
-                100, lambda i: guessers[i].docmd("AUTH", plain("acme", f"guess {i}"))))
+            burst = threading.Thread(
+                target=in_parallel,
+                args=(100, lambda i: guessers[i].docmd("AUTH", plain("acme", f"guess {i}"))),
+            )
             started = time.monotonic()
             burst.start()
             during = []
@@ -269,8 +287,11 @@ def test_other_sessions_keep_answering_during_a_burst_of_wrong_passwords(gateway
 
 
 def test_too_many_failures_on_one_connection_close_it_with_421(gateway, scripted_mta):
-    gw = gateway(scripted_mta().port, listeners=TRUSTED_LOCAL,
-                 limits={"auth_failure_delay": 0, "auth_failures_per_connection": 3})
+    gw = gateway(
+        scripted_mta().port,
+        listeners=TRUSTED_LOCAL,
+        limits={"auth_failure_delay": 0, "auth_failures_per_connection": 3},
+    )
     add_customer(gw.store)
     with session(gw.port) as smtp:
         assert smtp.docmd("AUTH", plain("acme", "one"))[0] == 535
@@ -282,9 +303,11 @@ def test_too_many_failures_on_one_connection_close_it_with_421(gateway, scripted
 
 
 def test_an_address_owing_too_long_gets_421_without_its_password_checked(gateway, scripted_mta):
-    gw = gateway(scripted_mta().port, listeners=TRUSTED_LOCAL,
-                 limits={"auth_failure_delay": 1.0, "auth_failure_allowance": 0,
-                         "auth_failure_max_delay": 2.0})
+    gw = gateway(
+        scripted_mta().port,
+        listeners=TRUSTED_LOCAL,
+        limits={"auth_failure_delay": 1.0, "auth_failure_allowance": 0, "auth_failure_max_delay": 2.0},
+    )
     add_customer(gw.store)
     before = failures_total()
     # The address owes about 6 s, as after six failures a second apart, more than the 2 s it
@@ -297,8 +320,10 @@ def test_an_address_owing_too_long_gets_421_without_its_password_checked(gateway
         code, text = smtp.docmd("AUTH", plain("acme", PASSWORD))  # right, but unchecked
         assert (code, text[:5]) == (421, b"4.7.0")
         assert time.monotonic() - started < 2.0
-    assert any(line.get("event") == "auth" and line.get("result") == "throttled"
-               and line.get("peer") == "127.0.0.1" for line in gw.log_lines())
+    assert any(
+        line.get("event") == "auth" and line.get("result") == "throttled" and line.get("peer") == "127.0.0.1"
+        for line in gw.log_lines()
+    )
     assert failures_total() - before == 1
     assert PASSWORD not in gw.config.path(gw.config.logging.file).read_text()
 

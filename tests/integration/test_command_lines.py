@@ -42,8 +42,11 @@ class RawMTA:
                     mta.lines.append(line)
                     verb = line[:4].upper()
                     if verb == b"EHLO":
-                        self.wfile.write(b"250-raw.test\r\n" + (b"250-PIPELINING\r\n" if pipelining
-                                                               else b"") + b"250 8BITMIME\r\n")
+                        self.wfile.write(
+                            b"250-raw.test\r\n"
+                            + (b"250-PIPELINING\r\n" if pipelining else b"")
+                            + b"250 8BITMIME\r\n"
+                        )
                     elif verb == b"DATA":
                         self.wfile.write(b"354 go ahead\r\n")
                         body = b""
@@ -122,9 +125,19 @@ def raw_mta():
 
 def _trusted_gateway(gateway: Any, port: int) -> Any:
     # Loopback is acme's trusted network: logged in without AUTH; plaintext AUTH also allowed.
-    gw = gateway(port, limits={"shutdown_grace": 1, "auth_failure_delay": 0}, listeners=[
-        {"kind": "submission", "address": "127.0.0.1", "port": 0, "trusted_local": True,
-         "trusted_networks": {"127.0.0.1/32": "acme"}}])
+    gw = gateway(
+        port,
+        limits={"shutdown_grace": 1, "auth_failure_delay": 0},
+        listeners=[
+            {
+                "kind": "submission",
+                "address": "127.0.0.1",
+                "port": 0,
+                "trusted_local": True,
+                "trusted_networks": {"127.0.0.1/32": "acme"},
+            }
+        ],
+    )
     add_customer(gw.store)
     return gw
 
@@ -149,8 +162,9 @@ CONTROLS = ["\x00", "\x01", "\t", "\x0b", "\x0c", "\x1b", "\x1f", "\x7f"]
 
 
 @pytest.mark.parametrize("control", CONTROLS, ids=lambda c: f"0x{ord(c):02x}")
-@pytest.mark.parametrize("form", ['<"a{c}nna"@example.org>', "<a{c}nna@example.org>",
-                                  '<"{c}anna@example.org"@safe.example>'])
+@pytest.mark.parametrize(
+    "form", ['<"a{c}nna"@example.org>', "<a{c}nna@example.org>", '<"{c}anna@example.org"@safe.example>']
+)
 def test_a_control_character_in_a_recipient_is_refused(gateway, raw_mta, parser, control, form):
     mta = raw_mta()
     gw = _trusted_gateway(gateway, mta.port)
@@ -163,8 +177,7 @@ def test_a_control_character_in_a_recipient_is_refused(gateway, raw_mta, parser,
     assert client.command(b"DATA\r\n").startswith(b"354 ")
     assert client.command(MESSAGE + b".\r\n").startswith(b"250 ")
     client.close()
-    assert mta.envelope() == [b"MAIL FROM:<news@customer.example>\r\n",
-                              b"RCPT TO:<bob@example.org>\r\n"]
+    assert mta.envelope() == [b"MAIL FROM:<news@customer.example>\r\n", b"RCPT TO:<bob@example.org>\r\n"]
 
 
 @pytest.mark.parametrize("control", CONTROLS, ids=lambda c: f"0x{ord(c):02x}")
@@ -180,18 +193,19 @@ def test_a_control_character_in_the_sender_is_refused(gateway, raw_mta, parser, 
     assert mta.lines == []
 
 
-@pytest.mark.parametrize("address", [
-    b'RCPT TO:<"\ranna@example.org"@safe.example>',  # the issue's two examples
-    b'RCPT TO:<"r\rX-Inj2: yes"@example.org>',
-    b'RCPT TO:<"a\nnna"@example.org>',
-])
-def test_a_cr_or_lf_inside_an_address_never_reaches_the_downstream(gateway, raw_mta, parser,
-                                                                    address):
+@pytest.mark.parametrize(
+    "address",
+    [
+        b'RCPT TO:<"\ranna@example.org"@safe.example>',  # the issue's two examples
+        b'RCPT TO:<"r\rX-Inj2: yes"@example.org>',
+        b'RCPT TO:<"a\nnna"@example.org>',
+    ],
+)
+def test_a_cr_or_lf_inside_an_address_never_reaches_the_downstream(gateway, raw_mta, parser, address):
     mta = raw_mta()
     gw = _trusted_gateway(gateway, mta.port)
     client = _session(gw)
-    client.send(b"MAIL FROM:<news@customer.example>\r\n" + address + b"\r\nDATA\r\n"
-                + MESSAGE + b".\r\n")
+    client.send(b"MAIL FROM:<news@customer.example>\r\n" + address + b"\r\nDATA\r\n" + MESSAGE + b".\r\n")
     assert client.reply().startswith(b"250 ")
     assert client.reply().startswith(b"500 5.5.2 ")
     assert client.closed()
@@ -199,21 +213,40 @@ def test_a_cr_or_lf_inside_an_address_never_reaches_the_downstream(gateway, raw_
 
 
 @pytest.mark.parametrize("pipelining", [True, False], ids=["pipelined", "one by one"])
-@pytest.mark.parametrize("sender,recipient,relayed_sender,relayed_recipient", [
-    (b"<news@customer.example>", b'<"john doe"@example.org>',
-     b"<news@customer.example>", b'<"john doe"@example.org>'),
-    (b'<"news desk"@customer.example>', b'<"a\\"b(c)"@example.org>',
-     b'<"news desk"@customer.example>', b'<"a\\"b(c)"@example.org>'),
-    (b"<news@customer.example>", b'<"a,b;c:d"@[192.0.2.1]>',
-     b"<news@customer.example>", b'<"a,b;c:d"@[192.0.2.1]>'),
-    # Without angle brackets aiosmtpd quotes the backslash; the downstream gets that same
-    # address, not parseaddr's `<\\anna@example.org>` (another address than the one checked).
-    (b"<news@customer.example>", b"\\anna@example.org",
-     b"<news@customer.example>", b'<"\\\\anna"@example.org>'),
-])
+@pytest.mark.parametrize(
+    "sender,recipient,relayed_sender,relayed_recipient",
+    [
+        (
+            b"<news@customer.example>",
+            b'<"john doe"@example.org>',
+            b"<news@customer.example>",
+            b'<"john doe"@example.org>',
+        ),
+        (
+            b'<"news desk"@customer.example>',
+            b'<"a\\"b(c)"@example.org>',
+            b'<"news desk"@customer.example>',
+            b'<"a\\"b(c)"@example.org>',
+        ),
+        (
+            b"<news@customer.example>",
+            b'<"a,b;c:d"@[192.0.2.1]>',
+            b"<news@customer.example>",
+            b'<"a,b;c:d"@[192.0.2.1]>',
+        ),
+        # Without angle brackets aiosmtpd quotes the backslash; the downstream gets that same
+        # address, not parseaddr's `<\\anna@example.org>` (another address than the one checked).
+        (
+            b"<news@customer.example>",
+            b"\\anna@example.org",
+            b"<news@customer.example>",
+            b'<"\\\\anna"@example.org>',
+        ),
+    ],
+)
 def test_a_quoted_local_part_is_relayed_exactly_as_checked(
-        gateway, raw_mta, parser, pipelining, sender, recipient, relayed_sender,
-        relayed_recipient):
+    gateway, raw_mta, parser, pipelining, sender, recipient, relayed_sender, relayed_recipient
+):
     mta = raw_mta(pipelining)
     gw = _trusted_gateway(gateway, mta.port)
     client = _session(gw)
@@ -222,8 +255,10 @@ def test_a_quoted_local_part_is_relayed_exactly_as_checked(
     assert client.command(b"DATA\r\n").startswith(b"354 ")
     assert client.command(MESSAGE + b".\r\n").startswith(b"250 2.0.0 Ok: queued as RAW1")
     client.close()
-    assert mta.envelope() == [b"MAIL FROM:" + relayed_sender + b"\r\n",
-                              b"RCPT TO:" + relayed_recipient + b"\r\n"]
+    assert mta.envelope() == [
+        b"MAIL FROM:" + relayed_sender + b"\r\n",
+        b"RCPT TO:" + relayed_recipient + b"\r\n",
+    ]
     # ... and it is the address the policies saw (the engine logs what it checked).
     rcpts = [line["rcpt"] for line in gw.log_lines() if line.get("event") == "rcpt"]
     assert rcpts == [relayed_recipient[1:-1].decode()]
@@ -231,16 +266,20 @@ def test_a_quoted_local_part_is_relayed_exactly_as_checked(
 
 # -- item 3: a command line ends at CRLF only ----------------------------------------------------
 
-@pytest.mark.parametrize("batch", [
-    b"MAIL FROM:<news@customer.example>\nRCPT TO:<anna@example.org>\r\n",
-    b"MAIL FROM:<news@customer.example>\rRCPT TO:<anna@example.org>\r\n",
-    b"MAIL FROM:<news@customer.example>\n",
-    b"MAIL FROM:<news@customer.example>\r\r\n",
-    b"\rMAIL FROM:<news@customer.example>\r\n",
-    b"\n",
-], ids=["LF inside", "CR inside", "LF at the end", "CR before CRLF", "CR first", "lone LF"])
-def test_a_command_line_with_a_bare_lf_or_cr_is_refused_and_the_session_closed(
-        gateway, raw_mta, batch):
+
+@pytest.mark.parametrize(
+    "batch",
+    [
+        b"MAIL FROM:<news@customer.example>\nRCPT TO:<anna@example.org>\r\n",
+        b"MAIL FROM:<news@customer.example>\rRCPT TO:<anna@example.org>\r\n",
+        b"MAIL FROM:<news@customer.example>\n",
+        b"MAIL FROM:<news@customer.example>\r\r\n",
+        b"\rMAIL FROM:<news@customer.example>\r\n",
+        b"\n",
+    ],
+    ids=["LF inside", "CR inside", "LF at the end", "CR before CRLF", "CR first", "lone LF"],
+)
+def test_a_command_line_with_a_bare_lf_or_cr_is_refused_and_the_session_closed(gateway, raw_mta, batch):
     mta = raw_mta()
     gw = _trusted_gateway(gateway, mta.port)
     client = _session(gw)
@@ -248,17 +287,21 @@ def test_a_command_line_with_a_bare_lf_or_cr_is_refused_and_the_session_closed(
     assert client.reply().startswith(b"500 5.5.2 ")
     assert client.closed()  # nothing after it ran
     assert mta.lines == []
-    assert any(line.get("event") == "session_ended" and line.get("reason") == "bare CR or LF"
-               for line in gw.log_lines())
+    assert any(
+        line.get("event") == "session_ended" and line.get("reason") == "bare CR or LF"
+        for line in gw.log_lines()
+    )
 
 
 def test_a_bare_lf_in_the_middle_of_a_pipelined_batch_stops_the_batch(gateway, raw_mta):
     mta = raw_mta()
     gw = _trusted_gateway(gateway, mta.port)
     client = _session(gw)
-    client.send(b"MAIL FROM:<news@customer.example>\r\n"
-                b"RCPT TO:<suppressed@example.org>\nRCPT TO:<bob@example.org>\r\n"
-                b"DATA\r\n" + MESSAGE + b".\r\n")
+    client.send(
+        b"MAIL FROM:<news@customer.example>\r\n"
+        b"RCPT TO:<suppressed@example.org>\nRCPT TO:<bob@example.org>\r\n"
+        b"DATA\r\n" + MESSAGE + b".\r\n"
+    )
     assert client.reply().startswith(b"250 ")  # MAIL
     assert client.reply().startswith(b"500 5.5.2 ")
     assert client.closed()
@@ -269,33 +312,40 @@ def test_the_same_batch_with_crlf_only_is_relayed(gateway, raw_mta):
     mta = raw_mta()
     gw = _trusted_gateway(gateway, mta.port)
     client = _session(gw)
-    client.send(b"MAIL FROM:<news@customer.example>\r\nRCPT TO:<anna@example.org>\r\n"
-                b"DATA\r\n")
+    client.send(b"MAIL FROM:<news@customer.example>\r\nRCPT TO:<anna@example.org>\r\nDATA\r\n")
     assert [client.reply()[:3] for _ in range(3)] == [b"250", b"250", b"354"]
     assert client.command(MESSAGE + b".\r\n").startswith(b"250 ")
     assert client.command(b"QUIT\r\n").startswith(b"221 ")
-    assert mta.envelope() == [b"MAIL FROM:<news@customer.example>\r\n",
-                              b"RCPT TO:<anna@example.org>\r\n"]
+    assert mta.envelope() == [b"MAIL FROM:<news@customer.example>\r\n", b"RCPT TO:<anna@example.org>\r\n"]
 
 
 PLAIN = base64.b64encode(f"\0acme\0{PASSWORD}".encode())
 
 
-@pytest.mark.parametrize("exchange", [
-    [b"AUTH PLAIN " + PLAIN + b"\n"],
-    [b"AUTH PLAIN " + PLAIN + b"\rMAIL FROM:<news@customer.example>\r\n"],
-    [b"AUTH PLAIN\r\n", PLAIN + b"\n"],
-    [b"AUTH PLAIN\r\n", PLAIN + b"\rMAIL FROM:<news@customer.example>\r\n"],
-    [b"AUTH LOGIN\r\n", base64.b64encode(b"acme") + b"\n"],
-    [b"AUTH LOGIN\r\n", base64.b64encode(b"acme") + b"\r\n",
-     base64.b64encode(PASSWORD.encode()) + b"\r\n", b"\n"],
-], ids=["PLAIN LF", "PLAIN CR", "PLAIN reply LF", "PLAIN reply CR", "LOGIN user LF",
-        "LF after login"])
-def test_a_bare_lf_or_cr_inside_auth_is_refused_and_the_session_closed(gateway, raw_mta,
-                                                                       exchange):
+@pytest.mark.parametrize(
+    "exchange",
+    [
+        [b"AUTH PLAIN " + PLAIN + b"\n"],
+        [b"AUTH PLAIN " + PLAIN + b"\rMAIL FROM:<news@customer.example>\r\n"],
+        [b"AUTH PLAIN\r\n", PLAIN + b"\n"],
+        [b"AUTH PLAIN\r\n", PLAIN + b"\rMAIL FROM:<news@customer.example>\r\n"],
+        [b"AUTH LOGIN\r\n", base64.b64encode(b"acme") + b"\n"],
+        [
+            b"AUTH LOGIN\r\n",
+            base64.b64encode(b"acme") + b"\r\n",
+            base64.b64encode(PASSWORD.encode()) + b"\r\n",
+            b"\n",
+        ],
+    ],
+    ids=["PLAIN LF", "PLAIN CR", "PLAIN reply LF", "PLAIN reply CR", "LOGIN user LF", "LF after login"],
+)
+def test_a_bare_lf_or_cr_inside_auth_is_refused_and_the_session_closed(gateway, raw_mta, exchange):
     mta = raw_mta()
-    gw = gateway(mta.port, limits={"shutdown_grace": 1, "auth_failure_delay": 0}, listeners=[
-        {"kind": "submission", "address": "127.0.0.1", "port": 0, "trusted_local": True}])
+    gw = gateway(
+        mta.port,
+        limits={"shutdown_grace": 1, "auth_failure_delay": 0},
+        listeners=[{"kind": "submission", "address": "127.0.0.1", "port": 0, "trusted_local": True}],
+    )
     add_customer(gw.store)
     client = _session(gw)
     for step in exchange[:-1]:
@@ -308,8 +358,10 @@ def test_a_bare_lf_or_cr_inside_auth_is_refused_and_the_session_closed(gateway, 
 
 
 def test_auth_with_crlf_only_still_logs_in(gateway, raw_mta):
-    gw = gateway(raw_mta().port, listeners=[
-        {"kind": "submission", "address": "127.0.0.1", "port": 0, "trusted_local": True}])
+    gw = gateway(
+        raw_mta().port,
+        listeners=[{"kind": "submission", "address": "127.0.0.1", "port": 0, "trusted_local": True}],
+    )
     add_customer(gw.store)
     client = _session(gw)
     assert client.command(b"AUTH LOGIN\r\n").startswith(b"334 ")

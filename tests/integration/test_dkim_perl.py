@@ -95,19 +95,24 @@ def newsletter() -> bytes:
 @pytest.fixture(scope="module")
 def keys() -> dict[str, SigningKey]:
     return {
-        "rsa": SigningKey("shop.example.com", "s2025", RSA_SHA256,
-                          rsa.generate_private_key(public_exponent=65537, key_size=2048)),
-        "ed25519": SigningKey("shop.example.com", "e2025", ED25519_SHA256,
-                              ed25519.Ed25519PrivateKey.generate()),
-        "esp": SigningKey("esp.example", "esp1", RSA_SHA256,
-                          rsa.generate_private_key(public_exponent=65537, key_size=2048)),
+        "rsa": SigningKey(
+            "shop.example.com",
+            "s2025",
+            RSA_SHA256,
+            rsa.generate_private_key(public_exponent=65537, key_size=2048),
+        ),
+        "ed25519": SigningKey(
+            "shop.example.com", "e2025", ED25519_SHA256, ed25519.Ed25519PrivateKey.generate()
+        ),
+        "esp": SigningKey(
+            "esp.example", "esp1", RSA_SHA256, rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        ),
     }
 
 
 @pytest.fixture(scope="module")
 def dns_stub(keys: dict[str, SigningKey]) -> Iterator[DnsStub]:
-    records = {dns_txt_name(k.domain, k.selector): txt_record(k.private_key)
-               for k in keys.values()}
+    records = {dns_txt_name(k.domain, k.selector): txt_record(k.private_key) for k in keys.values()}
     with DnsStub(records) as stub:
         yield stub
 
@@ -116,26 +121,29 @@ def dns_stub(keys: dict[str, SigningKey]) -> Iterator[DnsStub]:
 def perl() -> str:
     path = shutil.which("perl")
     assert path, "perl is required (Debian: perl, libmail-dkim-perl)"
-    probe = subprocess.run([path, "-MMail::DKIM::Verifier", "-MNet::DNS", "-e", "1"],
-                           capture_output=True, text=True, check=False)
+    probe = subprocess.run(
+        [path, "-MMail::DKIM::Verifier", "-MNet::DNS", "-e", "1"], capture_output=True, text=True, check=False
+    )
     assert probe.returncode == 0, f"Mail::DKIM missing (Debian: libmail-dkim-perl): {probe.stderr}"
     return path
 
 
 @pytest.fixture(scope="module")
 def perl_has_ed25519(perl: str) -> bool:
-    probe = subprocess.run([perl, "-e", ED25519_IN_PERL], capture_output=True, text=True,
-                           check=False)
+    probe = subprocess.run([perl, "-e", ED25519_IN_PERL], capture_output=True, text=True, check=False)
     return probe.returncode == 0
 
 
-def perl_verify(
-    perl: str, stub: DnsStub, message: bytes, tmp_path: Path
-) -> tuple[str, list[list[str]]]:
+def perl_verify(perl: str, stub: DnsStub, message: bytes, tmp_path: Path) -> tuple[str, list[list[str]]]:
     path = tmp_path / "message.eml"
     path.write_bytes(message)
-    done = subprocess.run([perl, "-e", PERL_VERIFIER, str(stub.port), str(path)],
-                          capture_output=True, text=True, timeout=60, check=False)
+    done = subprocess.run(
+        [perl, "-e", PERL_VERIFIER, str(stub.port), str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     overall = next(line.split(" ", 1)[1] for line in lines if line.startswith("overall "))
@@ -155,7 +163,10 @@ def test_rsa_signature_passes_in_mail_dkim(
 
 
 def test_dual_signature(
-    perl: str, perl_has_ed25519: bool, dns_stub: DnsStub, keys: dict[str, SigningKey],
+    perl: str,
+    perl_has_ed25519: bool,
+    dns_stub: DnsStub,
+    keys: dict[str, SigningKey],
     tmp_path: Path,
 ) -> None:
     message = newsletter()
@@ -193,8 +204,12 @@ def test_customer_and_esp_signatures(
     ids=["subject", "body", "second-from", "added-reply-to"],
 )
 def test_tampering_fails_in_mail_dkim(
-    perl: str, dns_stub: DnsStub, keys: dict[str, SigningKey], tmp_path: Path,
-    old: bytes, new: bytes,
+    perl: str,
+    dns_stub: DnsStub,
+    keys: dict[str, SigningKey],
+    tmp_path: Path,
+    old: bytes,
+    new: bytes,
 ) -> None:
     message = newsletter()
     signed = DkimSigner().sign(message, [keys["rsa"]]) + message

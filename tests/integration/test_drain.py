@@ -49,8 +49,9 @@ class GatedMTA:
                 return f"250 2.0.0 Ok: queued as GATED{len(mta.received)}"
 
         self.port = free_port()
-        self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port,
-                                     ready_timeout=5, data_size_limit=None)
+        self.controller = Controller(
+            Handler(), hostname="127.0.0.1", port=self.port, ready_timeout=5, data_size_limit=None
+        )
         self.controller.start()
 
     def stop(self) -> None:
@@ -84,12 +85,18 @@ class Raw:
 
 def served(tmp_path: Path, downstream_port: int, **overrides: Any) -> tuple[Any, int]:
     port = free_port()
-    config = base_config(tmp_path, downstream_port,
-                         limits={"shutdown_grace": GRACE, "auth_failure_delay": 0}, **overrides)
+    config = base_config(
+        tmp_path, downstream_port, limits={"shutdown_grace": GRACE, "auth_failure_delay": 0}, **overrides
+    )
     config["listeners"] = [
-        {"kind": "submission", "address": "127.0.0.1", "port": port,
-         "tls": {"cert": str(tmp_path / "tls/cert.pem"), "key": str(tmp_path / "tls/key.pem")},
-         "trusted_networks": {"127.0.0.1/32": "acme"}}]
+        {
+            "kind": "submission",
+            "address": "127.0.0.1",
+            "port": port,
+            "tls": {"cert": str(tmp_path / "tls/cert.pem"), "key": str(tmp_path / "tls/key.pem")},
+            "trusted_networks": {"127.0.0.1/32": "acme"},
+        }
+    ]
     path = write_config(tmp_path, config)
     add_customer(open_store(config["store"]["url"]))
     proc = start_serve(path, workers=2)
@@ -182,9 +189,17 @@ def test_sigterm_with_two_workers_drains_and_exits_when_the_message_in_flight_is
 
 
 def test_sigterm_lets_a_transaction_finish_through_the_capture_mta(tmp_path):
-    proc, port = served(tmp_path, free_port(), downstream={
-        "host": "127.0.0.1", "port": 25, "starttls": "none", "timeout": 5,
-        "capture": str(tmp_path / "outbox")})
+    proc, port = served(
+        tmp_path,
+        free_port(),
+        downstream={
+            "host": "127.0.0.1",
+            "port": 25,
+            "starttls": "none",
+            "timeout": 5,
+            "capture": str(tmp_path / "outbox"),
+        },
+    )
     try:
         idle = session(port)
         busy = session(port)
@@ -227,12 +242,19 @@ sys.exit(serve(sys.argv[1]))
 def test_sigterm_while_the_process_is_still_starting_drains_its_sessions(tmp_path):
     port = free_port()
     config = base_config(tmp_path, free_port(), limits={"shutdown_grace": GRACE})
-    config["listeners"] = [{"kind": "submission", "address": "127.0.0.1", "port": port,
-                            "trusted_networks": {"127.0.0.1/32": "acme"}}]
+    config["listeners"] = [
+        {
+            "kind": "submission",
+            "address": "127.0.0.1",
+            "port": port,
+            "trusted_networks": {"127.0.0.1/32": "acme"},
+        }
+    ]
     path = write_config(tmp_path, config)
     add_customer(open_store(config["store"]["url"]))
-    proc = subprocess.Popen([sys.executable, "-c", SLOW_START, str(path)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SLOW_START, str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         deadline = time.monotonic() + 30
         while True:

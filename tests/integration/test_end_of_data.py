@@ -51,8 +51,7 @@ def signing_gateway(tmp_path, gateway, scripted_mta):
 
     def start(**overrides):
         mta = scripted_mta()
-        overrides.setdefault("dkim", {"keys_dir": str(tmp_path / "dkim"),
-                                      "missing_key": "tempfail"})
+        overrides.setdefault("dkim", {"keys_dir": str(tmp_path / "dkim"), "missing_key": "tempfail"})
         gw = gateway(mta.port, **overrides)
         add_customer(gw.store)
         return gw, mta, dns
@@ -67,9 +66,9 @@ def signed_names(data: bytes) -> list[str]:
 
 # -- item 5: headers the customer may not write ------------------------------------------------
 
+
 @pytest.mark.parametrize("csa", [None, "csa-complaints@eco.de"])
-def test_headers_only_the_gateway_or_receiver_may_write_are_removed_before_signing(
-        signing_gateway, csa):
+def test_headers_only_the_gateway_or_receiver_may_write_are_removed_before_signing(signing_gateway, csa):
     gw, mta, dns = signing_gateway(feedback={"csa_complaints": csa})
     first, rest = FORGED.split(b"\r\n", 1)  # one before the customer's headers, the rest after
     message = first + b"\r\n" + HEAD + rest + BODY
@@ -90,31 +89,56 @@ def test_headers_only_the_gateway_or_receiver_may_write_are_removed_before_signi
 
 # -- item 7: MIME complexity is bounded, and a big message does not freeze the worker ----------
 
+
 def multipart(parts: int, part_body: bytes = b"hello\r\n", depth: int = 1) -> bytes:
     """A message of `parts` text parts in one multipart, that multipart nested `depth` deep."""
-    inner = b"".join(b"--leaf\r\nContent-Type: text/plain\r\n\r\n" + part_body
-                     for _ in range(parts)) + b"--leaf--\r\n"
+    inner = (
+        b"".join(b"--leaf\r\nContent-Type: text/plain\r\n\r\n" + part_body for _ in range(parts))
+        + b"--leaf--\r\n"
+    )
     content_type = b'multipart/mixed; boundary="leaf"'
     for level in range(depth - 1):
         boundary = b"level%d" % level
-        inner = (b"--" + boundary + b"\r\nContent-Type: " + content_type + b"\r\n\r\n" + inner
-                 + b"--" + boundary + b"--\r\n")
+        inner = (
+            b"--"
+            + boundary
+            + b"\r\nContent-Type: "
+            + content_type
+            + b"\r\n\r\n"
+            + inner
+            + b"--"
+            + boundary
+            + b"--\r\n"
+        )
         content_type = b'multipart/mixed; boundary="' + boundary + b'"'
     return HEAD.replace(b"text/plain; charset=utf-8", content_type) + b"\r\n" + inner
 
 
-@pytest.mark.parametrize("limits, message, reply", [
-    ({}, multipart(501), b"5.3.4 Message has more than 500 MIME parts, the most accepted"),
-    ({}, multipart(240_000, b""), b"5.3.4 Message has more than 500 MIME parts, the most accepted"),
-    ({"max_mime_parts": 50}, multipart(51),
-     b"5.3.4 Message has more than 50 MIME parts, the most accepted"),
-    ({}, multipart(2, depth=21),
-     b"5.3.4 Message has MIME parts nested more than 20 deep, the most accepted"),
-    ({"max_mime_depth": 5}, multipart(2, depth=5),
-     b"5.3.4 Message has MIME parts nested more than 5 deep, the most accepted"),
-])
+@pytest.mark.parametrize(
+    "limits, message, reply",
+    [
+        ({}, multipart(501), b"5.3.4 Message has more than 500 MIME parts, the most accepted"),
+        ({}, multipart(240_000, b""), b"5.3.4 Message has more than 500 MIME parts, the most accepted"),
+        (
+            {"max_mime_parts": 50},
+            multipart(51),
+            b"5.3.4 Message has more than 50 MIME parts, the most accepted",
+        ),
+        (
+            {},
+            multipart(2, depth=21),
+            b"5.3.4 Message has MIME parts nested more than 20 deep, the most accepted",
+        ),
+        (
+            {"max_mime_depth": 5},
+            multipart(2, depth=5),
+            b"5.3.4 Message has MIME parts nested more than 5 deep, the most accepted",
+        ),
+    ],
+)
 def test_a_message_over_the_mime_limits_is_refused_naming_the_limit(
-        gateway, scripted_mta, limits, message, reply):
+    gateway, scripted_mta, limits, message, reply
+):
     mta = scripted_mta()
     gw = gateway(mta.port, limits={"auth_failure_delay": 0.0, **limits})
     add_customer(gw.store)
@@ -128,11 +152,14 @@ def test_a_message_over_the_mime_limits_is_refused_naming_the_limit(
     assert line["result"] == "rejected" and "limits.max_mime_" in line["reason"]
 
 
-@pytest.mark.parametrize("limits, message", [
-    ({}, multipart(499)),
-    ({}, multipart(2, depth=19)),
-    ({"max_mime_parts": 50, "max_mime_depth": 5}, multipart(50)),
-])
+@pytest.mark.parametrize(
+    "limits, message",
+    [
+        ({}, multipart(499)),
+        ({}, multipart(2, depth=19)),
+        ({"max_mime_parts": 50, "max_mime_depth": 5}, multipart(50)),
+    ],
+)
 def test_a_message_within_the_mime_limits_is_relayed(gateway, scripted_mta, limits, message):
     mta = scripted_mta()
     gw = gateway(mta.port, limits={"auth_failure_delay": 0.0, **limits})
@@ -142,18 +169,19 @@ def test_a_message_within_the_mime_limits_is_relayed(gateway, scripted_mta, limi
     assert mta.received[0][2].endswith(message)
 
 
-def test_another_session_is_answered_while_the_largest_allowed_message_is_checked(
-        signing_gateway):
+def test_another_session_is_answered_while_the_largest_allowed_message_is_checked(signing_gateway):
     """The largest message the limits allow (10 MB, 500 parts) is counted, parsed, checked and
     signed while a second session on the same worker sends NOOPs: they are answered all along,
     not after the check."""
-    gw, mta, dns = signing_gateway(policies=[
-        {"name": "customer-active", "mode": "enforce"},
-        {"name": "sender-identity", "mode": "enforce"},
-        {"name": "message-format", "mode": "monitor"},
-        {"name": "unsubscribe", "mode": "monitor"},
-        {"name": "imprint", "mode": "monitor"},
-    ])
+    gw, mta, dns = signing_gateway(
+        policies=[
+            {"name": "customer-active", "mode": "enforce"},
+            {"name": "sender-identity", "mode": "enforce"},
+            {"name": "message-format", "mode": "monitor"},
+            {"name": "unsubscribe", "mode": "monitor"},
+            {"name": "imprint", "mode": "monitor"},
+        ]
+    )
     line = b"Unsubscribe: https://customer.example/u " + b"x" * 60 + b"\r\n"
     big = multipart(500, line * 195)
     assert 9_000_000 < len(big) < gw.config.limits.max_message_size
@@ -196,23 +224,30 @@ def test_another_session_is_answered_while_the_largest_allowed_message_is_checke
 
 # -- item 14: managed List-Unsubscribe is the customer's service, not a policy's side effect ---
 
-@pytest.mark.parametrize("unsubscribe_policy, body", [
-    ("enforce", None),
-    ("monitor", None),
-    ("monitor", "Hello, no link to leave the list here.\r\n"),  # the policy would refuse
-    ("off", None),
-    (None, None),  # not in the pipeline at all
-])
+
+@pytest.mark.parametrize(
+    "unsubscribe_policy, body",
+    [
+        ("enforce", None),
+        ("monitor", None),
+        ("monitor", "Hello, no link to leave the list here.\r\n"),  # the policy would refuse
+        ("off", None),
+        (None, None),  # not in the pipeline at all
+    ],
+)
 def test_managed_list_unsubscribe_is_stamped_whatever_the_unsubscribe_policy_says(
-        gateway, scripted_mta, tmp_path, unsubscribe_policy, body):
+    gateway, scripted_mta, tmp_path, unsubscribe_policy, body
+):
     policies = [{"name": "customer-active", "mode": "enforce"}]
     if unsubscribe_policy:
         policies.append({"name": "unsubscribe", "mode": unsubscribe_policy})
-    gw, mta, _, records = http_support.start(gateway, scripted_mta, tmp_path,
-                                             policies=policies, managed=True)
-    raw = http_support.message("anna@example.org", body=body,
-                               extra_headers="List-Unsubscribe: <https://evil.example/u>\r\n"
-                                             "list-unsubscribe-post: List-Unsubscribe=One-Click\r\n")
+    gw, mta, _, records = http_support.start(gateway, scripted_mta, tmp_path, policies=policies, managed=True)
+    raw = http_support.message(
+        "anna@example.org",
+        body=body,
+        extra_headers="List-Unsubscribe: <https://evil.example/u>\r\n"
+        "list-unsubscribe-post: List-Unsubscribe=One-Click\r\n",
+    )
 
     data = http_support.send(gw, mta, "anna@example.org", raw)
 
@@ -224,18 +259,24 @@ def test_managed_list_unsubscribe_is_stamped_whatever_the_unsubscribe_policy_say
     assert {"list-unsubscribe", "list-unsubscribe-post"} <= set(signed_names(data))
 
 
-def test_a_managed_customers_second_recipient_goes_in_its_own_transaction(
-        gateway, scripted_mta, tmp_path):
+def test_a_managed_customers_second_recipient_goes_in_its_own_transaction(gateway, scripted_mta, tmp_path):
     def five_recipients(port, **overrides):
         return gateway(port, limits={"max_recipients": 5, "auth_failure_delay": 0.0}, **overrides)
 
-    gw, mta, _, _ = http_support.start(five_recipients, scripted_mta, tmp_path, managed=True,
-                                       policies=[{"name": "customer-active", "mode": "enforce"}])
+    gw, mta, _, _ = http_support.start(
+        five_recipients,
+        scripted_mta,
+        tmp_path,
+        managed=True,
+        policies=[{"name": "customer-active", "mode": "enforce"}],
+    )
     with gw.client() as smtp:
         smtp.mail("news@customer.example")
         assert smtp.rcpt("anna@example.org")[0] == 250
         assert smtp.rcpt("ben@example.org") == (
-            452, b"4.5.3 Too many recipients; send the others in a new transaction")
+            452,
+            b"4.5.3 Too many recipients; send the others in a new transaction",
+        )
         assert smtp.data(http_support.message("anna@example.org"))[0] == 250
     [(_, rcpts, data)] = mta.received
     assert rcpts == ["anna@example.org"]
@@ -243,12 +284,20 @@ def test_a_managed_customers_second_recipient_goes_in_its_own_transaction(
 
 
 def test_managed_list_unsubscribe_without_a_public_url_tempfails_rather_than_leave_without(
-        gateway, scripted_mta, tmp_path):
-    gw, mta, _, _ = http_support.start(gateway, scripted_mta, tmp_path, managed=True,
-                                       policies=[{"name": "customer-active", "mode": "enforce"}],
-                                       http={"public_url": None})
+    gateway, scripted_mta, tmp_path
+):
+    gw, mta, _, _ = http_support.start(
+        gateway,
+        scripted_mta,
+        tmp_path,
+        managed=True,
+        policies=[{"name": "customer-active", "mode": "enforce"}],
+        http={"public_url": None},
+    )
     with pytest.raises(smtplib.SMTPDataError) as refused:
         send(gw, http_support.message("anna@example.org"))
     assert (refused.value.smtp_code, refused.value.smtp_error) == (
-        451, b"4.3.5 Unsubscribe links cannot be made right now, please try again later")
+        451,
+        b"4.3.5 Unsubscribe links cannot be made right now, please try again later",
+    )
     assert mta.received == []

@@ -27,8 +27,9 @@ def start(tmp_path, scripted_mta):
     add_customer(gw.store)
     gw.store.set_unsubscribe("acme", None, managed=True)
     acme = gw.store.get_customer("acme")
-    record, _ = gw.store.consent_subscribe(acme.id, ANNA, source="https://customer.example/f",
-                                           at=1_780_000_000.0, ip="203.0.113.7")
+    record, _ = gw.store.consent_subscribe(
+        acme.id, ANNA, source="https://customer.example/f", at=1_780_000_000.0, ip="203.0.113.7"
+    )
     gw.store.consent_confirm(acme.id, ANNA, at=1_780_000_100.0, ip="203.0.113.7")
     return gw
 
@@ -42,8 +43,9 @@ def test_erased_everywhere_still_suppressed_evidence_kept(tmp_path, scripted_mta
         unsubscribe(gw, ben)
         db = tmp_path / "gateway.db"
         log = tmp_path / "gateway.log"
-        (tmp_path / "gateway.log.2.gz").write_bytes(gzip.compress(
-            b"ts=x event=relay rcpt=Anna@Example.org result=accepted\n"))
+        (tmp_path / "gateway.log.2.gz").write_bytes(
+            gzip.compress(b"ts=x event=relay rcpt=Anna@Example.org result=accepted\n")
+        )
         assert ANNA in dump(db) and ANNA in log.read_text()
 
         code = cli(["-c", str(gw.config_path), "recipient", "erase", ANNA, "--by", "dpo"])
@@ -53,8 +55,9 @@ def test_erased_everywhere_still_suppressed_evidence_kept(tmp_path, scripted_mta
 
         assert ANNA not in dump(db)
         assert ANNA not in log.read_text().lower()
-        assert b"anna@example.org" not in gzip.decompress(
-            (tmp_path / "gateway.log.2.gz").read_bytes()).lower()
+        assert (
+            b"anna@example.org" not in gzip.decompress((tmp_path / "gateway.log.2.gz").read_bytes()).lower()
+        )
         # Other recipients' data is untouched.
         assert "ben@example.org" in dump(db) and "ben@example.org" in log.read_text()
         # Still refused, for this customer and another.
@@ -83,17 +86,20 @@ def test_erasure_for_one_customer_leaves_the_others(tmp_path, scripted_mta):
         other = gw.store.get_customer("other")
         gw.store.add_suppression(other.id, ANNA, "unsubscribe", by="http:one-click")
         send(gw, ANNA)
-        assert cli(["-c", str(gw.config_path), "recipient", "erase", ANNA, "--customer", "acme",
-                    "--by", "dpo"]) == 0
+        assert (
+            cli(["-c", str(gw.config_path), "recipient", "erase", ANNA, "--customer", "acme", "--by", "dpo"])
+            == 0
+        )
         acme = gw.store.get_customer("acme")
         gw.store._cache.clear()  # the CLI is another process: its writes show after cache_ttl
         # acme: refused, and its ledger no longer names her; other: its own entry stays plain.
         assert gw.store.find_suppression(acme.id, ANNA) is not None
         assert gw.store.get_suppression(other.id, ANNA).address == ANNA
-        assert all(ANNA not in m for (m,) in gw.store.execute(
-            "SELECT recipients FROM messages WHERE customer_id = ?", (acme.id,)))
-        assert gw.store.find_suppression(gw.store.get_customer("other").id, "x@example.org") \
-            is None
+        assert all(
+            ANNA not in m
+            for (m,) in gw.store.execute("SELECT recipients FROM messages WHERE customer_id = ?", (acme.id,))
+        )
+        assert gw.store.find_suppression(gw.store.get_customer("other").id, "x@example.org") is None
     finally:
         gw.stop()
 
@@ -104,8 +110,7 @@ def test_hot_path_sees_an_erased_global_entry_from_another_process(tmp_path, scr
     gw = start(tmp_path, scripted_mta)
     try:
         gw.store.add_suppression(0, "zed@example.org", "hard-bounce", by="feedback:smtp")
-        assert cli(["-c", str(gw.config_path), "recipient", "erase", "zed@example.org",
-                    "--by", "dpo"]) == 0
+        assert cli(["-c", str(gw.config_path), "recipient", "erase", "zed@example.org", "--by", "dpo"]) == 0
         gw.store._cache.clear()
         with gw.client(login=("acme", PASSWORD)) as smtp:
             assert smtp.mail("news@customer.example")[0] == 250

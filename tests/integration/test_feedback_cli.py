@@ -26,9 +26,15 @@ from tests.unit.test_intake_support import (
 )
 
 ANNA = "anna@example.org"
-IMPRINT = {"company": "Shop", "legal_form": "GmbH", "representative": "Jane Doe",
-           "street": "Hauptstraße 1", "postcode": "50667", "city": "Köln",
-           "email": "info@customer.example"}
+IMPRINT = {
+    "company": "Shop",
+    "legal_form": "GmbH",
+    "representative": "Jane Doe",
+    "street": "Hauptstraße 1",
+    "postcode": "50667",
+    "city": "Köln",
+    "email": "info@customer.example",
+}
 
 
 @pytest.fixture
@@ -64,14 +70,17 @@ def cli(tmp_path):
 
 # -- gateway suppression -----------------------------------------------------------------------
 
+
 def test_suppression_add_list_remove_export(cli, tmp_path):
     env, run = cli
     env.store.add_customer("other", status="active")
-    code, out, _ = run("suppression", "add", "Anna@Example.org", "ben@example.org", "--global",
-                       "--note", "ticket 4711")
+    code, out, _ = run(
+        "suppression", "add", "Anna@Example.org", "ben@example.org", "--global", "--note", "ticket 4711"
+    )
     assert code == 0 and "anna@example.org suppressed for everyone (manual)" in out
-    code, out, _ = run("suppression", "add", "carl@example.org", "--customer", "acme",
-                       "--reason", "unsubscribe")
+    code, out, _ = run(
+        "suppression", "add", "carl@example.org", "--customer", "acme", "--reason", "unsubscribe"
+    )
     assert code == 0 and "carl@example.org suppressed for acme (unsubscribe)" in out
     code, out, _ = run("suppression", "add", "anna@example.org", "--global")
     assert "already suppressed for everyone" in out
@@ -86,7 +95,8 @@ def test_suppression_add_list_remove_export(cli, tmp_path):
     code, out, _ = run("suppression", "list", "--customer", "acme", "--json")
     rows = json.loads(out)
     assert [(r["address"], r["scope"], r["customer"], r["reason"]) for r in rows] == [
-        ("carl@example.org", "customer", "acme", "unsubscribe")]
+        ("carl@example.org", "customer", "acme", "unsubscribe")
+    ]
     assert rows[0]["created_by"].startswith("cli")
     code, out, _ = run("suppression", "list", "--global", "--address", "BEN@example.org")
     assert "ben@example.org" in out and "1 suppression" in out
@@ -94,11 +104,21 @@ def test_suppression_add_list_remove_export(cli, tmp_path):
     code, out, _ = run("suppression", "export")
     assert code == 0
     rows = list(csv.DictReader(io.StringIO(out)))
-    assert list(rows[0]) == ["address", "scope", "customer", "reason", "created_at", "mail_id",
-                             "detail", "created_by"]
+    assert list(rows[0]) == [
+        "address",
+        "scope",
+        "customer",
+        "reason",
+        "created_at",
+        "mail_id",
+        "detail",
+        "created_by",
+    ]
     assert {(r["address"], r["scope"], r["customer"]) for r in rows} == {
-        ("anna@example.org", "global", ""), ("ben@example.org", "global", ""),
-        ("carl@example.org", "customer", "acme")}
+        ("anna@example.org", "global", ""),
+        ("ben@example.org", "global", ""),
+        ("carl@example.org", "customer", "acme"),
+    }
     assert all(r["created_at"].endswith("Z") for r in rows)
     target = tmp_path / "out.csv"
     code, _, err = run("suppression", "export", "--customer", "acme", "-o", str(target))
@@ -121,6 +141,7 @@ def test_suppression_add_list_remove_export(cli, tmp_path):
 
 # -- gateway feedback --------------------------------------------------------------------------
 
+
 def test_classify_json_has_exactly_the_contract_keys_and_changes_nothing(cli, tmp_path):
     env, run = cli
     mail_id = env.send(ANNA)
@@ -134,14 +155,18 @@ def test_classify_json_has_exactly_the_contract_keys_and_changes_nothing(cli, tm
     code, out, _ = run("feedback", "classify", "--json", *(str(tmp_path / n) for n in files))
     assert code == 0
     lines = [json.loads(line) for line in out.splitlines()]
-    assert [set(d) for d in lines] == [{"file", "kind", "recipients", "class", "status",
-                                        "reason", "mail_id", "mail_id_valid"}] * 3
+    assert [set(d) for d in lines] == [
+        {"file", "kind", "recipients", "class", "status", "reason", "mail_id", "mail_id_valid"}
+    ] * 3
     hard, forged, noid = lines
     assert (hard["kind"], hard["class"], hard["status"], hard["recipients"]) == (
-        "bounce", "hard", "5.1.1", [ANNA])
+        "bounce",
+        "hard",
+        "5.1.1",
+        [ANNA],
+    )
     assert (hard["mail_id"], hard["mail_id_valid"]) == (mail_id, True)
-    assert (forged["kind"], forged["class"], forged["mail_id_valid"]) == (
-        "complaint", "none", False)
+    assert (forged["kind"], forged["class"], forged["mail_id_valid"]) == ("complaint", "none", False)
     assert (noid["mail_id"], noid["mail_id_valid"]) == (None, None)
     assert env.store.list_feedback_events() == [] and env.store.list_suppressions() == []
 
@@ -158,8 +183,17 @@ def test_ingest_files_and_stdin(cli, tmp_path):
     assert env.store.find_suppression(None, ANNA).mail_id == mail_id
 
     other = env.send("ben@example.org")
-    code, out, _ = run("feedback", "ingest", "--json", "--sender", "", "--recipient",
-                       f"m-{other}@{BOUNCE_DOMAIN}", "-", stdin=dsn(other, "ben@example.org"))
+    code, out, _ = run(
+        "feedback",
+        "ingest",
+        "--json",
+        "--sender",
+        "",
+        "--recipient",
+        f"m-{other}@{BOUNCE_DOMAIN}",
+        "-",
+        stdin=dsn(other, "ben@example.org"),
+    )
     assert code == 0
     result = json.loads(out)
     assert result["mail_id"] == other and result["mail_id_valid"] is True
@@ -184,8 +218,7 @@ def test_ingest_applies_the_same_verification_as_the_listener(cli, tmp_path):
     mail_id = env.send(ANNA)
     (tmp_path / "no-id.eml").write_bytes(dsn(None, ANNA))
     (tmp_path / "mismatch.eml").write_bytes(dsn(mail_id, "victim@example.org"))
-    code, out, _ = run("feedback", "ingest", str(tmp_path / "no-id.eml"),
-                       str(tmp_path / "mismatch.eml"))
+    code, out, _ = run("feedback", "ingest", str(tmp_path / "no-id.eml"), str(tmp_path / "mismatch.eml"))
     assert code == 0
     assert "action: not acted on (unverified: no-id)" in out
     assert "action: not acted on (unverified: recipient-mismatch)" in out
@@ -195,6 +228,7 @@ def test_ingest_applies_the_same_verification_as_the_listener(cli, tmp_path):
 
 
 # -- gateway abuse -----------------------------------------------------------------------------
+
 
 def test_abuse_lookup_tells_the_whole_story(cli):
     env, run = cli
@@ -250,9 +284,11 @@ def test_abuse_report_ingests_and_prints_the_lookup(cli, tmp_path):
     assert env.store.find_suppression(env.customer.id, ANNA).reason == "complaint"
 
     # A CSA complaints-office mail quoting our header in its text: the desk says complaint.
-    text = (f"From: complaints@csa.example\r\nTo: {ABUSE}\r\nSubject: Complaint 2026-113\r\n\r\n"
-            f"A recipient complained about a mail with\r\nX-Mailing-ID: "
-            f"{env.send('ben@example.org')}\r\nPlease respond within 2 working days.\r\n")
+    text = (
+        f"From: complaints@csa.example\r\nTo: {ABUSE}\r\nSubject: Complaint 2026-113\r\n\r\n"
+        f"A recipient complained about a mail with\r\nX-Mailing-ID: "
+        f"{env.send('ben@example.org')}\r\nPlease respond within 2 working days.\r\n"
+    )
     path.write_text(text)
     code, out, _ = run("abuse", "report", str(path))
     assert code == 0 and "(complaint)" in out
@@ -273,6 +309,7 @@ def test_abuse_report_without_or_with_a_forged_id_says_so_plainly(cli, tmp_path)
 
 # -- end to end: the CLI as a process next to the running gateway ------------------------------
 
+
 def test_abuse_lookup_of_a_mail_sent_through_the_gateway(gateway, scripted_mta, tmp_path):
     from gateway.transports.feedback import feedback_ports
     from tests.integration.test_feedback_e2e import (
@@ -285,12 +322,21 @@ def test_abuse_lookup_of_a_mail_sent_through_the_gateway(gateway, scripted_mta, 
     from tests.support.gateway import add_customer
 
     mta = scripted_mta()
-    gw = gateway(mta.port, listeners=[
-        {"kind": "submission", "address": "127.0.0.1", "port": 0,
-         "tls": {"cert": str(tmp_path / "tls/cert.pem"), "key": str(tmp_path / "tls/key.pem")}},
-        {"kind": "feedback", "address": "127.0.0.1", "port": 0}],
-        bounce_domain=BOUNCE_DOMAIN, feedback={"fbl_address": FBL},
-        policies=[{"name": "customer-active"}, {"name": "suppression"}])
+    gw = gateway(
+        mta.port,
+        listeners=[
+            {
+                "kind": "submission",
+                "address": "127.0.0.1",
+                "port": 0,
+                "tls": {"cert": str(tmp_path / "tls/cert.pem"), "key": str(tmp_path / "tls/key.pem")},
+            },
+            {"kind": "feedback", "address": "127.0.0.1", "port": 0},
+        ],
+        bounce_domain=BOUNCE_DOMAIN,
+        feedback={"fbl_address": FBL},
+        policies=[{"name": "customer-active"}, {"name": "suppression"}],
+    )
     add_customer(gw.store)
     gw.store.set_imprint("acme", IMPRINT)
     gw.store.confirm_campaign("acme", "autumn-2026", by="jane@customer.example")
@@ -298,10 +344,13 @@ def test_abuse_lookup_of_a_mail_sent_through_the_gateway(gateway, scripted_mta, 
         smtp.sendmail(SENDER, [ANNA], message(ANNA))
     verp, _, relayed = mta.received[-1]
     mail_id = mail_id_of(verp)
-    deliver_feedback(feedback_ports(gw.server)[0], "fbl@isp.example", FBL,
-                     arf_report(relayed, ANNA))
-    proc = subprocess.run([sys.executable, "-m", "gateway", "abuse", "lookup", mail_id, "-c",
-                           str(gw.config_path)], capture_output=True, text=True, timeout=60)
+    deliver_feedback(feedback_ports(gw.server)[0], "fbl@isp.example", FBL, arf_report(relayed, ANNA))
+    proc = subprocess.run(
+        [sys.executable, "-m", "gateway", "abuse", "lookup", mail_id, "-c", str(gw.config_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert "customer:    acme" in out and "guidelines confirmed by jane@customer.example" in out
@@ -315,10 +364,19 @@ def test_ingest_exits_75_when_the_store_is_down_so_the_mta_retries(tmp_path):
     from tests.support.postfix import free_port
 
     path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump({
-        "store": {"url": f"postgresql://gateway@127.0.0.1:{free_port()}/gateway"},
-        "mail_id": {"key_file": str(tmp_path / "mailid.key")}}))
-    proc = subprocess.run([sys.executable, "-m", "gateway", "feedback", "ingest", "-c", str(path),
-                           "-"], input=dsn(None, ANNA), capture_output=True, timeout=60)
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "store": {"url": f"postgresql://gateway@127.0.0.1:{free_port()}/gateway"},
+                "mail_id": {"key_file": str(tmp_path / "mailid.key")},
+            }
+        )
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "gateway", "feedback", "ingest", "-c", str(path), "-"],
+        input=dsn(None, ANNA),
+        capture_output=True,
+        timeout=60,
+    )
     assert proc.returncode == 75, proc.stderr
     assert b"try again later" in proc.stderr

@@ -47,16 +47,21 @@ def setup(gateway, scripted_mta, tmp_path):
         gw = gateway(
             mta.port,
             listeners=[
-                {"kind": "submission", "address": "127.0.0.1", "port": 0,
-                 "tls": {"cert": str(tmp_path / "tls/cert.pem"),
-                         "key": str(tmp_path / "tls/key.pem")}},
+                {
+                    "kind": "submission",
+                    "address": "127.0.0.1",
+                    "port": 0,
+                    "tls": {"cert": str(tmp_path / "tls/cert.pem"), "key": str(tmp_path / "tls/key.pem")},
+                },
                 {"kind": "feedback", "address": "127.0.0.1", "port": 0},
             ],
             bounce_domain=BOUNCE_DOMAIN,
             feedback={"fbl_address": FBL},
             feedback_intake={"abuse_addresses": [ABUSE], **intake},
-            policies=[{"name": "customer-active", "mode": "enforce"},
-                      {"name": "suppression", "mode": "enforce"}],
+            policies=[
+                {"name": "customer-active", "mode": "enforce"},
+                {"name": "suppression", "mode": "enforce"},
+            ],
         )
         add_customer(gw.store)
         gw.store.confirm_campaign("acme", "autumn-2026", by="jane@customer.example")
@@ -99,9 +104,14 @@ def deliver_feedback(port: int, mail_from: str, rcpt: str, raw: bytes) -> tuple[
         return smtp.data(raw)
 
 
-def postfix_dsn(verp: str, rcpt: str, relayed: bytes, *, status: str = "5.1.1",
-                diagnostic: str = "550 5.1.1 <{rcpt}>: Recipient address rejected: User "
-                                  "unknown in virtual mailbox table") -> bytes:
+def postfix_dsn(
+    verp: str,
+    rcpt: str,
+    relayed: bytes,
+    *,
+    status: str = "5.1.1",
+    diagnostic: str = "550 5.1.1 <{rcpt}>: Recipient address rejected: User unknown in virtual mailbox table",
+) -> bytes:
     """The bounce Postfix writes (RFC 3464 multipart/report), returning the relayed headers."""
     diag = diagnostic.format(rcpt=rcpt)
     headers = relayed.split(b"\r\n\r\n", 1)[0].decode()
@@ -160,32 +170,36 @@ def arf_report(relayed: bytes, rcpt: str | None, *, feedback_type: str = "abuse"
     """An ARF report (RFC 5965) as a mailbox provider's FBL sends it, with the whole relayed
     message attached (its X-Mailing-ID included)."""
     return (
-        "From: Feedback Loop <fbl@isp.example>\r\n"
-        f"To: {FBL}\r\n"
-        "Subject: Abuse report\r\n"
-        "Date: Mon, 30 Nov 2026 08:00:00 +0000\r\n"
-        "Message-ID: <report-1@isp.example>\r\n"
-        "MIME-Version: 1.0\r\n"
-        'Content-Type: multipart/report; report-type=feedback-report; boundary="fbl"\r\n'
-        "\r\n"
-        "--fbl\r\n"
-        "Content-Type: text/plain; charset=us-ascii\r\n"
-        "\r\n"
-        "This is an email abuse report for an email message received from IP 203.0.113.5.\r\n"
-        "\r\n"
-        "--fbl\r\n"
-        "Content-Type: message/feedback-report\r\n"
-        "\r\n"
-        f"Feedback-Type: {feedback_type}\r\n"
-        "User-Agent: ISP-FBL/1.0\r\n"
-        "Version: 1\r\n"
-        + (f"Original-Rcpt-To: {rcpt}\r\n" if rcpt else "")
-        + "Source-IP: 203.0.113.5\r\n"
-        "\r\n"
-        "--fbl\r\n"
-        "Content-Type: message/rfc822\r\n"
-        "\r\n"
-    ).encode() + relayed + b"\r\n--fbl--\r\n"
+        (
+            "From: Feedback Loop <fbl@isp.example>\r\n"
+            f"To: {FBL}\r\n"
+            "Subject: Abuse report\r\n"
+            "Date: Mon, 30 Nov 2026 08:00:00 +0000\r\n"
+            "Message-ID: <report-1@isp.example>\r\n"
+            "MIME-Version: 1.0\r\n"
+            'Content-Type: multipart/report; report-type=feedback-report; boundary="fbl"\r\n'
+            "\r\n"
+            "--fbl\r\n"
+            "Content-Type: text/plain; charset=us-ascii\r\n"
+            "\r\n"
+            "This is an email abuse report for an email message received from IP 203.0.113.5.\r\n"
+            "\r\n"
+            "--fbl\r\n"
+            "Content-Type: message/feedback-report\r\n"
+            "\r\n"
+            f"Feedback-Type: {feedback_type}\r\n"
+            "User-Agent: ISP-FBL/1.0\r\n"
+            "Version: 1\r\n"
+            + (f"Original-Rcpt-To: {rcpt}\r\n" if rcpt else "")
+            + "Source-IP: 203.0.113.5\r\n"
+            "\r\n"
+            "--fbl\r\n"
+            "Content-Type: message/rfc822\r\n"
+            "\r\n"
+        ).encode()
+        + relayed
+        + b"\r\n--fbl--\r\n"
+    )
 
 
 def events(gw, name: str) -> list[dict[str, str]]:
@@ -193,6 +207,7 @@ def events(gw, name: str) -> list[dict[str, str]]:
 
 
 # -- bounces -----------------------------------------------------------------------------------
+
 
 def test_hard_bounce_to_the_verp_address_suppresses_the_next_send(setup):
     gw, mta, port = setup()
@@ -203,15 +218,22 @@ def test_hard_bounce_to_the_verp_address_suppresses_the_next_send(setup):
 
     code, text = rcpt_reply(gw, "anna@example.org")
     assert code == 550
-    assert re.fullmatch(rb"5\.7\.1 anna@example\.org previously hard-bounced on "
-                        rb"\d{4}-\d\d-\d\d; it is suppressed \(suppression\)", text), text
+    assert re.fullmatch(
+        rb"5\.7\.1 anna@example\.org previously hard-bounced on "
+        rb"\d{4}-\d\d-\d\d; it is suppressed \(suppression\)",
+        text,
+    ), text
     # global: another customer is refused too; other recipients are not
     assert rcpt_reply(gw, "ben@example.org")[0] == 250
     entry = gw.store.find_suppression(None, "anna@example.org")
     assert entry.is_global and entry.reason == "hard-bounce" and entry.mail_id == mail_id
     [event] = gw.store.feedback_for_mail_id(mail_id)
     assert (event.kind, event.bounce_class, event.attribution, event.source) == (
-        "bounce", "hard", "verp", "smtp")
+        "bounce",
+        "hard",
+        "verp",
+        "smtp",
+    )
     assert event.envelope_to == [verp] and event.envelope_from == ""
     # The whole story is in the log under the mail ID.
     story = [line["event"] for line in gw.log_lines() if line.get("mail_id") == mail_id]
@@ -243,17 +265,18 @@ def test_soft_bounces_suppress_after_three_and_a_delivery_in_between_resets(setu
 
 # -- complaints --------------------------------------------------------------------------------
 
+
 def test_arf_complaint_suppresses_the_recipient_for_that_customer(setup):
     gw, mta, port = setup(complaint_min_messages=1000)
     acme = gw.store.require_customer("acme")
-    gw.store.consent_subscribe(acme.id, "dora@example.org", source="https://shop.example/form",
-                               at=time.time() - 60, ip="192.0.2.1")
+    gw.store.consent_subscribe(
+        acme.id, "dora@example.org", source="https://shop.example/form", at=time.time() - 60, ip="192.0.2.1"
+    )
     gw.store.consent_confirm(acme.id, "dora@example.org", at=time.time() - 30, ip="192.0.2.2")
     verp, relayed = send(gw, mta, "dora@example.org")
     mail_id = mail_id_of(verp)
     assert f"X-Mailing-ID: {mail_id}".encode() in relayed
-    code, _ = deliver_feedback(port, "fbl@isp.example", FBL,
-                               arf_report(relayed, "dora@example.org"))
+    code, _ = deliver_feedback(port, "fbl@isp.example", FBL, arf_report(relayed, "dora@example.org"))
     assert code == 250
     code, text = rcpt_reply(gw, "dora@example.org")
     assert code == 550 and b"dora@example.org complained about mail from this sender" in text
@@ -270,10 +293,11 @@ def test_arf_complaint_suppresses_the_recipient_for_that_customer(setup):
 
 
 def test_complaint_rate_over_the_limit_suspends_the_customer(setup):
-    gw, mta, port = setup(complaint_warning_rate=0.2, complaint_suspend_rate=0.5,
-                          complaint_min_messages=4)
-    sent = {rcpt: send(gw, mta, rcpt) for rcpt in
-            ("r1@example.org", "r2@example.org", "r3@example.org", "r4@example.org")}
+    gw, mta, port = setup(complaint_warning_rate=0.2, complaint_suspend_rate=0.5, complaint_min_messages=4)
+    sent = {
+        rcpt: send(gw, mta, rcpt)
+        for rcpt in ("r1@example.org", "r2@example.org", "r3@example.org", "r4@example.org")
+    }
     deliver_feedback(port, "fbl@isp.example", FBL, arf_report(sent["r1@example.org"][1], None))
     rate = events(gw, "complaint_rate")
     assert rate[-1]["action"] == "warning" and rate[-1]["rate"] == "0.25"
@@ -296,8 +320,7 @@ def test_forged_mail_id_in_a_complaint_is_reported_and_not_acted_on(setup):
     forged = other.finalize(genuine[:16], 1, "erik@example.org")
     assert forged != genuine
     tampered = relayed.replace(genuine.encode(), forged.encode())
-    code, _ = deliver_feedback(port, "fbl@isp.example", FBL,
-                               arf_report(tampered, "erik@example.org"))
+    code, _ = deliver_feedback(port, "fbl@isp.example", FBL, arf_report(tampered, "erik@example.org"))
     assert code == 250, "stored (for the abuse desk), but nothing else"
     [event] = gw.store.feedback_for_mail_id(forged)
     assert event.mail_id_status == "forged" and not event.acted and "forged" in event.action
@@ -312,22 +335,34 @@ def test_abuse_forward_as_attachment(setup):
     gw, mta, port = setup(complaint_min_messages=1000)
     verp, relayed = send(gw, mta, "fred@example.org")
     forward = (
-        "From: Fred <fred@example.org>\r\n"
-        f"To: {ABUSE}\r\n"
-        "Subject: Fwd: Autumn offers (spam!)\r\n"
-        "MIME-Version: 1.0\r\n"
-        'Content-Type: multipart/mixed; boundary="f"\r\n'
-        "\r\n--f\r\nContent-Type: text/plain\r\n\r\nI never signed up.\r\n"
-        "--f\r\nContent-Type: message/rfc822\r\n\r\n"
-    ).encode() + relayed + b"\r\n--f--\r\n"
+        (
+            "From: Fred <fred@example.org>\r\n"
+            f"To: {ABUSE}\r\n"
+            "Subject: Fwd: Autumn offers (spam!)\r\n"
+            "MIME-Version: 1.0\r\n"
+            'Content-Type: multipart/mixed; boundary="f"\r\n'
+            "\r\n--f\r\nContent-Type: text/plain\r\n\r\nI never signed up.\r\n"
+            "--f\r\nContent-Type: message/rfc822\r\n\r\n"
+        ).encode()
+        + relayed
+        + b"\r\n--f--\r\n"
+    )
     assert deliver_feedback(port, "fred@example.org", ABUSE, forward)[0] == 250
     assert rcpt_reply(gw, "fred@example.org")[0] == 550
 
 
 # -- the listener is not a relay ---------------------------------------------------------------
 
-@pytest.mark.parametrize("rcpt", ["someone@outside.example", f"m-x@other.{BOUNCE_DOMAIN}",
-                                  "anna@example.org", f"fbl@{BOUNCE_DOMAIN}.evil.example"])
+
+@pytest.mark.parametrize(
+    "rcpt",
+    [
+        "someone@outside.example",
+        f"m-x@other.{BOUNCE_DOMAIN}",
+        "anna@example.org",
+        f"fbl@{BOUNCE_DOMAIN}.evil.example",
+    ],
+)
 def test_feedback_listener_refuses_to_relay(setup, rcpt):
     gw, mta, port = setup()
     with smtplib.SMTP("127.0.0.1", port, local_hostname="spammer.example", timeout=30) as smtp:
@@ -391,8 +426,10 @@ def test_feedback_listener_caps_its_sessions_apart_from_the_submission_cap(setup
         # The customers' listener is not affected by a full feedback listener.
         verp, _ = send(gw, mta, "hal@example.org")
         assert verp
-        assert any(e.get("reason") == "session cap" and e.get("kind") == "feedback"
-                   for e in events(gw, "session_refused"))
+        assert any(
+            e.get("reason") == "session cap" and e.get("kind") == "feedback"
+            for e in events(gw, "session_refused")
+        )
     finally:
         for conn in held:
             conn.close()

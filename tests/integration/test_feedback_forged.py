@@ -33,8 +33,10 @@ ANY_BOUNCE_ADDRESS = f"bounces@{BOUNCE_DOMAIN}"
 
 
 def unverified(kind: str, reason: str) -> float:
-    return REGISTRY.get_sample_value("gateway_feedback_unverified_total",
-                                     {"kind": kind, "reason": reason}) or 0.0
+    return (
+        REGISTRY.get_sample_value("gateway_feedback_unverified_total", {"kind": kind, "reason": reason})
+        or 0.0
+    )
 
 
 def assert_unverified(gw, reason: str, *, kind: str = "bounce") -> None:
@@ -54,8 +56,9 @@ def test_bounce_without_a_mail_id_suppresses_nobody(setup):
     gw, mta, port = setup()
     send(gw, mta, "anna@example.org")
     before = unverified("bounce", "no-id")
-    forged = postfix_dsn(ANY_BOUNCE_ADDRESS, "anna@example.org",
-                         b"From: someone@else.example\r\nSubject: hi\r\n\r\n")
+    forged = postfix_dsn(
+        ANY_BOUNCE_ADDRESS, "anna@example.org", b"From: someone@else.example\r\nSubject: hi\r\n\r\n"
+    )
     code, _ = deliver_feedback(port, "", ANY_BOUNCE_ADDRESS, forged)
     assert code == 250
     assert gw.store.list_suppressions() == []
@@ -72,8 +75,7 @@ def test_bounce_with_a_forged_mail_id_suppresses_nobody(setup):
     forged = other_key.finalize(genuine[:16], 1, "ben@example.org")
     forged_verp = f"m-{forged}@{BOUNCE_DOMAIN}"
     before = unverified("bounce", "forged-id")
-    raw = postfix_dsn(forged_verp, "ben@example.org", relayed.replace(genuine.encode(),
-                                                                      forged.encode()))
+    raw = postfix_dsn(forged_verp, "ben@example.org", relayed.replace(genuine.encode(), forged.encode()))
     assert deliver_feedback(port, "", forged_verp, raw)[0] == 250
     assert gw.store.list_suppressions() == []
     assert_unverified(gw, "forged-id")
@@ -106,8 +108,9 @@ def test_bounce_naming_the_mail_id_in_the_returned_header_and_its_recipient_supp
     headers verifies and the Final-Recipient is the one it was minted for: acted on."""
     gw, mta, port = setup()
     verp, relayed = send(gw, mta, "dora@example.org")
-    raw = postfix_dsn(ANY_BOUNCE_ADDRESS, "dora@example.org",
-                      relayed.replace(f"Return-Path: <{verp}>".encode(), b""))
+    raw = postfix_dsn(
+        ANY_BOUNCE_ADDRESS, "dora@example.org", relayed.replace(f"Return-Path: <{verp}>".encode(), b"")
+    )
     assert deliver_feedback(port, "", ANY_BOUNCE_ADDRESS, raw)[0] == 250
     entry = gw.store.find_suppression(None, "dora@example.org")
     assert entry is not None and entry.is_global and entry.mail_id == mail_id_of(verp)
@@ -122,10 +125,11 @@ def test_complaint_without_a_mail_id_changes_nothing(setup):
     gw, mta, port = setup(complaint_min_messages=1)
     send(gw, mta, "erik@example.org")
     before = unverified("complaint", "no-id")
-    original = (b"From: Shop News <news@customer.example>\r\nTo: erik@example.org\r\n"
-                b"Subject: Autumn offers\r\n\r\nHello\r\n")
-    assert deliver_feedback(port, "fbl@isp.example", FBL,
-                            arf_report(original, "erik@example.org"))[0] == 250
+    original = (
+        b"From: Shop News <news@customer.example>\r\nTo: erik@example.org\r\n"
+        b"Subject: Autumn offers\r\n\r\nHello\r\n"
+    )
+    assert deliver_feedback(port, "fbl@isp.example", FBL, arf_report(original, "erik@example.org"))[0] == 250
     assert gw.store.list_suppressions() == []
     assert_unverified(gw, "no-id", kind="complaint")
     assert unverified("complaint", "no-id") == before + 1
@@ -154,8 +158,7 @@ def test_crafted_bounces_do_not_slow_a_submission_session(setup):
     stop.set()
     probe.join()
 
-    crafted = [many_recipients_dsn(seed) if seed % 2 else many_recipients_text(seed)
-               for seed in range(6)]
+    crafted = [many_recipients_dsn(seed) if seed % 2 else many_recipients_text(seed) for seed in range(6)]
     replies: list[int] = []
 
     def bounce(raw: bytes) -> None:

@@ -29,8 +29,9 @@ def store(url):
 def test_suppressions_scopes_and_history(store):
     acme = store.add_customer("acme")
     other = store.add_customer("other")
-    entry, added = store.add_suppression(acme.id, " <Anna@Example.org> ", "complaint",
-                                         mail_id="m1", detail="abuse", by="test")
+    entry, added = store.add_suppression(
+        acme.id, " <Anna@Example.org> ", "complaint", mail_id="m1", detail="abuse", by="test"
+    )
     assert added and entry.address == "anna@example.org" and not entry.is_global
     again, added = store.add_suppression(acme.id, "anna@example.org", "unsubscribe")
     assert not added and again.reason == "complaint", "the first reason and time stay"
@@ -52,8 +53,11 @@ def test_suppressions_scopes_and_history(store):
     assert store.list_suppressions() == []
     history = store.suppression_history("anna@example.org")
     assert [(h.action, h.reason) for h in history] == [
-        ("added", "complaint"), ("added", "hard-bounce"), ("removed", "hard-bounce"),
-        ("removed", "complaint")]
+        ("added", "complaint"),
+        ("added", "hard-bounce"),
+        ("removed", "hard-bounce"),
+        ("removed", "complaint"),
+    ]
     assert history[2].actor == "ops"
     with pytest.raises(StoreError, match="unknown suppression reason"):
         store.add_suppression(GLOBAL, "x@example.org", "because")
@@ -64,17 +68,19 @@ def test_suppressions_scopes_and_history(store):
 def test_a_complaint_after_an_unsubscribe_takes_over_the_entry(store):
     acme = store.add_customer("acme")
     first, _ = store.add_suppression(acme.id, "anna@example.org", "unsubscribe", by="http")
-    entry, added = store.add_suppression(acme.id, "anna@example.org", "complaint",
-                                         mail_id="m9", detail="arf", at=first.created_at + 60)
+    entry, added = store.add_suppression(
+        acme.id, "anna@example.org", "complaint", mail_id="m9", detail="arf", at=first.created_at + 60
+    )
     assert added and entry.id == first.id
-    assert (entry.reason, entry.mail_id, entry.created_at) == (
-        "complaint", "m9", first.created_at + 60)
+    assert (entry.reason, entry.mail_id, entry.created_at) == ("complaint", "m9", first.created_at + 60)
     assert store.find_suppression(acme.id, "anna@example.org").reason == "complaint"
     # Nothing takes over a complaint, and an unsubscribe after it changes nothing.
     _, added = store.add_suppression(acme.id, "anna@example.org", "unsubscribe")
     assert not added and store.find_suppression(acme.id, "anna@example.org").reason == "complaint"
     assert [(h.action, h.reason) for h in store.suppression_history("anna@example.org")] == [
-        ("added", "unsubscribe"), ("added", "complaint")]
+        ("added", "unsubscribe"),
+        ("added", "complaint"),
+    ]
 
 
 def test_suppression_reads_are_cached_and_own_writes_show_at_once(url):
@@ -102,17 +108,25 @@ def test_suppression_reads_are_cached_and_own_writes_show_at_once(url):
 
 def test_feedback_events_roundtrip_with_raw_bytes(store):
     raw = b"From: x\r\n\r\n\xff\xfe not utf-8 \x00 bytes"
-    event = FeedbackEvent(received_at=time.time(), source="smtp", kind="bounce",
-                          bounce_class="hard", status="5.1.1", recipients=["a@example.org"],
-                          envelope_to=["m-x@bounces.example"], mail_id="mid",
-                          mail_id_status="genuine", details={"k": ["v"]}, raw_size=len(raw))
+    event = FeedbackEvent(
+        received_at=time.time(),
+        source="smtp",
+        kind="bounce",
+        bounce_class="hard",
+        status="5.1.1",
+        recipients=["a@example.org"],
+        envelope_to=["m-x@bounces.example"],
+        mail_id="mid",
+        mail_id_status="genuine",
+        details={"k": ["v"]},
+        raw_size=len(raw),
+    )
     event_id = store.add_feedback_event(event, raw)
     assert store.get_feedback_raw(event_id) == raw
     event.acted, event.action, event.recipient = True, "suppressed", "a@example.org"
     store.update_feedback_event(event)
     got = store.get_feedback_event(event_id)
-    assert (got.kind, got.acted, got.action, got.details) == ("bounce", True, "suppressed",
-                                                              {"k": ["v"]})
+    assert (got.kind, got.acted, got.action, got.details) == ("bounce", True, "suppressed", {"k": ["v"]})
     assert got.envelope_to == ["m-x@bounces.example"] and got.recipients == ["a@example.org"]
     assert [e.id for e in store.feedback_for_mail_id("mid")] == [event_id]
     assert [e.id for e in store.list_feedback_events(kind="bounce")] == [event_id]
@@ -122,17 +136,22 @@ def test_feedback_events_roundtrip_with_raw_bytes(store):
 def test_ledger_lookups_by_recipient(store):
     acme = store.add_customer("acme")
     now = time.time()
-    for mail_id, rcpt, at, result in [("m1", "Anna@Example.org", now - 300, "accepted"),
-                                      ("m2", "anna@example.org", now - 200, "accepted"),
-                                      ("m3", "anna@example.org", now - 100, "rejected"),
-                                      ("m4", "ben@example.org", now - 50, "accepted")]:
-        store.record_message(MessageRecord(mail_id, acme.id, "c", "news@x", [rcpt], at, result,
-                                           "250 ok", None, []))
+    for mail_id, rcpt, at, result in [
+        ("m1", "Anna@Example.org", now - 300, "accepted"),
+        ("m2", "anna@example.org", now - 200, "accepted"),
+        ("m3", "anna@example.org", now - 100, "rejected"),
+        ("m4", "ben@example.org", now - 50, "accepted"),
+    ]:
+        store.record_message(
+            MessageRecord(mail_id, acme.id, "c", "news@x", [rcpt], at, result, "250 ok", None, [])
+        )
     assert store.last_message_to("ANNA@example.org", now - 1000)[0] == "m2"
     assert store.last_message_to("anna@example.org", now - 150) is None
     assert store.last_good_delivery("anna@example.org") == pytest.approx(now - 200)
-    store.add_feedback_event(FeedbackEvent(received_at=now, source="t", kind="bounce",
-                                           mail_id="m2", mail_id_status="genuine"), None)
+    store.add_feedback_event(
+        FeedbackEvent(received_at=now, source="t", kind="bounce", mail_id="m2", mail_id_status="genuine"),
+        None,
+    )
     assert store.last_good_delivery("anna@example.org") == pytest.approx(now - 300)
     assert store.count_accepted_messages(acme.id, now - 1000) == 3
     assert store.count_accepted_messages(acme.id, now - 250) == 2
@@ -140,16 +159,21 @@ def test_ledger_lookups_by_recipient(store):
 
 def test_transaction_rolls_back_feedback_writes(store):
     with pytest.raises(RuntimeError), store.transaction():
-        store.add_feedback_event(FeedbackEvent(received_at=time.time(), source="t",
-                                               kind="other"), b"x")
+        store.add_feedback_event(FeedbackEvent(received_at=time.time(), source="t", kind="other"), b"x")
         store.add_suppression(GLOBAL, "a@example.org", "manual")
         raise RuntimeError("boom")
     assert store.list_feedback_events() == [] and store.list_suppressions() == []
 
 
 def test_whole_intake_on_each_engine(tmp_path, url):
-    env = IntakeEnv(tmp_path, url=url, soft_bounce_threshold=2, complaint_min_messages=2,
-                    complaint_warning_rate=0.2, complaint_suspend_rate=0.4)
+    env = IntakeEnv(
+        tmp_path,
+        url=url,
+        soft_bounce_threshold=2,
+        complaint_min_messages=2,
+        complaint_warning_rate=0.2,
+        complaint_suspend_rate=0.4,
+    )
     try:
         anna = env.send("anna@example.org")
         env.ingest(dsn(anna, "anna@example.org"))
@@ -158,8 +182,7 @@ def test_whole_intake_on_each_engine(tmp_path, url):
             ben = env.send("ben@example.org")
             env.now += 60
             env.ingest(dsn(ben, "ben@example.org", **SOFT))
-        assert env.store.find_suppression(env.customer.id, "ben@example.org").reason == \
-            "soft-bounce"
+        assert env.store.find_suppression(env.customer.id, "ben@example.org").reason == "soft-bounce"
         carl = env.send("carl@example.org")
         result = env.ingest(arf(carl, None))
         assert result.event.recipient == "carl@example.org"

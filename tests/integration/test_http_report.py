@@ -11,8 +11,7 @@ import pytest
 from gateway.core.message import header_values
 from tests.integration.test_http_support import check_page, rcpt_reply, send, start
 
-POLICIES = [{"name": "customer-active", "mode": "enforce"},
-            {"name": "suppression", "mode": "enforce"}]
+POLICIES = [{"name": "customer-active", "mode": "enforce"}, {"name": "suppression", "mode": "enforce"}]
 
 
 @pytest.fixture
@@ -27,11 +26,16 @@ def multipart(fields: dict[str, tuple[str | None, bytes]]) -> tuple[bytes, str]:
     boundary = uuid.uuid4().hex
     out = b""
     for name, (filename, value) in fields.items():
-        disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename
-                                                     else "")
-        out += (f"--{boundary}\r\nContent-Disposition: {disposition}\r\n"
+        disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
+        out += (
+            (
+                f"--{boundary}\r\nContent-Disposition: {disposition}\r\n"
                 + ("Content-Type: message/rfc822\r\n" if filename else "")
-                + "\r\n").encode() + value + b"\r\n"
+                + "\r\n"
+            ).encode()
+            + value
+            + b"\r\n"
+        )
     return out + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
 
@@ -64,7 +68,11 @@ def test_pasted_genuine_id_is_a_complaint(setup):
     customer = gw.store.get_customer("acme")
     [event] = gw.store.feedback_for_mail_id(mail_id)
     assert (event.kind, event.source, event.mail_id_status, event.acted) == (
-        "complaint", "report-page", "genuine", True)
+        "complaint",
+        "report-page",
+        "genuine",
+        True,
+    )
     assert f"#{event.id}" in reply.text
     entry = gw.store.find_suppression(customer.id, "anna@example.org")
     assert (entry.reason, entry.mail_id) == ("complaint", mail_id)
@@ -97,8 +105,7 @@ def test_forged_and_altered_ids_are_not_ours(setup, tmp_path):
 
     gw, _, http, mail_id, _ = setup
     other = MailIdCodec.from_key_file(tmp_path / "other.key")
-    forged = other.finalize(other.new_stem(gw.store.get_customer("acme").id), 0,
-                            "anna@example.org")
+    forged = other.finalize(other.new_stem(gw.store.get_customer("acme").id), 0, "anna@example.org")
     reply = report(http, mail_id=(None, forged.encode()))
     assert reply.status == 422
     assert "This mail ID is not ours" in reply.text and "signature does not match" in reply.text
@@ -110,13 +117,13 @@ def test_forged_and_altered_ids_are_not_ours(setup, tmp_path):
     assert nothing.status == 422 and "No mail ID of ours found" in nothing.text
     assert "<script>alert" not in nothing.text
     assert gw.store.list_suppressions() == []
-    assert {e.mail_id_status for e in gw.store.list_feedback_events()} == {"forged", "altered",
-                                                                          "none"}
+    assert {e.mail_id_status for e in gw.store.list_feedback_events()} == {"forged", "altered", "none"}
 
 
 def test_empty_form_and_rate_limit(gateway, scripted_mta, tmp_path):
-    gw, _, http, _ = start(gateway, scripted_mta, tmp_path, policies=POLICIES,
-                           http={"report_limit_per_hour": 2})
+    gw, _, http, _ = start(
+        gateway, scripted_mta, tmp_path, policies=POLICIES, http={"report_limit_per_hour": 2}
+    )
     empty = report(http, mail_id=(None, b"  "))
     assert empty.status == 400 and 'role="alert"' in empty.text
     assert 'aria-describedby="mail_id_hint report-error"' in empty.text

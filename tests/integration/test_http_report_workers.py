@@ -21,8 +21,7 @@ def _server_side_inode(http_port: int, client_port: int) -> str | None:
     for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
         fields = line.split()
         local, remote, inode = fields[1], fields[2], fields[9]
-        if (int(local.split(":")[1], 16) == http_port
-                and int(remote.split(":")[1], 16) == client_port):
+        if int(local.split(":")[1], 16) == http_port and int(remote.split(":")[1], 16) == client_port:
             return inode
     return None
 
@@ -49,25 +48,36 @@ def _readlink(path: Path) -> str:
 
 
 def post_report(conn: http.client.HTTPConnection) -> tuple[int, str]:
-    conn.request("POST", "/report?lang=en", body="mail_id=no+id+in+here",
-                 headers={"Content-Type": "application/x-www-form-urlencoded"})
+    conn.request(
+        "POST",
+        "/report?lang=en",
+        body="mail_id=no+id+in+here",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
     response = conn.getresponse()
     return response.status, response.read().decode()
 
 
 def rate_limited_total(http_port: int) -> float:
     body = urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics").read().decode()
-    match = re.search(r'^gateway_http_page_actions_total\{page="report",result="rate-limited"\}'
-                      r" (\S+)$", body, re.M)
+    match = re.search(
+        r'^gateway_http_page_actions_total\{page="report",result="rate-limited"\}'
+        r" (\S+)$",
+        body,
+        re.M,
+    )
     return float(match.group(1)) if match else 0.0
 
 
 def test_report_limit_holds_across_two_workers(tmp_path, scripted_mta):
     mta = scripted_mta()
     port, http_port = free_port(), free_port()
-    config = base_config(tmp_path, mta.port, limits={"shutdown_grace": 5},
-                         http={"token_key_file": str(tmp_path / "http.key"),
-                               "report_limit_per_hour": 30})
+    config = base_config(
+        tmp_path,
+        mta.port,
+        limits={"shutdown_grace": 5},
+        http={"token_key_file": str(tmp_path / "http.key"), "report_limit_per_hour": 30},
+    )
     config["listeners"][0]["port"] = port
     config["listeners"].append({"kind": "http", "address": "127.0.0.1", "port": http_port})
     proc = start_serve(write_config(tmp_path, config), workers=2)

@@ -24,14 +24,25 @@ from tests.support.gateway import add_customer
 
 PUBLIC = "https://gw.esp.example"
 SENDER = "news@customer.example"
-IMPRINT = {"company": "Müller & <Söhne>", "legal_form": "GmbH", "street": "Königstraße 12",
-           "postcode": "70173", "city": "Stuttgart", "email": "info@customer.example"}
+IMPRINT = {
+    "company": "Müller & <Söhne>",
+    "legal_form": "GmbH",
+    "street": "Königstraße 12",
+    "postcode": "70173",
+    "city": "Stuttgart",
+    "email": "info@customer.example",
+}
 
 
 def message(rcpt: str, *, extra_headers: str = "", body: str | None = None) -> bytes:
-    text = body if body is not None else (
-        "Hello,\r\n\r\nour autumn offers are here.\r\n\r\n"
-        "To unsubscribe, click https://customer.example/unsubscribe?u=1\r\n")
+    text = (
+        body
+        if body is not None
+        else (
+            "Hello,\r\n\r\nour autumn offers are here.\r\n\r\n"
+            "To unsubscribe, click https://customer.example/unsubscribe?u=1\r\n"
+        )
+    )
     return (
         "From: Shop News <news@customer.example>\r\n"
         f"To: {rcpt}\r\n"
@@ -70,10 +81,10 @@ class Http:
         self.base = base
         self.opener = urllib.request.build_opener(_NoRedirect())
 
-    def request(self, method: str, path: str, body: bytes | None = None,
-                headers: dict[str, str] | None = None) -> Reply:
-        req = urllib.request.Request(self.base + path, data=body, method=method,
-                                     headers=headers or {})
+    def request(
+        self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
+    ) -> Reply:
+        req = urllib.request.Request(self.base + path, data=body, method=method, headers=headers or {})
         try:
             with self.opener.open(req, timeout=30) as resp:
                 return Reply(resp.status, resp.headers, resp.read())
@@ -85,8 +96,9 @@ class Http:
 
     def post_form(self, path: str, body: bytes | str, **headers: str) -> Reply:
         data = body.encode() if isinstance(body, str) else body
-        return self.request("POST", path, data, {
-            "Content-Type": "application/x-www-form-urlencoded", **headers})
+        return self.request(
+            "POST", path, data, {"Content-Type": "application/x-www-form-urlencoded", **headers}
+        )
 
     def api(self, method: str, path: str, key: str | None, body: Any = None) -> Reply:
         headers = {"Content-Type": "application/json"}
@@ -104,24 +116,39 @@ def http_base(gw: Any) -> str:
 
 def local_path(url: str) -> str:
     assert url.startswith(PUBLIC + "/"), url
-    return url[len(PUBLIC):]
+    return url[len(PUBLIC) :]
 
 
-def start(gateway: Any, scripted_mta: Any, tmp_path: Any, *, policies: list[dict[str, Any]],
-          managed: bool = False, http: dict[str, Any] | None = None) -> tuple[Any, Any, Http,
-                                                                              dict[str, str]]:
+def start(
+    gateway: Any,
+    scripted_mta: Any,
+    tmp_path: Any,
+    *,
+    policies: list[dict[str, Any]],
+    managed: bool = False,
+    http: dict[str, Any] | None = None,
+) -> tuple[Any, Any, Http, dict[str, str]]:
     """(gateway, downstream, http client, DKIM DNS records)."""
     _, txt = keygen("customer.example", "s1", "rsa-sha256", tmp_path / "dkim")
     mta = scripted_mta()
     gw = gateway(
         mta.port,
-        listeners=[{"kind": "submission", "address": "127.0.0.1", "port": 0,
-                    "tls": {"cert": str(tmp_path / "tls/cert.pem"),
-                            "key": str(tmp_path / "tls/key.pem")}},
-                   {"kind": "http", "address": "127.0.0.1", "port": 0}],
+        listeners=[
+            {
+                "kind": "submission",
+                "address": "127.0.0.1",
+                "port": 0,
+                "tls": {"cert": str(tmp_path / "tls/cert.pem"), "key": str(tmp_path / "tls/key.pem")},
+            },
+            {"kind": "http", "address": "127.0.0.1", "port": 0},
+        ],
         dkim={"keys_dir": str(tmp_path / "dkim"), "missing_key": "tempfail"},
-        http={"public_url": PUBLIC, "token_key_file": str(tmp_path / "http.key"),
-              "api_keys_file": str(tmp_path / "api-keys"), **(http or {})},
+        http={
+            "public_url": PUBLIC,
+            "token_key_file": str(tmp_path / "http.key"),
+            "api_keys_file": str(tmp_path / "api-keys"),
+            **(http or {}),
+        },
         policies=policies,
     )
     add_customer(gw.store)
@@ -150,10 +177,8 @@ def page_form(page_text: str, page_path: str) -> tuple[str, dict[str, str]]:
     """(action as a path, hidden fields) of the one POST form on a page."""
     form = re.search(r'<form method="post" action="([^"]+)">(.*?)</form>', page_text, re.S)
     assert form, page_text
-    fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">',
-                             form.group(2)))
-    return urljoin(page_path, html.unescape(form.group(1))), {
-        k: html.unescape(v) for k, v in fields.items()}
+    fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', form.group(2)))
+    return urljoin(page_path, html.unescape(form.group(1))), {k: html.unescape(v) for k, v in fields.items()}
 
 
 def press_button(http: Http, page_path: str, **headers: str) -> Reply:

@@ -13,8 +13,7 @@ from gateway.store.feedback import GLOBAL
 from tests.integration.test_http_support import rcpt_reply, start
 from tests.support.gateway import add_customer
 
-POLICIES = [{"name": "customer-active", "mode": "enforce"},
-            {"name": "suppression", "mode": "enforce"}]
+POLICIES = [{"name": "customer-active", "mode": "enforce"}, {"name": "suppression", "mode": "enforce"}]
 PATH = "/api/v1/suppressions"
 
 
@@ -28,8 +27,9 @@ def setup(gateway, scripted_mta, tmp_path):
 
 
 def csv_post(http, key, text: str):
-    return http.request("POST", PATH, text.encode(), {
-        "Content-Type": "text/csv", "Authorization": f"Bearer {key}"})
+    return http.request(
+        "POST", PATH, text.encode(), {"Content-Type": "text/csv", "Authorization": f"Bearer {key}"}
+    )
 
 
 def test_add_check_and_refused_at_rcpt(setup):
@@ -42,10 +42,12 @@ def test_add_check_and_refused_at_rcpt(setup):
     check = http.api("GET", f"{PATH}?email=anna@example.org", key).json()
     assert check["suppressed"] is True
     [entry] = check["entries"]
-    assert (entry["scope"], entry["reason"], entry["can_lift"]) == ("customer", "unsubscribe",
-                                                                    True)
+    assert (entry["scope"], entry["reason"], entry["can_lift"]) == ("customer", "unsubscribe", True)
     assert http.api("GET", f"{PATH}?email=ben@example.org", key).json() == {
-        "email": "ben@example.org", "suppressed": False, "entries": []}
+        "email": "ben@example.org",
+        "suppressed": False,
+        "entries": [],
+    }
     again = http.api("POST", PATH, key, {"email": "anna@example.org"}).json()
     assert (again["added"], again["existing"]) == (0, 1)
     history = gw.store.suppression_history("anna@example.org")
@@ -55,8 +57,7 @@ def test_add_check_and_refused_at_rcpt(setup):
 def test_another_customers_key_sees_and_lifts_nothing_of_ours(setup):
     gw, http, key, other_key = setup
     http.api("POST", PATH, key, {"email": "anna@example.org", "reason": "unsubscribe"})
-    assert http.api("GET", f"{PATH}?email=anna@example.org", other_key).json()["suppressed"] \
-        is False
+    assert http.api("GET", f"{PATH}?email=anna@example.org", other_key).json()["suppressed"] is False
     assert http.api("GET", PATH, other_key).json()["data"] == []
     assert http.api("DELETE", f"{PATH}/anna@example.org", other_key).status == 404
     acme = gw.store.get_customer("acme")
@@ -70,8 +71,14 @@ def test_a_complaint_and_a_global_hard_bounce_cannot_be_lifted(setup):
     gw, http, key, _ = setup
     acme = gw.store.get_customer("acme")
     gw.store.add_suppression(acme.id, "dora@example.org", "complaint", by="feedback:arf")
-    gw.store.add_suppression(GLOBAL, "emil@example.org", "hard-bounce", mail_id="secretid",
-                             detail="5.1.1 user unknown at another customer", by="feedback:smtp")
+    gw.store.add_suppression(
+        GLOBAL,
+        "emil@example.org",
+        "hard-bounce",
+        mail_id="secretid",
+        detail="5.1.1 user unknown at another customer",
+        by="feedback:smtp",
+    )
     reply = http.api("DELETE", f"{PATH}/dora@example.org", key)
     assert reply.status == 409 and "complain" in reply.json()["error"]
     reply = http.api("DELETE", f"{PATH}/emil@example.org", key)
@@ -80,8 +87,13 @@ def test_a_complaint_and_a_global_hard_bounce_cannot_be_lifted(setup):
     assert gw.store.find_suppression(acme.id, "emil@example.org") is not None
     # The global entry shows read-only, without another customer's mail ID or diagnostic.
     [shown] = http.api("GET", f"{PATH}?email=emil@example.org", key).json()["entries"]
-    assert shown == {"email": "emil@example.org", "scope": "global", "reason": "hard-bounce",
-                     "created_at": shown["created_at"], "can_lift": False}
+    assert shown == {
+        "email": "emil@example.org",
+        "scope": "global",
+        "reason": "hard-bounce",
+        "created_at": shown["created_at"],
+        "can_lift": False,
+    }
 
 
 def test_lift_our_unsubscribe_and_it_is_sendable_again(setup):
@@ -92,9 +104,10 @@ def test_lift_our_unsubscribe_and_it_is_sendable_again(setup):
     assert reply.status == 200 and reply.json()["lifted"][0]["reason"] == "unsubscribe"
     assert rcpt_reply(gw, "fred@example.org")[0] == 250
     assert [(h.action, h.actor) for h in gw.store.suppression_history("fred@example.org")] == [
-        ("added", "api:acme"), ("removed", "api:acme")]
-    [audit] = [a for a in gw.store.list_audit(gw.store.get_customer("acme").id)
-               if a.action == "unsuppress"]
+        ("added", "api:acme"),
+        ("removed", "api:acme"),
+    ]
+    [audit] = [a for a in gw.store.list_audit(gw.store.get_customer("acme").id) if a.action == "unsuppress"]
     assert audit.actor == "api:acme" and "fred@example.org" in str(audit.json_dict())
     # With a global entry beside ours, ours is lifted and the answer says what still refuses.
     acme = gw.store.get_customer("acme")
@@ -107,20 +120,25 @@ def test_lift_our_unsubscribe_and_it_is_sendable_again(setup):
 
 def test_csv_import_with_bad_rows_reported(setup):
     gw, http, key, _ = setup
-    text = ("Email,Reason\r\n"
-            "h1@example.org,unsubscribe\r\n"
-            "h2@example.org,\r\n"
-            "not an address,manual\r\n"
-            "h3@example.org,global\r\n"
-            '"h4@example.org",complaint\r\n')
+    text = (
+        "Email,Reason\r\n"
+        "h1@example.org,unsubscribe\r\n"
+        "h2@example.org,\r\n"
+        "not an address,manual\r\n"
+        "h3@example.org,global\r\n"
+        '"h4@example.org",complaint\r\n'
+    )
     reply = csv_post(http, key, text)
     body = reply.json()
     assert reply.status == 200 and body["added"] == 3
     assert [(e["row"], e["field"]) for e in body["errors"]] == [(3, "email"), (4, "reason")]
     acme = gw.store.get_customer("acme")
     entries = {s.address: s.reason for s in gw.store.list_suppressions(customer_id=acme.id)}
-    assert entries == {"h1@example.org": "unsubscribe", "h2@example.org": "manual",
-                       "h4@example.org": "complaint"}
+    assert entries == {
+        "h1@example.org": "unsubscribe",
+        "h2@example.org": "manual",
+        "h4@example.org": "complaint",
+    }
     assert gw.store.list_suppressions(customer_id=GLOBAL) == []  # a customer adds no global one
     assert csv_post(http, key, "address\r\nx@example.org\r\n").status == 400
 
@@ -144,17 +162,19 @@ def test_list_is_paged_and_shows_our_hard_bounces_only(setup):
     assert http.api("GET", f"{PATH}?cursor=!!", key).status == 400
 
 
-@pytest.mark.parametrize("body, content_type", [
-    (b"[1, 2]", "application/json"),
-    (b'{"suppressions": ["a@example.org"]}', "application/json"),
-    (b"{", "application/json"),
-    (b"email\r\na@example.org", "text/plain"),
-    (b"\xff\xfe", "text/csv"),
-])
+@pytest.mark.parametrize(
+    "body, content_type",
+    [
+        (b"[1, 2]", "application/json"),
+        (b'{"suppressions": ["a@example.org"]}', "application/json"),
+        (b"{", "application/json"),
+        (b"email\r\na@example.org", "text/plain"),
+        (b"\xff\xfe", "text/csv"),
+    ],
+)
 def test_bad_bodies_are_400(setup, body, content_type):
     _, http, key, _ = setup
-    reply = http.request("POST", PATH, body, {"Content-Type": content_type,
-                                              "Authorization": f"Bearer {key}"})
+    reply = http.request("POST", PATH, body, {"Content-Type": content_type, "Authorization": f"Bearer {key}"})
     assert reply.status == 400 and reply.json()["error"]
 
 

@@ -23,9 +23,11 @@ from tests.integration.test_http_support import (
     unsubscribe_url_of,
 )
 
-POLICIES = [{"name": "customer-active", "mode": "enforce"},
-            {"name": "suppression", "mode": "enforce"},
-            {"name": "unsubscribe", "mode": "enforce"}]
+POLICIES = [
+    {"name": "customer-active", "mode": "enforce"},
+    {"name": "suppression", "mode": "enforce"},
+    {"name": "unsubscribe", "mode": "enforce"},
+]
 
 
 @pytest.fixture
@@ -35,9 +37,11 @@ def managed(gateway, scripted_mta, tmp_path):
 
 def test_headers_are_added_replacing_the_clients_and_signed(managed):
     gw, mta, _, records = managed
-    raw = message("anna@example.org",
-                  extra_headers="List-Unsubscribe: <https://evil.example/u>\r\n"
-                                "List-Id: Shop news <news.customer.example>\r\n")
+    raw = message(
+        "anna@example.org",
+        extra_headers="List-Unsubscribe: <https://evil.example/u>\r\n"
+        "List-Id: Shop news <news.customer.example>\r\n",
+    )
     data = send(gw, mta, "anna@example.org", raw)
     url = unsubscribe_url_of(data)
     assert url.startswith("https://gw.esp.example/u/")
@@ -77,8 +81,7 @@ def test_one_click_post_suppresses_and_the_next_send_is_refused(managed):
     assert "Müller &amp; &lt;Söhne&gt; GmbH" in page.text and "<Söhne>" not in page.text
     assert gw.store.find_suppression(customer.id, "anna@example.org") is None
 
-    before = REGISTRY.get_sample_value("gateway_suppressions_total",
-                                       {"reason": "unsubscribe"}) or 0
+    before = REGISTRY.get_sample_value("gateway_suppressions_total", {"reason": "unsubscribe"}) or 0
     reply = http.post_form(path, "List-Unsubscribe=One-Click")
     assert reply.status == 200
     assert "Location" not in reply.headers and "Set-Cookie" not in reply.headers
@@ -86,8 +89,7 @@ def test_one_click_post_suppresses_and_the_next_send_is_refused(managed):
     entry = gw.store.find_suppression(customer.id, "anna@example.org")
     assert (entry.reason, entry.customer_id, entry.mail_id) == ("unsubscribe", customer.id, mail_id)
     assert entry.created_by == "http:one-click" and "RFC 8058" in entry.detail
-    assert REGISTRY.get_sample_value("gateway_suppressions_total",
-                                     {"reason": "unsubscribe"}) == before + 1
+    assert REGISTRY.get_sample_value("gateway_suppressions_total", {"reason": "unsubscribe"}) == before + 1
 
     # Idempotent: again 200, still one entry, one history line.
     again = http.post_form(path, "List-Unsubscribe=One-Click")
@@ -100,8 +102,7 @@ def test_one_click_post_suppresses_and_the_next_send_is_refused(managed):
     # Other recipients of the customer are untouched; the suppression is per customer.
     assert rcpt_reply(gw, "ben@example.org")[0] == 250
     gw.store.add_customer("other")
-    assert gw.store.find_suppression(gw.store.get_customer("other").id,
-                                     "anna@example.org") is None
+    assert gw.store.find_suppression(gw.store.get_customer("other").id, "anna@example.org") is None
     log = [line for line in gw.log_lines() if line.get("event") == "unsubscribe"]
     assert log[0]["mail_id"] == mail_id and log[0]["result"] == "added"
     assert log[1]["result"] == "exists"
@@ -111,8 +112,7 @@ def test_multipart_one_click_body_is_accepted(managed):
     """RFC 8058 allows multipart/form-data too."""
     gw, mta, http, _ = managed
     path = local_path(unsubscribe_url_of(send(gw, mta, "anna@example.org")))
-    body = (b"--b\r\nContent-Disposition: form-data; name=\"List-Unsubscribe\"\r\n\r\n"
-            b"One-Click\r\n--b--\r\n")
+    body = b'--b\r\nContent-Disposition: form-data; name="List-Unsubscribe"\r\n\r\nOne-Click\r\n--b--\r\n'
     reply = http.request("POST", path, body, {"Content-Type": "multipart/form-data; boundary=b"})
     assert reply.status == 200
     assert gw.store.find_suppression(gw.store.get_customer("acme").id, "anna@example.org")
@@ -135,13 +135,14 @@ def test_forged_altered_and_replayed_tokens_do_nothing(managed, tmp_path):
     customer = gw.store.get_customer("acme")
     # Altered: every position once.
     for i in range(0, len(token), 7):
-        changed = token[:i] + ("A" if token[i] != "A" else "B") + token[i + 1:]
+        changed = token[:i] + ("A" if token[i] != "A" else "B") + token[i + 1 :]
         reply = http.post_form("/u/" + changed, "List-Unsubscribe=One-Click")
         assert reply.status == 404, i
         check_page(reply, "en")
     # Forged with another key, for ben@.
     forged = TokenSigner.from_key_file(tmp_path / "other.key").make(
-        UNSUBSCRIBE, customer.id, "ben@example.org")
+        UNSUBSCRIBE, customer.id, "ben@example.org"
+    )
     assert http.post_form("/u/" + forged, "List-Unsubscribe=One-Click").status == 404
     # Replayed for another recipient: the address is inside the token; a query does not count.
     reply = http.post_form(path + "?email=ben@example.org", "List-Unsubscribe=One-Click")

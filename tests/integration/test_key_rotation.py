@@ -30,17 +30,20 @@ from tests.support.postfix import free_port
 
 # -- gateway mailid rotate -------------------------------------------------------------------
 
+
 @pytest.fixture
 def served(tmp_path, scripted_mta):
     """`gateway serve` with a submission and a feedback listener; (proc, ports, mta, config)."""
     mta = scripted_mta()
     port, feedback_port = free_port(), free_port()
-    config = base_config(tmp_path, mta.port, bounce_domain=BOUNCE_DOMAIN,
-                         policies=[{"name": "customer-active", "mode": "enforce"},
-                                   {"name": "suppression", "mode": "enforce"}])
+    config = base_config(
+        tmp_path,
+        mta.port,
+        bounce_domain=BOUNCE_DOMAIN,
+        policies=[{"name": "customer-active", "mode": "enforce"}, {"name": "suppression", "mode": "enforce"}],
+    )
     config["listeners"][0]["port"] = port
-    config["listeners"].append({"kind": "feedback", "address": "127.0.0.1",
-                                "port": feedback_port})
+    config["listeners"].append({"kind": "feedback", "address": "127.0.0.1", "port": feedback_port})
     path = write_config(tmp_path, config)
     add_customer(open_store(config["store"]["url"]))
     proc = start_serve(path)
@@ -97,8 +100,10 @@ def test_mailid_rotate_signs_new_ids_with_the_new_key_and_old_ids_keep_verifying
     assert (code, info["status"], info["key_id"]) == (0, "genuine", 1)
     # The old ID still verifies, offline and in the running gateway's feedback listener.
     assert decode(path, old_id)[1]["status"] == "genuine"
-    for verp, rcpt, data in ((old_verp, "anna@example.org", old_data),
-                             (new_verp, "ben@example.org", new_data)):
+    for verp, rcpt, data in (
+        (old_verp, "anna@example.org", old_data),
+        (new_verp, "ben@example.org", new_data),
+    ):
         code, _ = deliver_feedback(feedback_port, "", verp, postfix_dsn(verp, rcpt, data))
         assert code == 250
     deadline = time.monotonic() + 10
@@ -110,16 +115,20 @@ def test_mailid_rotate_signs_new_ids_with_the_new_key_and_old_ids_keep_verifying
     assert f"mail_id={old_id}" in lines[0] and f"mail_id={new_id}" in lines[1]
 
     # Once key 0's line is removed, IDs it signed are no longer this gateway's.
-    key_file.write_text("".join(line for line in key_file.read_text().splitlines(True)
-                                if not line.startswith("0 ")))
+    key_file.write_text(
+        "".join(line for line in key_file.read_text().splitlines(True) if not line.startswith("0 "))
+    )
     code, info = decode(path, old_id)
     assert (code, info["status"]) == (1, "forged")
     assert decode(path, new_id)[1]["status"] == "genuine"
 
 
 def read_key_file_ids(path: Path) -> list[int]:
-    return [int(line.split()[0]) for line in path.read_text().splitlines()
-            if line.strip() and not line.startswith("#")]
+    return [
+        int(line.split()[0])
+        for line in path.read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
 
 
 def test_mailid_rotate_without_a_key_file_says_so_and_creates_none(tmp_path):
@@ -127,8 +136,7 @@ def test_mailid_rotate_without_a_key_file_says_so_and_creates_none(tmp_path):
     path = write_config(tmp_path, base_config(tmp_path, 25))
     done = run_cli("mailid", "rotate", "-c", str(path))
     assert done.returncode == 1
-    assert done.stderr.strip() == (f"gateway: mail ID key file {tmp_path / 'mailid.key'}: "
-                                   "does not exist")
+    assert done.stderr.strip() == (f"gateway: mail ID key file {tmp_path / 'mailid.key'}: does not exist")
     assert not (tmp_path / "mailid.key").exists()
 
 
@@ -144,23 +152,33 @@ def test_mailid_rotate_refuses_to_reuse_a_listed_key_id(tmp_path):
     done = run_cli("mailid", "rotate", "-c", str(path))
     assert done.returncode == 1
     assert "Traceback" not in done.stderr
-    assert done.stderr.strip() == (f"gateway: mail ID key file {key_file}: key id 0 is still "
-                                   "in use; remove its line first")
+    assert done.stderr.strip() == (
+        f"gateway: mail ID key file {key_file}: key id 0 is still in use; remove its line first"
+    )
     assert key_file.read_text() == before
 
 
 # -- gateway consent rotate-token-key --------------------------------------------------------
+
 
 def token_of(url: str) -> str:
     return local_path(url).removeprefix("/u/")
 
 
 def test_rotate_token_key_signs_new_links_with_the_new_key_and_old_links_keep_working(
-        gateway, scripted_mta, tmp_path):
-    gw, mta, http, _ = start(gateway, scripted_mta, tmp_path, managed=True,
-                             policies=[{"name": "customer-active", "mode": "enforce"},
-                                       {"name": "suppression", "mode": "enforce"},
-                                       {"name": "unsubscribe", "mode": "enforce"}])
+    gateway, scripted_mta, tmp_path
+):
+    gw, mta, http, _ = start(
+        gateway,
+        scripted_mta,
+        tmp_path,
+        managed=True,
+        policies=[
+            {"name": "customer-active", "mode": "enforce"},
+            {"name": "suppression", "mode": "enforce"},
+            {"name": "unsubscribe", "mode": "enforce"},
+        ],
+    )
     key_file = tmp_path / "http.key"
     old = token_of(unsubscribe_url_of(send(gw, mta, "anna@example.org")))
     assert TokenSigner(read_key_file(key_file)).verify(old, UNSUBSCRIBE).key_id == 0
@@ -184,16 +202,18 @@ def test_rotate_token_key_signs_new_links_with_the_new_key_and_old_links_keep_wo
     assert http.get(f"/u/{new}").status == 200
 
     # Once key 0's line is removed, its links are invalid; key 1's still work.
-    key_file.write_text("".join(line for line in key_file.read_text().splitlines(True)
-                                if not line.startswith("0 ")))
+    key_file.write_text(
+        "".join(line for line in key_file.read_text().splitlines(True) if not line.startswith("0 "))
+    )
     assert http.get(f"/u/{old}").status == 404
     assert http.post_form(f"/u/{new}", "List-Unsubscribe=One-Click").status == 200
     assert gw.store.find_suppression(acme.id, "ben@example.org") is not None
 
 
 def test_rotate_token_key_creates_a_missing_key_file(tmp_path):
-    config = base_config(tmp_path, 25, http={"public_url": "https://gw.esp.example",
-                                             "token_key_file": str(tmp_path / "t.key")})
+    config = base_config(
+        tmp_path, 25, http={"public_url": "https://gw.esp.example", "token_key_file": str(tmp_path / "t.key")}
+    )
     path = write_config(tmp_path, config)
     done = run_cli("consent", "rotate-token-key", "-c", str(path))
     assert done.returncode == 0, done.stderr

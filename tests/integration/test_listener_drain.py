@@ -30,8 +30,9 @@ REPORT = (
 ).encode()
 
 
-def running(tmp_path: Path, downstream_port: int, listeners: list[dict[str, Any]],
-            **overrides: Any) -> RunningGateway:
+def running(
+    tmp_path: Path, downstream_port: int, listeners: list[dict[str, Any]], **overrides: Any
+) -> RunningGateway:
     config = base_config(tmp_path, downstream_port, **overrides)
     config["listeners"] = listeners
     return RunningGateway(write_config(tmp_path, config))
@@ -56,16 +57,20 @@ def greeted(port: int) -> Raw:
     return client
 
 
-def test_every_listener_kind_is_on_the_servers_list_and_follows_the_protocol(
-        tmp_path, scripted_mta):
-    gw = running(tmp_path, scripted_mta().port, [
-        {"kind": "submission", "address": "127.0.0.1", "port": 0},
-        {"kind": "feedback", "address": "127.0.0.1", "port": 0},
-        {"kind": "milter", "address": "127.0.0.1", "port": free_port()},
-        {"kind": "http", "address": "127.0.0.1", "port": 0}],
+def test_every_listener_kind_is_on_the_servers_list_and_follows_the_protocol(tmp_path, scripted_mta):
+    gw = running(
+        tmp_path,
+        scripted_mta().port,
+        [
+            {"kind": "submission", "address": "127.0.0.1", "port": 0},
+            {"kind": "feedback", "address": "127.0.0.1", "port": 0},
+            {"kind": "milter", "address": "127.0.0.1", "port": free_port()},
+            {"kind": "http", "address": "127.0.0.1", "port": 0},
+        ],
         feedback_intake={"abuse_addresses": [ABUSE]},
         http={"token_key_file": str(tmp_path / "http.key")},
-        webhooks={"deliver": True})
+        webhooks={"deliver": True},
+    )
     try:
         kinds = [listener.kind for listener in gw.server.listeners]
         assert kinds == ["submission", "http", "feedback", "milter"]
@@ -81,10 +86,15 @@ def test_every_listener_kind_is_on_the_servers_list_and_follows_the_protocol(
 
 
 def test_feedback_sessions_drain_like_submission_ones(tmp_path, scripted_mta):
-    gw = running(tmp_path, scripted_mta().port, [
-        {"kind": "submission", "address": "127.0.0.1", "port": 0},
-        {"kind": "feedback", "address": "127.0.0.1", "port": 0}],
-        feedback_intake={"abuse_addresses": [ABUSE]})
+    gw = running(
+        tmp_path,
+        scripted_mta().port,
+        [
+            {"kind": "submission", "address": "127.0.0.1", "port": 0},
+            {"kind": "feedback", "address": "127.0.0.1", "port": 0},
+        ],
+        feedback_intake={"abuse_addresses": [ABUSE]},
+    )
     shutdown = None
     try:
         port = feedback_ports(gw.server)[0]
@@ -111,8 +121,7 @@ def test_feedback_sessions_drain_like_submission_ones(tmp_path, scripted_mta):
     assert any(e.get("event") == "feedback_received" for e in gw.log_lines())
 
 
-def test_an_http_request_under_way_does_not_hold_up_the_smtp_drain(tmp_path, scripted_mta,
-                                                                   monkeypatch):
+def test_an_http_request_under_way_does_not_hold_up_the_smtp_drain(tmp_path, scripted_mta, monkeypatch):
     entered, release = threading.Event(), threading.Event()
 
     async def slow_health_checks(server: Any) -> dict[str, str]:
@@ -122,17 +131,26 @@ def test_an_http_request_under_way_does_not_hold_up_the_smtp_drain(tmp_path, scr
 
     monkeypatch.setattr(http_app, "health_checks", slow_health_checks)
     http_port = free_port()
-    gw = running(tmp_path, scripted_mta().port, [
-        {"kind": "submission", "address": "127.0.0.1", "port": 0,
-         "trusted_networks": {"127.0.0.1/32": "acme"}},
-        {"kind": "http", "address": "127.0.0.1", "port": http_port}],
-        http={"token_key_file": str(tmp_path / "http.key")})
+    gw = running(
+        tmp_path,
+        scripted_mta().port,
+        [
+            {
+                "kind": "submission",
+                "address": "127.0.0.1",
+                "port": 0,
+                "trusted_networks": {"127.0.0.1/32": "acme"},
+            },
+            {"kind": "http", "address": "127.0.0.1", "port": http_port},
+        ],
+        http={"token_key_file": str(tmp_path / "http.key")},
+    )
     shutdown = None
     answers: list[int] = []
     try:
+
         def health() -> None:
-            with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/healthz",
-                                        timeout=60) as response:
+            with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/healthz", timeout=60) as response:
                 answers.append(response.status)
 
         request = threading.Thread(target=health)

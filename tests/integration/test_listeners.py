@@ -24,9 +24,18 @@ def unverified() -> ssl.SSLContext:
 
 def test_implicit_tls_listener_allows_auth_at_once(gateway, scripted_mta, tmp_path):
     mta = scripted_mta()
-    gw = gateway(mta.port, listeners=[
-        {"kind": "submission", "address": "127.0.0.1", "port": 0, "implicit_tls": True,
-         "tls": {"cert": str(tmp_path / "c.pem"), "key": str(tmp_path / "k.pem")}}])
+    gw = gateway(
+        mta.port,
+        listeners=[
+            {
+                "kind": "submission",
+                "address": "127.0.0.1",
+                "port": 0,
+                "implicit_tls": True,
+                "tls": {"cert": str(tmp_path / "c.pem"), "key": str(tmp_path / "k.pem")},
+            }
+        ],
+    )
     add_customer(gw.store)
     with smtplib.SMTP_SSL("127.0.0.1", gw.port, context=unverified(), timeout=10) as smtp:
         smtp.ehlo()
@@ -50,8 +59,11 @@ def test_idle_command_timeout_closes_the_session(gateway, scripted_mta):
 
 def test_data_timeout_closes_a_stalled_transfer_and_relays_nothing(gateway, scripted_mta):
     mta = scripted_mta()
-    gw = gateway(mta.port, limits={"data_timeout": 0.5}, listeners=[
-        {"kind": "submission", "address": "127.0.0.1", "port": 0, "trusted_local": True}])
+    gw = gateway(
+        mta.port,
+        limits={"data_timeout": 0.5},
+        listeners=[{"kind": "submission", "address": "127.0.0.1", "port": 0, "trusted_local": True}],
+    )
     add_customer(gw.store)
     smtp = gw.client(tls=False)
     smtp.mail("news@customer.example")
@@ -80,9 +92,17 @@ def test_over_long_line_in_data_is_refused(gateway, scripted_mta):
 
 def test_trusted_networks_never_apply_to_other_addresses(gateway, scripted_mta):
     mta = scripted_mta()
-    gw = gateway(mta.port, listeners=[
-        {"kind": "submission", "address": "127.0.0.1", "port": 0,
-         "trusted_networks": {"10.0.0.0/8": "acme"}}])
+    gw = gateway(
+        mta.port,
+        listeners=[
+            {
+                "kind": "submission",
+                "address": "127.0.0.1",
+                "port": 0,
+                "trusted_networks": {"10.0.0.0/8": "acme"},
+            }
+        ],
+    )
     add_customer(gw.store)
     with smtplib.SMTP("127.0.0.1", gw.port, timeout=10) as smtp:
         smtp.ehlo()
@@ -93,9 +113,17 @@ def test_trusted_networks_never_apply_to_other_addresses(gateway, scripted_mta):
 
 def test_trusted_network_authenticates_its_customer(gateway, scripted_mta):
     mta = scripted_mta()
-    gw = gateway(mta.port, listeners=[
-        {"kind": "submission", "address": "127.0.0.1", "port": 0,
-         "trusted_networks": {"127.0.0.1/32": "acme"}}])
+    gw = gateway(
+        mta.port,
+        listeners=[
+            {
+                "kind": "submission",
+                "address": "127.0.0.1",
+                "port": 0,
+                "trusted_networks": {"127.0.0.1/32": "acme"},
+            }
+        ],
+    )
     add_customer(gw.store)
     assert send(gw, tls=False, login=None) == {}
     assert len(mta.received) == 1
@@ -112,7 +140,8 @@ def test_size_rotation_keeps_every_line(tmp_path):
     lines = [line for f in tmp_path.glob("gw.log*") for line in f.read_text().splitlines()]
     assert len(list(tmp_path.glob("gw.log*"))) > 3
     assert sorted(line.split("mail_id=")[1].split()[0] for line in lines) == [
-        f"id{i:04d}" for i in range(300)]
+        f"id{i:04d}" for i in range(300)
+    ]
 
 
 def test_a_log_file_moved_by_logrotate_is_reopened_and_no_line_is_lost(tmp_path):
@@ -138,9 +167,13 @@ def test_healthz_of_a_milter_only_gateway_does_not_check_a_downstream(gateway):
     from tests.support.postfix import free_port
 
     http_port = free_port()
-    gateway(free_port(), listeners=[  # the downstream port: nothing listens there
-        {"kind": "milter", "address": "127.0.0.1", "port": free_port()},
-        {"kind": "http", "address": "127.0.0.1", "port": http_port}])
+    gateway(
+        free_port(),
+        listeners=[  # the downstream port: nothing listens there
+            {"kind": "milter", "address": "127.0.0.1", "port": free_port()},
+            {"kind": "http", "address": "127.0.0.1", "port": http_port},
+        ],
+    )
     with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/healthz") as response:
         report = json.loads(response.read())
     assert response.status == 200
@@ -158,13 +191,13 @@ def test_a_slow_downstream_is_waited_for_beyond_the_data_timeout(gateway, script
     assert len(mta.received) == 1
 
 
-def test_a_client_hanging_up_during_the_relay_still_gets_its_message_recorded(
-        gateway, scripted_mta):
+def test_a_client_hanging_up_during_the_relay_still_gets_its_message_recorded(gateway, scripted_mta):
     from gateway.core.message import header_values
 
     mta = scripted_mta("slow-data")
-    gw = gateway(mta.port, listeners=[
-        {"kind": "submission", "address": "127.0.0.1", "port": 0, "trusted_local": True}])
+    gw = gateway(
+        mta.port, listeners=[{"kind": "submission", "address": "127.0.0.1", "port": 0, "trusted_local": True}]
+    )
     add_customer(gw.store)
     smtp = gw.client(tls=False)
     smtp.mail("news@customer.example")
@@ -182,16 +215,23 @@ def test_a_client_hanging_up_during_the_relay_still_gets_its_message_recorded(
     [mail_id] = header_values(mta.received[0][2], "X-Mailing-ID")
     record = gw.store.get_message(mail_id)
     assert record is not None and record.result == "accepted"
-    assert any(line.get("event") == "relay" and line.get("mail_id") == mail_id
-               for line in gw.log_lines())
+    assert any(line.get("event") == "relay" and line.get("mail_id") == mail_id for line in gw.log_lines())
 
 
 def test_a_trusted_network_client_stays_known_after_starttls(gateway, scripted_mta, tmp_path):
     mta = scripted_mta()
-    gw = gateway(mta.port, listeners=[
-        {"kind": "submission", "address": "127.0.0.1", "port": 0,
-         "tls": {"cert": str(tmp_path / "c.pem"), "key": str(tmp_path / "k.pem")},
-         "trusted_networks": {"127.0.0.1/32": "acme"}}])
+    gw = gateway(
+        mta.port,
+        listeners=[
+            {
+                "kind": "submission",
+                "address": "127.0.0.1",
+                "port": 0,
+                "tls": {"cert": str(tmp_path / "c.pem"), "key": str(tmp_path / "k.pem")},
+                "trusted_networks": {"127.0.0.1/32": "acme"},
+            }
+        ],
+    )
     add_customer(gw.store)
     with gw.client(tls=True, login=None) as smtp:
         assert smtp.sendmail("news@customer.example", ["anna@example.org"], MESSAGE) == {}

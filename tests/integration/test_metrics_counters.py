@@ -55,26 +55,34 @@ class SlowOnRequest(Policy):
 @pytest.fixture
 def running(gateway, scripted_mta, tmp_path, monkeypatch):
     """(gateway, downstream, Http of the http listener, feedback port, API key of acme)."""
-    found = {**discover(), CrashesOnRequest.name: CrashesOnRequest,
-             SlowOnRequest.name: SlowOnRequest}
+    found = {**discover(), CrashesOnRequest.name: CrashesOnRequest, SlowOnRequest.name: SlowOnRequest}
     monkeypatch.setattr(gateway_server, "discover", lambda extra=None: dict(found))
     mta = scripted_mta()
     gw = gateway(
         mta.port,
-        listeners=[{"kind": "submission", "address": "127.0.0.1", "port": 0,
-                    "tls": {"cert": str(tmp_path / "tls/cert.pem"),
-                            "key": str(tmp_path / "tls/key.pem")}},
-                   {"kind": "http", "address": "127.0.0.1", "port": 0},
-                   {"kind": "feedback", "address": "127.0.0.1", "port": 0}],
+        listeners=[
+            {
+                "kind": "submission",
+                "address": "127.0.0.1",
+                "port": 0,
+                "tls": {"cert": str(tmp_path / "tls/cert.pem"), "key": str(tmp_path / "tls/key.pem")},
+            },
+            {"kind": "http", "address": "127.0.0.1", "port": 0},
+            {"kind": "feedback", "address": "127.0.0.1", "port": 0},
+        ],
         bounce_domain=BOUNCE_DOMAIN,
         feedback={"fbl_address": FBL},
-        http={"public_url": "https://gw.esp.example",
-              "token_key_file": str(tmp_path / "http.key"),
-              "api_keys_file": str(tmp_path / "api-keys")},
-        policies=[{"name": "customer-active", "mode": "enforce"},
-                  {"name": "suppression", "mode": "enforce"},
-                  {"name": "test-crashes", "mode": "enforce"},
-                  {"name": "test-slow", "mode": "enforce", "timeout": 0.05}],
+        http={
+            "public_url": "https://gw.esp.example",
+            "token_key_file": str(tmp_path / "http.key"),
+            "api_keys_file": str(tmp_path / "api-keys"),
+        },
+        policies=[
+            {"name": "customer-active", "mode": "enforce"},
+            {"name": "suppression", "mode": "enforce"},
+            {"name": "test-crashes", "mode": "enforce"},
+            {"name": "test-slow", "mode": "enforce", "timeout": 0.05},
+        ],
     )
     add_customer(gw.store)
     gw.store.confirm_campaign("acme", "autumn-2026", by="jane@customer.example")
@@ -85,8 +93,11 @@ def running(gateway, scripted_mta, tmp_path, monkeypatch):
 def scrape(http: Http) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     reply = http.get("/metrics")
     assert reply.status == 200
-    return {(s.name, frozenset(s.labels.items())): s.value
-            for family in text_string_to_metric_families(reply.text) for s in family.samples}
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(reply.text)
+        for s in family.samples
+    }
 
 
 def value(samples: dict, name: str, **labels: str) -> float:
@@ -96,8 +107,9 @@ def value(samples: dict, name: str, **labels: str) -> float:
 def moved(before: dict, after: dict, name: str) -> dict[frozenset, float]:
     """Every label set of `name` whose value changed, with the change."""
     keys = {k for k in (*before, *after) if k[0] == name}
-    return {k[1]: after.get(k, 0.0) - before.get(k, 0.0) for k in keys
-            if after.get(k, 0.0) != before.get(k, 0.0)}
+    return {
+        k[1]: after.get(k, 0.0) - before.get(k, 0.0) for k in keys if after.get(k, 0.0) != before.get(k, 0.0)
+    }
 
 
 def labels(**pairs: str) -> frozenset:
@@ -105,8 +117,7 @@ def labels(**pairs: str) -> frozenset:
 
 
 def submit(gw, body: str) -> tuple[int, bytes]:
-    raw = message("anna@example.org").replace(b"our autumn offers are here.",
-                                               body.encode())
+    raw = message("anna@example.org").replace(b"our autumn offers are here.", body.encode())
     with gw.client() as smtp:
         assert smtp.mail(SENDER)[0] == 250
         assert smtp.rcpt("anna@example.org")[0] == 250
@@ -128,8 +139,7 @@ def test_policy_errors_count_each_crash_and_timeout_of_that_policy(running):
 
     code, text = submit(gw, "SLOW-ME")
     assert (code, text[:5]) == (451, b"4.3.5")
-    assert moved(after, scrape(http), "gateway_policy_errors_total") == {
-        labels(policy="test-slow"): 1}
+    assert moved(after, scrape(http), "gateway_policy_errors_total") == {labels(policy="test-slow"): 1}
     assert len(mta.received) == 1  # the crashed and the slow ones were never relayed
 
 
@@ -142,24 +152,23 @@ def test_feedback_events_count_each_bounce_and_complaint_by_kind_and_class(runni
     mail_id_of(anna_verp)  # a genuine VERP address of a message the gateway sent
 
     before = scrape(http)
-    code, _ = deliver_feedback(port, "", anna_verp,
-                               postfix_dsn(anna_verp, "anna@example.org", anna_data))
+    code, _ = deliver_feedback(port, "", anna_verp, postfix_dsn(anna_verp, "anna@example.org", anna_data))
     assert code == 250
     bounced = scrape(http)
     assert moved(before, bounced, "gateway_feedback_events_total") == {
-        labels(kind="bounce", **{"class": "hard"}): 1}
+        labels(kind="bounce", **{"class": "hard"}): 1
+    }
 
-    code, _ = deliver_feedback(port, "fbl@isp.example", FBL,
-                               arf_report(ben_data, "ben@example.org"))
+    code, _ = deliver_feedback(port, "fbl@isp.example", FBL, arf_report(ben_data, "ben@example.org"))
     assert code == 250
     assert moved(bounced, scrape(http), "gateway_feedback_events_total") == {
-        labels(kind="complaint", **{"class": "none"}): 1}
+        labels(kind="complaint", **{"class": "none"}): 1
+    }
 
 
 def test_consent_api_requests_count_by_endpoint_and_status(running):
     gw, _, http, _, key = running
-    body = {"email": "anna@example.org", "source": "https://customer.example/newsletter",
-            "ip": "203.0.113.7"}
+    body = {"email": "anna@example.org", "source": "https://customer.example/newsletter", "ip": "203.0.113.7"}
     before = scrape(http)
     assert http.api("POST", "/api/v1/consent/subscribe", key, body).status == 201
     assert http.api("POST", "/api/v1/consent/subscribe", None, body).status == 401

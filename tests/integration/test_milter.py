@@ -61,9 +61,11 @@ MESSAGE = (
     b"-- \r\nShop GmbH\r\n"
 )
 USERS = {"acme": PASSWORD, "ghost": "ghost password"}
-POLICIES = [{"name": "customer-active", "mode": "enforce"},
-            {"name": "role-address", "mode": "enforce"},
-            {"name": "message-format", "mode": "enforce"}]
+POLICIES = [
+    {"name": "customer-active", "mode": "enforce"},
+    {"name": "role-address", "mode": "enforce"},
+    {"name": "message-format", "mode": "enforce"},
+]
 
 
 @pytest.fixture(scope="module")
@@ -81,9 +83,12 @@ def mpf(milter_postfix: MilterPostfix) -> MilterPostfix:
 
 
 @pytest.fixture
-def milter_gateway(gateway: Callable[..., RunningGateway], scripted_mta: Callable[..., Any],
-                   milter_postfix: MilterPostfix, tmp_path: Path
-                   ) -> Iterator[Callable[..., RunningGateway]]:
+def milter_gateway(
+    gateway: Callable[..., RunningGateway],
+    scripted_mta: Callable[..., Any],
+    milter_postfix: MilterPostfix,
+    tmp_path: Path,
+) -> Iterator[Callable[..., RunningGateway]]:
     """milter_gateway(**config_overrides): the gateway with its submission listener (relaying
     to a scripted MTA, for the proxy side of comparisons) and the milter listener Postfix uses."""
     started: list[RunningGateway] = []
@@ -108,8 +113,9 @@ def milter_gateway(gateway: Callable[..., RunningGateway], scripted_mta: Callabl
         gw.call(stop_milter(gw.server, grace=0))
 
 
-def postfix_client(postfix: MilterPostfix, login: tuple[str, str] | None = ("acme", PASSWORD)
-                   ) -> smtplib.SMTP:
+def postfix_client(
+    postfix: MilterPostfix, login: tuple[str, str] | None = ("acme", PASSWORD)
+) -> smtplib.SMTP:
     smtp = smtplib.SMTP("127.0.0.1", postfix.port, local_hostname="client.test", timeout=60)
     smtp.ehlo()
     if login is not None:
@@ -120,8 +126,9 @@ def postfix_client(postfix: MilterPostfix, login: tuple[str, str] | None = ("acm
 Result = tuple[str, int, bytes]
 
 
-def attempt(smtp: smtplib.SMTP, message: bytes, rcpts: list[str],
-            sender: str = "news@customer.example") -> Result:
+def attempt(
+    smtp: smtplib.SMTP, message: bytes, rcpts: list[str], sender: str = "news@customer.example"
+) -> Result:
     """One transaction, step by step: ("mail"|"rcpt"|"data", code, text) of the first
     refusal, or ("accepted", 250, b"")."""
     try:
@@ -147,14 +154,12 @@ def attempt(smtp: smtplib.SMTP, message: bytes, rcpts: list[str],
             pass
 
 
-def via_postfix(postfix: MilterPostfix, message: bytes, rcpts: list[str] | None = None,
-                **kw: Any) -> Result:
+def via_postfix(postfix: MilterPostfix, message: bytes, rcpts: list[str] | None = None, **kw: Any) -> Result:
     with postfix_client(postfix) as smtp:
         return attempt(smtp, message, rcpts or ["anna@example.org"], **kw)
 
 
-def via_proxy(gw: RunningGateway, message: bytes, rcpts: list[str] | None = None,
-              **kw: Any) -> Result:
+def via_proxy(gw: RunningGateway, message: bytes, rcpts: list[str] | None = None, **kw: Any) -> Result:
     with gw.client(tls=False) as smtp:
         return attempt(smtp, message, rcpts or ["anna@example.org"], **kw)
 
@@ -172,10 +177,13 @@ def header_names(message: bytes) -> list[bytes]:
 
 
 def test_compliant_mail_is_delivered_with_mail_id_verp_and_a_dkim_signature_that_verifies(
-        milter_gateway, mpf, tmp_path):
+    milter_gateway, mpf, tmp_path
+):
     _, txt = keygen("customer.example", "s2026", "rsa-sha256", tmp_path / "dkim")
-    gw = milter_gateway(bounce_domain="bounces.esp.example",
-                        dkim={"keys_dir": str(tmp_path / "dkim"), "missing_key": "tempfail"})
+    gw = milter_gateway(
+        bounce_domain="bounces.esp.example",
+        dkim={"keys_dir": str(tmp_path / "dkim"), "missing_key": "tempfail"},
+    )
     add_customer(gw.store)
     assert via_postfix(mpf, MESSAGE) == ("accepted", 250, b"")
     [delivered] = mpf.wait_for_messages(1)
@@ -190,8 +198,7 @@ def test_compliant_mail_is_delivered_with_mail_id_verp_and_a_dkim_signature_that
     assert record.recipients == ["anna@example.org"]
     # The ledger carries Postfix's queue id (from the milter's {i} macro), and the customer is
     # the one Postfix's SASL (Dovecot) authenticated.
-    assert re.search(rf"{record.queue_id}: client=\S+, sasl_method=\w+, sasl_username=acme",
-                     mpf.read_log())
+    assert re.search(rf"{record.queue_id}: client=\S+, sasl_method=\w+, sasl_username=acme", mpf.read_log())
     # VERP: the envelope sender was changed to the bounce address of this mail ID.
     assert header_values(delivered, "Return-Path") == [f"<m-{mail_id}@bounces.esp.example>"]
 
@@ -203,8 +210,7 @@ def test_compliant_mail_is_delivered_with_mail_id_verp_and_a_dkim_signature_that
     names = header_names(delivered)
     received = names.index(b"Received")
     assert names[:received] == [b"Return-Path", b"X-Original-To", b"Delivered-To"]
-    assert names[received + 1:received + 4] == [b"DKIM-Signature", b"X-Mailing-ID",
-                                                b"Feedback-ID"]
+    assert names[received + 1 : received + 4] == [b"DKIM-Signature", b"X-Mailing-ID", b"Feedback-ID"]
     # The client's bytes are untouched, but for the removed X-Mailing-ID fields.
     client_part = re.sub(rb"X-Mailing-ID: [^\r]*\r\n", b"", MESSAGE)
     assert delivered.endswith(client_part)
@@ -215,14 +221,15 @@ def test_compliant_mail_is_delivered_with_mail_id_verp_and_a_dkim_signature_that
     assert all(e["session"] == events[0]["session"] for e in events)
     dkim_line = next(e for e in events if e["event"] == "dkim")
     assert dkim_line["result"] == "signed"
-    assert any(e.get("event") == "auth" and e.get("customer") == "acme"
-               and e.get("transport") == "milter" for e in gw.log_lines())
+    assert any(
+        e.get("event") == "auth" and e.get("customer") == "acme" and e.get("transport") == "milter"
+        for e in gw.log_lines()
+    )
 
 
 def test_the_same_message_through_the_proxy_gets_the_same_headers(milter_gateway, mpf, tmp_path):
     _, txt = keygen("customer.example", "s2026", "rsa-sha256", tmp_path / "dkim")
-    gw = milter_gateway(
-                        dkim={"keys_dir": str(tmp_path / "dkim"), "missing_key": "tempfail"})
+    gw = milter_gateway(dkim={"keys_dir": str(tmp_path / "dkim"), "missing_key": "tempfail"})
     add_customer(gw.store)
     assert via_proxy(gw, MESSAGE) == ("accepted", 250, b"")
     assert via_postfix(mpf, MESSAGE) == ("accepted", 250, b"")
@@ -263,8 +270,7 @@ def test_a_sasl_login_that_is_no_customer_is_refused(milter_gateway, mpf, tmp_pa
 
 
 @pytest.mark.parametrize("status", ["suspended", "pending"])
-def test_inactive_customer_is_refused_at_mail_as_through_the_proxy(milter_gateway, mpf,
-                                                                   tmp_path, status):
+def test_inactive_customer_is_refused_at_mail_as_through_the_proxy(milter_gateway, mpf, tmp_path, status):
     gw = milter_gateway()
     add_customer(gw.store, status=status)
     milter = via_postfix(mpf, MESSAGE)
@@ -280,8 +286,11 @@ def test_role_address_is_refused_at_rcpt_as_through_the_proxy(milter_gateway, mp
     gw = milter_gateway()
     add_customer(gw.store)
     milter = via_postfix(mpf, MESSAGE, ["info@example.org"])
-    assert milter == ("rcpt", 550, b"5.7.1 info@example.org is a role address; role addresses "
-                                   b"may not receive campaigns (role-address)")
+    assert milter == (
+        "rcpt",
+        550,
+        b"5.7.1 info@example.org is a role address; role addresses may not receive campaigns (role-address)",
+    )
     assert via_proxy(gw, MESSAGE, ["info@example.org"]) == milter
 
 
@@ -298,30 +307,41 @@ def test_second_recipient_gets_452_and_the_first_is_delivered(milter_gateway, mp
     assert b"Delivered-To: anna@example.org" in delivered
 
 
-def test_message_format_refusal_at_end_of_data_as_through_the_proxy(milter_gateway, mpf,
-                                                                     tmp_path):
+def test_message_format_refusal_at_end_of_data_as_through_the_proxy(milter_gateway, mpf, tmp_path):
     gw = milter_gateway()
     add_customer(gw.store)
     no_date = MESSAGE.replace(b"Date: Fri, 27 Nov 2026 10:00:00 +0000\r\n", b"")
     milter = via_postfix(mpf, no_date)
-    assert milter == ("data", 550, b"5.6.0 Message format: no Date header; exactly one is "
-                                   b"required (message-format)")
+    assert milter == (
+        "data",
+        550,
+        b"5.6.0 Message format: no Date header; exactly one is required (message-format)",
+    )
     assert via_proxy(gw, no_date) == milter
     time.sleep(0.5)
     assert mpf.messages() == []
-    [record] = [line for line in gw.log_lines() if line.get("event") == "message"
-                and line.get("result") == "rejected"][:1]
+    [record] = [
+        line for line in gw.log_lines() if line.get("event") == "message" and line.get("result") == "rejected"
+    ][:1]
     assert "message-format=reject" in record["policies"]
 
 
-def test_missing_imprint_is_refused_at_end_of_data_as_through_the_proxy(milter_gateway, mpf,
-                                                                         tmp_path):
+def test_missing_imprint_is_refused_at_end_of_data_as_through_the_proxy(milter_gateway, mpf, tmp_path):
     gw = milter_gateway(policies=[*POLICIES, {"name": "imprint", "mode": "enforce"}])
     add_customer(gw.store)
-    gw.store.set_imprint("acme", {"company": "Shop GmbH", "street": "Hauptstrasse 1",
-                                  "postcode": "10115", "city": "Berlin", "country": "DE",
-                                  "email": "info@customer.example", "legal_form": "GmbH",
-                                  "representative": "Erika Muster"})
+    gw.store.set_imprint(
+        "acme",
+        {
+            "company": "Shop GmbH",
+            "street": "Hauptstrasse 1",
+            "postcode": "10115",
+            "city": "Berlin",
+            "country": "DE",
+            "email": "info@customer.example",
+            "legal_form": "GmbH",
+            "representative": "Erika Muster",
+        },
+    )
     milter = via_postfix(mpf, MESSAGE)
     assert milter[:2] == ("data", 550) and b"(imprint)" in milter[2]
     assert via_proxy(gw, MESSAGE) == milter
@@ -330,8 +350,7 @@ def test_missing_imprint_is_refused_at_end_of_data_as_through_the_proxy(milter_g
 # -- the gateway down: Postfix tempfails, nothing is lost ---------------------------------------
 
 
-def test_milter_down_tempfails_and_the_retry_is_delivered_exactly_once(milter_gateway, mpf,
-                                                                         tmp_path):
+def test_milter_down_tempfails_and_the_retry_is_delivered_exactly_once(milter_gateway, mpf, tmp_path):
     gw = milter_gateway()
     add_customer(gw.store)
     gw.call(stop_milter(gw.server, grace=0))
@@ -354,7 +373,8 @@ def test_milter_down_tempfails_and_the_retry_is_delivered_exactly_once(milter_ga
 
 
 def test_milter_stopping_mid_transaction_tempfails_and_the_retry_is_delivered_once(
-        milter_gateway, mpf, tmp_path):
+    milter_gateway, mpf, tmp_path
+):
     gw = milter_gateway()
     add_customer(gw.store)
     with postfix_client(mpf) as smtp:
@@ -403,27 +423,37 @@ def _corpus() -> list[Path]:
 
 
 # Every built-in policy that is registered, in the order of DESIGN.md's example config.
-ALL_POLICIES = ["customer-active", "role-address", "suppression", "consent", "sender-identity",
-                "campaign-confirmed", "unsubscribe", "imprint", "message-format"]
+ALL_POLICIES = [
+    "customer-active",
+    "role-address",
+    "suppression",
+    "consent",
+    "sender-identity",
+    "campaign-confirmed",
+    "unsubscribe",
+    "imprint",
+    "message-format",
+]
 
 
-def test_the_same_eml_gets_the_same_decision_through_proxy_and_milter(milter_gateway, mpf,
-                                                                       tmp_path):
+def test_the_same_eml_gets_the_same_decision_through_proxy_and_milter(milter_gateway, mpf, tmp_path):
     from tests.unit.test_policy_support import IMPRINT, UNSUBSCRIBE_PREFIX
 
     _, txt = keygen("shop.example", "s1", "rsa-sha256", tmp_path / "dkim")
     registered = discover()
-    gw = milter_gateway(policies=[{"name": name, "mode": "enforce"}
-                                  for name in ALL_POLICIES if name in registered],
-                        dkim={"keys_dir": str(tmp_path / "dkim"), "missing_key": "tempfail"})
+    gw = milter_gateway(
+        policies=[{"name": name, "mode": "enforce"} for name in ALL_POLICIES if name in registered],
+        dkim={"keys_dir": str(tmp_path / "dkim"), "missing_key": "tempfail"},
+    )
     # The customer the policy fixtures are written for (tests/unit/test_policy_support.py).
     add_customer(gw.store, domain="shop.example")
     gw.store.set_imprint("acme", IMPRINT)
     gw.store.set_unsubscribe("acme", UNSUBSCRIBE_PREFIX)
     gw.store.confirm_campaign("acme", "spring-2026", by="test")
     acme = gw.store.get_customer("acme")
-    gw.store.consent_subscribe(acme.id, "kunde@example.org", source="https://shop.example/form",
-                               at=time.time() - 60, ip="192.0.2.1")
+    gw.store.consent_subscribe(
+        acme.id, "kunde@example.org", source="https://shop.example/form", at=time.time() - 60, ip="192.0.2.1"
+    )
     gw.store.consent_confirm(acme.id, "kunde@example.org", at=time.time() - 30, ip="192.0.2.2")
     decisions = {}
     for path in _corpus():
@@ -444,13 +474,17 @@ def test_the_same_eml_gets_the_same_decision_through_proxy_and_milter(milter_gat
     for message in delivered:
         assert [r.ok for r in verify(message, dns)] == [True]
     assert sorted(split_message(m)[1] for m in delivered) == sorted(
-        split_message(data)[1] for _, _, data in gw.mta.received)
+        split_message(data)[1] for _, _, data in gw.mta.received
+    )
 
 
-@pytest.mark.parametrize("lines", [
-    4000,  # ~300 KB: more than one 256 KB read of the proxy
-    80,  # ~6 KB: the chunk that crosses the limit also holds the end of DATA
-])
+@pytest.mark.parametrize(
+    "lines",
+    [
+        4000,  # ~300 KB: more than one 256 KB read of the proxy
+        80,  # ~6 KB: the chunk that crosses the limit also holds the end of DATA
+    ],
+)
 def test_size_limit_refusal_as_through_the_proxy(milter_gateway, mpf, lines):
     gw = milter_gateway(limits={"max_message_size": 4096, "auth_failure_delay": 0.0})
     add_customer(gw.store)
@@ -483,10 +517,17 @@ def test_reply_text_percent_signs_survive_postfix_unescaping():
 
 
 def test_header_edits_remove_by_occurrence_last_first_and_insert_in_order():
-    headers = [(b"X-Mailing-ID", b" a"), (b"From", b" x@y"), (b"x-mailing-id", b" b"),
-               (b"Subject", b" s\n folded")]
-    edits = [RemoveHeader("X-Mailing-ID"), AddHeader("X-Mailing-ID", "new"),
-             AddHeader("DKIM-Signature", "v=1;\r\n b=abc")]
+    headers = [
+        (b"X-Mailing-ID", b" a"),
+        (b"From", b" x@y"),
+        (b"x-mailing-id", b" b"),
+        (b"Subject", b" s\n folded"),
+    ]
+    edits = [
+        RemoveHeader("X-Mailing-ID"),
+        AddHeader("X-Mailing-ID", "new"),
+        AddHeader("DKIM-Signature", "v=1;\r\n b=abc"),
+    ]
     assert edit_packets(edits, headers, leading_space=True) == [
         packet(SMFIR_CHGHEADER, b"\0\0\0\x02x-mailing-id\0\0"),
         packet(SMFIR_CHGHEADER, b"\0\0\0\x01X-Mailing-ID\0\0"),
@@ -496,14 +537,22 @@ def test_header_edits_remove_by_occurrence_last_first_and_insert_in_order():
     ]
 
 
-def test_a_trusted_network_sends_without_sasl_as_its_customer(gateway, scripted_mta, mpf,
-                                                               tmp_path):
+def test_a_trusted_network_sends_without_sasl_as_its_customer(gateway, scripted_mta, mpf, tmp_path):
     mta = scripted_mta()
-    gw = gateway(mta.port, listeners=[
-        {"kind": "submission", "address": "127.0.0.1", "port": 0, "trusted_local": True},
-        {"kind": "milter", "address": "127.0.0.1", "port": mpf.milter_port,
-         "trusted_networks": {"127.0.0.0/8": "acme"}},
-    ], policies=POLICIES, dkim={"keys_dir": str(tmp_path / "dkim"), "missing_key": "unsigned"})
+    gw = gateway(
+        mta.port,
+        listeners=[
+            {"kind": "submission", "address": "127.0.0.1", "port": 0, "trusted_local": True},
+            {
+                "kind": "milter",
+                "address": "127.0.0.1",
+                "port": mpf.milter_port,
+                "trusted_networks": {"127.0.0.0/8": "acme"},
+            },
+        ],
+        policies=POLICIES,
+        dkim={"keys_dir": str(tmp_path / "dkim"), "missing_key": "unsigned"},
+    )
     try:
         add_customer(gw.store)
         with postfix_client(mpf, login=None) as smtp:
@@ -518,17 +567,21 @@ def test_a_trusted_network_sends_without_sasl_as_its_customer(gateway, scripted_
 
 
 def test_headers_only_the_gateway_or_receiver_may_write_are_removed_as_through_the_proxy(
-        milter_gateway, mpf, tmp_path):
+    milter_gateway, mpf, tmp_path
+):
     _, txt = keygen("customer.example", "s2026", "rsa-sha256", tmp_path / "dkim")
     gw = milter_gateway(dkim={"keys_dir": str(tmp_path / "dkim"), "missing_key": "tempfail"})
     add_customer(gw.store)
-    forged = (b"Return-Path: <forged-rp@attacker.example>\r\n"
-              b"Delivered-To: forged-dt@example.org\r\n"
-              b"x-csa-complaints:\r\n forged-csa-folded@attacker.example\r\n"
-              b"DELIVERED-TO :\r\n\tforged-dt-folded@example.org\r\n")
-    message = forged + MESSAGE.replace(b"MIME-Version", b"RETURN-PATH: <forged-2@a.example>\r\n"
-                                       b"X-CSA-Complaints: forged-csa@attacker.example\r\n"
-                                       b"MIME-Version")
+    forged = (
+        b"Return-Path: <forged-rp@attacker.example>\r\n"
+        b"Delivered-To: forged-dt@example.org\r\n"
+        b"x-csa-complaints:\r\n forged-csa-folded@attacker.example\r\n"
+        b"DELIVERED-TO :\r\n\tforged-dt-folded@example.org\r\n"
+    )
+    message = forged + MESSAGE.replace(
+        b"MIME-Version",
+        b"RETURN-PATH: <forged-2@a.example>\r\nX-CSA-Complaints: forged-csa@attacker.example\r\nMIME-Version",
+    )
 
     assert via_postfix(mpf, message) == ("accepted", 250, b"")
 
@@ -540,21 +593,23 @@ def test_headers_only_the_gateway_or_receiver_may_write_are_removed_as_through_t
     assert [r.ok for r in verify(delivered, dns)] == [True]
 
 
-@pytest.mark.parametrize("parts, depth, reply", [
-    (21, 1, b"5.3.4 Message has more than 20 MIME parts, the most accepted"),
-    (2, 6, b"5.3.4 Message has MIME parts nested more than 5 deep, the most accepted"),
-])
-def test_mime_limit_refusal_names_the_limit_as_through_the_proxy(milter_gateway, mpf, parts,
-                                                                 depth, reply):
-    gw = milter_gateway(limits={"max_mime_parts": 20, "max_mime_depth": 5,
-                                "auth_failure_delay": 0.0})
+@pytest.mark.parametrize(
+    "parts, depth, reply",
+    [
+        (21, 1, b"5.3.4 Message has more than 20 MIME parts, the most accepted"),
+        (2, 6, b"5.3.4 Message has MIME parts nested more than 5 deep, the most accepted"),
+    ],
+)
+def test_mime_limit_refusal_names_the_limit_as_through_the_proxy(milter_gateway, mpf, parts, depth, reply):
+    gw = milter_gateway(limits={"max_mime_parts": 20, "max_mime_depth": 5, "auth_failure_delay": 0.0})
     add_customer(gw.store)
-    body = b"".join(b"--leaf\r\nContent-Type: text/plain\r\n\r\nhello\r\n"
-                    for _ in range(parts)) + b"--leaf--\r\n"
+    body = (
+        b"".join(b"--leaf\r\nContent-Type: text/plain\r\n\r\nhello\r\n" for _ in range(parts))
+        + b"--leaf--\r\n"
+    )
     content_type = b'multipart/mixed; boundary="leaf"'
     for level in range(depth - 1):
-        body = (b"--l%d\r\nContent-Type: %s\r\n\r\n%s--l%d--\r\n"
-                % (level, content_type, body, level))
+        body = b"--l%d\r\nContent-Type: %s\r\n\r\n%s--l%d--\r\n" % (level, content_type, body, level)
         content_type = b'multipart/mixed; boundary="l%d"' % level
     message = MESSAGE.replace(b"text/plain; charset=utf-8", content_type).split(b"\r\n\r\n")[0]
     message += b"\r\n\r\n" + body

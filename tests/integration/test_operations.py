@@ -23,8 +23,7 @@ GATEWAY = [sys.executable, "-m", "gateway"]
 
 
 def run_cli(*args: str, stdin: str | None = None, cwd: Path | None = None):
-    return subprocess.run([*GATEWAY, *args], input=stdin, capture_output=True, text=True,
-                          timeout=60, cwd=cwd)
+    return subprocess.run([*GATEWAY, *args], input=stdin, capture_output=True, text=True, timeout=60, cwd=cwd)
 
 
 def _die_with_parent() -> None:
@@ -35,9 +34,13 @@ def _die_with_parent() -> None:
 
 
 def start_serve(config_path: Path, workers: int = 1) -> subprocess.Popen[str]:
-    proc = subprocess.Popen([*GATEWAY, "serve", "-c", str(config_path), "--workers", str(workers)],
-                            preexec_fn=_die_with_parent,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [*GATEWAY, "serve", "-c", str(config_path), "--workers", str(workers)],
+        preexec_fn=_die_with_parent,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     port = yaml.safe_load(config_path.read_text())["listeners"][0]["port"]
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
@@ -66,8 +69,7 @@ def tls_client(port: int) -> smtplib.SMTP:
 def served(tmp_path, scripted_mta):
     mta = scripted_mta()
     port = free_port()
-    config = base_config(tmp_path, mta.port, limits={"shutdown_grace": 10,
-                                                     "auth_failure_delay": 0})
+    config = base_config(tmp_path, mta.port, limits={"shutdown_grace": 10, "auth_failure_delay": 0})
     config["listeners"][0]["port"] = port
     path = write_config(tmp_path, config)
     add_customer(open_store(config["store"]["url"]))
@@ -128,16 +130,24 @@ def test_sighup_with_a_broken_config_keeps_running(served):
 
 # -- check-config -------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("patch,expected", [
-    ({"listners": []}, "listners: unknown key"),
-    ({"limits": {"max_recipients": "many"}}, "limits.max_recipients"),
-    ({"downstream": {"starttls": "sometimes"}}, "downstream.starttls"),
-    ({"downstream": {"host": "h", "auth": {"username": "u", "password_file": "/nonexistent/pw"}}},
-     "downstream.auth.password_file: file not found"),
-    ({"policies": [{"name": "no-such-policy"}]}, "unknown policy 'no-such-policy'"),
-    ({"listeners": [{"kind": "submission", "address": "0.0.0.0", "port": 25,
-                     "trusted_local": True}]}, "only allowed on a loopback address"),
-])
+
+@pytest.mark.parametrize(
+    "patch,expected",
+    [
+        ({"listners": []}, "listners: unknown key"),
+        ({"limits": {"max_recipients": "many"}}, "limits.max_recipients"),
+        ({"downstream": {"starttls": "sometimes"}}, "downstream.starttls"),
+        (
+            {"downstream": {"host": "h", "auth": {"username": "u", "password_file": "/nonexistent/pw"}}},
+            "downstream.auth.password_file: file not found",
+        ),
+        ({"policies": [{"name": "no-such-policy"}]}, "unknown policy 'no-such-policy'"),
+        (
+            {"listeners": [{"kind": "submission", "address": "0.0.0.0", "port": 25, "trusted_local": True}]},
+            "only allowed on a loopback address",
+        ),
+    ],
+)
 def test_check_config_reports_the_key_path(tmp_path, patch, expected):
     config = base_config(tmp_path, 25)
     config.update(patch)
@@ -162,6 +172,7 @@ def test_serve_with_a_missing_config_says_so(tmp_path):
 
 # -- customer CLI ------------------------------------------------------------------------------
 
+
 def test_customer_lifecycle_through_the_cli(tmp_path):
     path = write_config(tmp_path, base_config(tmp_path, 25))
     c = ["-c", str(path)]
@@ -169,8 +180,12 @@ def test_customer_lifecycle_through_the_cli(tmp_path):
     dup = run_cli("customer", "add", "acme", *c)
     assert dup.returncode == 1 and "exists already" in dup.stderr
     # -c after the subcommand and before it both work; the password comes from stdin.
-    assert run_cli(*c, "customer", "set-password", "acme", "--by", "Jane",
-                   stdin="a long enough password\n").returncode == 0
+    assert (
+        run_cli(
+            *c, "customer", "set-password", "acme", "--by", "Jane", stdin="a long enough password\n"
+        ).returncode
+        == 0
+    )
     short = run_cli("customer", "set-password", "acme", "--by", "Jane", *c, stdin="short\n")
     assert short.returncode == 1 and "at least 12" in short.stderr
     listed = run_cli("customer", "list", *c).stdout
@@ -178,8 +193,9 @@ def test_customer_lifecycle_through_the_cli(tmp_path):
     assert run_cli("customer", "activate", "acme", "--by", "Jane", *c).returncode == 0
     shown = run_cli("customer", "show", "acme", *c).stdout
     assert "active" in shown and "a long enough password" not in shown
-    assert run_cli("customer", "suspend", "acme", "--reason", "complaints", "--by", "Jane",
-                   *c).returncode == 0
+    assert (
+        run_cli("customer", "suspend", "acme", "--reason", "complaints", "--by", "Jane", *c).returncode == 0
+    )
     store = open_store(f"sqlite:///{tmp_path / 'gateway.db'}")
     customer = store.get_customer("acme")
     assert customer.status == "suspended" and customer.status_reason == "complaints"
@@ -193,10 +209,16 @@ def test_set_imprint_from_file_and_flags(tmp_path):
     c = ["-c", str(path)]
     run_cli("customer", "add", "acme", *c)
     imprint = tmp_path / "imprint.yaml"
-    imprint.write_text("company: Shop GmbH\nlegal_form: GmbH\nstreet: Hauptstraße 5\n"
-                       "postcode: '10115'\ncity: Berlin\nemail: info@customer.example\n")
-    assert run_cli("customer", "set-imprint", "acme", "--from-file", str(imprint),
-                   "--phone", "+49 30 123", *c).returncode == 0
+    imprint.write_text(
+        "company: Shop GmbH\nlegal_form: GmbH\nstreet: Hauptstraße 5\n"
+        "postcode: '10115'\ncity: Berlin\nemail: info@customer.example\n"
+    )
+    assert (
+        run_cli(
+            "customer", "set-imprint", "acme", "--from-file", str(imprint), "--phone", "+49 30 123", *c
+        ).returncode
+        == 0
+    )
     store = open_store(f"sqlite:///{tmp_path / 'gateway.db'}")
     assert store.get_customer("acme").imprint["street"] == "Hauptstraße 5"
     assert store.get_customer("acme").imprint["phone"] == "+49 30 123"
@@ -230,11 +252,28 @@ def test_first_run_then_swaks_lands_the_demo_mail_in_the_outbox(tmp_path):
             if "SMTP password" in line:
                 password = line.split(": ", 1)[1].strip()
         swaks = subprocess.run(
-            ["swaks", "--server", f"127.0.0.1:{port}", "--tls", "--auth", "LOGIN",
-             "--auth-user", "demo", "--auth-password", password,
-             "--from", "news@demo.example", "--to", "reader@example.org",
-             "--data", str(tmp_path / "var/demo-message.eml")],
-            capture_output=True, text=True, timeout=60)
+            [
+                "swaks",
+                "--server",
+                f"127.0.0.1:{port}",
+                "--tls",
+                "--auth",
+                "LOGIN",
+                "--auth-user",
+                "demo",
+                "--auth-password",
+                password,
+                "--from",
+                "news@demo.example",
+                "--to",
+                "reader@example.org",
+                "--data",
+                str(tmp_path / "var/demo-message.eml"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert swaks.returncode == 0, swaks.stdout[-2000:]
         assert "250 2.0.0 Ok: queued as CAPTURE" in swaks.stdout
         proc.send_signal(signal.SIGTERM)
@@ -246,8 +285,11 @@ def test_first_run_then_swaks_lands_the_demo_mail_in_the_outbox(tmp_path):
     assert len(outbox) == 1
     delivered = outbox[0].read_bytes()
     # The example config sets a bounce domain: the envelope sender is the VERP address.
-    assert re.match(rb"Return-Path: <m-[a-z2-7]{48}@bounces\.esp\.example>\r\n"
-                    rb"Delivered-To: reader@example\.org\r\n", delivered)
+    assert re.match(
+        rb"Return-Path: <m-[a-z2-7]{48}@bounces\.esp\.example>\r\n"
+        rb"Delivered-To: reader@example\.org\r\n",
+        delivered,
+    )
     assert b"DKIM-Signature: v=1; a=rsa-sha256" in delivered and b"X-Mailing-ID: " in delivered
     assert password not in (tmp_path / "var/log/gateway.log").read_text()
     # A second start creates no second customer and prints no password.

@@ -35,6 +35,7 @@ def send(gw, message=MESSAGE, rcpt="anna@example.org", sender="news@customer.exa
 
 # -- authentication and relaying rights --------------------------------------------------------
 
+
 def test_auth_over_starttls_with_right_password_relays(gateway, scripted_mta):
     mta = scripted_mta()
     gw = gateway(mta.port)
@@ -52,10 +53,10 @@ def test_wrong_password_is_refused_and_counted(gateway, scripted_mta):
     with pytest.raises(smtplib.SMTPAuthenticationError) as excinfo:
         gw.client(login=("acme", "wrong password"))
     assert excinfo.value.smtp_code == 535
-    assert any(line.get("event") == "auth" and line.get("result") == "failed"
-               for line in gw.log_lines())
-    assert not any("wrong password" in line for line in
-                   gw.config.path(gw.config.logging.file).read_text().splitlines())
+    assert any(line.get("event") == "auth" and line.get("result") == "failed" for line in gw.log_lines())
+    assert not any(
+        "wrong password" in line for line in gw.config.path(gw.config.logging.file).read_text().splitlines()
+    )
 
 
 def test_auth_before_tls_is_refused(gateway, scripted_mta):
@@ -92,8 +93,7 @@ def test_auth_failures_slow_down_the_peer(gateway, scripted_mta):
     assert time.monotonic() - started >= 0.8  # failures answered 0.4 s apart
 
 
-@pytest.mark.parametrize("status,text", [("pending", b"not yet activated"),
-                                         ("suspended", b"suspended")])
+@pytest.mark.parametrize("status,text", [("pending", b"not yet activated"), ("suspended", b"suspended")])
 def test_inactive_customers_are_refused_at_mail(gateway, scripted_mta, status, text):
     mta = scripted_mta()
     gw = gateway(mta.port)
@@ -108,14 +108,16 @@ def test_inactive_customers_are_refused_at_mail(gateway, scripted_mta, status, t
 
 def test_trusted_local_listener_allows_plaintext_auth_on_loopback(gateway, scripted_mta, tmp_path):
     mta = scripted_mta()
-    gw = gateway(mta.port, listeners=[
-        {"kind": "submission", "address": "127.0.0.1", "port": 0, "trusted_local": True}])
+    gw = gateway(
+        mta.port, listeners=[{"kind": "submission", "address": "127.0.0.1", "port": 0, "trusted_local": True}]
+    )
     add_customer(gw.store)
     assert send(gw, tls=False) == {}
     assert len(mta.received) == 1
 
 
 # -- limits ------------------------------------------------------------------------------------
+
 
 def test_second_recipient_gets_452_and_first_is_relayed(gateway, scripted_mta):
     mta = scripted_mta()
@@ -159,6 +161,7 @@ def test_session_cap_refuses_extra_connections_with_421(gateway, scripted_mta):
 
 
 # -- relay semantics ---------------------------------------------------------------------------
+
 
 def test_downstream_5xx_is_passed_back_as_5xx(gateway, scripted_mta):
     mta = scripted_mta("data-5xx")
@@ -246,8 +249,7 @@ def test_downstream_down_then_retry_arrives_exactly_once(gateway, postfix_clean)
     assert len(delivered) == 1
 
 
-def test_end_to_end_through_postfix_is_byte_identical_but_for_added_headers(
-        gateway, postfix_clean, tmp_path):
+def test_end_to_end_through_postfix_is_byte_identical_but_for_added_headers(gateway, postfix_clean, tmp_path):
     from gateway.dkim import keygen
 
     keygen("customer.example", "s2026", "rsa-sha256", tmp_path / "dkim")
@@ -264,7 +266,7 @@ def test_end_to_end_through_postfix_is_byte_identical_but_for_added_headers(
     names = [line.split(b":")[0] for line in added.split(b"\n") if line and line[:1] not in b" \t"]
     assert names[:3] == [b"Return-Path", b"X-Original-To", b"Delivered-To"]
     assert b"Received" in names
-    gateway_names = names[names.index(b"Received") + 1:]
+    gateway_names = names[names.index(b"Received") + 1 :]
     assert gateway_names == [b"DKIM-Signature", b"X-Mailing-ID", b"Feedback-ID"]
     assert b"forged-by-client" not in delivered
     # The downstream queue id reaches the log line of the relay.
@@ -296,16 +298,20 @@ def test_a_pooled_connection_closed_by_the_downstream_is_replaced(gateway, scrip
 
 # -- SMTP smuggling ----------------------------------------------------------------------------
 
-SMUGGLED = b"\r\nMAIL FROM:<evil@customer.example>\r\nRCPT TO:<victim@example.org>\r\nDATA\r\n" \
-           b"From: evil@customer.example\r\n\r\nsmuggled\r\n"
+SMUGGLED = (
+    b"\r\nMAIL FROM:<evil@customer.example>\r\nRCPT TO:<victim@example.org>\r\nDATA\r\n"
+    b"From: evil@customer.example\r\n\r\nsmuggled\r\n"
+)
 
 
-@pytest.mark.parametrize("sequence", [b"\n.\n", b"\n.\r\n", b"\r\n.\n", b"\r.\r"],
-                         ids=["LF.LF", "LF.CRLF", "CRLF.LF", "CR.CR"])
+@pytest.mark.parametrize(
+    "sequence", [b"\n.\n", b"\n.\r\n", b"\r\n.\n", b"\r.\r"], ids=["LF.LF", "LF.CRLF", "CRLF.LF", "CR.CR"]
+)
 def test_smuggling_sequences_never_yield_a_second_message(gateway, scripted_mta, sequence):
     mta = scripted_mta()
-    gw = gateway(mta.port, listeners=[
-        {"kind": "submission", "address": "127.0.0.1", "port": 0, "trusted_local": True}])
+    gw = gateway(
+        mta.port, listeners=[{"kind": "submission", "address": "127.0.0.1", "port": 0, "trusted_local": True}]
+    )
     add_customer(gw.store)
     conn = socket.create_connection(("127.0.0.1", gw.port), timeout=10)
     reader = conn.makefile("rb")
@@ -322,9 +328,13 @@ def test_smuggling_sequences_never_yield_a_second_message(gateway, scripted_mta,
     import base64
 
     auth = base64.b64encode(b"\0acme\0" + PASSWORD.encode())
-    for command, expect in [(b"EHLO client.test", b"250"), (b"AUTH PLAIN " + auth, b"235"),
-                            (b"MAIL FROM:<news@customer.example>", b"250"),
-                            (b"RCPT TO:<anna@example.org>", b"250"), (b"DATA", b"354")]:
+    for command, expect in [
+        (b"EHLO client.test", b"250"),
+        (b"AUTH PLAIN " + auth, b"235"),
+        (b"MAIL FROM:<news@customer.example>", b"250"),
+        (b"RCPT TO:<anna@example.org>", b"250"),
+        (b"DATA", b"354"),
+    ]:
         conn.sendall(command + b"\r\n")
         assert reply().startswith(expect), command
     body = MESSAGE + b"first part" + sequence + SMUGGLED + b"\r\n.\r\n"
@@ -337,8 +347,7 @@ def test_smuggling_sequences_never_yield_a_second_message(gateway, scripted_mta,
     assert mta.received == []
 
 
-def test_a_ledger_that_cannot_be_written_leaves_the_delivery_standing_and_tells_ops(
-        gateway, scripted_mta):
+def test_a_ledger_that_cannot_be_written_leaves_the_delivery_standing_and_tells_ops(gateway, scripted_mta):
     mta = scripted_mta()
     gw = gateway(mta.port)
     add_customer(gw.store)

@@ -24,8 +24,10 @@ from gateway.fastpaths import aiosmtplib as fast
 from gateway.tlsutil import ensure_self_signed, server_context
 from gateway.transports.relay import Relay, _path
 
-BODY = (b"From: news@customer.example\r\nTo: anna@example.org\r\nSubject: Hi\r\n\r\n"
-        b"Hello\r\n.leading dot\r\n..two dots\r\n.\r\nlast line\r\n")
+BODY = (
+    b"From: news@customer.example\r\nTo: anna@example.org\r\nSubject: Hi\r\n\r\n"
+    b"Hello\r\n.leading dot\r\n..two dots\r\n.\r\nlast line\r\n"
+)
 A, B = "anna@example.org", "bert@example.org"
 
 
@@ -93,8 +95,8 @@ class Downstream:
                         at = buffer.find(end)
                         if at == -1:
                             break
-                        content = buffer[:at + 2] if end != b".\r\n" else b""
-                        buffer = buffer[at + len(end):]
+                        content = buffer[: at + 2] if end != b".\r\n" else b""
+                        buffer = buffer[at + len(end) :]
                         in_data = False
                         body = content.replace(b"\r\n..", b"\r\n.")
                         body = body[1:] if body.startswith(b"..") else body
@@ -123,9 +125,13 @@ class Downstream:
                         if self.tls is not None and not secure:
                             extensions.append("STARTTLS")
                         lines = ["downstream.test", *extensions, "8BITMIME", "SIZE 10240000"]
-                        await self._reply(writer, "\r\n".join(
-                            f"250{' ' if i == len(lines) - 1 else '-'}{text}"
-                            for i, text in enumerate(lines)))
+                        await self._reply(
+                            writer,
+                            "\r\n".join(
+                                f"250{' ' if i == len(lines) - 1 else '-'}{text}"
+                                for i, text in enumerate(lines)
+                            ),
+                        )
                     elif verb == "MAIL":
                         reply = self.mail_replies.pop(0) if self.mail_replies else self.mail_reply
                         if reply.startswith("250"):
@@ -141,8 +147,10 @@ class Downstream:
                         await self._reply(writer, reply)
                     elif verb == "DATA":
                         reply = self.data_reply or (
-                            "354 End data with <CR><LF>.<CR><LF>" if rcpts
-                            else "554 5.5.1 Error: no valid recipients")
+                            "354 End data with <CR><LF>.<CR><LF>"
+                            if rcpts
+                            else "554 5.5.1 Error: no valid recipients"
+                        )
                         in_data = reply.startswith("354")
                         await self._reply(writer, reply)
                     elif verb == "STAR" and self.tls is not None and not secure:
@@ -183,14 +191,14 @@ async def downstream() -> AsyncIterator[Callable[..., Any]]:
     servers: list[asyncio.Server] = []
     relays: list[Relay] = []
 
-    async def start(relay_timeout: float = 5.0, starttls: str = "none",
-                    **script: Any) -> tuple[Downstream, Relay]:
+    async def start(
+        relay_timeout: float = 5.0, starttls: str = "none", **script: Any
+    ) -> tuple[Downstream, Relay]:
         mta = Downstream(**script)
         server = await asyncio.start_server(mta.handle, "127.0.0.1", 0)
         servers.append(server)
         mta.port = server.sockets[0].getsockname()[1]
-        relay = Relay("127.0.0.1", mta.port, starttls=starttls, connect_timeout=2,
-                      timeout=relay_timeout)
+        relay = Relay("127.0.0.1", mta.port, starttls=starttls, connect_timeout=2, timeout=relay_timeout)
         relays.append(relay)
         return mta, relay
 
@@ -211,9 +219,11 @@ async def test_envelope_and_data_go_in_one_write_and_the_message_arrives(downstr
     result = await relay.send("news@customer.example", [A, B], BODY)
     assert result.accepted and result.reply.code == 250
     assert result.queue_id == "4ZQ1xY2abc"
-    assert mta.batch_read() == (b"MAIL FROM:<news@customer.example>\r\n"
-                                b"RCPT TO:<anna@example.org>\r\nRCPT TO:<bert@example.org>\r\n"
-                                b"DATA\r\n")
+    assert mta.batch_read() == (
+        b"MAIL FROM:<news@customer.example>\r\n"
+        b"RCPT TO:<anna@example.org>\r\nRCPT TO:<bert@example.org>\r\n"
+        b"DATA\r\n"
+    )
     assert mta.delivered == [("news@customer.example", [A, B], BODY)]  # dot-stuffing undone
 
 
@@ -229,7 +239,8 @@ async def test_pipelining_over_starttls(downstream, tmp_path):
     assert mta.commands.count("EHLO gateway.localdomain") == 2
     assert [read for read in mta.reads if read.startswith(b"MAIL")] == [
         b"MAIL FROM:<news@customer.example>\r\nRCPT TO:<anna@example.org>\r\n"
-        b"RCPT TO:<bert@example.org>\r\nDATA\r\n"] * 2
+        b"RCPT TO:<bert@example.org>\r\nDATA\r\n"
+    ] * 2
     assert [body for _, _, body in mta.delivered] == [BODY, BODY]
 
 
@@ -258,15 +269,17 @@ async def test_connection_is_reused_across_pipelined_messages(downstream):
 
 async def test_mail_options_travel_in_the_batch(downstream):
     mta, relay = await downstream()
-    result = await relay.send("news@customer.example", [A], BODY,
-                              mail_options=["BODY=8BITMIME", "SIZE=123"])
+    result = await relay.send("news@customer.example", [A], BODY, mail_options=["BODY=8BITMIME", "SIZE=123"])
     assert result.accepted
     assert mta.batch_read().startswith(b"MAIL FROM:<news@customer.example> BODY=8BITMIME\r\n")
 
 
 async def test_replies_dribbled_out_line_by_line_are_all_read(downstream):
-    mta, relay = await downstream(dribble=True, mail_reply="250-2.1.0 Sender\r\n250 2.1.0 Ok",
-                                  rcpt_replies={B: "550 5.1.1 <bert@example.org>: User unknown"})
+    mta, relay = await downstream(
+        dribble=True,
+        mail_reply="250-2.1.0 Sender\r\n250 2.1.0 Ok",
+        rcpt_replies={B: "550 5.1.1 <bert@example.org>: User unknown"},
+    )
     result = await relay.send("news@customer.example", [A], BODY)
     assert result.accepted and len(mta.delivered) == 1
     result = await relay.send("news@customer.example", [B], BODY)
@@ -277,7 +290,8 @@ async def test_replies_dribbled_out_line_by_line_are_all_read(downstream):
 @batch_only
 async def test_one_recipient_refused_gives_the_refused_map_and_delivers_nothing(downstream):
     mta, relay = await downstream(
-        rcpt_replies={B: "550 5.1.1 <bert@example.org>: Recipient address rejected"})
+        rcpt_replies={B: "550 5.1.1 <bert@example.org>: Recipient address rejected"}
+    )
     result = await relay.send("news@customer.example", [A, B], BODY)
     # As without pipelining: the client retries the rest, so none is delivered now.
     assert result.reply == replies.PARTIAL_RECIPIENTS
@@ -293,8 +307,9 @@ async def test_one_recipient_refused_gives_the_refused_map_and_delivers_nothing(
 
 @batch_only
 async def test_all_recipients_refused_transfers_nothing_and_passes_the_5xx(downstream):
-    mta, relay = await downstream(rcpt_replies={A: "550 5.1.1 <anna@example.org>: unknown",
-                                                B: "550 5.1.1 <bert@example.org>: unknown"})
+    mta, relay = await downstream(
+        rcpt_replies={A: "550 5.1.1 <anna@example.org>: unknown", B: "550 5.1.1 <bert@example.org>: unknown"}
+    )
     result = await relay.send("news@customer.example", [A, B], BODY)
     assert (result.reply.code, result.reply.enhanced) == (550, "5.1.1")
     assert set(result.refused) == {A, B}
@@ -308,8 +323,7 @@ async def test_all_recipients_refused_transfers_nothing_and_passes_the_5xx(downs
 @batch_only
 async def test_data_accepted_without_recipients_gets_a_lone_dot(downstream):
     # RFC 2920 3.1: if DATA is accepted although no RCPT was, the client sends a single dot.
-    mta, relay = await downstream(rcpt_replies={A: "550 5.1.1 unknown"},
-                                  data_reply="354 go ahead")
+    mta, relay = await downstream(rcpt_replies={A: "550 5.1.1 unknown"}, data_reply="354 go ahead")
     result = await relay.send("news@customer.example", [A], BODY)
     assert result.reply.code == 550 and list(result.refused) == [A]
     await settle()
@@ -317,12 +331,16 @@ async def test_data_accepted_without_recipients_gets_a_lone_dot(downstream):
     assert BODY[:20] not in b"".join(mta.reads)
 
 
-@pytest.mark.parametrize("script, code, enhanced", [
-    ({"data_reply": "451 4.3.0 Try again"}, 451, "4.3.0"),
-    ({"data_reply": "554 5.5.1 No"}, 554, "5.5.1"),
-    ({"final_reply": "452 4.3.1 Insufficient system storage"}, 452, "4.3.1"),
-    ({"final_reply": "554 5.7.1 Message rejected: content policy"}, 554, "5.7.1"),
-], ids=["DATA-4xx", "DATA-5xx", "final-4xx", "final-5xx"])
+@pytest.mark.parametrize(
+    "script, code, enhanced",
+    [
+        ({"data_reply": "451 4.3.0 Try again"}, 451, "4.3.0"),
+        ({"data_reply": "554 5.5.1 No"}, 554, "5.5.1"),
+        ({"final_reply": "452 4.3.1 Insufficient system storage"}, 452, "4.3.1"),
+        ({"final_reply": "554 5.7.1 Message rejected: content policy"}, 554, "5.7.1"),
+    ],
+    ids=["DATA-4xx", "DATA-5xx", "final-4xx", "final-5xx"],
+)
 async def test_data_refusals_pass_back_with_their_class(downstream, script, code, enhanced):
     mta, relay = await downstream(**script)
     result = await relay.send("news@customer.example", [A], BODY)
@@ -336,8 +354,12 @@ async def test_a_downstream_without_pipelining_gets_one_command_at_a_time(downst
     assert result.accepted and result.queue_id == "4ZQ1xY2abc"
     assert mta.delivered == [("news@customer.example", [A, B], BODY)]
     envelope = [read for read in mta.reads if read[:4] in (b"MAIL", b"RCPT", b"DATA")]
-    assert envelope == [b"MAIL FROM:<news@customer.example>\r\n", b"RCPT TO:<anna@example.org>\r\n",
-                        b"RCPT TO:<bert@example.org>\r\n", b"DATA\r\n"]
+    assert envelope == [
+        b"MAIL FROM:<news@customer.example>\r\n",
+        b"RCPT TO:<anna@example.org>\r\n",
+        b"RCPT TO:<bert@example.org>\r\n",
+        b"DATA\r\n",
+    ]
     mta.rcpt_replies[B] = "550 5.1.1 unknown"
     result = await relay.send("news@customer.example", [A, B], BODY)
     assert result.reply == replies.PARTIAL_RECIPIENTS and list(result.refused) == [B]
@@ -406,8 +428,8 @@ async def test_mail_refused_passes_back_and_nothing_is_transferred(downstream):
 
 # -- the bytes on the wire -----------------------------------------------------------------------
 
-@given(st.text(alphabet=st.sampled_from("aZ09._+=-@!#'\"<> \t\x00\x7f\r\n\u00e9()[]:,;\\"),
-               max_size=24))
+
+@given(st.text(alphabet=st.sampled_from("aZ09._+=-@!#'\"<> \t\x00\x7f\r\n\u00e9()[]:,;\\"), max_size=24))
 def test_a_path_is_the_checked_address_verbatim_and_never_carries_a_control_character(address):
     # Not aiosmtplib's quote_address: its parseaddr may read an address otherwise than the
     # listener did, so the downstream would get an address the policies never checked.
@@ -420,8 +442,7 @@ def test_a_path_is_the_checked_address_verbatim_and_never_carries_a_control_char
         assert _path(address) == b"<" + address.encode() + b">"
 
 
-@given(st.lists(st.sampled_from([b"", b".", b"..", b"a.b", b".x", b"x", b"\r", b"\n", b"\r\n"]),
-                max_size=12))
+@given(st.lists(st.sampled_from([b"", b".", b"..", b"a.b", b".x", b"x", b"\r", b"\n", b"\r\n"]), max_size=12))
 def test_data_payload_is_what_aiosmtplib_transmits(parts):
     message = b"".join(parts)
     reference = aiosmtplib_protocol.LINE_ENDINGS_REGEX.sub(b"\r\n", message)

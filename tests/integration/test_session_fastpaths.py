@@ -21,34 +21,126 @@ from tests.integration.test_relay_core import MESSAGE
 from tests.support.gateway import AioSMTP, add_customer
 
 ODD = [
-    "", " ", "<>", "<> SIZE=10", "<>SIZE=10", "<", ">", "<<a@b>>", "<a@b>>", "<a@b",
-    "a@b", "a@b SIZE=1", "a@b>", "news@customer.example", "<news@customer.example>",
-    "<news@customer.example> SIZE=20480 BODY=8BITMIME", "<news@customer.example>  SIZE=1",
-    "<news@customer.example>\tSIZE=1", "<news@customer.example> \tSIZE=1",
-    "<news@customer.example> (comment) SIZE=1", "<news@customer.example>(c)",
-    "<news@customer.example> ", "<news@customer.example>SIZE=1", "<news@customer.example>x",
-    "<news@customer.example> \x0bSIZE=1", "<news@customer.example> \x1cSIZE=1",
-    "<news@customer.example> \u00a0SIZE=1", "<news@customer.example> \u2003x",
-    '<"quoted local"@customer.example>', '<"a\\"b"@c.d>', '<"news"@customer.example>',
-    "<@route.example:news@customer.example>", "<@a,@b:c@d>", "<@a:b>",
-    "< news@customer.example>", "<news @customer.example>", "<news@ customer.example>",
-    "<news@customer.example >", " <news@customer.example>", "<(c)news@customer.example>",
-    "<news(c)@customer.example>", "<news@customer.example(c)>",
-    "<a..b@c.d>", "<.a@c.d>", "<a.@c.d>", "<a@.c.d>", "<a@c..d>", "<a@c.d.>", "<a@c>",
-    "<a@@c.d>", "<a@b@c.d>", "<@c.d>", "<a@>", "<a@[192.0.2.1]>", "<a@[IPv6:2001:db8::1]>",
-    "<a@-c.d>", "<a@c_d.e>", "<a@c.d-e>", "<a+tag@c.d>", "<a!#$%&'*+/=?^_`{|}~-z@c.d>",
-    "<=?utf-8?q?abc?=@c.d>", "<=?utf-8?q?a=20b?=@c.d>", "<x=?utf-8?q?abc?=@c.d>",
-    "<a@=?utf-8?q?c?=.d>", "<=?@c.d>", "<=x@c.d>", "<?=@c.d>",
-    "<jörg@bücher.example>", "<jörg@example.org>", "<a@bücher.example>", "<\udcff@c.d>",
-    "<a\\b@c.d>", "<a\x01b@c.d>", "<a b@c.d>", "<a,b@c.d>", "<a;b@c.d>", "<a:b@c.d>",
-    "<a[b]@c.d>", "<a@c.d> SIZE=1 BODY=8BITMIME SMTPUTF8", "<A.B-C_D@Example.ORG>",
-    "<" + "a" * 64 + "@c.d>", "<" + "a" * 65 + "@c.d>", "<" + "a" * 300 + "@" + "b." * 100 + "c>",
-    "<postmaster>", "<Postmaster>", "<a@b> <c@d>", "<a@b>,<c@d>",
+    "",
+    " ",
+    "<>",
+    "<> SIZE=10",
+    "<>SIZE=10",
+    "<",
+    ">",
+    "<<a@b>>",
+    "<a@b>>",
+    "<a@b",
+    "a@b",
+    "a@b SIZE=1",
+    "a@b>",
+    "news@customer.example",
+    "<news@customer.example>",
+    "<news@customer.example> SIZE=20480 BODY=8BITMIME",
+    "<news@customer.example>  SIZE=1",
+    "<news@customer.example>\tSIZE=1",
+    "<news@customer.example> \tSIZE=1",
+    "<news@customer.example> (comment) SIZE=1",
+    "<news@customer.example>(c)",
+    "<news@customer.example> ",
+    "<news@customer.example>SIZE=1",
+    "<news@customer.example>x",
+    "<news@customer.example> \x0bSIZE=1",
+    "<news@customer.example> \x1cSIZE=1",
+    "<news@customer.example> \u00a0SIZE=1",
+    "<news@customer.example> \u2003x",
+    '<"quoted local"@customer.example>',
+    '<"a\\"b"@c.d>',
+    '<"news"@customer.example>',
+    "<@route.example:news@customer.example>",
+    "<@a,@b:c@d>",
+    "<@a:b>",
+    "< news@customer.example>",
+    "<news @customer.example>",
+    "<news@ customer.example>",
+    "<news@customer.example >",
+    " <news@customer.example>",
+    "<(c)news@customer.example>",
+    "<news(c)@customer.example>",
+    "<news@customer.example(c)>",
+    "<a..b@c.d>",
+    "<.a@c.d>",
+    "<a.@c.d>",
+    "<a@.c.d>",
+    "<a@c..d>",
+    "<a@c.d.>",
+    "<a@c>",
+    "<a@@c.d>",
+    "<a@b@c.d>",
+    "<@c.d>",
+    "<a@>",
+    "<a@[192.0.2.1]>",
+    "<a@[IPv6:2001:db8::1]>",
+    "<a@-c.d>",
+    "<a@c_d.e>",
+    "<a@c.d-e>",
+    "<a+tag@c.d>",
+    "<a!#$%&'*+/=?^_`{|}~-z@c.d>",
+    "<=?utf-8?q?abc?=@c.d>",
+    "<=?utf-8?q?a=20b?=@c.d>",
+    "<x=?utf-8?q?abc?=@c.d>",
+    "<a@=?utf-8?q?c?=.d>",
+    "<=?@c.d>",
+    "<=x@c.d>",
+    "<?=@c.d>",
+    "<jörg@bücher.example>",
+    "<jörg@example.org>",
+    "<a@bücher.example>",
+    "<\udcff@c.d>",
+    "<a\\b@c.d>",
+    "<a\x01b@c.d>",
+    "<a b@c.d>",
+    "<a,b@c.d>",
+    "<a;b@c.d>",
+    "<a:b@c.d>",
+    "<a[b]@c.d>",
+    "<a@c.d> SIZE=1 BODY=8BITMIME SMTPUTF8",
+    "<A.B-C_D@Example.ORG>",
+    "<" + "a" * 64 + "@c.d>",
+    "<" + "a" * 65 + "@c.d>",
+    "<" + "a" * 300 + "@" + "b." * 100 + "c>",
+    "<postmaster>",
+    "<Postmaster>",
+    "<a@b> <c@d>",
+    "<a@b>,<c@d>",
 ]
 
-PIECES = ["<", ">", "a", "news", "b.c", "@", ".", " ", "  ", "\t", "(c)", '"q"', "=?",
-          "=?utf-8?q?a?=", "[1.2.3.4]", ":", ",", "SIZE=1", "é", "\\", "-", "_", "+tag", "<>",
-          "@r:", "\x0b", "customer.example", "=", "?"]
+PIECES = [
+    "<",
+    ">",
+    "a",
+    "news",
+    "b.c",
+    "@",
+    ".",
+    " ",
+    "  ",
+    "\t",
+    "(c)",
+    '"q"',
+    "=?",
+    "=?utf-8?q?a?=",
+    "[1.2.3.4]",
+    ":",
+    ",",
+    "SIZE=1",
+    "é",
+    "\\",
+    "-",
+    "_",
+    "+tag",
+    "<>",
+    "@r:",
+    "\x0b",
+    "customer.example",
+    "=",
+    "?",
+]
 
 
 def generated(count: int = 4000) -> list[str]:
@@ -57,10 +149,12 @@ def generated(count: int = 4000) -> list[str]:
     for _ in range(count // 2):
         out.append("".join(rng.choice(PIECES) for _ in range(rng.randint(1, 9))))
     for _ in range(count // 2):
-        local = "".join(rng.choice(["a", "b.c", ".", "+", "=?", "-", "é", '"', "x"])
-                        for _ in range(rng.randint(0, 4)))
-        domain = "".join(rng.choice(["d", "e.f", ".", "-", "_", "[", "ü", "g"])
-                         for _ in range(rng.randint(0, 4)))
+        local = "".join(
+            rng.choice(["a", "b.c", ".", "+", "=?", "-", "é", '"', "x"]) for _ in range(rng.randint(0, 4))
+        )
+        domain = "".join(
+            rng.choice(["d", "e.f", ".", "-", "_", "[", "ü", "g"]) for _ in range(rng.randint(0, 4))
+        )
         tail = rng.choice(["", " ", " SIZE=1", "  SIZE=1", "\tX", " (c) X", "x", ">", " \x0b1"])
         out.append(f"<{local}@{domain}>{tail}")
     return out
@@ -98,8 +192,7 @@ def test_the_plain_form_does_not_reach_the_header_parser(monkeypatch):
     monkeypatch.setattr(aiosmtpd.smtp, "get_angle_addr", refuse)
     protocol = SubmissionSMTP.__new__(SubmissionSMTP)
     assert protocol._getaddr("<news@customer.example>") == ("news@customer.example", "")
-    assert protocol._getaddr("<a.b+c@d-e.f> SIZE=5 BODY=8BITMIME") == (
-        "a.b+c@d-e.f", "SIZE=5 BODY=8BITMIME")
+    assert protocol._getaddr("<a.b+c@d-e.f> SIZE=5 BODY=8BITMIME") == ("a.b+c@d-e.f", "SIZE=5 BODY=8BITMIME")
     with pytest.raises(AssertionError):
         protocol._getaddr('<"q"@customer.example>')
 
@@ -114,26 +207,51 @@ def replies_for(gw: Any, commands: list[tuple[str, str]]) -> list[tuple[int, byt
     return out
 
 
-SESSION = [(verb, arg) for address in [
-    "<news@customer.example>", "<news@customer.example> SIZE=100",
-    "<news@customer.example> SIZE=999999999999", "<news@customer.example> BODY=8BITMIME",
-    "<news@customer.example> BODY=BINARY", "<news@customer.example> FOO=1",
-    "<news@customer.example>  SIZE=1", "<news@customer.example> (c)", "<>",
-    '<"news"@customer.example>', "<@r.example:news@customer.example>", "news@customer.example",
-    "<news@customer.example", "<a..b@customer.example>", "<news@customer.example.>",
-    "<=?utf-8?q?news?=@customer.example>", "<a@[192.0.2.1]>", "<news@customer.example> x=",
-] for verb, arg in [
-    ("MAIL", f"FROM:{address}"), ("RCPT", f"TO:{address.replace('news', 'anna')}"),
-    ("RCPT", "TO:<anna@example.org> NOTIFY=NEVER"), ("RCPT", "TO:<bob@example.org>"),
-    ("RSET", ""),
-]]
+SESSION = [
+    (verb, arg)
+    for address in [
+        "<news@customer.example>",
+        "<news@customer.example> SIZE=100",
+        "<news@customer.example> SIZE=999999999999",
+        "<news@customer.example> BODY=8BITMIME",
+        "<news@customer.example> BODY=BINARY",
+        "<news@customer.example> FOO=1",
+        "<news@customer.example>  SIZE=1",
+        "<news@customer.example> (c)",
+        "<>",
+        '<"news"@customer.example>',
+        "<@r.example:news@customer.example>",
+        "news@customer.example",
+        "<news@customer.example",
+        "<a..b@customer.example>",
+        "<news@customer.example.>",
+        "<=?utf-8?q?news?=@customer.example>",
+        "<a@[192.0.2.1]>",
+        "<news@customer.example> x=",
+    ]
+    for verb, arg in [
+        ("MAIL", f"FROM:{address}"),
+        ("RCPT", f"TO:{address.replace('news', 'anna')}"),
+        ("RCPT", "TO:<anna@example.org> NOTIFY=NEVER"),
+        ("RCPT", "TO:<bob@example.org>"),
+        ("RSET", ""),
+    ]
+]
 
 
 def test_mail_and_rcpt_replies_match_aiosmtpds_parser(gateway, scripted_mta, monkeypatch):
     mta = scripted_mta()
-    gw = gateway(mta.port, listeners=[
-        {"kind": "submission", "address": "127.0.0.1", "port": 0,
-         "trusted_networks": {"127.0.0.1/32": "acme"}}])
+    gw = gateway(
+        mta.port,
+        listeners=[
+            {
+                "kind": "submission",
+                "address": "127.0.0.1",
+                "port": 0,
+                "trusted_networks": {"127.0.0.1/32": "acme"},
+            }
+        ],
+    )
     add_customer(gw.store)
     fast = replies_for(gw, SESSION)
     monkeypatch.setattr(SubmissionSMTP, "_getaddr", AioSMTP._getaddr)
@@ -142,17 +260,26 @@ def test_mail_and_rcpt_replies_match_aiosmtpds_parser(gateway, scripted_mta, mon
     assert {250, 501, 553} <= codes  # accepted, syntax errors and malformed addresses seen
     # Every reply's log line was written before the reply: the accepted MAILs are logged.
     mails = [line for line in gw.log_lines() if line.get("event") == "mail"]
-    assert len(mails) == 2 * sum(1 for (verb, _), (code, _) in zip(SESSION, fast, strict=True)
-                                 if verb == "MAIL" and code == 250)
+    assert len(mails) == 2 * sum(
+        1 for (verb, _), (code, _) in zip(SESSION, fast, strict=True) if verb == "MAIL" and code == 250
+    )
 
 
 def test_trusted_network_customer_is_read_through_the_cache(gateway, scripted_mta, tmp_path):
     from gateway.store import open_store
 
     mta = scripted_mta()
-    gw = gateway(mta.port, listeners=[
-        {"kind": "submission", "address": "127.0.0.1", "port": 0,
-         "trusted_networks": {"127.0.0.1/32": "acme"}}])
+    gw = gateway(
+        mta.port,
+        listeners=[
+            {
+                "kind": "submission",
+                "address": "127.0.0.1",
+                "port": 0,
+                "trusted_networks": {"127.0.0.1/32": "acme"},
+            }
+        ],
+    )
     store = gw.server.state.engine.store
     lookups: list[str] = []
     real = store.get_customer
@@ -190,9 +317,18 @@ def test_trusted_network_customer_is_read_through_the_cache(gateway, scripted_mt
 
 
 def test_refused_session_over_the_cap_gets_the_same_reply(gateway, scripted_mta):
-    gw = gateway(scripted_mta().port, limits={"max_sessions": 1}, listeners=[
-        {"kind": "submission", "address": "127.0.0.1", "port": 0,
-         "trusted_networks": {"127.0.0.1/32": "acme"}}])
+    gw = gateway(
+        scripted_mta().port,
+        limits={"max_sessions": 1},
+        listeners=[
+            {
+                "kind": "submission",
+                "address": "127.0.0.1",
+                "port": 0,
+                "trusted_networks": {"127.0.0.1/32": "acme"},
+            }
+        ],
+    )
     add_customer(gw.store)
     with smtplib.SMTP("127.0.0.1", gw.port, timeout=10) as first:
         first.ehlo()

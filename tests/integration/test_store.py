@@ -55,13 +55,33 @@ def test_domains_and_campaigns(store):
 
 def test_message_ledger_roundtrip(store):
     store.add_customer("acme")
-    record = MessageRecord("abc", 1, "autumn", "news@shop.example", ["anna@example.org"],
-                           time.time(), "accepted", "250 2.0.0 Ok", "Q1",
-                           [{"policy": "imprint", "action": "continue"}])
+    record = MessageRecord(
+        "abc",
+        1,
+        "autumn",
+        "news@shop.example",
+        ["anna@example.org"],
+        time.time(),
+        "accepted",
+        "250 2.0.0 Ok",
+        "Q1",
+        [{"policy": "imprint", "action": "continue"}],
+    )
     store.record_message(record)
-    store.record_message(MessageRecord("abc", 1, "autumn", "news@shop.example",
-                                       ["anna@example.org"], time.time(), "rejected",
-                                       "550 5.7.1 no", None, []))
+    store.record_message(
+        MessageRecord(
+            "abc",
+            1,
+            "autumn",
+            "news@shop.example",
+            ["anna@example.org"],
+            time.time(),
+            "rejected",
+            "550 5.7.1 no",
+            None,
+            [],
+        )
+    )
     got = store.get_message("abc")
     assert got.result == "rejected" and got.recipients == ["anna@example.org"]
 
@@ -126,7 +146,8 @@ def test_postgres_down_raises_store_unavailable_then_recovers(postgres_server, p
 
 
 def test_connections_that_died_with_a_restarted_server_are_replaced_not_reported(
-        postgres_server, postgres_url):
+    postgres_server, postgres_url
+):
     """Each thread keeps its connection. A server restarted while they sat idle must not cost
     one StoreUnavailable (a 4xx to a client) per thread: a read or a BEGIN that finds its
     connection dead runs again on a new one, and the other threads replace theirs before use."""
@@ -197,15 +218,16 @@ def test_hot_reads_are_cached_and_writes_invalidate(store):
 def test_auth_slots_are_an_interval_apart_across_threads(store):
     now = time.time()
     slots: list[float] = []
-    threads = [threading.Thread(target=lambda: slots.append(
-        store.take_auth_slot("addr:192.0.2.1", now, 1.0))) for _ in range(8)]
+    threads = [
+        threading.Thread(target=lambda: slots.append(store.take_auth_slot("addr:192.0.2.1", now, 1.0)))
+        for _ in range(8)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(30)
     assert sorted(slots) == pytest.approx([now + k for k in range(8)])
-    assert store.auth_next_slots(["addr:192.0.2.1", "login:x"]) == {
-        "addr:192.0.2.1": pytest.approx(now + 8)}
+    assert store.auth_next_slots(["addr:192.0.2.1", "login:x"]) == {"addr:192.0.2.1": pytest.approx(now + 8)}
     later = now + 100
     assert store.take_auth_slot("addr:192.0.2.1", later, 1.0) == pytest.approx(now + 8)
     store.clear_auth_slots("addr:192.0.2.1")
@@ -238,13 +260,13 @@ def test_claims_and_writes_of_several_processes_never_fail_as_locked(store_url):
         for _ in range(150):
             try:
                 for event in store.claim_due_events(name, limit=3):
-                    store.finish_attempt(event, name, delivered=True, error=None,
-                                         next_attempt_at=None)
+                    store.finish_attempt(event, name, delivered=True, error=None, next_attempt_at=None)
             except Exception as exc:  # noqa: BLE001
                 errors.append(exc)
 
     threads = [threading.Thread(target=writer)] + [
-        threading.Thread(target=claimer, args=(s, f"n{i}")) for i, s in enumerate(stores[1:])]
+        threading.Thread(target=claimer, args=(s, f"n{i}")) for i, s in enumerate(stores[1:])
+    ]
     for t in threads:
         t.start()
     for t in threads[1:]:

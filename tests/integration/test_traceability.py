@@ -27,8 +27,13 @@ def metric(name: str, **labels: str) -> float:
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     import os
 
-    return subprocess.run([sys.executable, "-m", "gateway", *args], capture_output=True,
-                          text=True, timeout=60, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+    )
 
 
 @pytest.fixture
@@ -39,9 +44,15 @@ def signed_setup(tmp_path, gateway, scripted_mta):
     http_port = free_port()
     gw = gateway(
         mta.port,
-        listeners=[{"kind": "submission", "address": "127.0.0.1", "port": 0,
-                    "tls": {"cert": str(tmp_path / "c.pem"), "key": str(tmp_path / "k.pem")}},
-                   {"kind": "http", "address": "127.0.0.1", "port": http_port}],
+        listeners=[
+            {
+                "kind": "submission",
+                "address": "127.0.0.1",
+                "port": 0,
+                "tls": {"cert": str(tmp_path / "c.pem"), "key": str(tmp_path / "k.pem")},
+            },
+            {"kind": "http", "address": "127.0.0.1", "port": http_port},
+        ],
         dkim={"algorithms": ["rsa-sha256", "ed25519-sha256"], "missing_key": "tempfail"},
         feedback={"fbl_address": "fbl@esp.example", "csa_complaints": "csa-complaints@eco.de"},
         bounce_domain="bounces.esp.example",
@@ -80,26 +91,37 @@ def test_relayed_message_carries_genuine_id_and_signatures_that_verify(signed_se
 
     sigs = header_values(data, "DKIM-Signature")
     results = verify(data, static_dnsfunc(records))
-    assert [(r.algorithm, r.result) for r in results] == [("rsa-sha256", "pass"),
-                                                           ("ed25519-sha256", "pass")]
+    assert [(r.algorithm, r.result) for r in results] == [("rsa-sha256", "pass"), ("ed25519-sha256", "pass")]
     # Every compliance header is inside the signature.
     signed = re.search(r"h=([^;]+);", "".join(sigs).replace(" ", "")).group(1).split(":")
-    for name in ("from", "subject", "x-mailing-id", "feedback-id", "cfbl-address",
-                 "cfbl-feedback-id", "x-csa-complaints", "list-unsubscribe",
-                 "list-unsubscribe-post"):
+    for name in (
+        "from",
+        "subject",
+        "x-mailing-id",
+        "feedback-id",
+        "cfbl-address",
+        "cfbl-feedback-id",
+        "x-csa-complaints",
+        "list-unsubscribe",
+        "list-unsubscribe-post",
+    ):
         assert name in signed
 
 
-@pytest.mark.parametrize("change", [
-    (b"Subject: Autumn offers", b"Subject: Winter offers"),
-    (b"From: Shop News", b"From: Other News"),
-    (b"X-Mailing-ID: e", b"X-Mailing-ID: f"),
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        (b"Subject: Autumn offers", b"Subject: Winter offers"),
+        (b"From: Shop News", b"From: Other News"),
+        (b"X-Mailing-ID: e", b"X-Mailing-ID: f"),
+    ],
+)
 def test_changing_a_signed_header_breaks_verification(signed_setup, change):
     gw, mta, records, _ = signed_setup
     _, data = relayed(gw, mta)
-    tampered = data.replace(*change) if change[0] in data else data.replace(b"X-Mailing-ID: ",
-                                                                             b"X-Mailing-ID: x")
+    tampered = (
+        data.replace(*change) if change[0] in data else data.replace(b"X-Mailing-ID: ", b"X-Mailing-ID: x")
+    )
 
     assert tampered != data
     assert [r.result for r in verify(tampered, static_dnsfunc(records))] == ["fail", "fail"]
@@ -156,7 +178,8 @@ def test_mailid_decode_cli_tells_genuine_altered_and_forged(signed_setup, tmp_pa
     assert out.returncode == 1 and "ALTERED" in out.stdout
     other_key = tmp_path / "other.key"
     forged = MailIdCodec.from_key_file(other_key).finalize(
-        MailIdCodec.from_key_file(other_key).new_stem(1), 0, "anna@example.org")
+        MailIdCodec.from_key_file(other_key).new_stem(1), 0, "anna@example.org"
+    )
     out = cli("mailid", "decode", forged, "-c", config)
     assert out.returncode == 1 and "FORGED" in out.stdout
     out = cli("mailid", "decode", "not-an-id", "-c", config)
@@ -165,8 +188,7 @@ def test_mailid_decode_cli_tells_genuine_altered_and_forged(signed_setup, tmp_pa
 
 def test_metrics_move_with_accepted_refused_and_tempfailed_mail(signed_setup, scripted_mta):
     gw, mta, _, http_port = signed_setup
-    before = {r: metric("gateway_messages_total", result=r)
-              for r in ("accepted", "rejected", "tempfailed")}
+    before = {r: metric("gateway_messages_total", result=r) for r in ("accepted", "rejected", "tempfailed")}
     relayed(gw, mta)
     gw.store.set_customer_status("acme", "suspended")
     with gw.client() as smtp:
@@ -177,18 +199,21 @@ def test_metrics_move_with_accepted_refused_and_tempfailed_mail(signed_setup, sc
         smtp.mail("news@customer.example")
         smtp.rcpt("anna@example.org")
         assert smtp.data(MESSAGE)[0] == 451
-    after = {r: metric("gateway_messages_total", result=r)
-             for r in ("accepted", "rejected", "tempfailed")}
-    assert {r: after[r] - before[r] for r in after} == {"accepted": 1, "rejected": 1,
-                                                         "tempfailed": 1}
+    after = {r: metric("gateway_messages_total", result=r) for r in ("accepted", "rejected", "tempfailed")}
+    assert {r: after[r] - before[r] for r in after} == {"accepted": 1, "rejected": 1, "tempfailed": 1}
     body = urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics").read().decode()
-    for name in ("gateway_messages_total", "gateway_policy_decisions_total",
-                 "gateway_policy_duration_seconds", "gateway_relay_duration_seconds",
-                 "gateway_relay_replies_total", "gateway_dkim_sign_seconds",
-                 "gateway_sessions_active", "gateway_auth_failures_total"):
+    for name in (
+        "gateway_messages_total",
+        "gateway_policy_decisions_total",
+        "gateway_policy_duration_seconds",
+        "gateway_relay_duration_seconds",
+        "gateway_relay_replies_total",
+        "gateway_dkim_sign_seconds",
+        "gateway_sessions_active",
+        "gateway_auth_failures_total",
+    ):
         assert name in body
-    assert 'gateway_policy_decisions_total{action="reject",mode="enforce",policy="customer-active"}' \
-        in body
+    assert 'gateway_policy_decisions_total{action="reject",mode="enforce",policy="customer-active"}' in body
     assert "acme" not in body  # no customer names in labels
     # The downstream is down: /healthz says so with 503.
     try:
@@ -237,15 +262,18 @@ def test_dkim_keygen_and_check_cli_against_a_dns_server(tmp_path):
     again = cli("dkim", "keygen", "--domain", "shop.example", "--selector", "nov", "-c", config)
     assert again.returncode == 1 and "refusing to overwrite" in again.stderr
     with DnsStub({"nov._domainkey.shop.example": record}) as dns_ok:
-        ok = cli("dkim", "check", "shop.example", "nov", "-c", config,
-                 env={"GATEWAY_DNS_SERVER": dns_ok.address})
+        ok = cli(
+            "dkim", "check", "shop.example", "nov", "-c", config, env={"GATEWAY_DNS_SERVER": dns_ok.address}
+        )
     assert ok.returncode == 0, ok.stdout + ok.stderr
     wrong = record[:-8] + "AAAAAAAA"
     with DnsStub({"nov._domainkey.shop.example": wrong}) as dns_bad:
-        bad = cli("dkim", "check", "shop.example", "nov", "-c", config,
-                  env={"GATEWAY_DNS_SERVER": dns_bad.address})
+        bad = cli(
+            "dkim", "check", "shop.example", "nov", "-c", config, env={"GATEWAY_DNS_SERVER": dns_bad.address}
+        )
     assert bad.returncode == 1
     with DnsStub({}) as dns_none:
-        missing = cli("dkim", "check", "shop.example", "nov", "-c", config,
-                      env={"GATEWAY_DNS_SERVER": dns_none.address})
+        missing = cli(
+            "dkim", "check", "shop.example", "nov", "-c", config, env={"GATEWAY_DNS_SERVER": dns_none.address}
+        )
     assert missing.returncode == 1 and "NXDOMAIN" in missing.stdout

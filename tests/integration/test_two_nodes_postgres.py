@@ -36,10 +36,11 @@ from tests.support.postgres import PostgresServer
 BOUNCE_DOMAIN = "bounces.esp.example"
 PASSWORD = "a long enough password for shop"
 SENDER = "news@acme.example"
-COMPLIANT = (Path(__file__).resolve().parents[1] / "fixtures" / "cli" / "compliant.eml")
-POLICIES = [{"name": name, "mode": "enforce"} for name in
-            ("customer-active", "suppression", "sender-identity", "campaign-confirmed",
-             "imprint")]
+COMPLIANT = Path(__file__).resolve().parents[1] / "fixtures" / "cli" / "compliant.eml"
+POLICIES = [
+    {"name": name, "mode": "enforce"}
+    for name in ("customer-active", "suppression", "sender-identity", "campaign-confirmed", "imprint")
+]
 CACHE_TTL = 1.0  # store.cache_ttl: another node's writes show after at most this long
 
 
@@ -62,8 +63,7 @@ class Node:
 
     def http(self, path: str) -> tuple[int, bytes]:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}{path}",
-                                        timeout=30) as reply:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}{path}", timeout=30) as reply:
                 return reply.status, reply.read()
         except urllib.error.HTTPError as err:
             return err.code, err.read()
@@ -73,8 +73,12 @@ class Node:
 
 
 def compliant(rcpt: str) -> bytes:
-    return COMPLIANT.read_bytes().replace(b"anna@example.org", rcpt.encode()).replace(
-        b"\n", b"\r\n").replace(b"\r\r\n", b"\r\n")
+    return (
+        COMPLIANT.read_bytes()
+        .replace(b"anna@example.org", rcpt.encode())
+        .replace(b"\n", b"\r\n")
+        .replace(b"\r\r\n", b"\r\n")
+    )
 
 
 @contextmanager
@@ -134,16 +138,21 @@ def cluster(tmp_path: Path, scripted_mta: Any) -> Iterator[tuple[PostgresServer,
             home.mkdir()
             shutil.copy2(shared_key, home / "mailid.key")
             smtp_port, http_port, feedback_port = free_port(), free_port(), free_port()
-            config = base_config(home, mta.port, store={"url": url, "cache_ttl": CACHE_TTL},
-                                 bounce_domain=BOUNCE_DOMAIN, policies=POLICIES,
-                                 limits={"auth_failure_delay": 0.0, "shutdown_grace": 5})
+            config = base_config(
+                home,
+                mta.port,
+                store={"url": url, "cache_ttl": CACHE_TTL},
+                bounce_domain=BOUNCE_DOMAIN,
+                policies=POLICIES,
+                limits={"auth_failure_delay": 0.0, "shutdown_grace": 5},
+            )
             config["listeners"][0]["port"] = smtp_port
             config["listeners"] += [
                 {"kind": "http", "address": "127.0.0.1", "port": http_port},
-                {"kind": "feedback", "address": "127.0.0.1", "port": feedback_port}]
+                {"kind": "feedback", "address": "127.0.0.1", "port": feedback_port},
+            ]
             path = write_config(home, config)
-            nodes.append(Node(name, path, start_serve(path, workers=2), smtp_port, http_port,
-                              feedback_port))
+            nodes.append(Node(name, path, start_serve(path, workers=2), smtp_port, http_port, feedback_port))
         for node in nodes:
             deadline = time.monotonic() + 60
             while len(children(node.proc.pid)) < 2:
@@ -165,8 +174,10 @@ def cluster(tmp_path: Path, scripted_mta: Any) -> Iterator[tuple[PostgresServer,
 def register_shop(node: Node, tmp_path: Path) -> None:
     """README "Registering a customer", step by step, with this node's CLI."""
     imprint = tmp_path / "imprint.yaml"
-    imprint.write_text("company: Acme GmbH\nstreet: Hauptstrasse 1\npostcode: '10115'\n"
-                       "city: Berlin\nemail: info@acme.example\n")
+    imprint.write_text(
+        "company: Acme GmbH\nstreet: Hauptstrasse 1\npostcode: '10115'\n"
+        "city: Berlin\nemail: info@acme.example\n"
+    )
     node.cli("customer", "add", "shop")
     node.cli("customer", "set-password", "shop", "--by", "support", stdin=PASSWORD + "\n")
     node.cli("customer", "set-imprint", "shop", "--from-file", str(imprint))
@@ -177,7 +188,8 @@ def register_shop(node: Node, tmp_path: Path) -> None:
 
 
 def test_two_nodes_share_master_data_suppressions_and_survive_the_store_going_away(
-        cluster: tuple[PostgresServer, Any, list[Node]], tmp_path: Path) -> None:
+    cluster: tuple[PostgresServer, Any, list[Node]], tmp_path: Path
+) -> None:
     pg, mta, (a, b) = cluster
 
     # -- master data made on node A, used by node B -------------------------------------------
@@ -187,13 +199,14 @@ def test_two_nodes_share_master_data_suppressions_and_survive_the_store_going_aw
     assert submit(b, "anna@example.org")[:2] == ("data", 250)
     assert submit(a, "ben@example.org")[:2] == ("data", 250)
     assert [(m[1], m[0].split("@")[1]) for m in mta.received] == [
-        (["anna@example.org"], BOUNCE_DOMAIN), (["ben@example.org"], BOUNCE_DOMAIN)]
+        (["anna@example.org"], BOUNCE_DOMAIN),
+        (["ben@example.org"], BOUNCE_DOMAIN),
+    ]
 
     # -- a hard bounce taken in on node A; node B refuses the recipient ------------------------
     verp, _, relayed = mta.received[0]
     mail_id = verp.split("@")[0].removeprefix("m-")
-    code, text = deliver_feedback(a.feedback_port, "", verp,
-                                  postfix_dsn(verp, "anna@example.org", relayed))
+    code, text = deliver_feedback(a.feedback_port, "", verp, postfix_dsn(verp, "anna@example.org", relayed))
     assert code == 250, text
     feedback = [line for line in a.log().splitlines() if "event=feedback " in line]
     assert len(feedback) == 1 and "mail_id_status=genuine" in feedback[0], feedback

@@ -33,11 +33,11 @@ def send(port: int, rcpt: str = "anna@example.org") -> str:
         return "250"
 
 
-def serve_config(tmp: Path, mta_port: int, store_url: str | None = None,
-                 **overrides: Any) -> tuple[Path, int]:
+def serve_config(
+    tmp: Path, mta_port: int, store_url: str | None = None, **overrides: Any
+) -> tuple[Path, int]:
     port = free_port()
-    config = base_config(tmp, mta_port, limits={"shutdown_grace": 5, "auth_failure_delay": 0},
-                         **overrides)
+    config = base_config(tmp, mta_port, limits={"shutdown_grace": 5, "auth_failure_delay": 0}, **overrides)
     config["listeners"][0]["port"] = port
     if store_url:
         config["store"] = {"url": store_url, "cache_ttl": 0}
@@ -60,6 +60,7 @@ def cli(path: Path, *args: str) -> Any:
 
 # -- audit trail ------------------------------------------------------------------------------
 
+
 def test_customer_decisions_need_by_and_are_in_the_audit_trail(tmp_path):
     path = write_config(tmp_path, base_config(tmp_path, 25))
     assert cli(path, "customer", "add", "shop").returncode == 0
@@ -70,18 +71,36 @@ def test_customer_decisions_need_by_and_are_in_the_audit_trail(tmp_path):
     forged = cli(path, "customer", "activate", "shop", "--by", "Eve\nroot")
     assert forged.returncode == 1
     assert cli(path, "customer", "activate", "shop", "--by", "Jane Doe").returncode == 0
-    assert cli(path, "customer", "set-limits", "shop", "--per-hour", "10", "--by", "Jane Doe",
-               "--reason", "old list").returncode == 0
-    assert cli(path, "customer", "suspend", "shop", "--by", "Bob",
-               "--reason", "spam trap hits").returncode == 0
-    assert cli(path, "campaign", "confirm", "shop", "autumn-2026", "--by", "Jane Doe"
-               ).returncode == 0
+    assert (
+        cli(
+            path,
+            "customer",
+            "set-limits",
+            "shop",
+            "--per-hour",
+            "10",
+            "--by",
+            "Jane Doe",
+            "--reason",
+            "old list",
+        ).returncode
+        == 0
+    )
+    assert (
+        cli(path, "customer", "suspend", "shop", "--by", "Bob", "--reason", "spam trap hits").returncode == 0
+    )
+    assert cli(path, "campaign", "confirm", "shop", "autumn-2026", "--by", "Jane Doe").returncode == 0
     out = cli(path, "audit", "--customer", "shop", "--json")
     assert out.returncode == 0, out.stderr
     entries = json.loads(out.stdout)
     actions = [(e["action"], e["by"]) for e in entries]
-    assert actions == [("activate", "Jane Doe"), ("probation", "Jane Doe"),
-                       ("limits", "Jane Doe"), ("suspend", "Bob"), ("campaign", "Jane Doe")]
+    assert actions == [
+        ("activate", "Jane Doe"),
+        ("probation", "Jane Doe"),
+        ("limits", "Jane Doe"),
+        ("suspend", "Bob"),
+        ("campaign", "Jane Doe"),
+    ]
     suspend = entries[3]
     assert suspend["reason"] == "spam trap hits"
     assert suspend["before"]["status"] == "active" and suspend["after"]["status"] == "suspended"
@@ -95,6 +114,7 @@ def test_customer_decisions_need_by_and_are_in_the_audit_trail(tmp_path):
 
 # -- quotas -----------------------------------------------------------------------------------
 
+
 def avoid_hour_edge() -> None:
     """Hourly counters restart at the full hour; a test must not straddle it."""
     import time
@@ -104,8 +124,7 @@ def avoid_hour_edge() -> None:
         time.sleep(left + 1)
 
 
-def test_quota_reached_on_one_node_is_refused_on_the_other(tmp_path, scripted_mta,
-                                                           postgres_url):
+def test_quota_reached_on_one_node_is_refused_on_the_other(tmp_path, scripted_mta, postgres_url):
     import concurrent.futures
 
     avoid_hour_edge()
@@ -115,31 +134,44 @@ def test_quota_reached_on_one_node_is_refused_on_the_other(tmp_path, scripted_mt
     path_a, port_a = serve_config(tmp_path / "a", mta.port, postgres_url)
     path_b, port_b = serve_config(tmp_path / "b", mta.port, postgres_url)
     add_customer(open_store(postgres_url))
-    assert cli(path_a, "customer", "set-limits", "acme", "--per-hour", "10",
-               "--by", "Jane").returncode == 0
+    assert cli(path_a, "customer", "set-limits", "acme", "--per-hour", "10", "--by", "Jane").returncode == 0
     node_a, node_b = start_serve(path_a), start_serve(path_b)
     try:
         assert [send(port_a) for _ in range(6)] == ["250"] * 6
         on_b = [send(port_b) for _ in range(6)]
         assert on_b[:4] == ["250"] * 4
-        assert all(r.startswith("451 4.7.1 Hourly sending limit of 10 recipients") and
-                   "resets at" in r for r in on_b[4:]), on_b
+        assert all(
+            r.startswith("451 4.7.1 Hourly sending limit of 10 recipients") and "resets at" in r
+            for r in on_b[4:]
+        ), on_b
         assert send(port_a).startswith("451 4.7.1 Hourly sending limit of 10")
         assert len(mta.received) == 10
         shown = cli(path_a, "customer", "show", "acme", "--json")
         limits = json.loads(shown.stdout)["limits"]
         assert limits["per_hour"] == 10 and limits["used_hour"] == 10
         # Raced from both nodes at once: the day's limit of 25 holds exactly (15 left).
-        assert cli(path_a, "customer", "set-limits", "acme", "--per-hour", "1000",
-                   "--per-day", "25", "--by", "Jane").returncode == 0
+        assert (
+            cli(
+                path_a,
+                "customer",
+                "set-limits",
+                "acme",
+                "--per-hour",
+                "1000",
+                "--per-day",
+                "25",
+                "--by",
+                "Jane",
+            ).returncode
+            == 0
+        )
         import time
 
         time.sleep(5.5)  # the nodes' memory of "over the limit" (quota.OVER_LIMIT_MEMORY)
         with concurrent.futures.ThreadPoolExecutor(12) as pool:
             results = list(pool.map(send, [port_a, port_b] * 15))
         assert results.count("250") == 15, results
-        assert all(r.startswith("451 4.7.1 Daily sending limit of 25") for r in results
-                   if r != "250")
+        assert all(r.startswith("451 4.7.1 Daily sending limit of 25") for r in results if r != "250")
         assert len(mta.received) == 25
     finally:
         stop(node_a)
@@ -160,15 +192,15 @@ def test_quotas_survive_a_restart(tmp_path, scripted_mta):
     config["listeners"].append({"kind": "http", "address": "127.0.0.1", "port": http_port})
     path.write_text(yaml.safe_dump(config))
     add_customer(open_store(f"sqlite:///{tmp_path / 'gateway.db'}"))
-    assert cli(path, "customer", "set-limits", "acme", "--per-hour", "3", "--by", "Jane"
-               ).returncode == 0
+    assert cli(path, "customer", "set-limits", "acme", "--per-hour", "3", "--by", "Jane").returncode == 0
     proc = start_serve(path)
     try:
         assert [send(port) for _ in range(3)] == ["250"] * 3
         assert send(port).startswith("451 4.7.1 Hourly sending limit of 3")
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics").read().decode()
-        assert re.search(r'^gateway_quota_refusals_total\{customer_tier="custom"\} 1\.0$',
-                         metrics, re.M), metrics
+        assert re.search(r'^gateway_quota_refusals_total\{customer_tier="custom"\} 1\.0$', metrics, re.M), (
+            metrics
+        )
         assert re.search(r'^gateway_customer_state\{state="active"\} 1\.0$', metrics, re.M)
         assert re.search(r'^gateway_customer_state\{state="paused"\} 0\.0$', metrics, re.M)
     finally:
@@ -176,8 +208,7 @@ def test_quotas_survive_a_restart(tmp_path, scripted_mta):
     proc = start_serve(path)
     try:
         assert send(port).startswith("451 4.7.1 Hourly sending limit of 3")
-        assert cli(path, "customer", "set-limits", "acme", "--per-hour", "4", "--by", "Jane"
-                   ).returncode == 0
+        assert cli(path, "customer", "set-limits", "acme", "--per-hour", "4", "--by", "Jane").returncode == 0
         import time
 
         time.sleep(5.5)
@@ -195,8 +226,7 @@ def test_sqlite_with_two_workers_shares_the_counts(tmp_path, scripted_mta):
     mta = scripted_mta()
     path, port = serve_config(tmp_path, mta.port)
     add_customer(open_store(f"sqlite:///{tmp_path / 'gateway.db'}"))
-    assert cli(path, "customer", "set-limits", "acme", "--per-hour", "8", "--by", "Jane"
-               ).returncode == 0
+    assert cli(path, "customer", "set-limits", "acme", "--per-hour", "8", "--by", "Jane").returncode == 0
     proc = start_serve(path, workers=2)
     try:
         with concurrent.futures.ThreadPoolExecutor(6) as pool:
@@ -211,11 +241,10 @@ def test_a_refused_recipient_does_not_count(tmp_path, scripted_mta):
     avoid_hour_edge()
     mta = scripted_mta()
     path, port = serve_config(
-        tmp_path, mta.port,
-        policies=[{"name": "customer-active"}, {"name": "role-address"}])
+        tmp_path, mta.port, policies=[{"name": "customer-active"}, {"name": "role-address"}]
+    )
     add_customer(open_store(f"sqlite:///{tmp_path / 'gateway.db'}"))
-    assert cli(path, "customer", "set-limits", "acme", "--per-hour", "2", "--by", "Jane"
-               ).returncode == 0
+    assert cli(path, "customer", "set-limits", "acme", "--per-hour", "2", "--by", "Jane").returncode == 0
     proc = start_serve(path)
     try:
         assert send(port, "sales@example.org").startswith("550")
@@ -227,6 +256,7 @@ def test_a_refused_recipient_does_not_count(tmp_path, scripted_mta):
 
 
 # -- circuit breaker --------------------------------------------------------------------------
+
 
 def mail_reply(gw: Any) -> str:
     from tests.integration.test_feedback_e2e import SENDER
@@ -253,9 +283,12 @@ def test_hard_bounce_burst_pauses_the_customer_until_resumed(gateway, scripted_m
     gw = gateway(
         mta.port,
         listeners=[
-            {"kind": "submission", "address": "127.0.0.1", "port": 0,
-             "tls": {"cert": str(tmp_path / "tls/cert.pem"),
-                     "key": str(tmp_path / "tls/key.pem")}},
+            {
+                "kind": "submission",
+                "address": "127.0.0.1",
+                "port": 0,
+                "tls": {"cert": str(tmp_path / "tls/cert.pem"), "key": str(tmp_path / "tls/key.pem")},
+            },
             {"kind": "feedback", "address": "127.0.0.1", "port": 0},
         ],
         bounce_domain=BOUNCE_DOMAIN,
@@ -268,8 +301,9 @@ def test_hard_bounce_burst_pauses_the_customer_until_resumed(gateway, scripted_m
 
     def bounce(i: int) -> None:
         verp, relayed = sent[i]
-        code, _ = deliver_feedback(feedback_port, "", verp,
-                                   postfix_dsn(verp, f"reader{i}@example.org", relayed))
+        code, _ = deliver_feedback(
+            feedback_port, "", verp, postfix_dsn(verp, f"reader{i}@example.org", relayed)
+        )
         assert code == 250
 
     bounce(0)  # 1 / 40 = 2.5 %: a warning, sending goes on
@@ -291,15 +325,23 @@ def test_hard_bounce_burst_pauses_the_customer_until_resumed(gateway, scripted_m
     assert reply.startswith("451 4.7.1 Sending for account acme is paused"), reply
     c = ["-c", str(gw.config_path)]
     assert run_cli("customer", "resume", "acme", "--by", "Jane", *c).returncode == 2
-    assert run_cli("customer", "resume", "acme", "--by", "Jane", "--reason",
-                   "list cleaned, bounces suppressed", *c).returncode == 0
+    assert (
+        run_cli(
+            "customer", "resume", "acme", "--by", "Jane", "--reason", "list cleaned, bounces suppressed", *c
+        ).returncode
+        == 0
+    )
     deadline = time.monotonic() + 15
     while not (reply := mail_reply(gw)).startswith("250") and time.monotonic() < deadline:
         time.sleep(0.2)
     assert reply.startswith("250"), reply
     entries = json.loads(run_cli("audit", "--customer", "acme", "--json", *c).stdout)
     assert [(e["action"], e["by"]) for e in entries] == [
-        ("warning", "breaker"), ("pause", "breaker"), ("resume", "Jane"), ("warning", "Jane")]
+        ("warning", "breaker"),
+        ("pause", "breaker"),
+        ("resume", "Jane"),
+        ("warning", "Jane"),
+    ]
     assert entries[3]["after"] == {"breaker_warning": None}
     assert entries[1]["after"]["status"] == "paused"
     assert entries[2]["reason"] == "list cleaned, bounces suppressed"
@@ -312,14 +354,13 @@ def test_hard_bounce_burst_pauses_the_customer_until_resumed(gateway, scripted_m
 
 # -- probation --------------------------------------------------------------------------------
 
-def test_probation_limits_apply_to_a_new_customer_and_lift_after_graduation(tmp_path,
-                                                                          scripted_mta):
+
+def test_probation_limits_apply_to_a_new_customer_and_lift_after_graduation(tmp_path, scripted_mta):
     import time
 
     avoid_hour_edge()
     mta = scripted_mta()
-    path, port = serve_config(tmp_path, mta.port,
-                              quota={"per_hour": 50, "probation_per_hour": 2})
+    path, port = serve_config(tmp_path, mta.port, quota={"per_hour": 50, "probation_per_hour": 2})
     add_customer(open_store(f"sqlite:///{tmp_path / 'gateway.db'}"), status="pending")
     activated = cli(path, "customer", "activate", "acme", "--by", "Jane")
     assert activated.returncode == 0 and "probation: until" in activated.stdout
@@ -337,8 +378,12 @@ def test_probation_limits_apply_to_a_new_customer_and_lift_after_graduation(tmp_
         shown = json.loads(cli(path, "customer", "show", "acme", "--json").stdout)["limits"]
         assert shown["tier"] == "standard" and shown["per_hour"] == 50
         # Support puts it back on probation until a date.
-        assert cli(path, "customer", "set-limits", "acme", "--probation-until", "2999-01-01",
-                   "--by", "Bob").returncode == 0
+        assert (
+            cli(
+                path, "customer", "set-limits", "acme", "--probation-until", "2999-01-01", "--by", "Bob"
+            ).returncode
+            == 0
+        )
         shown = json.loads(cli(path, "customer", "show", "acme", "--json").stdout)["limits"]
         assert shown["tier"] == "probation" and "2999-01-01" in shown["probation"]
     finally:
@@ -350,9 +395,11 @@ def test_probation_limits_apply_to_a_new_customer_and_lift_after_graduation(tmp_
 def test_probation_ends_by_itself_once_served(tmp_path, scripted_mta):
     avoid_hour_edge()
     mta = scripted_mta()
-    path, port = serve_config(tmp_path, mta.port,
-                              quota={"per_hour": 50, "probation_per_hour": 2,
-                                     "probation_days": 0, "probation_campaigns": 1})
+    path, port = serve_config(
+        tmp_path,
+        mta.port,
+        quota={"per_hour": 50, "probation_per_hour": 2, "probation_days": 0, "probation_campaigns": 1},
+    )
     add_customer(open_store(f"sqlite:///{tmp_path / 'gateway.db'}"), status="pending")
     assert cli(path, "customer", "activate", "acme", "--by", "Jane").returncode == 0
     proc = start_serve(path)
@@ -370,8 +417,11 @@ def test_many_refusals_of_the_gateway_warn_about_the_list(tmp_path, scripted_mta
 
     mta = scripted_mta()
     path, port = serve_config(
-        tmp_path, mta.port, breaker={"min_messages": 20, "refusal_warning_rate": 0.5},
-        policies=[{"name": "customer-active"}, {"name": "role-address"}])
+        tmp_path,
+        mta.port,
+        breaker={"min_messages": 20, "refusal_warning_rate": 0.5},
+        policies=[{"name": "customer-active"}, {"name": "role-address"}],
+    )
     add_customer(open_store(f"sqlite:///{tmp_path / 'gateway.db'}"))
     proc = start_serve(path)
     try:

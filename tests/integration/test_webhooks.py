@@ -34,26 +34,47 @@ from tests.integration.test_http_support import (
 from tests.support.gateway import RunningGateway, add_customer, base_config, write_config
 from tests.support.webhook_receiver import Receiver
 
-WEBHOOKS = {"allow_loopback": True, "retry_base_seconds": 0.3, "retry_max_seconds": 1.0,
-            "poll_interval_seconds": 0.1, "timeout_seconds": 5, "lease_seconds": 10}
+WEBHOOKS = {
+    "allow_loopback": True,
+    "retry_base_seconds": 0.3,
+    "retry_max_seconds": 1.0,
+    "poll_interval_seconds": 0.1,
+    "timeout_seconds": 5,
+    "lease_seconds": 10,
+}
 
 
 def config_for(tmp_path, downstream_port, **overrides):
     return base_config(
-        tmp_path, downstream_port,
-        listeners=[{"kind": "submission", "address": "127.0.0.1", "port": 0,
-                    "tls": {"cert": str(tmp_path / "tls/cert.pem"),
-                            "key": str(tmp_path / "tls/key.pem")}},
-                   {"kind": "http", "address": "127.0.0.1", "port": 0},
-                   {"kind": "feedback", "address": "127.0.0.1", "port": 0}],
+        tmp_path,
+        downstream_port,
+        listeners=[
+            {
+                "kind": "submission",
+                "address": "127.0.0.1",
+                "port": 0,
+                "tls": {"cert": str(tmp_path / "tls/cert.pem"), "key": str(tmp_path / "tls/key.pem")},
+            },
+            {"kind": "http", "address": "127.0.0.1", "port": 0},
+            {"kind": "feedback", "address": "127.0.0.1", "port": 0},
+        ],
         bounce_domain=BOUNCE_DOMAIN,
-        http={"public_url": PUBLIC, "token_key_file": str(tmp_path / "http.key"),
-              "api_keys_file": str(tmp_path / "api-keys")},
-        policies=overrides.pop("policies", [{"name": "customer-active", "mode": "enforce"},
-                                            {"name": "suppression", "mode": "enforce"},
-                                            {"name": "unsubscribe", "mode": "enforce"}]),
+        http={
+            "public_url": PUBLIC,
+            "token_key_file": str(tmp_path / "http.key"),
+            "api_keys_file": str(tmp_path / "api-keys"),
+        },
+        policies=overrides.pop(
+            "policies",
+            [
+                {"name": "customer-active", "mode": "enforce"},
+                {"name": "suppression", "mode": "enforce"},
+                {"name": "unsubscribe", "mode": "enforce"},
+            ],
+        ),
         webhooks={**WEBHOOKS, **overrides.pop("webhooks", {})},
-        **overrides)
+        **overrides,
+    )
 
 
 @pytest.fixture
@@ -96,8 +117,9 @@ def prepare(gw, url: str) -> str:
     add_customer(gw.store)
     gw.store.set_imprint("acme", IMPRINT)
     gw.store.set_unsubscribe("acme", None, managed=True)
-    code = cli(["-c", str(gw.config_path), "webhook", "set", "acme", "--url", url,
-                "--by", "jane@esp.example"])
+    code = cli(
+        ["-c", str(gw.config_path), "webhook", "set", "acme", "--url", url, "--by", "jane@esp.example"]
+    )
     assert code == 0
     return gw.store.get_webhook(gw.store.get_customer("acme").id).secret
 
@@ -110,8 +132,7 @@ def send(gw, rcpt: str) -> tuple[str, bytes]:
 
 
 def unsubscribe(gw, data: bytes) -> None:
-    reply = Http(http_base(gw)).post_form(local_path(unsubscribe_url_of(data)),
-                                         "List-Unsubscribe=One-Click")
+    reply = Http(http_base(gw)).post_form(local_path(unsubscribe_url_of(data)), "List-Unsubscribe=One-Click")
     assert reply.status == 200
 
 
@@ -126,8 +147,7 @@ def verified(deliveries, secret: str) -> list[dict]:
     return [verifier.verify(d.body, d.headers) for d in deliveries]
 
 
-def test_unsubscribe_and_hard_bounce_reach_the_receiver_signed_after_two_failures(
-        node, receiver, capsys):
+def test_unsubscribe_and_hard_bounce_reach_the_receiver_signed_after_two_failures(node, receiver, capsys):
     hooks = receiver(statuses=[500, 503])
     gw = node()
     secret = prepare(gw, hooks.url)
@@ -141,9 +161,12 @@ def test_unsubscribe_and_hard_bounce_reach_the_receiver_signed_after_two_failure
 
     def complete(delivered):
         types = {(d.event["type"], d.event["data"].get("recipient")) for d in delivered}
-        return {("unsubscribe", "anna@example.org"), ("bounce", "ben@example.org"),
-                ("suppression.added", "anna@example.org"),
-                ("suppression.added", "ben@example.org")} <= types
+        return {
+            ("unsubscribe", "anna@example.org"),
+            ("bounce", "ben@example.org"),
+            ("suppression.added", "anna@example.org"),
+            ("suppression.added", "ben@example.org"),
+        } <= types
 
     delivered = hooks.wait_for(complete)
     events = {(e["type"], e["data"]["recipient"]): e for e in verified(delivered, secret)}
@@ -185,14 +208,14 @@ def test_a_restart_between_retries_loses_nothing(node, receiver):
     assert {e.type for e in pending} >= {"unsubscribe", "suppression.added"}
 
     again = node(webhooks={"retry_base_seconds": 0.2, "retry_max_seconds": 0.2})
-    delivered = hooks.wait_for(lambda ds: {d.event["type"] for d in ds}
-                               >= {"unsubscribe", "suppression.added"})
+    delivered = hooks.wait_for(
+        lambda ds: {d.event["type"] for d in ds} >= {"unsubscribe", "suppression.added"}
+    )
     assert {e["data"]["recipient"] for e in verified(delivered, secret)} == {"anna@example.org"}
     assert again.store.list_events(again.store.get_customer("acme").id, state="pending") == []
 
 
-def test_events_are_written_with_the_change_and_delivery_never_blocks_submission(
-        node, receiver):
+def test_events_are_written_with_the_change_and_delivery_never_blocks_submission(node, receiver):
     """A receiver that hangs does not slow sending: the POST runs off the SMTP path."""
     hooks = receiver(delay=3.0)
     gw = node(webhooks={"timeout_seconds": 2, "retry_base_seconds": 30})
@@ -206,8 +229,10 @@ def test_events_are_written_with_the_change_and_delivery_never_blocks_submission
     assert time.monotonic() - started < 2.0  # three sends while a POST hangs for 3 s
     customer = gw.store.get_customer("acme")
     rows = gw.store.list_events(customer.id, limit=None)
-    assert {(e.type, e.recipient) for e in rows} == {("unsubscribe", "anna@example.org"),
-                                                      ("suppression.added", "anna@example.org")}
+    assert {(e.type, e.recipient) for e in rows} == {
+        ("unsubscribe", "anna@example.org"),
+        ("suppression.added", "anna@example.org"),
+    }
 
 
 def test_without_a_webhook_events_are_kept_and_replay_sends_them(node, receiver, capsys):
@@ -236,35 +261,34 @@ def test_failed_after_the_retry_period_and_listed(node, receiver, capsys):
     gw = node(webhooks={"retry_for_hours": 0.0003, "retry_base_seconds": 0.2})  # ~1 s
     prepare(gw, hooks.url)
     _, anna = send(gw, "anna@example.org")
-    before = REGISTRY.get_sample_value("gateway_webhook_deliveries_total",
-                                       {"result": "failed"}) or 0
+    before = REGISTRY.get_sample_value("gateway_webhook_deliveries_total", {"result": "failed"}) or 0
     unsubscribe(gw, anna)
     customer = gw.store.get_customer("acme")
     deadline = time.monotonic() + 20
-    while (len(gw.store.list_events(customer.id, state="failed")) < 2
-           and time.monotonic() < deadline):
+    while len(gw.store.list_events(customer.id, state="failed")) < 2 and time.monotonic() < deadline:
         time.sleep(0.1)
     failed = gw.store.list_events(customer.id, state="failed")
     assert len(failed) == 2 and all(e.last_error == "HTTP 500" for e in failed)
-    assert REGISTRY.get_sample_value("gateway_webhook_deliveries_total",
-                                     {"result": "failed"}) == before + 2
+    assert REGISTRY.get_sample_value("gateway_webhook_deliveries_total", {"result": "failed"}) == before + 2
     capsys.readouterr()
     assert cli(["-c", str(gw.config_path), "webhook", "failures", "acme"]) == 0
     out = capsys.readouterr().out
     assert all(e.event_id in out for e in failed) and "HTTP 500" in out
 
 
-@pytest.mark.parametrize("url, problem", [
-    ("http://hooks.customer.example/x", "https"),
-    ("ftp://hooks.customer.example/x", "https"),
-    ("https://user:pw@hooks.customer.example/x", "credentials"),
-    ("https://hooks.customer.example/x\r\nX-Evil: 1", "control"),
-])
+@pytest.mark.parametrize(
+    "url, problem",
+    [
+        ("http://hooks.customer.example/x", "https"),
+        ("ftp://hooks.customer.example/x", "https"),
+        ("https://user:pw@hooks.customer.example/x", "credentials"),
+        ("https://hooks.customer.example/x\r\nX-Evil: 1", "control"),
+    ],
+)
 def test_webhook_url_must_be_https(node, capsys, url, problem):
     gw = node()
     add_customer(gw.store)
-    code = cli(["-c", str(gw.config_path), "webhook", "set", "acme", "--url", url,
-                "--by", "jane"])
+    code = cli(["-c", str(gw.config_path), "webhook", "set", "acme", "--url", url, "--by", "jane"])
     assert code == 1
     assert problem in capsys.readouterr().err
     assert gw.store.get_webhook(gw.store.get_customer("acme").id) is None
@@ -273,8 +297,22 @@ def test_webhook_url_must_be_https(node, capsys, url, problem):
 def test_loopback_http_only_when_allowed(node, capsys):
     gw = node(webhooks={"allow_loopback": False})
     add_customer(gw.store)
-    assert cli(["-c", str(gw.config_path), "webhook", "set", "acme", "--url",
-                "http://127.0.0.1:9/hooks", "--by", "jane"]) == 1
+    assert (
+        cli(
+            [
+                "-c",
+                str(gw.config_path),
+                "webhook",
+                "set",
+                "acme",
+                "--url",
+                "http://127.0.0.1:9/hooks",
+                "--by",
+                "jane",
+            ]
+        )
+        == 1
+    )
     assert "loopback" in capsys.readouterr().err
 
 
@@ -294,8 +332,7 @@ def test_two_nodes_on_one_postgresql_never_hold_one_event_at_once(postgres_url, 
     one.set_webhook(customer.id, hooks.url, None, by="test")
     for n in range(60):
         with one.transaction():
-            one.emit_event(customer.id, "unsubscribe", {"via": "one-click"},
-                           recipient=f"r{n}@example.org")
+            one.emit_event(customer.id, "unsubscribe", {"via": "one-click"}, recipient=f"r{n}@example.org")
     settings = Webhooks(allow_loopback=True, poll_interval_seconds=0.05, batch_size=5)
 
     posted = {"a": 0, "b": 0}
@@ -311,11 +348,11 @@ def test_two_nodes_on_one_postgresql_never_hold_one_event_at_once(postgres_url, 
             dispatcher.owner = name
             task = asyncio.ensure_future(dispatcher.run())
             deadline = time.monotonic() + 60
-            while (store.list_events(customer.id, state="pending", limit=1)
-                   and time.monotonic() < deadline):
+            while store.list_events(customer.id, state="pending", limit=1) and time.monotonic() < deadline:
                 await asyncio.sleep(0.1)
             dispatcher.stop()
             await task
+
         asyncio.run(run())
 
     threads = [threading.Thread(target=node, args=(s, n)) for s, n in ((one, "a"), (two, "b"))]
@@ -339,9 +376,13 @@ def test_two_nodes_on_one_postgresql_never_hold_one_event_at_once(postgres_url, 
 
 def test_refusals_are_events_only_for_a_customer_that_asked(node, receiver):
     hooks = receiver()
-    gw = node(policies=[{"name": "customer-active", "mode": "enforce"},
-                        {"name": "role-address", "mode": "enforce"},
-                        {"name": "unsubscribe", "mode": "enforce"}])
+    gw = node(
+        policies=[
+            {"name": "customer-active", "mode": "enforce"},
+            {"name": "role-address", "mode": "enforce"},
+            {"name": "unsubscribe", "mode": "enforce"},
+        ]
+    )
     prepare(gw, hooks.url)  # all default types: message.refused is opt-in, so not included
     customer = gw.store.get_customer("acme")
     with gw.client() as smtp:
@@ -349,8 +390,24 @@ def test_refusals_are_events_only_for_a_customer_that_asked(node, receiver):
         assert smtp.rcpt("sales@example.org")[0] == 550
     assert gw.store.list_events(customer.id, limit=None) == []
 
-    assert cli(["-c", str(gw.config_path), "webhook", "set", "acme", "--url", hooks.url,
-                "--events", "message.refused,bounce", "--by", "jane"]) == 0
+    assert (
+        cli(
+            [
+                "-c",
+                str(gw.config_path),
+                "webhook",
+                "set",
+                "acme",
+                "--url",
+                hooks.url,
+                "--events",
+                "message.refused,bounce",
+                "--by",
+                "jane",
+            ]
+        )
+        == 0
+    )
     gw.store._cache.clear()  # the CLI is another process: its change shows after cache_ttl
     with gw.client() as smtp:
         smtp.mail(SENDER)
@@ -358,6 +415,5 @@ def test_refusals_are_events_only_for_a_customer_that_asked(node, receiver):
     [delivered] = hooks.wait_for(lambda ds: len(ds) >= 1)
     event = delivered.event
     assert event["type"] == "message.refused"
-    assert event["data"]["policy"] == "role-address" and event["data"]["recipient"] == \
-        "sales@example.org"
+    assert event["data"]["policy"] == "role-address" and event["data"]["recipient"] == "sales@example.org"
     assert event["data"]["reply"].startswith("550 5.7.1") and event["data"]["phase"] == "rcpt"

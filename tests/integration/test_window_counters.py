@@ -27,10 +27,14 @@ def rows(store) -> int:
 
 
 def test_limit_per_key_and_refused_hits_do_not_count(store):
-    results = [store.window_hit("report", "192.0.2.1", window=HOUR, limit=3, now=T0 + i)
-               for i in range(5)]
+    results = [store.window_hit("report", "192.0.2.1", window=HOUR, limit=3, now=T0 + i) for i in range(5)]
     assert [(r.allowed, r.count) for r in results] == [
-        (True, 1), (True, 2), (True, 3), (False, 3), (False, 3)]
+        (True, 1),
+        (True, 2),
+        (True, 3),
+        (False, 3),
+        (False, 3),
+    ]
     assert store.window_count("report", "192.0.2.1", window=HOUR, now=T0 + 5) == 3
     # Other keys and other scopes have their own budget.
     assert store.window_hit("report", "192.0.2.2", window=HOUR, limit=3, now=T0).count == 1
@@ -48,8 +52,7 @@ def test_the_window_slides(store):
     step = HOUR / BUCKETS
     freed = store.window_hit("report", "a", window=HOUR, limit=3, now=T0 + HOUR + step)
     assert (freed.allowed, freed.count) == (True, 3)
-    assert not store.window_hit("report", "a", window=HOUR, limit=3,
-                                now=T0 + HOUR + step + 1).allowed
+    assert not store.window_hit("report", "a", window=HOUR, limit=3, now=T0 + HOUR + step + 1).allowed
 
 
 def test_old_buckets_are_pruned(store):
@@ -75,9 +78,13 @@ KEYS = [f"198.51.100.{i}" for i in range(5)]
 def _hammer(url: str, start, hits: int, out, times: list[float | None]) -> None:
     store = open_store(url, migrate=False)
     start.wait(30)
-    allowed = [sum(store.window_hit("report", key, window=HOUR, limit=30,
-                                    now=times[i % len(times)]).allowed for i in range(hits))
-               for key in KEYS]
+    allowed = [
+        sum(
+            store.window_hit("report", key, window=HOUR, limit=30, now=times[i % len(times)]).allowed
+            for i in range(hits)
+        )
+        for key in KEYS
+    ]
     out.put(allowed)
     store.close()
 
@@ -93,8 +100,7 @@ def test_the_limit_holds_across_processes(store, times):
     are allowed."""
     context = multiprocessing.get_context("fork")
     start, out = context.Event(), context.Queue()
-    workers = [context.Process(target=_hammer, args=(store.url, start, 20, out, times))
-               for _ in range(4)]
+    workers = [context.Process(target=_hammer, args=(store.url, start, 20, out, times)) for _ in range(4)]
     for worker in workers:
         worker.start()
     start.set()

@@ -55,8 +55,9 @@ def test_two_workers_share_the_listeners_restart_and_stop_cleanly(tmp_path, scri
         with tls_client(port) as smtp:
             assert smtp.sendmail("news@customer.example", ["anna@example.org"], MESSAGE) == {}
         deadline = time.monotonic() + 20
-        while (len(children(proc.pid)) < 2 or workers[0] in children(proc.pid)) \
-                and time.monotonic() < deadline:
+        while (
+            len(children(proc.pid)) < 2 or workers[0] in children(proc.pid)
+        ) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert len(children(proc.pid)) == 2 and workers[0] not in children(proc.pid)
         assert "action=died" in (tmp_path / "gateway.log").read_text()

@@ -20,8 +20,9 @@ import dns.rdtypes.ANY.TXT
 class DnsStub:
     """Answers TXT queries for a fixed table on 127.0.0.1 (UDP); NXDOMAIN for everything else."""
 
-    def __init__(self, records: dict[str, str | list[str]] | None = None,
-                 silent: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, records: dict[str, str | list[str]] | None = None, silent: tuple[str, ...] = ()
+    ) -> None:
         # name -> one TXT value, or several TXT records; names in `silent` get no answer at
         # all (a timeout for the client).
         self.records = {name.lower().rstrip("."): value for name, value in (records or {}).items()}
@@ -64,13 +65,13 @@ class DnsStub:
         if question.rdtype != dns.rdatatype.TXT or value is None:
             response.set_rcode(dns.rcode.NXDOMAIN)
             return response
-        rrset = response.find_rrset(response.answer, question.name, dns.rdataclass.IN,
-                                    dns.rdatatype.TXT, create=True)
+        rrset = response.find_rrset(
+            response.answer, question.name, dns.rdataclass.IN, dns.rdatatype.TXT, create=True
+        )
         for text in [value] if isinstance(value, str) else value:
             # Real DKIM records are longer than one 255-byte TXT string: split like a zone.
-            strings = [text[i:i + 255].encode() for i in range(0, len(text), 255)]
-            rrset.add(dns.rdtypes.ANY.TXT.TXT(dns.rdataclass.IN, dns.rdatatype.TXT, strings),
-                      ttl=60)
+            strings = [text[i : i + 255].encode() for i in range(0, len(text), 255)]
+            rrset.add(dns.rdtypes.ANY.TXT.TXT(dns.rdataclass.IN, dns.rdatatype.TXT, strings), ttl=60)
         return response
 
     @property

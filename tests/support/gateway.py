@@ -33,11 +33,20 @@ def base_config(tmp: Path, downstream_port: int, **overrides: Any) -> dict[str, 
     config: dict[str, Any] = {
         "hostname": "gateway.test",
         "listeners": [
-            {"kind": "submission", "address": "127.0.0.1", "port": 0,
-             "tls": {"cert": str(tmp / "tls/cert.pem"), "key": str(tmp / "tls/key.pem")}},
+            {
+                "kind": "submission",
+                "address": "127.0.0.1",
+                "port": 0,
+                "tls": {"cert": str(tmp / "tls/cert.pem"), "key": str(tmp / "tls/key.pem")},
+            },
         ],
-        "downstream": {"host": "127.0.0.1", "port": downstream_port, "starttls": "none",
-                       "connect_timeout": 3, "timeout": 10},
+        "downstream": {
+            "host": "127.0.0.1",
+            "port": downstream_port,
+            "starttls": "none",
+            "connect_timeout": 3,
+            "timeout": 10,
+        },
         "store": {"url": f"sqlite:///{tmp / 'gateway.db'}"},
         "mail_id": {"key_file": str(tmp / "mailid.key")},
         "dkim": {"keys_dir": str(tmp / "dkim"), "missing_key": "unsigned"},
@@ -59,8 +68,13 @@ def write_config(tmp: Path, config: dict[str, Any]) -> Path:
     return path
 
 
-def add_customer(store: Any, name: str = "acme", status: str = "active",
-                 domain: str = "customer.example", password: str = PASSWORD) -> Any:
+def add_customer(
+    store: Any,
+    name: str = "acme",
+    status: str = "active",
+    domain: str = "customer.example",
+    password: str = PASSWORD,
+) -> Any:
     store.add_customer(name)
     store.set_password_hash(name, hash_password(password))
     added = store.add_domain(name, domain, "token")
@@ -72,8 +86,7 @@ class RunningGateway:
     def __init__(self, config_path: Path) -> None:
         self.config_path = config_path
         self.config = load_config(config_path)
-        setup_logging(self.config.path(self.config.logging.file)
-                      if self.config.logging.file else None)
+        setup_logging(self.config.path(self.config.logging.file) if self.config.logging.file else None)
         self.store = open_store(self.config.store_url(), cache_ttl=self.config.store.cache_ttl)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
@@ -93,10 +106,10 @@ class RunningGateway:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join(5)
 
-    def client(self, *, tls: bool = True, login: tuple[str, str] | None = ("acme", PASSWORD),
-               port: int | None = None) -> smtplib.SMTP:
-        smtp = smtplib.SMTP("127.0.0.1", port or self.port, local_hostname="client.test",
-                            timeout=30)
+    def client(
+        self, *, tls: bool = True, login: tuple[str, str] | None = ("acme", PASSWORD), port: int | None = None
+    ) -> smtplib.SMTP:
+        smtp = smtplib.SMTP("127.0.0.1", port or self.port, local_hostname="client.test", timeout=30)
         smtp.ehlo()
         if tls:
             context = ssl.create_default_context()
@@ -140,15 +153,17 @@ class ScriptedMTA:
         mta = self
 
         class Handler:
-            async def handle_EHLO(self, server: Any, session: Any, envelope: Any,
-                                  hostname: str, responses: list[str]) -> list[str]:
+            async def handle_EHLO(
+                self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+            ) -> list[str]:
                 mta.connections += 1
                 mta.sessions.append(server)
                 session.host_name = hostname
                 return responses
 
-            async def handle_RCPT(self, server: Any, session: Any, envelope: Any,
-                                  address: str, options: list[str]) -> str:
+            async def handle_RCPT(
+                self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
+            ) -> str:
                 if mta.behaviour == "rcpt-5xx":
                     return f"550 5.1.1 <{address}>: Recipient address rejected: User unknown"
                 envelope.rcpt_tos.append(address)
@@ -164,13 +179,15 @@ class ScriptedMTA:
                 if mta.behaviour == "drop-in-data":
                     server.transport.close()
                     return "250 never sent"
-                mta.received.append((envelope.mail_from, list(envelope.rcpt_tos),
-                                     envelope.original_content))
+                mta.received.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content))
                 return f"250 2.0.0 Ok: queued as Q{len(mta.received):06d}"
 
         self.controller = Controller(
-            Handler(), hostname="127.0.0.1", port=self.port,
-            server_hostname="downstream.test", ready_timeout=5,
+            Handler(),
+            hostname="127.0.0.1",
+            port=self.port,
+            server_hostname="downstream.test",
+            ready_timeout=5,
             data_size_limit=None,
         )
 
@@ -185,5 +202,12 @@ class ScriptedMTA:
             self.controller.stop()
 
 
-__all__ = ["AioSMTP", "PASSWORD", "RunningGateway", "ScriptedMTA", "add_customer",
-           "base_config", "write_config"]
+__all__ = [
+    "AioSMTP",
+    "PASSWORD",
+    "RunningGateway",
+    "ScriptedMTA",
+    "add_customer",
+    "base_config",
+    "write_config",
+]

@@ -75,16 +75,14 @@ class DovecotSasl:
 
     def __init__(self, users: dict[str, str]) -> None:
         if DOVECOT is None:
-            raise RuntimeError("dovecot is not installed (apt-get install dovecot-core): "
-                               "run .ci/setup test")
+            raise RuntimeError("dovecot is not installed (apt-get install dovecot-core): run .ci/setup test")
         self.base = Path(tempfile.mkdtemp(prefix="gateway-dovecot-"))
         os.chmod(self.base, 0o755)  # the auth process runs as the dovecot user
         self.port = free_port()
         for sub in ("run", "state"):
             (self.base / sub).mkdir()
         users_file = self.base / "users"
-        users_file.write_text("".join(f"{name}:{{PLAIN}}{password}\n"
-                                      for name, password in users.items()))
+        users_file.write_text("".join(f"{name}:{{PLAIN}}{password}\n" for name, password in users.items()))
         os.chmod(users_file, 0o644)
         self.config = self.base / "dovecot.conf"
         self.config.write_text(DOVECOT_CONF.format(base=self.base, port=self.port))
@@ -93,8 +91,9 @@ class DovecotSasl:
     def start(self) -> DovecotSasl:
         assert DOVECOT is not None
         with open(self.base / "dovecot.log", "ab") as early_log:  # errors before log_path
-            self.process = subprocess.Popen([DOVECOT, "-F", "-c", str(self.config)],
-                                            stdout=subprocess.DEVNULL, stderr=early_log)
+            self.process = subprocess.Popen(
+                [DOVECOT, "-F", "-c", str(self.config)], stdout=subprocess.DEVNULL, stderr=early_log
+            )
         try:
             _wait_for_port(self.port, "dovecot auth", self.base / "dovecot.log")
         except RuntimeError:

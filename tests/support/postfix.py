@@ -18,8 +18,15 @@ import time
 from pathlib import Path
 
 POSTFIX = shutil.which("postfix", path="/usr/sbin:/usr/bin:" + os.environ.get("PATH", ""))
-TEST_DOMAINS = ["example.org", "example.com", "example.net", "customer.example",
-                "shop.example", "demo.example", "recipients.example"]
+TEST_DOMAINS = [
+    "example.org",
+    "example.com",
+    "example.net",
+    "customer.example",
+    "shop.example",
+    "demo.example",
+    "recipients.example",
+]
 
 MASTER_CF = """\
 {port} inet n - n - - smtpd
@@ -58,8 +65,7 @@ class PostfixInstance:
         # Not under pytest's tmp_path: its parents are 0700 and Postfix's daemons must traverse.
         base = Path(tempfile.mkdtemp(prefix="gateway-postfix-"))
         if POSTFIX is None:
-            raise RuntimeError("postfix is not installed (apt-get install postfix): "
-                               "run .ci/setup")
+            raise RuntimeError("postfix is not installed (apt-get install postfix): run .ci/setup")
         self.base = base
         self.port = port or free_port()
         self.config_dir = base / "etc"
@@ -79,8 +85,8 @@ class PostfixInstance:
         (self.config_dir / "master.cf").write_text(MASTER_CF.format(port=f"127.0.0.1:{self.port}"))
         (self.config_dir / "main.cf").write_text(f"""\
 compatibility_level = 3.6
-queue_directory = {base / 'spool'}
-data_directory = {base / 'lib'}
+queue_directory = {base / "spool"}
+data_directory = {base / "lib"}
 mail_owner = postfix
 setgid_group = postdrop
 myhostname = downstream.test
@@ -93,7 +99,7 @@ mynetworks = 127.0.0.0/8
 relayhost =
 smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
 smtpd_recipient_restrictions = permit_mynetworks, reject
-virtual_mailbox_domains = {', '.join(TEST_DOMAINS)}
+virtual_mailbox_domains = {", ".join(TEST_DOMAINS)}
 virtual_mailbox_base = {base}
 virtual_mailbox_maps = static:mail/
 virtual_minimum_uid = 1
@@ -111,15 +117,21 @@ virtual_mailbox_limit = 0
 """)
 
     def postfix(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([POSTFIX, "-c", str(self.config_dir), *args],
-                              capture_output=True, text=True, check=check, timeout=60)
+        return subprocess.run(
+            [POSTFIX, "-c", str(self.config_dir), *args],
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=60,
+        )
 
     def start(self) -> PostfixInstance:
         self.postfix("check", check=False)
         result = self.postfix("start", check=False)
         if result.returncode != 0:
-            raise RuntimeError(f"postfix start failed: {result.stdout}{result.stderr}"
-                               f"{self.read_log()[-2000:]}")
+            raise RuntimeError(
+                f"postfix start failed: {result.stdout}{result.stderr}{self.read_log()[-2000:]}"
+            )
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             try:
@@ -165,5 +177,7 @@ virtual_mailbox_limit = 0
             if len(found) >= count:
                 return found
             time.sleep(0.1)
-        raise AssertionError(f"expected {count} delivered messages, found {len(self.messages())}"
-                             f"\n--- maillog ---\n{self.read_log()[-3000:]}")
+        raise AssertionError(
+            f"expected {count} delivered messages, found {len(self.messages())}"
+            f"\n--- maillog ---\n{self.read_log()[-3000:]}"
+        )

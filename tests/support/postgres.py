@@ -46,13 +46,28 @@ class PostgresServer:
         self.base.mkdir(parents=True, exist_ok=True)
         os.chmod(self.base, 0o755)
         os.chown(self.base, self.user.pw_uid, self.user.pw_gid)
-        result = self._run(_pg_bin("initdb"), "-D", str(self.data), "-U", "postgres",
-                           "--auth=trust", "-E", "UTF8", "--no-sync")
+        result = self._run(
+            _pg_bin("initdb"),
+            "-D",
+            str(self.data),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        )
         if result.returncode != 0:
             raise RuntimeError(f"initdb failed: {result.stderr}")
         result = self._run(
-            _pg_bin("pg_ctl"), "-D", str(self.data), "-l", str(self.base / "log"), "-w",
-            "-o", f"-p {self.port} -k {self.base} -c listen_addresses=127.0.0.1 -c fsync=off",
+            _pg_bin("pg_ctl"),
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.base / "log"),
+            "-w",
+            "-o",
+            f"-p {self.port} -k {self.base} -c listen_addresses=127.0.0.1 -c fsync=off",
             "start",
         )
         if result.returncode != 0:
@@ -67,8 +82,9 @@ class PostgresServer:
         deadline = time.monotonic() + 20
         while True:
             try:
-                with psycopg.connect(f"postgresql://postgres@127.0.0.1:{self.port}/postgres",
-                                     autocommit=True) as conn:
+                with psycopg.connect(
+                    f"postgresql://postgres@127.0.0.1:{self.port}/postgres", autocommit=True
+                ) as conn:
                     conn.execute(f'CREATE DATABASE "{name}"')
                 break
             except psycopg.OperationalError:
@@ -82,8 +98,14 @@ class PostgresServer:
 
     def restart(self) -> None:
         self._run(
-            _pg_bin("pg_ctl"), "-D", str(self.data), "-l", str(self.base / "log"), "-w",
-            "-o", f"-p {self.port} -k {self.base} -c listen_addresses=127.0.0.1 -c fsync=off",
+            _pg_bin("pg_ctl"),
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.base / "log"),
+            "-w",
+            "-o",
+            f"-p {self.port} -k {self.base} -c listen_addresses=127.0.0.1 -c fsync=off",
             "start",
         )
 

@@ -52,9 +52,15 @@ class Receiver:
                 self.send_header("Content-Length", "0")
                 self.end_headers()
                 with receiver.lock:
-                    receiver.deliveries.append(Delivery(
-                        {k.lower(): v for k, v in self.headers.items()}, body, started,
-                        time.monotonic(), status))
+                    receiver.deliveries.append(
+                        Delivery(
+                            {k.lower(): v for k, v in self.headers.items()},
+                            body,
+                            started,
+                            time.monotonic(),
+                            status,
+                        )
+                    )
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -84,5 +90,7 @@ class Receiver:
             if predicate(delivered):
                 return delivered
             time.sleep(0.05)
-        raise AssertionError(f"receiver: condition not met in {timeout}s; got "
-                             f"{[(d.status, d.body[:80]) for d in self.deliveries]}")
+        raise AssertionError(
+            f"receiver: condition not met in {timeout}s; got "
+            f"{[(d.status, d.body[:80]) for d in self.deliveries]}"
+        )

@@ -11,8 +11,7 @@ def test_ipv4_is_counted_per_address():
 
 
 def test_ipv6_is_counted_per_64_prefix_and_mapped_ipv4_as_ipv4():
-    assert client_key("2001:db8:1:2::5") == client_key("2001:db8:1:2:ffff::9") \
-        == "addr:2001:db8:1:2::/64"
+    assert client_key("2001:db8:1:2::5") == client_key("2001:db8:1:2:ffff::9") == "addr:2001:db8:1:2::/64"
     assert client_key("2001:db8:1:3::5") != client_key("2001:db8:1:2::5")
     assert client_key("::ffff:192.0.2.7") == "addr:192.0.2.7"
 

@@ -49,7 +49,9 @@ def test_confirm_then_list(cfg: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert main(["-c", str(cfg), "campaign", "list", "acme", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [(r["campaign"], r["confirmed_by"]) for r in rows] == [
-        ("spring-2026", "jane"), ("summer-2026", "tom")]
+        ("spring-2026", "jane"),
+        ("summer-2026", "tom"),
+    ]
     assert before <= rows[0]["confirmed_ts"] <= time.time()
     assert rows[0]["confirmed_at"].endswith("UTC")
 
@@ -76,15 +78,17 @@ def test_list_empty(cfg: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "no confirmed campaigns for customer acme" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["campaign", "confirm", "nobody", "c1", "--by", "jane"], "no customer named 'nobody'"),
-    (["campaign", "list", "nobody"], "no customer named 'nobody'"),
-    (["campaign", "confirm", "acme", "  ", "--by", "jane"], "campaign id is empty"),
-    (["campaign", "confirm", "acme", "a\tb", "--by", "jane"], "control characters"),
-    (["campaign", "confirm", "acme", "c1", "--by", " "], "--by needs a name"),
-])
-def test_errors(cfg: Path, capsys: pytest.CaptureFixture[str], argv: list[str],
-                message: str) -> None:
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["campaign", "confirm", "nobody", "c1", "--by", "jane"], "no customer named 'nobody'"),
+        (["campaign", "list", "nobody"], "no customer named 'nobody'"),
+        (["campaign", "confirm", "acme", "  ", "--by", "jane"], "campaign id is empty"),
+        (["campaign", "confirm", "acme", "a\tb", "--by", "jane"], "control characters"),
+        (["campaign", "confirm", "acme", "c1", "--by", " "], "--by needs a name"),
+    ],
+)
+def test_errors(cfg: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str) -> None:
     assert main(["-c", str(cfg), *argv]) == 1
     assert message in capsys.readouterr().err
 

@@ -78,8 +78,12 @@ def registry(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("GATEWAY_DNS_SERVER", raising=False)
 
 
-def write_config(tmp_path: Path, policies: str = "\n  - {name: customer-active, mode: enforce}",
-                 dkim: str = "missing_key: unsigned", extra: str = "") -> Path:
+def write_config(
+    tmp_path: Path,
+    policies: str = "\n  - {name: customer-active, mode: enforce}",
+    dkim: str = "missing_key: unsigned",
+    extra: str = "",
+) -> Path:
     (tmp_path / "dkim").mkdir(exist_ok=True)
     path = tmp_path / "config.yaml"
     path.write_text(
@@ -102,15 +106,17 @@ def cfg(tmp_path: Path) -> Path:
     return write_config(tmp_path)
 
 
-def check(capsys: pytest.CaptureFixture[str], cfg: Path, *argv: str | Path,
-          customer: str = "acme") -> tuple[int, str, str]:
+def check(
+    capsys: pytest.CaptureFixture[str], cfg: Path, *argv: str | Path, customer: str = "acme"
+) -> tuple[int, str, str]:
     code = main(["-c", str(cfg), "check", *map(str, argv), "--customer", customer])
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 
 
-def check_json(capsys: pytest.CaptureFixture[str], cfg: Path, *argv: str | Path,
-               customer: str = "acme") -> tuple[int, dict]:
+def check_json(
+    capsys: pytest.CaptureFixture[str], cfg: Path, *argv: str | Path, customer: str = "acme"
+) -> tuple[int, dict]:
     code, out, err = check(capsys, cfg, *argv, "--json", customer=customer)
     assert err == "", err
     return code, json.loads(out)
@@ -121,12 +127,12 @@ def ledger_rows(cfg: Path) -> int:
     return store.execute("SELECT COUNT(*) FROM messages")[0][0]
 
 
-def eml(tmp_path: Path, body: bytes = b"Hello Anna\r\n", headers: bytes = b"",
-        name: str = "m.eml") -> Path:
+def eml(tmp_path: Path, body: bytes = b"Hello Anna\r\n", headers: bytes = b"", name: str = "m.eml") -> Path:
     path = tmp_path / name
-    path.write_bytes(b"From: Acme <news@acme.example>\r\nTo: anna@example.org\r\n"
-                     b"Subject: Hi\r\nDate: Mon, 01 Jun 2026 10:00:00 +0000\r\n"
-                     + headers + b"\r\n" + body)
+    path.write_bytes(
+        b"From: Acme <news@acme.example>\r\nTo: anna@example.org\r\n"
+        b"Subject: Hi\r\nDate: Mon, 01 Jun 2026 10:00:00 +0000\r\n" + headers + b"\r\n" + body
+    )
     return path
 
 
@@ -145,8 +151,7 @@ def test_compliant_message_passes(cfg: Path, capsys: pytest.CaptureFixture[str])
     assert ledger_rows(cfg) == 0
 
 
-def test_pending_customer_is_rejected_at_mail(cfg: Path,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_pending_customer_is_rejected_at_mail(cfg: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, report = check_json(capsys, cfg, COMPLIANT, customer="newbie")
     assert code == 1
     assert report["result"] == "reject" and report["exit_status"] == 1
@@ -156,15 +161,22 @@ def test_pending_customer_is_rejected_at_mail(cfg: Path,
     assert t["not_tried"] == ["anna@example.org"]
     [d] = t["decisions"]
     assert (d["phase"], d["policy"], d["mode"], d["action"]) == (
-        "mail", "customer-active", "enforce", "reject")
+        "mail",
+        "customer-active",
+        "enforce",
+        "reject",
+    )
     assert d["reason"] == "customer newbie is pending"
     assert ledger_rows(cfg) == 0  # the engine's ledger row for the refusal is not written
 
 
 def test_crashing_policy_tempfails(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    cfg = write_config(tmp_path, """
+    cfg = write_config(
+        tmp_path,
+        """
   - {name: customer-active}
-  - {name: test-crashes}""")
+  - {name: test-crashes}""",
+    )
     code, out, err = check(capsys, cfg, COMPLIANT)
     assert code == 2, out + err
     assert "451 4.3.5" in out
@@ -172,13 +184,15 @@ def test_crashing_policy_tempfails(tmp_path: Path, capsys: pytest.CaptureFixture
     assert out.splitlines()[-1].startswith("result: tempfail (451 4.3.5")
 
 
-def test_data_reject_reports_every_verdict(tmp_path: Path,
-                                           capsys: pytest.CaptureFixture[str]) -> None:
-    cfg = write_config(tmp_path, """
+def test_data_reject_reports_every_verdict(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = write_config(
+        tmp_path,
+        """
   - {name: customer-active}
   - {name: test-body-reject, mode: enforce}
   - {name: test-body-always-reject, mode: monitor}
-  - {name: test-crashes, mode: monitor}""")
+  - {name: test-crashes, mode: monitor}""",
+    )
     code, report = check_json(capsys, cfg, eml(tmp_path, b"REJECT-ME\r\n"))
     assert code == 1
     assert report["reply"] == "550 5.7.1 Body refused by test (test-body-reject)"
@@ -193,11 +207,13 @@ def test_data_reject_reports_every_verdict(tmp_path: Path,
     assert data[2]["error"] is True
 
 
-def test_monitor_only_passes_with_would_reject(tmp_path: Path,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
-    cfg = write_config(tmp_path, """
+def test_monitor_only_passes_with_would_reject(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = write_config(
+        tmp_path,
+        """
   - {name: customer-active}
-  - {name: test-body-always-reject, mode: monitor}""")
+  - {name: test-body-always-reject, mode: monitor}""",
+    )
     code, out, _ = check(capsys, cfg, COMPLIANT)
     assert code == 0
     line = next(x for x in out.splitlines() if "test-body-always-reject" in x)
@@ -206,9 +222,12 @@ def test_monitor_only_passes_with_would_reject(tmp_path: Path,
 
 
 def test_off_policy_does_not_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    cfg = write_config(tmp_path, """
+    cfg = write_config(
+        tmp_path,
+        """
   - {name: customer-active}
-  - {name: test-body-always-reject, mode: "off"}""")
+  - {name: test-body-always-reject, mode: "off"}""",
+    )
     code, out, _ = check(capsys, cfg, COMPLIANT)
     assert code == 0 and "test-body-always-reject" not in out
 
@@ -218,14 +237,12 @@ def test_one_transaction_per_recipient(cfg: Path, capsys: pytest.CaptureFixture[
     code, report = check_json(capsys, cfg, FIXTURES / "two_recipients.eml")
     assert code == 0
     assert report["recipients"] == ["anna@example.org", "bob@example.net"]
-    assert [t["recipients"] for t in report["transactions"]] == [
-        ["anna@example.org"], ["bob@example.net"]]
+    assert [t["recipients"] for t in report["transactions"]] == [["anna@example.org"], ["bob@example.net"]]
     ids = [t["mail_id"] for t in report["transactions"]]
     assert len(set(ids)) == 2 and all(len(i) == 48 for i in ids)
 
 
-def test_max_recipients_raised_one_transaction(tmp_path: Path,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_max_recipients_raised_one_transaction(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cfg = write_config(tmp_path, extra="limits: {max_recipients: 5}\n")
     code, report = check_json(capsys, cfg, FIXTURES / "two_recipients.eml")
     assert code == 0
@@ -234,27 +251,35 @@ def test_max_recipients_raised_one_transaction(tmp_path: Path,
 
 
 def test_refused_recipient(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    cfg = write_config(tmp_path, """
+    cfg = write_config(
+        tmp_path,
+        """
   - {name: customer-active}
-  - {name: test-rcpt-block}""")
-    code, report = check_json(capsys, cfg, COMPLIANT, "--rcpt", "blocked@example.org",
-                              "--rcpt", "fine@example.org")
+  - {name: test-rcpt-block}""",
+    )
+    code, report = check_json(
+        capsys, cfg, COMPLIANT, "--rcpt", "blocked@example.org", "--rcpt", "fine@example.org"
+    )
     assert code == 1
     first = report["transactions"][0]
     assert first["refused_recipients"] == ["blocked@example.org"]
     assert first["recipients"] == ["fine@example.org"]
     rcpt = [d for d in first["decisions"] if d["phase"] == "rcpt"]
     assert [(d["rcpt"], d["action"]) for d in rcpt] == [
-        ("blocked@example.org", "reject"), ("fine@example.org", "continue")]
+        ("blocked@example.org", "reject"),
+        ("fine@example.org", "continue"),
+    ]
     assert report["reply"] == "550 5.7.1 Recipient blocked by test (test-rcpt-block)"
 
 
-def test_every_recipient_refused_skips_data(tmp_path: Path,
-                                            capsys: pytest.CaptureFixture[str]) -> None:
-    cfg = write_config(tmp_path, """
+def test_every_recipient_refused_skips_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = write_config(
+        tmp_path,
+        """
   - {name: customer-active}
   - {name: test-rcpt-block}
-  - {name: test-body-always-reject}""")
+  - {name: test-body-always-reject}""",
+    )
     code, out, _ = check(capsys, cfg, COMPLIANT, "--rcpt", "blocked@example.org")
     assert code == 1
     assert "(not sent: no recipient accepted)" in out
@@ -262,8 +287,9 @@ def test_every_recipient_refused_skips_data(tmp_path: Path,
 
 
 def test_envelope_overrides(cfg: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, report = check_json(capsys, cfg, COMPLIANT, "--mail-from", "bounce@acme.example",
-                              "--rcpt", "x@example.com")
+    code, report = check_json(
+        capsys, cfg, COMPLIANT, "--mail-from", "bounce@acme.example", "--rcpt", "x@example.com"
+    )
     assert code == 0
     assert report["mail_from"] == "bounce@acme.example"
     assert report["recipients"] == ["x@example.com"]
@@ -271,8 +297,7 @@ def test_envelope_overrides(cfg: Path, capsys: pytest.CaptureFixture[str]) -> No
 
 
 # -- input handling -------------------------------------------------------------------------------
-def test_lf_file_is_converted(tmp_path: Path, cfg: Path,
-                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_lf_file_is_converted(tmp_path: Path, cfg: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "lf.eml"
     content = b"From: news@acme.example\nTo: anna@example.org\n\nHello\n"
     path.write_bytes(content)
@@ -281,8 +306,9 @@ def test_lf_file_is_converted(tmp_path: Path, cfg: Path,
     assert report["input"] == {"bytes": len(content), "lf_converted": 4, "bare_cr": 0}
 
 
-def test_bare_cr_is_reported_and_rejected(tmp_path: Path, cfg: Path,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_bare_cr_is_reported_and_rejected(
+    tmp_path: Path, cfg: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     code, out, _ = check(capsys, cfg, eml(tmp_path, b"Hello\rthere\n.\n"))
     assert code == 1
     assert "note: the file has 1 bare CR" in out
@@ -303,8 +329,7 @@ def test_message_too_big(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert report["reply"].startswith("552 5.3.4")
 
 
-def test_stdin(cfg: Path, capsys: pytest.CaptureFixture[str],
-               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_stdin(cfg: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     import io
     import sys
 
@@ -316,7 +341,8 @@ def test_stdin(cfg: Path, capsys: pytest.CaptureFixture[str],
 
 # -- DKIM is reported apart -----------------------------------------------------------------------
 def test_missing_dkim_key_is_a_warning_not_a_tempfail(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     cfg = write_config(tmp_path, dkim="missing_key: tempfail")
     code, out, _ = check(capsys, cfg, COMPLIANT)
     assert code == 0
@@ -337,7 +363,9 @@ def test_dkim_signed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     code, report = check_json(capsys, cfg, COMPLIANT)
     assert code == 0
     assert report["transactions"][0]["dkim"] == {
-        "result": "signed", "detail": "acme.example/s1/ed25519-sha256"}
+        "result": "signed",
+        "detail": "acme.example/s1/ed25519-sha256",
+    }
 
 
 def test_dkim_disabled(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -350,19 +378,55 @@ def test_dkim_disabled(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
 def test_json_shape(cfg: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, report = check_json(capsys, cfg, COMPLIANT)
     assert code == 0
-    assert set(report) == {"file", "customer", "customer_status", "mail_from", "recipients",
-                           "input", "notes", "warnings", "transactions", "result", "reply",
-                           "exit_status", "relayed"}
+    assert set(report) == {
+        "file",
+        "customer",
+        "customer_status",
+        "mail_from",
+        "recipients",
+        "input",
+        "notes",
+        "warnings",
+        "transactions",
+        "result",
+        "reply",
+        "exit_status",
+        "relayed",
+    }
     assert report["relayed"] is False and report["result"] == "pass"
     assert report["exit_status"] == 0 and report["reply"] == "250 2.0.0 OK"
     [t] = report["transactions"]
-    assert set(t) == {"index", "mail_id", "recipients", "refused_recipients", "not_tried",
-                      "steps", "decisions", "dkim", "headers", "result", "reply"}
+    assert set(t) == {
+        "index",
+        "mail_id",
+        "recipients",
+        "refused_recipients",
+        "not_tried",
+        "steps",
+        "decisions",
+        "dkim",
+        "headers",
+        "result",
+        "reply",
+    }
     assert [s["reply"] for s in t["steps"]] == [
-        "250 2.1.0 Sender OK", "250 2.1.5 Recipient OK", "250 2.0.0 OK"]
+        "250 2.1.0 Sender OK",
+        "250 2.1.5 Recipient OK",
+        "250 2.0.0 OK",
+    ]
     [d] = t["decisions"]
-    assert set(d) == {"phase", "rcpt", "policy", "mode", "action", "effective", "reply",
-                      "reason", "error", "seconds"}
+    assert set(d) == {
+        "phase",
+        "rcpt",
+        "policy",
+        "mode",
+        "action",
+        "effective",
+        "reply",
+        "reason",
+        "error",
+        "seconds",
+    }
 
 
 def test_verbose_logs_go_to_stderr(cfg: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -373,28 +437,32 @@ def test_verbose_logs_go_to_stderr(cfg: Path, capsys: pytest.CaptureFixture[str]
     assert "event=mail" in captured.err and "session=check" in captured.err
 
 
-@pytest.mark.parametrize("argv, message", [
-    ([str(COMPLIANT), "--customer", "nobody"], "no customer named 'nobody'"),
-    (["/nonexistent/m.eml", "--customer", "acme"], "No such file"),
-    ([str(FIXTURES / "no_recipient.eml"), "--customer", "acme"], "give --rcpt"),
-])
-def test_cannot_check_exits_3(cfg: Path, capsys: pytest.CaptureFixture[str], argv: list[str],
-                              message: str) -> None:
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        ([str(COMPLIANT), "--customer", "nobody"], "no customer named 'nobody'"),
+        (["/nonexistent/m.eml", "--customer", "acme"], "No such file"),
+        ([str(FIXTURES / "no_recipient.eml"), "--customer", "acme"], "give --rcpt"),
+    ],
+)
+def test_cannot_check_exits_3(
+    cfg: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
     assert main(["check", *argv, "-c", str(cfg)]) == 3
     captured = capsys.readouterr()
     assert captured.out == "" and message in captured.err
 
 
-def test_unknown_policy_in_config_exits_3(tmp_path: Path,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_unknown_policy_in_config_exits_3(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cfg = write_config(tmp_path, "\n  - {name: no-such-policy}")
     assert main(["-c", str(cfg), "check", str(COMPLIANT), "--customer", "acme"]) == 3
     assert "unknown policy 'no-such-policy'" in capsys.readouterr().err
 
 
 # -- every installed policy, whatever is installed today ----------------------------------------
-def test_every_installed_policy_runs_in_monitor_mode(tmp_path: Path,
-                                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_every_installed_policy_runs_in_monitor_mode(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     entries = "".join(f"\n  - {{name: {name}, mode: monitor}}" for name in sorted(INSTALLED))
     cfg = write_config(tmp_path, entries or " []")
     code, out, err = check(capsys, cfg, COMPLIANT, "--json")
@@ -409,13 +477,21 @@ def test_every_installed_policy_runs_in_monitor_mode(tmp_path: Path,
 # -- the console script ---------------------------------------------------------------------------
 def test_subprocess_exit_codes_and_json(tmp_path: Path) -> None:
     cfg = write_config(tmp_path)
-    done = subprocess.run([GATEWAY, "check", str(COMPLIANT), "--customer", "acme", "--json",
-                           "-c", str(cfg)], capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [GATEWAY, "check", str(COMPLIANT), "--customer", "acme", "--json", "-c", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert report["result"] == "pass" and report["relayed"] is False
-    done = subprocess.run([GATEWAY, "-c", str(cfg), "check", str(COMPLIANT), "--customer",
-                           "newbie"], capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [GATEWAY, "-c", str(cfg), "check", str(COMPLIANT), "--customer", "newbie"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 1
     assert "result: reject (550 5.7.1" in done.stdout
     assert ledger_rows(cfg) == 0
@@ -424,25 +500,44 @@ def test_subprocess_exit_codes_and_json(tmp_path: Path) -> None:
 # The built-in policies compliant.eml is written to satisfy, once support has done its part
 # (domain verified, campaign confirmed, imprint and unsubscribe URL recorded). Only those that
 # are installed run; consent needs a double-opt-in record and is left out.
-FIXTURE_SATISFIES = {"customer-active", "role-address", "suppression", "sender-identity",
-                     "campaign-confirmed", "unsubscribe", "imprint", "message-format"}
+FIXTURE_SATISFIES = {
+    "customer-active",
+    "role-address",
+    "suppression",
+    "sender-identity",
+    "campaign-confirmed",
+    "unsubscribe",
+    "imprint",
+    "message-format",
+}
 
 
 @pytest.mark.parametrize("name", sorted(set(INSTALLED) & FIXTURE_SATISFIES))
 def test_compliant_fixture_passes_each_installed_policy(
-        tmp_path: Path, name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     policies = "\n  - {name: customer-active}" + (
-        f"\n  - {{name: {name}, mode: enforce}}" if name != "customer-active" else "")
+        f"\n  - {{name: {name}, mode: enforce}}" if name != "customer-active" else ""
+    )
     cfg = write_config(tmp_path, policies)
     store = open_store(f"sqlite:///{tmp_path}/g.db")
-    store.set_imprint("acme", {"company": "Acme GmbH", "street": "Hauptstrasse 1",
-                               "postcode": "10115", "city": "Berlin",
-                               "email": "info@acme.example"})
+    store.set_imprint(
+        "acme",
+        {
+            "company": "Acme GmbH",
+            "street": "Hauptstrasse 1",
+            "postcode": "10115",
+            "city": "Berlin",
+            "email": "info@acme.example",
+        },
+    )
     store.set_unsubscribe("acme", "https://acme.example/unsubscribe", False)
     store.close()
-    for argv in (["domain", "add", "acme", "acme.example"],
-                 ["domain", "verify", "acme", "acme.example", "--force", "--by", "test"],
-                 ["campaign", "confirm", "acme", "spring-2026", "--by", "test"]):
+    for argv in (
+        ["domain", "add", "acme", "acme.example"],
+        ["domain", "verify", "acme", "acme.example", "--force", "--by", "test"],
+        ["campaign", "confirm", "acme", "spring-2026", "--by", "test"],
+    ):
         assert main(["-c", str(cfg), *argv]) == 0
     capsys.readouterr()
     code, report = check_json(capsys, cfg, COMPLIANT)
@@ -451,16 +546,19 @@ def test_compliant_fixture_passes_each_installed_policy(
 
 
 def test_headers_the_customer_may_not_write_are_shown_removed(
-        tmp_path: Path, cfg: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = eml(tmp_path, headers=b"Return-Path: <x@evil.example>\r\n"
-                                 b"delivered-to:\r\n anna@example.org\r\n"
-                                 b"X-CSA-Complaints: csa@evil.example\r\n"
-                                 b"X-Mailing-ID: forged\r\n")
+    tmp_path: Path, cfg: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = eml(
+        tmp_path,
+        headers=b"Return-Path: <x@evil.example>\r\n"
+        b"delivered-to:\r\n anna@example.org\r\n"
+        b"X-CSA-Complaints: csa@evil.example\r\n"
+        b"X-Mailing-ID: forged\r\n",
+    )
     code, report = check_json(capsys, cfg, path)
     assert code == 0
     [t] = report["transactions"]
-    assert t["headers"]["removed"] == ["Return-Path", "delivered-to", "X-CSA-Complaints",
-                                       "X-Mailing-ID"]
+    assert t["headers"]["removed"] == ["Return-Path", "delivered-to", "X-CSA-Complaints", "X-Mailing-ID"]
     assert t["headers"]["added"][:2] == ["X-Mailing-ID", "Feedback-ID"]
     code, out, _ = check(capsys, cfg, path)
     assert "  headers removed: Return-Path, delivered-to, X-CSA-Complaints, X-Mailing-ID" in out

@@ -87,19 +87,24 @@ class FakeResolver:
 def test_record_format() -> None:
     assert dnsverify.record_name("News.Example.COM.") == "_gateway-verify.news.example.com"
     assert dnsverify.zone_line("example.com", "ab12") == (
-        '_gateway-verify.example.com. IN TXT "esp-gateway-verification=ab12"')
+        '_gateway-verify.example.com. IN TXT "esp-gateway-verification=ab12"'
+    )
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("Example.COM.", "example.com"),
-    ("bücher.example", "xn--bcher-kva.example"),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("Example.COM.", "example.com"),
+        ("bücher.example", "xn--bcher-kva.example"),
+    ],
+)
 def test_normalize_domain(text: str, expected: str) -> None:
     assert dnsverify.normalize_domain(text) == expected
 
 
-@pytest.mark.parametrize("text", ["", "localhost", "exa mple.com", "-a.example", "192.0.2.1",
-                                  "a..example", "x" * 64 + ".example"])
+@pytest.mark.parametrize(
+    "text", ["", "localhost", "exa mple.com", "-a.example", "192.0.2.1", "a..example", "x" * 64 + ".example"]
+)
 def test_normalize_domain_refuses(text: str) -> None:
     with pytest.raises(ValueError):
         dnsverify.normalize_domain(text)
@@ -107,21 +112,25 @@ def test_normalize_domain_refuses(text: str) -> None:
 
 def test_verify_token_ok_and_split_strings() -> None:
     name = "_gateway-verify.example.com"
-    resolver = FakeResolver({name: [FakeTxt(b"v=spf1 -all"),
-                                    FakeTxt(b"esp-gateway-verification=", b"abc123")]})
+    resolver = FakeResolver(
+        {name: [FakeTxt(b"v=spf1 -all"), FakeTxt(b"esp-gateway-verification=", b"abc123")]}
+    )
     ok, message = dnsverify.verify_domain_token("example.com", "abc123", resolver)
     assert ok, message
     assert resolver.asked == [(name, "TXT")]
 
 
-@pytest.mark.parametrize("records, expected", [
-    ({}, "NXDOMAIN"),
-    ({"_gateway-verify.example.com": dns.resolver.NoAnswer}, "has no TXT record"),
-    ({"_gateway-verify.example.com": dns.resolver.LifetimeTimeout}, "DNS timeout"),
-    ({"_gateway-verify.example.com": dns.resolver.NoNameservers}, "SERVFAIL"),
-    ({"_gateway-verify.example.com": [FakeTxt(b"esp-gateway-verification=feed")]}, "wrong token"),
-    ({"_gateway-verify.example.com": [FakeTxt(b"something else")]}, "no verification token"),
-])
+@pytest.mark.parametrize(
+    "records, expected",
+    [
+        ({}, "NXDOMAIN"),
+        ({"_gateway-verify.example.com": dns.resolver.NoAnswer}, "has no TXT record"),
+        ({"_gateway-verify.example.com": dns.resolver.LifetimeTimeout}, "DNS timeout"),
+        ({"_gateway-verify.example.com": dns.resolver.NoNameservers}, "SERVFAIL"),
+        ({"_gateway-verify.example.com": [FakeTxt(b"esp-gateway-verification=feed")]}, "wrong token"),
+        ({"_gateway-verify.example.com": [FakeTxt(b"something else")]}, "no verification token"),
+    ],
+)
 def test_verify_token_failures(records: dict[str, object], expected: str) -> None:
     ok, message = dnsverify.verify_domain_token("example.com", "abc123", FakeResolver(records))
     assert not ok
@@ -130,10 +139,15 @@ def test_verify_token_failures(records: dict[str, object], expected: str) -> Non
         assert '"esp-gateway-verification=abc123"' in message  # says what to publish
 
 
-@pytest.mark.parametrize("spec, expected", [
-    ("127.0.0.1", ("127.0.0.1", 53)), ("127.0.0.1:5353", ("127.0.0.1", 5353)),
-    ("[::1]:5353", ("::1", 5353)), ("::1", ("::1", 53)),
-])
+@pytest.mark.parametrize(
+    "spec, expected",
+    [
+        ("127.0.0.1", ("127.0.0.1", 53)),
+        ("127.0.0.1:5353", ("127.0.0.1", 5353)),
+        ("[::1]:5353", ("::1", 5353)),
+        ("::1", ("::1", 53)),
+    ],
+)
 def test_parse_server(spec: str, expected: tuple[str, int]) -> None:
     assert dnsverify.parse_server(spec) == expected
 
@@ -146,8 +160,9 @@ def test_parse_server_refuses(spec: str) -> None:
 
 def test_resolver_from_env() -> None:
     assert dnsverify.resolver_from_env({}) is None
-    resolver = dnsverify.resolver_from_env({"GATEWAY_DNS_SERVER": "127.0.0.1:5353",
-                                           "GATEWAY_DNS_TIMEOUT": "1.5"})
+    resolver = dnsverify.resolver_from_env(
+        {"GATEWAY_DNS_SERVER": "127.0.0.1:5353", "GATEWAY_DNS_TIMEOUT": "1.5"}
+    )
     assert resolver is not None
     assert resolver.nameservers == ["127.0.0.1"] and resolver.port == 5353
     assert resolver.lifetime == 1.5
@@ -193,12 +208,14 @@ def test_add_notes_other_customer(cfg: Path, capsys: pytest.CaptureFixture[str])
 
 
 # -- gateway domain verify ------------------------------------------------------------------------
-def test_verify_with_fake_resolver(cfg: Path, capsys: pytest.CaptureFixture[str],
-                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_verify_with_fake_resolver(
+    cfg: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     main(["-c", str(cfg), "domain", "add", "acme", "acme.example"])
     token = token_of(cfg, "acme", "acme.example")
-    resolver = FakeResolver({
-        "_gateway-verify.acme.example": [FakeTxt(f"esp-gateway-verification={token}".encode())]})
+    resolver = FakeResolver(
+        {"_gateway-verify.acme.example": [FakeTxt(f"esp-gateway-verification={token}".encode())]}
+    )
     monkeypatch.setattr(dnsverify, "default_resolver", lambda: resolver)
     capsys.readouterr()
     assert main(["domain", "verify", "acme", "acme.example", "-c", str(cfg)]) == 0
@@ -209,15 +226,22 @@ def test_verify_with_fake_resolver(cfg: Path, capsys: pytest.CaptureFixture[str]
     assert store.get_domain(acme.id, "acme.example").verified_by == "dns"
 
 
-@pytest.mark.parametrize("records, expected", [
-    ({}, "NXDOMAIN"),
-    ({"_gateway-verify.acme.example": dns.resolver.NoAnswer}, "has no TXT record"),
-    ({"_gateway-verify.acme.example": [FakeTxt(b"esp-gateway-verification=0000")]}, "wrong token"),
-    ({"_gateway-verify.acme.example": dns.resolver.LifetimeTimeout}, "DNS timeout"),
-])
+@pytest.mark.parametrize(
+    "records, expected",
+    [
+        ({}, "NXDOMAIN"),
+        ({"_gateway-verify.acme.example": dns.resolver.NoAnswer}, "has no TXT record"),
+        ({"_gateway-verify.acme.example": [FakeTxt(b"esp-gateway-verification=0000")]}, "wrong token"),
+        ({"_gateway-verify.acme.example": dns.resolver.LifetimeTimeout}, "DNS timeout"),
+    ],
+)
 def test_verify_failures_leave_domain_unverified(
-        cfg: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
-        records: dict[str, object], expected: str) -> None:
+    cfg: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    records: dict[str, object],
+    expected: str,
+) -> None:
     main(["-c", str(cfg), "domain", "add", "acme", "acme.example"])
     monkeypatch.setattr(dnsverify, "default_resolver", lambda: FakeResolver(records))
     assert main(["-c", str(cfg), "domain", "verify", "acme", "acme.example"]) == 1
@@ -239,8 +263,7 @@ def test_verify_errors(cfg: Path, capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_verify_force(cfg: Path, capsys: pytest.CaptureFixture[str]) -> None:
     main(["-c", str(cfg), "domain", "add", "acme", "acme.example"])
-    assert main(["-c", str(cfg), "domain", "verify", "acme", "acme.example",
-                 "--force", "--by", "jane"]) == 0
+    assert main(["-c", str(cfg), "domain", "verify", "acme", "acme.example", "--force", "--by", "jane"]) == 0
     assert "by hand" in capsys.readouterr().out
     store = store_of(cfg)
     record = store.get_domain(store.require_customer("acme").id, "acme.example")
@@ -250,8 +273,9 @@ def test_verify_force(cfg: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "verified" in out and "force:jane" in out
 
 
-def test_verify_against_local_dns_server(cfg: Path, capsys: pytest.CaptureFixture[str],
-                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_verify_against_local_dns_server(
+    cfg: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     main(["-c", str(cfg), "domain", "add", "acme", "acme.example"])
     main(["-c", str(cfg), "domain", "add", "acme", "silent.example"])
     main(["-c", str(cfg), "domain", "add", "acme", "gone.example"])
@@ -271,8 +295,9 @@ def test_verify_against_local_dns_server(cfg: Path, capsys: pytest.CaptureFixtur
     assert store.verified_domains(store.require_customer("acme").id) == {"acme.example"}
 
 
-def test_bad_dns_server_setting(cfg: Path, capsys: pytest.CaptureFixture[str],
-                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bad_dns_server_setting(
+    cfg: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     main(["-c", str(cfg), "domain", "add", "acme", "acme.example"])
     monkeypatch.setenv("GATEWAY_DNS_SERVER", "dns.example")
     assert main(["-c", str(cfg), "domain", "verify", "acme", "acme.example"]) == 1
@@ -282,15 +307,25 @@ def test_bad_dns_server_setting(cfg: Path, capsys: pytest.CaptureFixture[str],
 def test_verify_subprocess_against_local_dns_server(cfg: Path) -> None:
     env = {**os.environ, "GATEWAY_DNS_TIMEOUT": "2"}
     env.pop("GATEWAY_DNS_SERVER", None)
-    add = subprocess.run([GATEWAY, "domain", "add", "acme", "acme.example", "-c", str(cfg)],
-                         capture_output=True, text=True, env=env, timeout=60)
+    add = subprocess.run(
+        [GATEWAY, "domain", "add", "acme", "acme.example", "-c", str(cfg)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert add.returncode == 0, add.stderr
     match = re.search(r'IN TXT "(esp-gateway-verification=[0-9a-f]{32})"', add.stdout)
     assert match, add.stdout
     with DnsStub({"_gateway-verify.acme.example": [match.group(1)]}) as server:
         env["GATEWAY_DNS_SERVER"] = server.address
-        done = subprocess.run([GATEWAY, "-c", str(cfg), "domain", "verify", "acme", "acme.example"],
-                              capture_output=True, text=True, env=env, timeout=60)
+        done = subprocess.run(
+            [GATEWAY, "-c", str(cfg), "domain", "verify", "acme", "acme.example"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
     assert done.returncode == 0, done.stderr
     assert "acme.example of customer acme verified" in done.stdout
 
@@ -308,8 +343,10 @@ def test_list(cfg: Path, capsys: pytest.CaptureFixture[str]) -> None:
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["CUSTOMER", "DOMAIN", "STATUS", "VERIFIED", "BY"]
     assert [line.split()[:3] for line in lines[1:]] == [
-        ["acme", "a.example", "verified"], ["acme", "b.example", "pending"],
-        ["other", "other.example", "pending"]]
+        ["acme", "a.example", "verified"],
+        ["acme", "b.example", "pending"],
+        ["other", "other.example", "pending"],
+    ]
     assert main(["domain", "list", "acme", "--json", "-c", str(cfg)]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [r["domain"] for r in rows] == ["a.example", "b.example"]

@@ -56,12 +56,16 @@ def write_config(tmp_path: Path, policies: str) -> Path:
     return path
 
 
-def test_lists_configured_then_unconfigured(tmp_path: Path, patched: dict[str, type[Policy]],
-                                            capsys: pytest.CaptureFixture[str]) -> None:
-    cfg = write_config(tmp_path, """
+def test_lists_configured_then_unconfigured(
+    tmp_path: Path, patched: dict[str, type[Policy]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = write_config(
+        tmp_path,
+        """
   - {name: test-body-check, mode: monitor}
   - {name: customer-active, mode: enforce}
-  - {name: test-sender-check, mode: "off"}""")
+  - {name: test-sender-check, mode: "off"}""",
+    )
     assert main(["-c", str(cfg), "policies"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["ORDER", "NAME", "PHASES", "MODE", "DESCRIPTION"]
@@ -69,19 +73,20 @@ def test_lists_configured_then_unconfigured(tmp_path: Path, patched: dict[str, t
     assert lines[1].endswith("a test policy at DATA")
     assert lines[2].split()[:4] == ["2", "customer-active", "mail", "enforce"]
     assert lines[3].split()[:4] == ["3", "test-sender-check", "mail+data", "off"]
-    unconfigured = sorted(set(patched) - {"test-body-check", "customer-active",
-                                          "test-sender-check"})
-    rest = lines[4:4 + len(unconfigured)]
+    unconfigured = sorted(set(patched) - {"test-body-check", "customer-active", "test-sender-check"})
+    rest = lines[4 : 4 + len(unconfigured)]
     assert [line.split()[1] for line in rest] == unconfigured
     for line in rest:
         assert line.split()[0] == "-" and "not configured" in line
         assert patched[line.split()[1]].description in line
 
 
-def test_json(tmp_path: Path, patched: dict[str, type[Policy]],
-              capsys: pytest.CaptureFixture[str]) -> None:
-    cfg = write_config(tmp_path, """
-  - {name: customer-active, mode: monitor, timeout: 2}""")
+def test_json(tmp_path: Path, patched: dict[str, type[Policy]], capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = write_config(
+        tmp_path,
+        """
+  - {name: customer-active, mode: monitor, timeout: 2}""",
+    )
     assert main(["policies", "--json", "-c", str(cfg)]) == 0
     rows = json.loads(capsys.readouterr().out)
     first = rows[0]
@@ -97,8 +102,9 @@ def test_json(tmp_path: Path, patched: dict[str, type[Policy]],
 
 
 @pytest.mark.parametrize("name", sorted(INSTALLED))
-def test_every_installed_policy_is_listed(tmp_path: Path, name: str,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_every_installed_policy_is_listed(
+    tmp_path: Path, name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     cfg = write_config(tmp_path, " []")
     assert main(["-c", str(cfg), "policies"]) == 0
     out = capsys.readouterr().out
@@ -108,9 +114,12 @@ def test_every_installed_policy_is_listed(tmp_path: Path, name: str,
 
 
 def test_unknown_policy_name(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    cfg = write_config(tmp_path, """
+    cfg = write_config(
+        tmp_path,
+        """
   - {name: customer-active}
-  - {name: no-such-policy}""")
+  - {name: no-such-policy}""",
+    )
     assert main(["-c", str(cfg), "policies"]) == 1
     captured = capsys.readouterr()
     assert captured.out == ""
@@ -120,8 +129,11 @@ def test_unknown_policy_name(tmp_path: Path, capsys: pytest.CaptureFixture[str])
 
 
 def test_bad_options(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    cfg = write_config(tmp_path, """
-  - {name: customer-active, options: {colour: blue}}""")
+    cfg = write_config(
+        tmp_path,
+        """
+  - {name: customer-active, options: {colour: blue}}""",
+    )
     assert main(["-c", str(cfg), "policies"]) == 1
     assert "policies.customer-active.options: colour: unknown key" in capsys.readouterr().err
 

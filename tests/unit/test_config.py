@@ -25,14 +25,17 @@ def test_relative_paths_resolve_against_the_config_directory():
     assert parse("store: {url: 'sqlite:////abs/g.db'}").store_url() == "sqlite:////abs/g.db"
 
 
-@pytest.mark.parametrize("text,message", [
-    ("limits: {max_recipients: 0}", "limits.max_recipients"),
-    ("listeners: [{kind: smtp, port: 25}]", "listeners.0.kind"),
-    ("dkim: {algorithms: [rsa-sha1]}", "dkim.algorithms.0"),
-    ("policies: [{name: a}, {name: a}]", "listed twice"),
-    ("feedback: {sender_id: x}", "feedback.sender_id"),
-    ("- just\n- a list", "top level must be a mapping"),
-])
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("limits: {max_recipients: 0}", "limits.max_recipients"),
+        ("listeners: [{kind: smtp, port: 25}]", "listeners.0.kind"),
+        ("dkim: {algorithms: [rsa-sha1]}", "dkim.algorithms.0"),
+        ("policies: [{name: a}, {name: a}]", "listed twice"),
+        ("feedback: {sender_id: x}", "feedback.sender_id"),
+        ("- just\n- a list", "top level must be a mapping"),
+    ],
+)
 def test_errors_name_the_key(text, message):
     with pytest.raises(ConfigError) as excinfo:
         parse(text)

@@ -16,8 +16,10 @@ from gateway.store import open_store
 
 NOW = 1_800_000_000.0  # 2027-01-15
 
-GOOD = ("anna@example.org,https://shop.example/newsletter,2026-03-01T10:00:00Z,203.0.113.7,"
-        "2026-03-01T10:05:00Z,198.51.100.3")
+GOOD = (
+    "anna@example.org,https://shop.example/newsletter,2026-03-01T10:00:00Z,203.0.113.7,"
+    "2026-03-01T10:05:00Z,198.51.100.3"
+)
 HEADER = "email,source,subscribed_at,subscribed_ip,confirmed_at,confirmed_ip"
 
 
@@ -31,29 +33,46 @@ def test_good_row():
     assert rejected == []
     [row] = good
     assert (row.address, row.subscribed_ip, row.confirmed_ip, row.line) == (
-        "anna@example.org", "203.0.113.7", "198.51.100.3", 2)
+        "anna@example.org",
+        "203.0.113.7",
+        "198.51.100.3",
+        2,
+    )
     assert row.subscribed_at == 1772359200.0 and row.confirmed_at == 1772359500.0
 
 
-@pytest.mark.parametrize("line, expected", [
-    ("anna@@example.org,s,2026-03-01T10:00:00Z,203.0.113.7,,", "bad email (email)"),
-    ("anna example.org,s,2026-03-01T10:00:00Z,203.0.113.7,,", "bad email (email)"),
-    ("anna@localhost,s,2026-03-01T10:00:00Z,203.0.113.7,,", "bad email (email)"),
-    (",s,2026-03-01T10:00:00Z,203.0.113.7,,", "bad email (email): missing"),
-    ("anna@example.org,s,yesterday,203.0.113.7,,", "bad timestamp (subscribed_at)"),
-    ("anna@example.org,s,2031-01-01T00:00:00Z,203.0.113.7,,",
-     "bad timestamp (subscribed_at): in the future"),
-    ("anna@example.org,s,2026-03-01T10:00:00Z,203.0.113.7,2026-02-30T10:00:00Z,198.51.100.3",
-     "bad timestamp (confirmed_at)"),
-    ("anna@example.org,s,2026-03-01T10:00:00Z,203.0.113.7,2026-03-01T09:00:00Z,198.51.100.3",
-     "confirmed before subscribed"),
-    ("anna@example.org,s,2026-03-01T10:00:00Z,203.0.113.999,,", "bad IP (subscribed_ip)"),
-    ("anna@example.org,s,2026-03-01T10:00:00Z,203.0.113.7,2026-03-01T10:05:00Z,",
-     "bad IP (confirmed_ip): missing"),
-    ("anna@example.org,s,2026-03-01T10:00:00Z,203.0.113.7,2026-03-01T10:05:00Z,nope",
-     "bad IP (confirmed_ip)"),
-    ("anna@example.org,,2026-03-01T10:00:00Z,203.0.113.7,,", "missing source"),
-])
+@pytest.mark.parametrize(
+    "line, expected",
+    [
+        ("anna@@example.org,s,2026-03-01T10:00:00Z,203.0.113.7,,", "bad email (email)"),
+        ("anna example.org,s,2026-03-01T10:00:00Z,203.0.113.7,,", "bad email (email)"),
+        ("anna@localhost,s,2026-03-01T10:00:00Z,203.0.113.7,,", "bad email (email)"),
+        (",s,2026-03-01T10:00:00Z,203.0.113.7,,", "bad email (email): missing"),
+        ("anna@example.org,s,yesterday,203.0.113.7,,", "bad timestamp (subscribed_at)"),
+        (
+            "anna@example.org,s,2031-01-01T00:00:00Z,203.0.113.7,,",
+            "bad timestamp (subscribed_at): in the future",
+        ),
+        (
+            "anna@example.org,s,2026-03-01T10:00:00Z,203.0.113.7,2026-02-30T10:00:00Z,198.51.100.3",
+            "bad timestamp (confirmed_at)",
+        ),
+        (
+            "anna@example.org,s,2026-03-01T10:00:00Z,203.0.113.7,2026-03-01T09:00:00Z,198.51.100.3",
+            "confirmed before subscribed",
+        ),
+        ("anna@example.org,s,2026-03-01T10:00:00Z,203.0.113.999,,", "bad IP (subscribed_ip)"),
+        (
+            "anna@example.org,s,2026-03-01T10:00:00Z,203.0.113.7,2026-03-01T10:05:00Z,",
+            "bad IP (confirmed_ip): missing",
+        ),
+        (
+            "anna@example.org,s,2026-03-01T10:00:00Z,203.0.113.7,2026-03-01T10:05:00Z,nope",
+            "bad IP (confirmed_ip)",
+        ),
+        ("anna@example.org,,2026-03-01T10:00:00Z,203.0.113.7,,", "missing source"),
+    ],
+)
 def test_bad_rows_say_why(line, expected):
     good, rejected = check_rows(rows_of(HEADER + "\n" + line + "\n"), now=NOW)
     assert good == []
@@ -63,8 +82,16 @@ def test_bad_rows_say_why(line, expected):
 
 
 def test_duplicates_in_the_file_and_in_the_store():
-    text = HEADER + "\n" + GOOD + "\n" + GOOD.replace("anna@", "ANNA@") + "\n" + \
-        GOOD.replace("anna@", "ben@") + "\n"
+    text = (
+        HEADER
+        + "\n"
+        + GOOD
+        + "\n"
+        + GOOD.replace("anna@", "ANNA@")
+        + "\n"
+        + GOOD.replace("anna@", "ben@")
+        + "\n"
+    )
 
     class Existing:
         status = "revoked"
@@ -74,14 +101,18 @@ def test_duplicates_in_the_file_and_in_the_store():
     assert [g.address for g in good] == ["anna@example.org"]
     assert [(r.where, r.problems) for r in rejected] == [
         ("line 3", ["duplicate: the same address as line 2"]),
-        ("line 4", ["duplicate: already recorded for this customer (revoked, subscribed "
-                    "2027-01-15T07:43:20Z)"]),
+        (
+            "line 4",
+            ["duplicate: already recorded for this customer (revoked, subscribed 2027-01-15T07:43:20Z)"],
+        ),
     ]
 
 
 def test_semicolons_bom_unix_times_and_pending_rows():
-    text = ("\ufeffE-Mail;Source;Subscribed At;Subscribed IP;Confirmed At;Confirmed IP\n"
-            "anna@example.org;form;1772359200;2001:db8::1;;\n")
+    text = (
+        "\ufeffE-Mail;Source;Subscribed At;Subscribed IP;Confirmed At;Confirmed IP\n"
+        "anna@example.org;form;1772359200;2001:db8::1;;\n"
+    )
     good, rejected = check_rows(rows_of(text), now=NOW)
     assert rejected == []
     assert (good[0].subscribed_ip, good[0].confirmed_at) == ("2001:db8::1", None)
@@ -94,12 +125,21 @@ def test_default_source():
 
 
 def test_json_rows():
-    data = json.dumps({"records": [
-        {"email": "anna@example.org", "source": "form", "subscribed_at": 1772359200,
-         "subscribed_ip": "192.0.2.1", "confirmed_at": "2026-03-01T11:05:00+01:00",
-         "confirmed_ip": "192.0.2.2"},
-        "not an object",
-    ]}).encode()
+    data = json.dumps(
+        {
+            "records": [
+                {
+                    "email": "anna@example.org",
+                    "source": "form",
+                    "subscribed_at": 1772359200,
+                    "subscribed_ip": "192.0.2.1",
+                    "confirmed_at": "2026-03-01T11:05:00+01:00",
+                    "confirmed_ip": "192.0.2.2",
+                },
+                "not an object",
+            ]
+        }
+    ).encode()
     rows, _ = read_rows(data, "json")
     good, rejected = check_rows(rows, now=NOW)
     assert [g.address for g in good] == ["anna@example.org"]
@@ -108,10 +148,18 @@ def test_json_rows():
 
 
 def test_json_offset_is_respected():
-    data = json.dumps([{"email": "anna@example.org", "source": "form",
-                        "subscribed_at": "2026-03-01T10:00:00+01:00",
-                        "subscribed_ip": "192.0.2.1",
-                        "confirmed_at": "2026-03-01T09:30:00Z", "confirmed_ip": "192.0.2.2"}])
+    data = json.dumps(
+        [
+            {
+                "email": "anna@example.org",
+                "source": "form",
+                "subscribed_at": "2026-03-01T10:00:00+01:00",
+                "subscribed_ip": "192.0.2.1",
+                "confirmed_at": "2026-03-01T09:30:00Z",
+                "confirmed_ip": "192.0.2.2",
+            }
+        ]
+    )
     rows, _ = read_rows(data.encode(), "json")
     good, rejected = check_rows(rows, now=NOW)
     assert rejected == [] and good[0].confirmed_at - good[0].subscribed_at == 1800
@@ -119,9 +167,11 @@ def test_json_offset_is_respected():
 
 # -- the command --------------------------------------------------------------------------------
 
+
 def _cli(cfg: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "gateway", *args, "-c", str(cfg)],
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args, "-c", str(cfg)], capture_output=True, text=True, timeout=60
+    )
 
 
 @pytest.fixture
@@ -136,18 +186,23 @@ def cfg(tmp_path):
 
 def test_import_command_reports_bad_rows_and_imports_the_good(cfg, tmp_path):
     data = tmp_path / "subscribers.csv"
-    data.write_text("\n".join([
-        HEADER, GOOD,
-        "bad-address,form,2026-03-01T10:00:00Z,203.0.113.7,2026-03-01T10:05:00Z,198.51.100.3",
-        "ben@example.org,form,2026-03-01T10:00:00Z,203.0.113.7,2026-03-01T09:05:00Z,198.51.100.3",
-        "cleo@example.org,form,2026-03-01T10:00:00Z,999.1.1.1,,",
-        "dora@example.org,form,01/03/2026,203.0.113.7,,",
-        GOOD,
-        "emil@example.org,form,2026-03-01T10:00:00Z,203.0.113.7,,",
-    ]) + "\n")
+    data.write_text(
+        "\n".join(
+            [
+                HEADER,
+                GOOD,
+                "bad-address,form,2026-03-01T10:00:00Z,203.0.113.7,2026-03-01T10:05:00Z,198.51.100.3",
+                "ben@example.org,form,2026-03-01T10:00:00Z,203.0.113.7,2026-03-01T09:05:00Z,198.51.100.3",
+                "cleo@example.org,form,2026-03-01T10:00:00Z,999.1.1.1,,",
+                "dora@example.org,form,01/03/2026,203.0.113.7,,",
+                GOOD,
+                "emil@example.org,form,2026-03-01T10:00:00Z,203.0.113.7,,",
+            ]
+        )
+        + "\n"
+    )
     rejects = tmp_path / "rejects.csv"
-    result = _cli(cfg, "consent", "import", str(data), "--customer", "acme",
-                  "--rejects", str(rejects))
+    result = _cli(cfg, "consent", "import", str(data), "--customer", "acme", "--rejects", str(rejects))
     assert result.returncode == 1, result.stderr
     out = result.stdout
     assert "8 rows" not in out and "7 rows for acme: imported 2, rejected 5" in out
@@ -172,8 +227,7 @@ def test_import_command_reports_bad_rows_and_imports_the_good(cfg, tmp_path):
     again = _cli(cfg, "consent", "import", str(data), "--customer", "acme", "--json")
     report = json.loads(again.stdout)
     assert report["imported"] == 0 and len(report["rejected"]) == 7
-    assert "already recorded for this customer (confirmed" in \
-        report["rejected"][0]["problems"][0]
+    assert "already recorded for this customer (confirmed" in report["rejected"][0]["problems"][0]
 
 
 def test_import_dry_run_and_missing_columns(cfg, tmp_path):
@@ -193,13 +247,20 @@ def test_export_for_the_complaints_office(cfg, tmp_path):
     assert _cli(cfg, "consent", "import", str(data), "--customer", "acme").returncode == 0
     text = _cli(cfg, "consent", "export", "anna@example.org", "--customer", "acme")
     assert text.returncode == 0, text.stderr
-    for expected in ("Double opt-in evidence", "address:               anna@example.org",
-                     "subscribed:            2026-03-01T10:00:00Z", "from IP:             203.0.113.7",
-                     "confirmed:             2026-03-01T10:05:00Z", "revoked:               no",
-                     "source https://shop.example/newsletter", "import"):
+    for expected in (
+        "Double opt-in evidence",
+        "address:               anna@example.org",
+        "subscribed:            2026-03-01T10:00:00Z",
+        "from IP:             203.0.113.7",
+        "confirmed:             2026-03-01T10:05:00Z",
+        "revoked:               no",
+        "source https://shop.example/newsletter",
+        "import",
+    ):
         assert expected in text.stdout, (expected, text.stdout)
-    as_json = json.loads(_cli(cfg, "consent", "export", "anna@example.org", "--customer", "acme",
-                              "--json").stdout)
+    as_json = json.loads(
+        _cli(cfg, "consent", "export", "anna@example.org", "--customer", "acme", "--json").stdout
+    )
     assert as_json["consent"]["confirmed_ip"] == "198.51.100.3"
     assert as_json["history"][0]["event"] == "import"
     missing = _cli(cfg, "consent", "export", "zoe@example.org", "--customer", "acme")

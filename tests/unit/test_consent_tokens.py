@@ -35,12 +35,22 @@ def _b64e(raw: bytes) -> str:
 
 
 def test_roundtrip_carries_customer_recipient_list_and_reference(signer):
-    token = signer.make(UNSUBSCRIBE, 42, "<Anna@Example.org>", list_label="news@shop.example",
-                        reference="e" * 48, now=1_800_000_000)
+    token = signer.make(
+        UNSUBSCRIBE,
+        42,
+        "<Anna@Example.org>",
+        list_label="news@shop.example",
+        reference="e" * 48,
+        now=1_800_000_000,
+    )
     claims = signer.verify(token, UNSUBSCRIBE)
-    assert (claims.customer_id, claims.recipient, claims.list_label, claims.reference,
-            claims.issued_at) == (42, "anna@example.org", "news@shop.example", "e" * 48,
-                                  1_800_000_000)
+    assert (claims.customer_id, claims.recipient, claims.list_label, claims.reference, claims.issued_at) == (
+        42,
+        "anna@example.org",
+        "news@shop.example",
+        "e" * 48,
+        1_800_000_000,
+    )
     assert set(token) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 
 
@@ -58,7 +68,7 @@ def test_every_single_character_change_is_refused(signer):
         for c in alphabet:
             if token[i] == c:
                 continue
-            changed = token[:i] + c + token[i + 1:]
+            changed = token[:i] + c + token[i + 1 :]
             with pytest.raises(TokenError):
                 signer.verify(changed, UNSUBSCRIBE)
 
@@ -103,8 +113,9 @@ def test_confirm_tokens_expire(signer):
         signer.verify(token, CONFIRM, max_age=86400, now=1_800_000_000 + 2 * 86400)
 
 
-@pytest.mark.parametrize("junk", ["", "abc", "!!!!", "A" * 2000, "=" * 40,
-                                  "QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFB"])
+@pytest.mark.parametrize(
+    "junk", ["", "abc", "!!!!", "A" * 2000, "=" * 40, "QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFB"]
+)
 def test_junk_is_malformed(signer, junk):
     with pytest.raises(TokenError):
         signer.verify(junk, UNSUBSCRIBE)

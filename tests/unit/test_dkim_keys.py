@@ -47,13 +47,12 @@ class FakeResolver:
             raise dns.resolver.NXDOMAIN(qnames=[qname])
         if not self.zone[qname]:
             raise dns.resolver.NoAnswer()
-        return [dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.TXT, text)
-                for text in self.zone[qname]]
+        return [dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.TXT, text) for text in self.zone[qname]]
 
 
 def quoted(value: str, chunk: int = 255) -> str:
     """A TXT value as zone-file text, split into <=255-byte strings like real records."""
-    return " ".join(f'"{value[i:i + chunk]}"' for i in range(0, len(value), chunk))
+    return " ".join(f'"{value[i : i + chunk]}"' for i in range(0, len(value), chunk))
 
 
 def record_value(txt: str) -> dict[bytes, bytes]:
@@ -93,13 +92,15 @@ def test_keygen_refuses_to_overwrite(tmp_path: Path) -> None:
     assert path.read_bytes() == before
 
 
-@pytest.mark.parametrize(("domain", "selector", "algorithm"), [
-    ("shop.example.com", "s1", "rsa-sha1"),
-    ("shop example", "s1", RSA_SHA256),
-    ("shop.example.com", "../x", RSA_SHA256),
-])
-def test_keygen_rejects_bad_arguments(tmp_path: Path, domain: str, selector: str,
-                                      algorithm: str) -> None:
+@pytest.mark.parametrize(
+    ("domain", "selector", "algorithm"),
+    [
+        ("shop.example.com", "s1", "rsa-sha1"),
+        ("shop example", "s1", RSA_SHA256),
+        ("shop.example.com", "../x", RSA_SHA256),
+    ],
+)
+def test_keygen_rejects_bad_arguments(tmp_path: Path, domain: str, selector: str, algorithm: str) -> None:
     with pytest.raises(DkimKeyError):
         keygen(domain, selector, algorithm, tmp_path)
 
@@ -112,23 +113,27 @@ def test_keygen_load_sign_verify_round_trip(tmp_path: Path) -> None:
     assert [(k.selector, k.algorithm) for k in keys] == [("s1", RSA_SHA256), ("e1", ED25519_SHA256)]
     assert ring.for_domain("shop.example.com")[0] is keys[0]  # parsed once, reused
     signed = DkimSigner(ring).sign(MESSAGE, keys) + MESSAGE
-    dnsfunc = static_dnsfunc({dns_txt_name("shop.example.com", "s1"): rsa_txt,
-                              dns_txt_name("shop.example.com", "e1"): ed_txt})
+    dnsfunc = static_dnsfunc(
+        {dns_txt_name("shop.example.com", "s1"): rsa_txt, dns_txt_name("shop.example.com", "e1"): ed_txt}
+    )
     assert [r.ok for r in verify(signed, dnsfunc)] == [True, True]
 
 
 def _write_pem(path: Path, key: rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                       serialization.PrivateFormat.PKCS8,
-                                       serialization.NoEncryption()))
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
     path.chmod(0o600)
 
 
 def test_load_keys_several_domains(tmp_path: Path) -> None:
     _write_pem(tmp_path / "a.example" / "z.ed25519.pem", ed25519.Ed25519PrivateKey.generate())
-    _write_pem(tmp_path / "a.example" / "m.rsa.pem",
-               rsa.generate_private_key(public_exponent=65537, key_size=2048))
+    _write_pem(
+        tmp_path / "a.example" / "m.rsa.pem", rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    )
     _write_pem(tmp_path / "esp.example" / "x.ed25519.pem", ed25519.Ed25519PrivateKey.generate())
     (tmp_path / "a.example" / "README").write_text("not a key, ignored")
     ring = load_keys(tmp_path)
@@ -160,8 +165,9 @@ def test_load_keys_algorithm_mismatch(tmp_path: Path) -> None:
 
 def test_load_keys_one_key_per_selector(tmp_path: Path) -> None:
     _write_pem(tmp_path / "a.example" / "s1.ed25519.pem", ed25519.Ed25519PrivateKey.generate())
-    _write_pem(tmp_path / "a.example" / "s1.rsa.pem",
-               rsa.generate_private_key(public_exponent=65537, key_size=2048))
+    _write_pem(
+        tmp_path / "a.example" / "s1.rsa.pem", rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    )
     with pytest.raises(DkimKeyError, match="one selector"):
         load_keys(tmp_path)
 
@@ -199,7 +205,7 @@ def test_load_keys_missing_dir(tmp_path: Path) -> None:
 def test_zone_record_splits_long_values() -> None:
     value = "v=DKIM1; k=rsa; p=" + "A" * 392
     line = zone_record("shop.example.com", "s1", value)
-    assert line.startswith("s1._domainkey.shop.example.com. IN TXT ( \"")
+    assert line.startswith('s1._domainkey.shop.example.com. IN TXT ( "')
     strings = re.findall(r'"([^"]*)"', line)
     assert len(strings) == 2 and all(len(s) <= 255 for s in strings)
     assert "".join(strings) == value
@@ -248,8 +254,9 @@ def test_check_dns_accepts_pkcs1_form_and_other_txt(keys_dir: tuple[Path, str, s
 def test_check_dns_mismatch(keys_dir: tuple[Path, str, str], tmp_path: Path) -> None:
     path, _, _ = keys_dir
     _, other_txt = keygen("shop.example.com", "s1", RSA_SHA256, tmp_path / "other")
-    ok, message = check_dns("shop.example.com", "s1", path,
-                            resolver=FakeResolver({NAME: [quoted(other_txt)]}))
+    ok, message = check_dns(
+        "shop.example.com", "s1", path, resolver=FakeResolver({NAME: [quoted(other_txt)]})
+    )
     assert not ok
     assert "different public key" in message and "expected: v=DKIM1; k=rsa; p=" in message
 
@@ -261,8 +268,10 @@ def test_check_dns_mismatch(keys_dir: tuple[Path, str, str], tmp_path: Path) -> 
         ({NAME: []}, "no TXT record"),
         ({NAME: ['"v=spf1 -all"']}, "no DKIM key record"),
         ({NAME: ['"v=DKIM1; k=rsa; p="']}, "revoked"),
-        ({NAME: ['"v=DKIM1; k=ed25519; p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="']},
-         "k=ed25519 but the key is rsa-sha256"),
+        (
+            {NAME: ['"v=DKIM1; k=ed25519; p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="']},
+            "k=ed25519 but the key is rsa-sha256",
+        ),
         ({NAME: ['"v=DKIM2; p=AAAA"']}, "not DKIM1"),
         ({NAME: ['"v=DKIM1; p=bm90IGEga2V5"']}, "not a valid public key"),
         ({NAME: ['"v=DKIM1; h=sha1; p=AAAA"']}, "sha256"),

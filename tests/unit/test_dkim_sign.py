@@ -66,8 +66,7 @@ def rsa_key() -> SigningKey:
 
 @pytest.fixture(scope="module")
 def ed_key() -> SigningKey:
-    return SigningKey("shop.example.com", "e2025", ED25519_SHA256,
-                      ed25519.Ed25519PrivateKey.generate())
+    return SigningKey("shop.example.com", "e2025", ED25519_SHA256, ed25519.Ed25519PrivateKey.generate())
 
 
 @pytest.fixture(scope="module")
@@ -78,10 +77,9 @@ def esp_key() -> SigningKey:
 
 @pytest.fixture(scope="module")
 def dns(rsa_key: SigningKey, ed_key: SigningKey, esp_key: SigningKey) -> DnsFunc:
-    return static_dnsfunc({
-        f"{k.selector}._domainkey.{k.domain}": txt_record(k.private_key)
-        for k in (rsa_key, ed_key, esp_key)
-    })
+    return static_dnsfunc(
+        {f"{k.selector}._domainkey.{k.domain}": txt_record(k.private_key) for k in (rsa_key, ed_key, esp_key)}
+    )
 
 
 @pytest.fixture
@@ -124,7 +122,9 @@ def test_three_signatures_with_esp_domain(
     assert signer.keys_for("shop.example.com", algorithms=[RSA_SHA256]) == [rsa_key]
     got = results(signer.sign(MESSAGE, keys) + MESSAGE, dns)
     assert [(r.domain, r.ok) for r in got] == [
-        ("shop.example.com", True), ("shop.example.com", True), ("esp.example", True)
+        ("shop.example.com", True),
+        ("shop.example.com", True),
+        ("esp.example", True),
     ]
 
 
@@ -140,7 +140,7 @@ def test_output_is_folded_crlf_header_lines_and_message_untouched(
     assert all(line.startswith((b"DKIM-Signature: ", b" ")) for line in lines)
     assert b"\n" not in headers.replace(b"\r\n", b"")
     signed = headers + message
-    assert signed[len(headers):] == message
+    assert signed[len(headers) :] == message
     assert b"c=relaxed/relaxed" in headers and f"t={NOW}".encode() in headers
 
 
@@ -154,8 +154,15 @@ def test_header_list_oversigns(signer: DkimSigner, rsa_key: SigningKey) -> None:
     assert h is not None
     names = [n.strip() for n in h.group(1).split(b":")]
     count = {n: names.count(n) for n in set(names)}
-    for once_more in (b"from", b"to", b"subject", b"list-unsubscribe",
-                      b"list-unsubscribe-post", b"feedback-id", b"x-mailing-id"):
+    for once_more in (
+        b"from",
+        b"to",
+        b"subject",
+        b"list-unsubscribe",
+        b"list-unsubscribe-post",
+        b"feedback-id",
+        b"x-mailing-id",
+    ):
         assert count[once_more] == 2, once_more
     for absent in (b"reply-to", b"cfbl-address", b"cfbl-feedback-id"):
         assert count[absent] == 1, absent  # signed as absent: cannot be added
@@ -168,7 +175,12 @@ def test_header_list_oversigns(signer: DkimSigner, rsa_key: SigningKey) -> None:
 def test_signed_header_list_order_and_counts() -> None:
     headers = [[b"Received", b""], [b"From", b""], [b"To", b""], [b"To", b""], [b"Date", b""]]
     assert signed_header_list(headers, [b"From", b"to", b"date", b"cc"], [b"from", b"to"]) == [
-        b"from", b"to", b"to", b"date", b"from", b"to"
+        b"from",
+        b"to",
+        b"to",
+        b"date",
+        b"from",
+        b"to",
     ]
     with pytest.raises(DkimError, match="received"):
         signed_header_list(headers, [b"from", b"Received"])
@@ -179,8 +191,7 @@ def test_signed_header_list_order_and_counts() -> None:
     [
         (b"From: Example Shop <news@shop.example.com>", b"From: Evil <news@shop.example.com>"),
         (b"Subject: Autumn sale", b"Subject: Autumn SALE"),
-        (b"List-Unsubscribe: <https://esp.example/u/abc>",
-         b"List-Unsubscribe: <https://evil.example/u/abc>"),
+        (b"List-Unsubscribe: <https://esp.example/u/abc>", b"List-Unsubscribe: <https://evil.example/u/abc>"),
         (b"X-Mailing-ID: ebvqufruaaacukme", b"X-Mailing-ID: ebvqufruaaacukma"),
         (b"Feedback-ID: 12:42", b"Feedback-ID: 13:42"),
         (b"X-Campaign-ID: autumn", b"X-Campaign-ID: winter"),
@@ -188,8 +199,12 @@ def test_signed_header_list_order_and_counts() -> None:
     ],
 )
 def test_changing_signed_content_breaks_every_signature(
-    signer: DkimSigner, rsa_key: SigningKey, ed_key: SigningKey, dns: DnsFunc,
-    old: bytes, new: bytes,
+    signer: DkimSigner,
+    rsa_key: SigningKey,
+    ed_key: SigningKey,
+    dns: DnsFunc,
+    old: bytes,
+    new: bytes,
 ) -> None:
     signed = sign(signer, [rsa_key, ed_key])
     assert old in signed
@@ -229,9 +244,7 @@ def test_unsigned_headers_may_be_added(
     assert [r.ok for r in results(with_cc, dns)] == [True, True]
 
 
-def test_body_hash_mismatch_reason(
-    signer: DkimSigner, rsa_key: SigningKey, dns: DnsFunc
-) -> None:
+def test_body_hash_mismatch_reason(signer: DkimSigner, rsa_key: SigningKey, dns: DnsFunc) -> None:
     [result] = results(sign(signer, [rsa_key]) + b"appended footer\r\n", dns)
     assert not result.ok and "body hash mismatch" in result.reason
 
@@ -253,8 +266,10 @@ VARIANTS = {
     ),
 }
 # dkimpy's fold cuts a d=/i= value this long in the middle (see gateway.dkim.fold).
-LONG_NAMES = ("mail-relay-newsletters.marketing.a-rather-long-customer-domain.example",
-              "selector-2025-11-27-rotation")
+LONG_NAMES = (
+    "mail-relay-newsletters.marketing.a-rather-long-customer-domain.example",
+    "selector-2025-11-27-rotation",
+)
 MEDIUM_NAMES = ("newsletters.marketing.customer-domain.example", "selector-2025-11-27")
 
 
@@ -272,8 +287,14 @@ def stock_dkimpy_signature(
     )
     # dkimpy reads the clock through its module's `time`; pin it for this call only.
     monkeypatch.setattr(dkim, "time", types.SimpleNamespace(time=lambda: NOW))
-    return dkim.sign(message, key.selector.encode(), key.domain.encode(), pem,
-                     canonicalize=(b"relaxed", b"relaxed"), include_headers=names)
+    return dkim.sign(
+        message,
+        key.selector.encode(),
+        key.domain.encode(),
+        pem,
+        canonicalize=(b"relaxed", b"relaxed"),
+        include_headers=names,
+    )
 
 
 @pytest.mark.parametrize("names", ["short", "medium"])
@@ -291,8 +312,7 @@ def test_same_bytes_as_stock_dkimpy(
 
 def test_long_domain_is_not_cut(rsa_key: SigningKey, monkeypatch: pytest.MonkeyPatch) -> None:
     key = SigningKey(*LONG_NAMES, RSA_SHA256, rsa_key.private_key)
-    dns = static_dnsfunc({f"{LONG_NAMES[1]}._domainkey.{LONG_NAMES[0]}":
-                          txt_record(rsa_key.private_key)})
+    dns = static_dnsfunc({f"{LONG_NAMES[1]}._domainkey.{LONG_NAMES[0]}": txt_record(rsa_key.private_key)})
     ours = DkimSigner(clock=lambda: NOW).sign(MESSAGE, [key])
     assert f"d={LONG_NAMES[0]};".encode() in ours
     assert [r.ok for r in verify(ours + MESSAGE, dns, now=NOW)] == [True]
@@ -309,8 +329,10 @@ def test_fold_equals_dkimpy_when_no_token_is_too_long() -> None:
     rng = random.Random(72)
     alphabet = b"abcdefghijklmnopqrstuvwxyz0123456789+/=.-:;@"
     for _ in range(3000):
-        tokens = [bytes(rng.choice(alphabet) for _ in range(rng.randrange(1, 50)))
-                  for _ in range(rng.randrange(1, 30))]
+        tokens = [
+            bytes(rng.choice(alphabet) for _ in range(rng.randrange(1, 50)))
+            for _ in range(rng.randrange(1, 30))
+        ]
         if rng.random() < 0.5:
             tokens.append(b"b=" + bytes(rng.choice(alphabet[:36]) for _ in range(344)))
         header = b" ".join(tokens) + (b"\r\n" if rng.random() < 0.5 else b"")
@@ -357,10 +379,25 @@ def test_key_type_must_match_algorithm(rsa_key: SigningKey) -> None:
 
 
 def test_default_header_set_matches_the_design() -> None:
-    required = {b"from", b"to", b"subject", b"reply-to", b"list-unsubscribe",
-                b"list-unsubscribe-post", b"feedback-id", b"x-mailing-id", b"cfbl-address",
-                b"cfbl-feedback-id", b"date", b"message-id", b"mime-version", b"content-type",
-                b"sender", b"cc", b"x-campaign-id"}
+    required = {
+        b"from",
+        b"to",
+        b"subject",
+        b"reply-to",
+        b"list-unsubscribe",
+        b"list-unsubscribe-post",
+        b"feedback-id",
+        b"x-mailing-id",
+        b"cfbl-address",
+        b"cfbl-feedback-id",
+        b"date",
+        b"message-id",
+        b"mime-version",
+        b"content-type",
+        b"sender",
+        b"cc",
+        b"x-campaign-id",
+    }
     assert required <= set(DEFAULT_HEADERS_TO_SIGN)
 
 
@@ -368,15 +405,31 @@ def test_default_header_set_matches_the_design() -> None:
 
 
 def _random_bodies(count: int) -> Iterator[bytes]:
-    pieces = [b"a", b"bc", b" ", b"  ", b"\t", b" \t ", b"\r\n", b"\r\n", b"\r\n\r\n", b"\r",
-              b"\n", b"\xc3\xa9", b"\x0b", b"\x0c"]
+    pieces = [
+        b"a",
+        b"bc",
+        b" ",
+        b"  ",
+        b"\t",
+        b" \t ",
+        b"\r\n",
+        b"\r\n",
+        b"\r\n\r\n",
+        b"\r",
+        b"\n",
+        b"\xc3\xa9",
+        b"\x0b",
+        b"\x0c",
+    ]
     rng = random.Random(6376)
     for _ in range(count):
         yield b"".join(rng.choice(pieces) for _ in range(rng.randrange(0, 40)))
 
 
-@pytest.mark.parametrize("body", [b"", b"\r\n", b"\r\n\r\n", b" ", b" \r\n", b"a", b"a ",
-                                  b"a \t\r\n \r\n\t\r\n", b"\t\ta  b \t c\t\r\n"])
+@pytest.mark.parametrize(
+    "body",
+    [b"", b"\r\n", b"\r\n\r\n", b" ", b" \r\n", b"a", b"a ", b"a \t\r\n \r\n\t\r\n", b"\t\ta  b \t c\t\r\n"],
+)
 def test_relaxed_body_edge_cases(body: bytes) -> None:
     assert relaxed_body(body) == Relaxed.canonicalize_body(body)
 

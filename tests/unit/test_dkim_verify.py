@@ -25,8 +25,12 @@ MESSAGE = b"From: a@shop.example.com\r\nTo: b@example.net\r\nSubject: hi\r\n\r\n
 @pytest.fixture(scope="module")
 def keys() -> tuple[SigningKey, SigningKey]:
     return (
-        SigningKey("shop.example.com", "r", RSA_SHA256,
-                   rsa.generate_private_key(public_exponent=65537, key_size=2048)),
+        SigningKey(
+            "shop.example.com",
+            "r",
+            RSA_SHA256,
+            rsa.generate_private_key(public_exponent=65537, key_size=2048),
+        ),
         SigningKey("shop.example.com", "e", ED25519_SHA256, ed25519.Ed25519PrivateKey.generate()),
     )
 
@@ -37,8 +41,7 @@ def signed(keys: tuple[SigningKey, SigningKey]) -> bytes:
 
 
 def dns_for(*pairs: tuple[SigningKey, SigningKey]) -> dict[str, str]:
-    return {f"{k.selector}._domainkey.{k.domain}": txt_record(pub.private_key)
-            for k, pub in pairs}
+    return {f"{k.selector}._domainkey.{k.domain}": txt_record(pub.private_key) for k, pub in pairs}
 
 
 def test_unsigned_message_has_no_results() -> None:
@@ -53,8 +56,9 @@ def test_missing_key_record(signed: bytes) -> None:
 
 def test_wrong_keys_in_dns(keys: tuple[SigningKey, SigningKey], signed: bytes) -> None:
     rsa_key, ed_key = keys
-    other_rsa = SigningKey("x", "x", RSA_SHA256,
-                           rsa.generate_private_key(public_exponent=65537, key_size=2048))
+    other_rsa = SigningKey(
+        "x", "x", RSA_SHA256, rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    )
     other_ed = SigningKey("x", "x", ED25519_SHA256, ed25519.Ed25519PrivateKey.generate())
     dns = static_dnsfunc(dns_for((rsa_key, other_rsa), (ed_key, other_ed)))
     got = verify(signed, dns, now=T)
@@ -114,8 +118,6 @@ def test_unparsable_message() -> None:
         verify(b"From: a@b\r\nno colon here\r\n\r\n", static_dnsfunc({}))
 
 
-def test_verify_does_not_log_to_the_application(
-    signed: bytes, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_verify_does_not_log_to_the_application(signed: bytes, caplog: pytest.LogCaptureFixture) -> None:
     verify(signed, static_dnsfunc({}), now=T)
     assert not [r for r in caplog.records if r.name.startswith("gateway")]

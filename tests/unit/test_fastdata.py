@@ -19,8 +19,7 @@ def reference(message: bytes) -> bytes:
     return REFERENCE_DOTS.sub(b"..", message)
 
 
-lines = st.lists(st.sampled_from([b"", b".", b"..", b"a.b", b".x", b"x", b"\r", b"\n"]),
-                 max_size=12)
+lines = st.lists(st.sampled_from([b"", b".", b"..", b"a.b", b".x", b"x", b"\r", b"\n"]), max_size=12)
 
 
 @given(lines, st.sampled_from([b"\r\n", b"\n", b"\r"]))

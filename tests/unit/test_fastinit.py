@@ -10,9 +10,12 @@ from gateway.transports.smtp import SubmissionHandler, SubmissionSMTP
 
 
 def expected_tables(protocol, handler):
-    auth = {getattr(f, "__auth_mechanism_name__", n.replace("auth_", "").replace("__", "-"))
-            for obj in (protocol, handler) for n, f in inspect.getmembers(obj)
-            if n.startswith("auth_")}
+    auth = {
+        getattr(f, "__auth_mechanism_name__", n.replace("auth_", "").replace("__", "-"))
+        for obj in (protocol, handler)
+        for n, f in inspect.getmembers(obj)
+        if n.startswith("auth_")
+    }
     hooks = {m.replace("handle_", "") for m in dir(handler) if m.startswith("handle_")}
     commands = {m.replace("smtp_", "") for m in dir(protocol) if m.startswith("smtp_")}
     return auth, hooks, commands
@@ -27,8 +30,7 @@ def test_cached_introspection_finds_the_same_members(tmp_path):
         listener = gw.config.listeners[0]
 
         async def build():
-            return SubmissionSMTP(handler, state=gw.server.state, listener=listener,
-                                  tls_context=None)
+            return SubmissionSMTP(handler, state=gw.server.state, listener=listener, tls_context=None)
 
         protocol = gw.call(build())
         auth, hooks, commands = expected_tables(protocol, handler)

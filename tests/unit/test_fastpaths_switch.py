@@ -86,8 +86,13 @@ class _Writer:
         pass
 
 
-@pytest.mark.parametrize("on, writes", [(True, [b"250-one\r\n250-two\r\n250 three\r\n"]),
-                                        (False, [b"250-one\r\n", b"250-two\r\n", b"250 three\r\n"])])
+@pytest.mark.parametrize(
+    "on, writes",
+    [
+        (True, [b"250-one\r\n250-two\r\n250 three\r\n"]),
+        (False, [b"250-one\r\n", b"250-two\r\n", b"250 three\r\n"]),
+    ],
+)
 async def test_a_multi_line_reply_is_one_write_only_when_on(switch, on, writes):
     switch(on)
     session = fast_aiosmtpd.FastPathSMTP(_Handler())
@@ -115,9 +120,10 @@ async def test_data_is_read_line_by_line_only_when_off(switch, on):
 @pytest.mark.parametrize("on", [True, False])
 def test_data_preparation_is_aiosmtplibs_own_only_when_off(switch, on):
     switch(on)
-    stock = (aiosmtplib.protocol.PERIOD_REGEX is fast_aiosmtplib._STOCK_PERIOD_REGEX
-             and aiosmtplib.protocol.normalize_message_line_endings
-             is fast_aiosmtplib._STOCK_NORMALIZE)
+    stock = (
+        aiosmtplib.protocol.PERIOD_REGEX is fast_aiosmtplib._STOCK_PERIOD_REGEX
+        and aiosmtplib.protocol.normalize_message_line_endings is fast_aiosmtplib._STOCK_NORMALIZE
+    )
     assert stock is (not on)
     assert fast_aiosmtplib.data_payload(b".a\r\nb") == b"..a\r\nb\r\n.\r\n"
 
@@ -138,8 +144,9 @@ def test_the_relay_pipelines_only_when_on(switch, on):
 def test_a_version_outside_the_range_runs_the_stock_code(switch, monkeypatch):
     switch(True)
     real_version = fastpaths.metadata.version
-    monkeypatch.setattr(fastpaths.metadata, "version",
-                        lambda name: "6.0.0" if name == "aiosmtplib" else real_version(name))
+    monkeypatch.setattr(
+        fastpaths.metadata, "version", lambda name: "6.0.0" if name == "aiosmtplib" else real_version(name)
+    )
     aiosmtpd_status, aiosmtplib_status, _ = fastpaths.configure()
     assert aiosmtpd_status.active
     assert not aiosmtplib_status.active and "written for aiosmtplib>=5.1,<6" in aiosmtplib_status.reason
@@ -147,10 +154,19 @@ def test_a_version_outside_the_range_runs_the_stock_code(switch, monkeypatch):
     assert not fast_aiosmtplib.can_pipeline(_PipeliningClient())  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("installed, active", [
-    ("1.4.6", True), ("1.4.6.post1", True), ("1.4.99", True), ("1.4.5", False),
-    ("1.5.0", False), ("1.5.0rc1", False), ("2.0", False), ("unknown", False),
-])
+@pytest.mark.parametrize(
+    "installed, active",
+    [
+        ("1.4.6", True),
+        ("1.4.6.post1", True),
+        ("1.4.99", True),
+        ("1.4.5", False),
+        ("1.5.0", False),
+        ("1.5.0rc1", False),
+        ("2.0", False),
+        ("unknown", False),
+    ],
+)
 def test_version_range(monkeypatch, installed, active):
     monkeypatch.delenv(fastpaths.SWITCH, raising=False)
     assert fastpaths.decide("aiosmtpd", ((1, 4, 6), (1, 5)), installed).active is active
@@ -170,8 +186,7 @@ def test_start_up_logs_each_library_once(switch, monkeypatch, caplog):
         fastpaths.log_status()
     lines = [r.fields for r in caplog.records if getattr(r, "event", None) == "fastpaths"]
     assert [line["library"] for line in lines] == ["aiosmtpd", "aiosmtplib", "python"]
-    assert all(not line["active"] and line["reason"] == "GATEWAY_NO_FASTPATHS is set"
-               for line in lines)
+    assert all(not line["active"] and line["reason"] == "GATEWAY_NO_FASTPATHS is set" for line in lines)
 
 
 @pytest.mark.parametrize("on", [True, False])

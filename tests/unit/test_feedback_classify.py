@@ -77,8 +77,9 @@ def test_verp_from_envelope_recipient_comes_first() -> None:
 
 def test_verp_needs_a_bounce_domain_when_configured() -> None:
     raw = dsn(to="bounce@mx.example.org")
-    result = analyze(raw, envelope_recipients=[f"m-{MAIL_ID}@elsewhere.example"],
-                     bounce_domains=[BOUNCE_DOMAIN])
+    result = analyze(
+        raw, envelope_recipients=[f"m-{MAIL_ID}@elsewhere.example"], bounce_domains=[BOUNCE_DOMAIN]
+    )
     assert MAIL_ID not in result.mail_ids
 
 
@@ -161,8 +162,7 @@ def test_unknown_user_is_hard() -> None:
 
 
 def test_delayed_dsn_is_not_a_bounce() -> None:
-    result = analyze(dsn(action="delayed", status="4.4.1",
-                         diagnostic="smtp; 451 4.4.1 connection timed out"))
+    result = analyze(dsn(action="delayed", status="4.4.1", diagnostic="smtp; 451 4.4.1 connection timed out"))
     assert result.kind == "delay"
     assert result.bounce_class == "none"
     assert result.recipients == ["alice@example.org"]
@@ -180,22 +180,22 @@ def test_5_2_2_mailbox_full_is_soft_even_when_permanent() -> None:
 
 
 def test_5_7_1_policy_block_is_not_recipient_fault() -> None:
-    result = analyze(dsn(status="5.7.1",
-                         diagnostic="smtp; 550 5.7.1 Message rejected due to local policy"))
+    result = analyze(dsn(status="5.7.1", diagnostic="smtp; 550 5.7.1 Message rejected due to local policy"))
     assert result.bounce_class == "not-recipient-fault"
 
 
 def test_blocklist_text_wins_over_a_generic_code() -> None:
-    diagnostic = ("smtp; 554 5.0.0 Service unavailable; Client host [192.0.2.9] blocked "
-                  "using zen.spamhaus.org")
+    diagnostic = "smtp; 554 5.0.0 Service unavailable; Client host [192.0.2.9] blocked using zen.spamhaus.org"
     result = analyze(dsn(status="5.0.0", diagnostic=diagnostic))
     assert result.bounce_class == "not-recipient-fault"
     assert result.reason.startswith("blocklisted")
 
 
 def test_gmail_5_2_1_inactive_is_hard() -> None:
-    diagnostic = ("smtp; 550-5.2.1 The email account that you tried to reach is inactive. "
-                  "For more information, go to 550 5.2.1 https://support.google.com/mail/?p=DisabledUser")
+    diagnostic = (
+        "smtp; 550-5.2.1 The email account that you tried to reach is inactive. "
+        "For more information, go to 550 5.2.1 https://support.google.com/mail/?p=DisabledUser"
+    )
     result = analyze(dsn(status="5.2.1", diagnostic=diagnostic))
     assert result.bounce_class == "hard"
     assert result.reason.startswith("gmail-inactive")
@@ -244,8 +244,9 @@ Diagnostic-Code: smtp; 452 4.2.2 Mailbox full
         (None, None, "", None, "soft"),  # nothing understood: counted, not suppressed
     ],
 )
-def test_rule_table(status: str | None, reply: str | None, text: str, phase: str | None,
-                    expected: str) -> None:
+def test_rule_table(
+    status: str | None, reply: str | None, text: str, phase: str | None, expected: str
+) -> None:
     assert rules.classify(status, reply, text, phase).bounce_class == expected
 
 
@@ -439,6 +440,5 @@ def test_malformed_bytes_do_not_raise(raw: bytes) -> None:
 def test_to_json_dict_has_exactly_the_documented_keys() -> None:
     result = analyze(dsn())
     out = to_json_dict("bounce.eml", result, mail_id_valid=True)
-    assert set(out) == {"file", "kind", "recipients", "class", "status", "reason", "mail_id",
-                        "mail_id_valid"}
+    assert set(out) == {"file", "kind", "recipients", "class", "status", "reason", "mail_id", "mail_id_valid"}
     assert out["class"] == "hard" and out["mail_id"] == MAIL_ID and out["mail_id_valid"] is True

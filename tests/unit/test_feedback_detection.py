@@ -19,59 +19,86 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "bounces"
 
 # --- one minimal DSN per rule row ------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     ("status", "diagnostic", "kind", "bounce_class", "rule"),
     [
         # challenge-response / allowlist: not a bounce at all
         ("5.7.1", "smtp; 550 5.7.1 Sender not pre-approved", "other", "none", "challenge-response"),
-        ("5.0.0", "smtp; 550 Your message requires confirmation", "other", "none",
-         "challenge-response"),
-        ("4.7.0", "X-Notice; Your message has been waitlisted", "other", "none",
-         "challenge-response"),
+        ("5.0.0", "smtp; 550 Your message requires confirmation", "other", "none", "challenge-response"),
+        ("4.7.0", "X-Notice; Your message has been waitlisted", "other", "none", "challenge-response"),
         # a sender-side "does not exist" stays ours, whatever else the text says
-        ("5.0.0", "smtp; 550 Sender domain does not exist", "bounce", "not-recipient-fault",
-         "bad-sender"),
-        ("5.0.0", "smtp; 550 Unroutable sender address", "bounce", "not-recipient-fault",
-         "bad-sender"),
-        ("5.7.1", "smtp; 554 5.7.1 Your account has been suspended", "bounce",
-         "not-recipient-fault", "bad-sender"),
+        ("5.0.0", "smtp; 550 Sender domain does not exist", "bounce", "not-recipient-fault", "bad-sender"),
+        ("5.0.0", "smtp; 550 Unroutable sender address", "bounce", "not-recipient-fault", "bad-sender"),
+        (
+            "5.7.1",
+            "smtp; 554 5.7.1 Your account has been suspended",
+            "bounce",
+            "not-recipient-fault",
+            "bad-sender",
+        ),
         # our HELO name "not found" is about us, not the recipient's domain
-        ("5.7.1", "smtp; 550 5.7.1 <mta.esp.example>: Helo command rejected: Host not found",
-         "bounce", "not-recipient-fault", "authentication"),
+        (
+            "5.7.1",
+            "smtp; 550 5.7.1 <mta.esp.example>: Helo command rejected: Host not found",
+            "bounce",
+            "not-recipient-fault",
+            "authentication",
+        ),
         # Google Groups refusing a post; Orange's OFR_506 spam refusal
-        ("5.0.0", "smtp; 550 You do not have permission to post to this group, see "
-         "https://groups.google.com/support/", "bounce", "not-recipient-fault", "group-posting"),
-        ("5.2.0", "smtp; 550 5.2.0 Mail rejete. Mail rejected. OFR_506 [506]", "bounce",
-         "not-recipient-fault", "spam"),
+        (
+            "5.0.0",
+            "smtp; 550 You do not have permission to post to this group, see "
+            "https://groups.google.com/support/",
+            "bounce",
+            "not-recipient-fault",
+            "group-posting",
+        ),
+        (
+            "5.2.0",
+            "smtp; 550 5.2.0 Mail rejete. Mail rejected. OFR_506 [506]",
+            "bounce",
+            "not-recipient-fault",
+            "spam",
+        ),
         # the words beat a generic code
         ("5.0.0", "smtp; 550 5.0.0 Mailbox does not exist", "bounce", "hard", "mailbox-gone"),
         ("5.7.1", "smtp; 550 5.7.1 Mailbox does not exist", "bounce", "hard", "mailbox-gone"),
         ("5.0.0", "smtp; 550 Mailbox not active", "bounce", "hard", "mailbox-gone"),
         ("5.0.0", "smtp; 554 This account has been deactivated", "bounce", "hard", "mailbox-gone"),
-        ("5.0.0", "smtp; 554 This account has been disabled or discontinued [#102]", "bounce",
-         "hard", "mailbox-gone"),
-        ("5.7.1", "smtp; 550 5.7.1 Sorry, no mailbox here by that name", "bounce", "hard",
-         "mailbox-gone"),
+        (
+            "5.0.0",
+            "smtp; 554 This account has been disabled or discontinued [#102]",
+            "bounce",
+            "hard",
+            "mailbox-gone",
+        ),
+        ("5.7.1", "smtp; 550 5.7.1 Sorry, no mailbox here by that name", "bounce", "hard", "mailbox-gone"),
         ("5.0.0", "smtp; 550 Benutzer unbekannt", "bounce", "hard", "mailbox-gone"),
         ("5.0.0", "smtp; 550 Adresse destinataire inexistante", "bounce", "hard", "mailbox-gone"),
         ("5.0.0", "smtp; 550 El usuario no existe", "bounce", "hard", "mailbox-gone"),
         # the resolver's and qmail's words for a domain without a host
         ("5.0.0", "smtp; Name or service not known", "bounce", "hard", "unknown-domain"),
         ("5.4.0", "smtp; getaddrinfo ENOTFOUND nosuch.example", "bounce", "hard", "unknown-domain"),
-        ("5.7.1", "smtp; 553 sorry, that domain isn't in my list of allowed rcpthosts (#5.7.1)",
-         "bounce", "hard", "unknown-domain"),
+        (
+            "5.7.1",
+            "smtp; 553 sorry, that domain isn't in my list of allowed rcpthosts (#5.7.1)",
+            "bounce",
+            "hard",
+            "unknown-domain",
+        ),
         # mailbox full worded as a size limit or "too many mails"
         ("5.0.0", "smtp; 552 Mailbox size limit exceeded", "bounce", "soft", "mailbox-full"),
         ("5.0.0", "smtp; 552 User mailbox exceeds allowed size", "bounce", "soft", "mailbox-full"),
-        ("5.0.0", "smtp; 552 The user has too many mails on the server", "bounce", "soft",
-         "mailbox-full"),
+        ("5.0.0", "smtp; 552 The user has too many mails on the server", "bounce", "soft", "mailbox-full"),
         ("5.0.0", "smtp; 554 Der Empfaenger hat zu viele Mails", "bounce", "soft", "mailbox-full"),
         ("5.0.0", "smtp; 550 Boite du destinataire pleine", "bounce", "soft", "mailbox-full"),
         ("5.0.0", "smtp; 550 Buzon lleno", "bounce", "soft", "mailbox-full"),
     ],
 )
-def test_rule_row_classifies_its_minimal_dsn(status: str, diagnostic: str, kind: str,
-                                             bounce_class: str, rule: str) -> None:
+def test_rule_row_classifies_its_minimal_dsn(
+    status: str, diagnostic: str, kind: str, bounce_class: str, rule: str
+) -> None:
     result = analyze(dsn(status=status, diagnostic=diagnostic))
     assert (result.kind, result.bounce_class) == (kind, bounce_class), result.reason
     assert rule in result.reason
@@ -97,6 +124,7 @@ def test_unknown_user_said_after_data_stays_soft() -> None:
 
 
 # --- recipients -------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize(
     ("field", "expected"),
@@ -152,6 +180,7 @@ Technical details: 550 5.1.1 user unknown
 
 
 # --- forwarded by a person ------------------------------------------------------------------
+
 
 def test_bounce_forwarded_by_a_person_with_the_word_abuse_is_not_a_complaint() -> None:
     result = analyze((FIXTURES / "forwarded_bounce_abuse.eml").read_bytes())
@@ -242,5 +271,6 @@ def test_sample(name: str, kind: str, bounce_class: str, recipients: list[str], 
     if crlf:
         raw = raw.replace(b"\n", b"\r\n")
     result = analyze(raw)
-    assert (result.kind, result.bounce_class, result.recipients) == (kind, bounce_class, recipients), \
+    assert (result.kind, result.bounce_class, result.recipients) == (kind, bounce_class, recipients), (
         result.reason
+    )

@@ -10,8 +10,9 @@ from gateway.mailid import MailIdCodec
 from gateway.tlsutil import ensure_self_signed, server_context
 
 
-def _start_like_a_worker(directory: str, barrier: multiprocessing.synchronize.Barrier,
-                         results: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+def _start_like_a_worker(
+    directory: str, barrier: multiprocessing.synchronize.Barrier, results: multiprocessing.Queue
+) -> None:  # type: ignore[type-arg]
     base = Path(directory)
     barrier.wait()
     try:
@@ -30,8 +31,10 @@ def test_workers_starting_together_share_one_key_file_and_one_certificate(tmp_pa
         directory.mkdir()
         barrier = ctx.Barrier(6)
         results = ctx.Queue()
-        workers = [ctx.Process(target=_start_like_a_worker, args=(str(directory), barrier, results))
-                   for _ in range(6)]
+        workers = [
+            ctx.Process(target=_start_like_a_worker, args=(str(directory), barrier, results))
+            for _ in range(6)
+        ]
         for worker in workers:
             worker.start()
         outcomes = [results.get(timeout=60) for _ in workers]

@@ -12,8 +12,9 @@ from gateway.listeners import SessionCap
 from gateway.store import StoreUnavailable, open_store
 from tests.support.gateway import add_customer
 
-MILTER = ListenerConfig(kind="milter", address="127.0.0.1", port=10025,
-                        trusted_networks={"10.1.0.0/16": "acme"})
+MILTER = ListenerConfig(
+    kind="milter", address="127.0.0.1", port=10025, trusted_networks={"10.1.0.0/16": "acme"}
+)
 
 
 def macros(**values: str) -> Any:

@@ -30,19 +30,23 @@ def _module_name(root: Path, path: Path) -> str:
 
 
 def module_files(root: Path) -> dict[str, Path]:
-    return {_module_name(root, path): path
-            for package in PACKAGES for path in sorted((root / package).rglob("*.py"))}
+    return {
+        _module_name(root, path): path
+        for package in PACKAGES
+        for path in sorted((root / package).rglob("*.py"))
+    }
 
 
-def _targets(module: str, is_package: bool, node: ast.Import | ast.ImportFrom,
-             modules: dict[str, Path]) -> Iterable[str]:
+def _targets(
+    module: str, is_package: bool, node: ast.Import | ast.ImportFrom, modules: dict[str, Path]
+) -> Iterable[str]:
     if isinstance(node, ast.Import):
         yield from (alias.name for alias in node.names)
         return
     base = node.module or ""
     if node.level:  # relative: from . / from .. import
         package = module.split(".") if is_package else module.split(".")[:-1]
-        package = package[:len(package) - (node.level - 1)]
+        package = package[: len(package) - (node.level - 1)]
         base = ".".join([*package, *([base] if base else [])])
     for alias in node.names:
         submodule = f"{base}.{alias.name}"
@@ -71,6 +75,7 @@ def import_graph(root: Path) -> dict[str, set[str]]:
 
 def folder_graph(graph: dict[str, set[str]], root: Path) -> dict[str, set[str]]:
     """The same graph with each subpackage (gateway/store, gateway/core...) as one node."""
+
     def folder(module: str) -> str:
         parts = module.split(".")
         if len(parts) >= 2 and (root.joinpath(*parts[:2]) / "__init__.py").exists():
@@ -184,8 +189,7 @@ def test_the_graph_sees_lazy_relative_and_submodule_imports(tmp_path: Path) -> N
     (package / "__init__.py").write_text("")
     (package / "store" / "__init__.py").write_text("")
     (package / "store" / "base.py").write_text("from .mixin import Mixin\n")
-    (package / "store" / "mixin.py").write_text(
-        "def f():\n    from gateway.store.base import Error\n")
+    (package / "store" / "mixin.py").write_text("def f():\n    from gateway.store.base import Error\n")
     (package / "a.py").write_text("from gateway.store import base\n")
     (tmp_path / "policies" / "p.py").write_text("import gateway.a\n")
     graph = import_graph(tmp_path)

@@ -60,6 +60,7 @@ def logs(ienv: IntakeEnv) -> Captured:
 
 # -- bounces -----------------------------------------------------------------------------------
 
+
 def test_hard_bounce_by_verp_suppresses_globally_with_the_mail_id(ienv, logs):
     mail_id = ienv.send(ANNA)
     raw = dsn(mail_id, ANNA)
@@ -81,7 +82,10 @@ def test_hard_bounce_by_verp_suppresses_globally_with_the_mail_id(ienv, logs):
     assert feedback["customer"] == "acme" and feedback["campaign"] == "autumn-2026"
     suppression = logs.events("suppression")[0]
     assert (suppression["scope"], suppression["reason"], suppression["result"]) == (
-        "global", "hard-bounce", "added")
+        "global",
+        "hard-bounce",
+        "added",
+    )
 
 
 def test_bounce_found_by_the_returned_header_when_there_is_no_verp(ienv):
@@ -152,13 +156,15 @@ def test_not_recipient_fault_is_counted_for_the_customer_never_suppressed(ienv, 
 
 def test_delay_notification_is_information_only(ienv):
     mail_id = ienv.send(ANNA)
-    result = ienv.ingest(dsn(mail_id, ANNA, action="delayed", status="4.2.2",
-                             diagnostic="452 4.2.2 <{rcpt}>: Mailbox full"))
+    result = ienv.ingest(
+        dsn(mail_id, ANNA, action="delayed", status="4.2.2", diagnostic="452 4.2.2 <{rcpt}>: Mailbox full")
+    )
     assert result.event.kind == "delay" and not result.event.acted
     assert ienv.store.list_suppressions() == []
 
 
 # -- soft bounces ------------------------------------------------------------------------------
+
 
 def _soft(ienv: IntakeEnv, rcpt: str = ANNA):
     mail_id = ienv.send(rcpt)
@@ -243,12 +249,12 @@ def test_soft_bounce_threshold_is_configurable(tmp_path):
 
 # -- complaints --------------------------------------------------------------------------------
 
+
 def test_arf_complaint_suppresses_for_that_customer_only(ienv, logs):
     mail_id = ienv.send(ANNA)
     result = ienv.ingest(arf(mail_id, ANNA), envelope_to=[FBL])
     event = ienv.store.get_feedback_event(result.event.id)
-    assert (event.kind, event.feedback_type, event.mail_id_status) == (
-        "complaint", "abuse", "genuine")
+    assert (event.kind, event.feedback_type, event.mail_id_status) == ("complaint", "abuse", "genuine")
     assert event.acted and event.customer_id == ienv.customer.id
     assert event.campaign_id == ienv.campaign.id and event.attribution == "verp"
     entry = ienv.store.find_suppression(ienv.customer.id, ANNA)
@@ -269,7 +275,8 @@ def test_redacted_arf_recipient_is_taken_from_the_ledger(ienv):
 def test_complaint_found_by_the_verp_original_mail_from(ienv):
     mail_id = ienv.send(ANNA)
     raw = arf(mail_id, ANNA, with_verp=True, return_path=False).replace(
-        f"X-Mailing-ID: {mail_id}\r\n".encode(), b"")
+        f"X-Mailing-ID: {mail_id}\r\n".encode(), b""
+    )
     result = ienv.ingest(raw)
     assert result.event.mail_id == mail_id and result.event.attribution == "verp"
 
@@ -335,18 +342,19 @@ def test_altered_mail_id_is_reported_as_altered(ienv):
 
 def test_a_genuine_id_wins_over_a_forged_one_quoted_in_the_same_report(ienv):
     mail_id = ienv.send(ANNA)
-    raw = arf(mail_id, ANNA).replace(b"This is an email abuse report",
-                                     f"See also {ienv.forged(ANNA)}. This is an email abuse "
-                                     f"report".encode())
+    raw = arf(mail_id, ANNA).replace(
+        b"This is an email abuse report",
+        f"See also {ienv.forged(ANNA)}. This is an email abuse report".encode(),
+    )
     result = ienv.ingest(raw)
     assert result.event.mail_id == mail_id and result.event.acted
 
 
 # -- complaint rate ----------------------------------------------------------------------------
 
+
 def _rate_env(tmp_path, **overrides):
-    settings = {"complaint_warning_rate": 0.1, "complaint_suspend_rate": 0.3,
-                "complaint_min_messages": 5}
+    settings = {"complaint_warning_rate": 0.1, "complaint_suspend_rate": 0.3, "complaint_min_messages": 5}
     settings.update(overrides)
     return IntakeEnv(tmp_path, **settings)
 
@@ -404,6 +412,7 @@ def test_auto_suspend_off_only_warns(tmp_path):
 
 # -- storage and the listener's recipient rule --------------------------------------------------
 
+
 def test_raw_copy_is_size_bounded(tmp_path):
     env = IntakeEnv(tmp_path, max_raw_bytes=1024)
     mail_id = env.send(ANNA)
@@ -430,8 +439,13 @@ def test_conclude_changes_nothing(ienv):
     mail_id = ienv.send(ANNA)
     conclusion = conclude(dsn(mail_id, ANNA), ienv.config, ienv.codec)
     assert conclusion.json_dict("x.eml") == {
-        "file": "x.eml", "kind": "bounce", "recipients": [ANNA], "class": "hard",
-        "status": "5.1.1", "reason": conclusion.analysis.reason, "mail_id": mail_id,
+        "file": "x.eml",
+        "kind": "bounce",
+        "recipients": [ANNA],
+        "class": "hard",
+        "status": "5.1.1",
+        "reason": conclusion.analysis.reason,
+        "mail_id": mail_id,
         "mail_id_valid": True,
     }
     assert ienv.store.list_feedback_events() == [] and ienv.store.list_suppressions() == []
@@ -454,11 +468,15 @@ def test_store_failure_leaves_nothing_half_done(ienv):
 
 def test_intake_uses_the_configured_header_and_prefix(tmp_path):
     env = IntakeEnv(tmp_path)
-    config = env.config.model_copy(update={"mail_id": env.config.mail_id.model_copy(
-        update={"header": "X-ESP-ID", "verp_prefix": "b"})})
+    config = env.config.model_copy(
+        update={"mail_id": env.config.mail_id.model_copy(update={"header": "X-ESP-ID", "verp_prefix": "b"})}
+    )
     intake = Intake(config, env.store, env.codec, clock=lambda: env.now)
     mail_id = env.send(ANNA)
-    raw = dsn(mail_id, ANNA).replace(b"X-Mailing-ID", b"X-ESP-ID").replace(
-        f"m-{mail_id}".encode(), f"b-{mail_id}".encode())
+    raw = (
+        dsn(mail_id, ANNA)
+        .replace(b"X-Mailing-ID", b"X-ESP-ID")
+        .replace(f"m-{mail_id}".encode(), f"b-{mail_id}".encode())
+    )
     result = intake.ingest(raw, source="test")
     assert result.event.mail_id == mail_id and result.event.attribution == "verp"

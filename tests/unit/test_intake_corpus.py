@@ -67,8 +67,9 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IntakeEnv]:
 
 
 @pytest.mark.parametrize(("folder", "name", "feedback_type"), _cases())
-def test_report_as_received_is_stored_not_acted_on(env: IntakeEnv, folder: str, name: str,
-                                                   feedback_type: str) -> None:
+def test_report_as_received_is_stored_not_acted_on(
+    env: IntakeEnv, folder: str, name: str, feedback_type: str
+) -> None:
     raw = (CORPUS / folder / name).read_bytes()
     result = env.ingest(raw, source="corpus")
     event = env.store.get_feedback_event(result.event.id)
@@ -80,10 +81,12 @@ def test_report_as_received_is_stored_not_acted_on(env: IntakeEnv, folder: str, 
     assert env.store.list_suppressions(address=event.recipient or "nobody@x") == []
 
 
-@pytest.mark.parametrize(("folder", "name", "feedback_type"),
-                         [c for c in _cases() if c[1] not in NO_ORIGINAL])
-def test_report_about_our_mail_is_attributed_and_acted_on(env: IntakeEnv, folder: str,
-                                                          name: str, feedback_type: str) -> None:
+@pytest.mark.parametrize(
+    ("folder", "name", "feedback_type"), [c for c in _cases() if c[1] not in NO_ORIGINAL]
+)
+def test_report_about_our_mail_is_attributed_and_acted_on(
+    env: IntakeEnv, folder: str, name: str, feedback_type: str
+) -> None:
     rcpt = f"rcpt-{folder}-{Path(name).stem}@example.org"
     mail_id = env.send(rcpt)
     raw = with_mail_id((CORPUS / folder / name).read_bytes(), mail_id)

@@ -36,8 +36,7 @@ def _took(env: IntakeEnv, raw: bytes, **kwargs: object) -> float:
 def test_crafted_reports_cost_little_more_than_a_normal_bounce(env: IntakeEnv) -> None:
     mail_id = env.send(ANNA)
     verp = f"m-{mail_id}@{BOUNCE_DOMAIN}"
-    normal = statistics.median(_took(env, dsn(mail_id, ANNA), envelope_to=[verp])
-                               for _ in range(5))
+    normal = statistics.median(_took(env, dsn(mail_id, ANNA), envelope_to=[verp]) for _ in range(5))
     for name, raw in crafted_reports(seed=7).items():
         took = _took(env, raw, envelope_to=[verp])
         assert took < FACTOR * normal + SLACK, (name, took, normal)
@@ -46,8 +45,7 @@ def test_crafted_reports_cost_little_more_than_a_normal_bounce(env: IntakeEnv) -
     assert [s.reason for s in env.store.list_suppressions()] == ["hard-bounce"]
 
 
-def test_a_report_over_its_time_budget_is_recorded_unparsed_and_changes_nothing(
-        tmp_path: Path) -> None:
+def test_a_report_over_its_time_budget_is_recorded_unparsed_and_changes_nothing(tmp_path: Path) -> None:
     env = IntakeEnv(tmp_path, parse_time_budget=1e-9)
     mail_id = env.send(ANNA)
     verp = f"m-{mail_id}@{BOUNCE_DOMAIN}"
@@ -66,8 +64,10 @@ def test_only_the_first_max_parse_bytes_are_parsed(tmp_path: Path) -> None:
     mail_id = env.send(ANNA)
     verp = f"m-{mail_id}@{BOUNCE_DOMAIN}"
     padded = dsn(mail_id, ANNA).replace(
-        b"This is the mail system", b"x" * 70 + b"\r\n" + (b"y" * 70 + b"\r\n") * 300
-        + b"This is the mail system", 1)
+        b"This is the mail system",
+        b"x" * 70 + b"\r\n" + (b"y" * 70 + b"\r\n") * 300 + b"This is the mail system",
+        1,
+    )
     result = env.ingest(padded, envelope_to=[verp])
     assert result.event.kind != "bounce" and not result.event.acted
     assert env.store.get_feedback_raw(result.event.id) == padded

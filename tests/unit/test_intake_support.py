@@ -21,8 +21,7 @@ FBL = "fbl@esp.example"
 ABUSE = "abuse@esp.example"
 
 
-def original_headers(mail_id: str, rcpt: str, *, verp: bool = True,
-                     campaign: str = "autumn-2026") -> str:
+def original_headers(mail_id: str, rcpt: str, *, verp: bool = True, campaign: str = "autumn-2026") -> str:
     return_path = f"m-{mail_id}@{BOUNCE_DOMAIN}" if verp else "news@customer.example"
     return (
         f"Return-Path: <{return_path}>\r\n"
@@ -39,10 +38,16 @@ def original_headers(mail_id: str, rcpt: str, *, verp: bool = True,
     )
 
 
-def dsn(mail_id: str | None, rcpt: str, *, status: str = "5.1.1",
-        diagnostic: str = "550 5.1.1 <{rcpt}>: Recipient address rejected: User unknown in "
-                          "virtual mailbox table",
-        action: str = "failed", verp: bool = True, header_id: str | None = None) -> bytes:
+def dsn(
+    mail_id: str | None,
+    rcpt: str,
+    *,
+    status: str = "5.1.1",
+    diagnostic: str = "550 5.1.1 <{rcpt}>: Recipient address rejected: User unknown in virtual mailbox table",
+    action: str = "failed",
+    verp: bool = True,
+    header_id: str | None = None,
+) -> bytes:
     """A Postfix bounce (RFC 3464 multipart/report) for a mail we relayed with VERP sender
     m-<mail_id>@bounces.esp.example. `header_id` puts another ID into the returned headers."""
     diag = diagnostic.format(rcpt=rcpt)
@@ -73,7 +78,7 @@ def dsn(mail_id: str | None, rcpt: str, *, status: str = "5.1.1",
         f"To: {to}\r\n"
         "Auto-Submitted: auto-replied\r\n"
         "MIME-Version: 1.0\r\n"
-        'Content-Type: multipart/report; report-type=delivery-status;\r\n'
+        "Content-Type: multipart/report; report-type=delivery-status;\r\n"
         '\tboundary="3F2A1C0123.1764320401/mx.example.org"\r\n'
         "Message-Id: <20261128090001.3F2A1C0123@mx.example.org>\r\n"
         "\r\n"
@@ -111,19 +116,24 @@ def dsn(mail_id: str | None, rcpt: str, *, status: str = "5.1.1",
     ).encode()
 
 
-SOFT = {"status": "5.2.2",
-        "diagnostic": "552 5.2.2 <{rcpt}>: Mailbox full, quota exceeded"}
-POLICY_BLOCK = {"status": "5.7.1",
-                "diagnostic": "554 5.7.1 Service unavailable; Client host [198.51.100.7] blocked "
-                              "using zen.spamhaus.org"}
+SOFT = {"status": "5.2.2", "diagnostic": "552 5.2.2 <{rcpt}>: Mailbox full, quota exceeded"}
+POLICY_BLOCK = {
+    "status": "5.7.1",
+    "diagnostic": "554 5.7.1 Service unavailable; Client host [198.51.100.7] blocked using zen.spamhaus.org",
+}
 
 
-def arf(mail_id: str, rcpt: str | None, *, feedback_type: str = "abuse",
-        with_verp: bool = False, return_path: bool = True) -> bytes:
+def arf(
+    mail_id: str,
+    rcpt: str | None,
+    *,
+    feedback_type: str = "abuse",
+    with_verp: bool = False,
+    return_path: bool = True,
+) -> bytes:
     """An RFC 5965 feedback report (as AOL/Yahoo/Comcast FBLs send them) about our mail."""
     rcpt_line = f"Original-Rcpt-To: {rcpt}\r\n" if rcpt else ""
-    mail_from = (f"Original-Mail-From: <m-{mail_id}@{BOUNCE_DOMAIN}>\r\n" if with_verp
-                 else "")
+    mail_from = f"Original-Mail-From: <m-{mail_id}@{BOUNCE_DOMAIN}>\r\n" if with_verp else ""
     shown_to = rcpt or "redacted@example.org"
     return (
         "From: Feedback Loop <fbl@isp.example>\r\n"
@@ -198,31 +208,53 @@ class IntakeEnv:
     def __init__(self, tmp_path: Path, url: str | None = None, **intake: Any) -> None:
         self.store = open_store(url or "sqlite:///" + str(tmp_path / "intake.db"))
         self.codec = MailIdCodec.from_key_file(tmp_path / "mailid.key")
-        self.config = parse_config({
-            "bounce_domain": BOUNCE_DOMAIN,
-            "mail_id": {"key_file": str(tmp_path / "mailid.key")},
-            "feedback": {"fbl_address": FBL},
-            "feedback_intake": {"abuse_addresses": [ABUSE], **intake},
-        }, base_dir=tmp_path, source=tmp_path / "config.yaml")
+        self.config = parse_config(
+            {
+                "bounce_domain": BOUNCE_DOMAIN,
+                "mail_id": {"key_file": str(tmp_path / "mailid.key")},
+                "feedback": {"fbl_address": FBL},
+                "feedback_intake": {"abuse_addresses": [ABUSE], **intake},
+            },
+            base_dir=tmp_path,
+            source=tmp_path / "config.yaml",
+        )
         self.now = time.time()
         self.store.add_customer("acme", status="active")
         self.customer = self.store.require_customer("acme")
         self.campaign = self.store.confirm_campaign("acme", "autumn-2026", by="jane@shop.example")
         self.intake = Intake(self.config, self.store, self.codec, clock=lambda: self.now)
 
-    def send(self, rcpt: str, *, result: str = "accepted", customer: Any = None,
-             at: float | None = None) -> str:
+    def send(
+        self, rcpt: str, *, result: str = "accepted", customer: Any = None, at: float | None = None
+    ) -> str:
         """A relayed message as the engine records it: a final mail ID and a ledger row."""
         customer = customer or self.customer
         at = self.now if at is None else at
         stem = self.codec.new_stem(customer.id, now=at)
         campaign = self.store.get_campaign(customer.id, "autumn-2026")
         mail_id = self.codec.finalize(stem, campaign.id if campaign else 0, rcpt)
-        self.store.record_message(MessageRecord(
-            mail_id, customer.id, "autumn-2026", f"news@{customer.name}.example", [rcpt], at,
-            result, "250 2.0.0 Ok: queued as Q1" if result == "accepted" else "550 5.7.1 no",
-            "Q1", [{"phase": "rcpt", "policy": "suppression", "mode": "enforce",
-                    "action": "continue", "reason": f"{rcpt} is not suppressed"}]))
+        self.store.record_message(
+            MessageRecord(
+                mail_id,
+                customer.id,
+                "autumn-2026",
+                f"news@{customer.name}.example",
+                [rcpt],
+                at,
+                result,
+                "250 2.0.0 Ok: queued as Q1" if result == "accepted" else "550 5.7.1 no",
+                "Q1",
+                [
+                    {
+                        "phase": "rcpt",
+                        "policy": "suppression",
+                        "mode": "enforce",
+                        "action": "continue",
+                        "reason": f"{rcpt} is not suppressed",
+                    }
+                ],
+            )
+        )
         return mail_id
 
     def forged(self, rcpt: str) -> str:

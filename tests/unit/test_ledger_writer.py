@@ -14,10 +14,17 @@ from gateway.store import MessageRecord, StoreUnavailable, open_store
 
 
 def record(n: int) -> MessageRecord:
-    return MessageRecord(mail_id=f"m{n:04d}", customer_id=None, campaign=None,
-                         mail_from="news@customer.example", recipients=[f"r{n}@example.org"],
-                         created_at=time.time(), result="accepted", reply="250 2.0.0 Ok",
-                         queue_id=None)
+    return MessageRecord(
+        mail_id=f"m{n:04d}",
+        customer_id=None,
+        campaign=None,
+        mail_from="news@customer.example",
+        recipients=[f"r{n}@example.org"],
+        created_at=time.time(),
+        result="accepted",
+        reply="250 2.0.0 Ok",
+        queue_id=None,
+    )
 
 
 class CountingStore:
@@ -49,15 +56,13 @@ def test_every_waiting_session_gets_its_row_and_they_share_commits(tmp_path: Pat
     assert store.commits < 200
 
 
-def test_a_store_error_reaches_each_waiting_session_and_the_writer_goes_on(
-        tmp_path: Path) -> None:
+def test_a_store_error_reaches_each_waiting_session_and_the_writer_goes_on(tmp_path: Path) -> None:
     store = CountingStore(tmp_path / "l.db")
     writer = LedgerWriter(store)
     store.down = True
 
     async def failing() -> list[object]:
-        return await asyncio.gather(*(writer.record(record(n)) for n in range(5)),
-                                    return_exceptions=True)
+        return await asyncio.gather(*(writer.record(record(n)) for n in range(5)), return_exceptions=True)
 
     results = asyncio.run(failing())
     assert all(isinstance(r, StoreUnavailable) for r in results)

@@ -32,22 +32,47 @@ class Shouty:
 
 # (event, level, fields): the kinds of values callers pass, and the odd ones.
 EVENTS: list[tuple[str, int, dict[str, Any]]] = [
-    ("relay", logging.INFO, {"session": "4538abbef8", "mail_id": "ebvqun57aaaadujlaaaaaalym6",
-                             "result": "accepted", "reply": "250 2.0.0 Ok: queued as 4XyZ",
-                             "queue_id": "4XyZ", "seconds": 0.006136}),
-    ("session_open", logging.INFO, {"session": "a", "peer": "127.0.0.1", "port": 587,
-                                    "tls": False}),
+    (
+        "relay",
+        logging.INFO,
+        {
+            "session": "4538abbef8",
+            "mail_id": "ebvqun57aaaadujlaaaaaalym6",
+            "result": "accepted",
+            "reply": "250 2.0.0 Ok: queued as 4XyZ",
+            "queue_id": "4XyZ",
+            "seconds": 0.006136,
+        },
+    ),
+    ("session_open", logging.INFO, {"session": "a", "peer": "127.0.0.1", "port": 587, "tls": False}),
     ("session_close", logging.INFO, {"session": "a", "peer": "::1", "error": None}),
     ("auth", logging.WARNING, {"login": 'we"ird\\name\r\nx', "result": "failed"}),
-    ("policy", logging.ERROR, {"detail": "Ümlaut ünd spaces", "empty": "", "zero": 0,
-                               "float": 1.5, "whole": 2.0, "tiny": 1e-9, "neg": -0.25}),
-    ("", logging.INFO, {"x": 1}),                        # no event name: "log"
-    ("reload", 25, {"policies": 3}),                      # a level without a name
-    ("override", logging.INFO, {"ts": "mine", "z": None}),   # a field replaces ts in place
-    ("objects", logging.INFO, {"obj": Shouty(), "lst": [1, "a b"], "none": None,
-                               "bool": True, "bytes": b"raw"}),
-    ("unsafe", logging.INFO, {"path": "/var/log/x y", "eq": "a=b", "br": "[1,2]",
-                              "tab": "a\tb", "uni": "\u2028"}),
+    (
+        "policy",
+        logging.ERROR,
+        {
+            "detail": "Ümlaut ünd spaces",
+            "empty": "",
+            "zero": 0,
+            "float": 1.5,
+            "whole": 2.0,
+            "tiny": 1e-9,
+            "neg": -0.25,
+        },
+    ),
+    ("", logging.INFO, {"x": 1}),  # no event name: "log"
+    ("reload", 25, {"policies": 3}),  # a level without a name
+    ("override", logging.INFO, {"ts": "mine", "z": None}),  # a field replaces ts in place
+    (
+        "objects",
+        logging.INFO,
+        {"obj": Shouty(), "lst": [1, "a b"], "none": None, "bool": True, "bytes": b"raw"},
+    ),
+    (
+        "unsafe",
+        logging.INFO,
+        {"path": "/var/log/x y", "eq": "a=b", "br": "[1,2]", "tab": "a\tb", "uni": "\u2028"},
+    ),
 ]
 
 CLOCK = [1764302943.4941, 1764302943.9999, 1764302944.0, 1764302944.0005]
@@ -111,8 +136,7 @@ def count_records(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     return made
 
 
-def test_direct_file_lines_are_the_stdlib_lines(tmp_path, monkeypatch, restore_logging,
-                                                fixed_clock):
+def test_direct_file_lines_are_the_stdlib_lines(tmp_path, monkeypatch, restore_logging, fixed_clock):
     direct, stdlib = tmp_path / "direct.log", tmp_path / "stdlib.log"
     logger = logging.getLogger(LOGGER_NAME)
     made = count_records(monkeypatch)
@@ -128,7 +152,7 @@ def test_direct_file_lines_are_the_stdlib_lines(tmp_path, monkeypatch, restore_l
     assert len(lines) == len(EVENTS)
     assert lines[0].startswith("ts=2025-11-28T04:09:03.494Z level=info event=relay ")
     assert parse_logfmt(lines[3])["login"] == 'we"ird\\name\r\nx'
-    assert " event=log " in lines[5] and "level=\"level 25\"" in lines[6]
+    assert " event=log " in lines[5] and 'level="level 25"' in lines[6]
 
 
 def test_direct_stdout_lines_are_the_stdlib_lines(monkeypatch, restore_logging, fixed_clock):
@@ -170,8 +194,7 @@ def test_levels_and_the_level_setting_are_respected(tmp_path, restore_logging):
     assert events == ["loud", "louder"]
 
 
-def test_other_handlers_and_propagation_take_the_stdlib_path(tmp_path, monkeypatch,
-                                                             restore_logging):
+def test_other_handlers_and_propagation_take_the_stdlib_path(tmp_path, monkeypatch, restore_logging):
     path = tmp_path / "gw.log"
     setup_logging(path, "info")
     logger = logging.getLogger(LOGGER_NAME)
@@ -230,7 +253,7 @@ def test_a_moved_file_is_reopened_and_no_line_is_lost(tmp_path, restore_logging)
     log.event("relay", n=0)
     path.rename(tmp_path / "gw.log.1")
     log.event("relay", n=1)  # within the second: still the moved file
-    handler._checked = 0.0   # the second is over
+    handler._checked = 0.0  # the second is over
     log.event("relay", n=2)
     log.event("relay", n=3)
     old = [parse_logfmt(x)["n"] for x in (tmp_path / "gw.log.1").read_text().splitlines()]
@@ -240,7 +263,11 @@ def test_a_moved_file_is_reopened_and_no_line_is_lost(tmp_path, restore_logging)
     logging.getLogger(LOGGER_NAME).info("plain")
     log.event("relay", n=4)
     assert [parse_logfmt(x).get("n", x[-5:]) for x in path.read_text().splitlines()] == [
-        "2", "3", "plain", "4"]
+        "2",
+        "3",
+        "plain",
+        "4",
+    ]
 
 
 def test_a_closed_handler_reopens_like_the_stdlib_one(tmp_path, restore_logging):
@@ -250,8 +277,7 @@ def test_a_closed_handler_reopens_like_the_stdlib_one(tmp_path, restore_logging)
     log.event("before")
     logging.getLogger(LOGGER_NAME).handlers[0].close()
     log.event("after")
-    assert [parse_logfmt(x)["event"] for x in path.read_text().splitlines()] == [
-        "before", "after"]
+    assert [parse_logfmt(x)["event"] for x in path.read_text().splitlines()] == ["before", "after"]
 
 
 def test_a_failing_line_is_reported_not_raised(tmp_path, capsys, restore_logging):

@@ -109,8 +109,9 @@ def test_uniqueness_over_10k_ids(codec: MailIdCodec) -> None:
 
 
 def test_nonce_does_not_reveal_a_counter(codec: MailIdCodec) -> None:
-    nonces = [int.from_bytes(base64.b32decode(codec.new_stem(7, NOW).upper())[8:10], "big")
-              for _ in range(200)]
+    nonces = [
+        int.from_bytes(base64.b32decode(codec.new_stem(7, NOW).upper())[8:10], "big") for _ in range(200)
+    ]
     steps = {(b - a) % 65536 for a, b in zip(nonces, nonces[1:], strict=False)}
     assert len(steps) > 150  # a plain counter would show one step
 
@@ -143,9 +144,7 @@ def test_truncated_is_altered_but_still_shows_the_stem(codec: MailIdCodec) -> No
         assert decoded.customer_id == 99 and decoded.campaign_ref is None
 
 
-@pytest.mark.parametrize(
-    "text", ["", "hello", "e" * 15, "e" * 49, "e" * 47 + "1", "E-not-an-id", "a" * 20]
-)
+@pytest.mark.parametrize("text", ["", "hello", "e" * 15, "e" * 49, "e" * 47 + "1", "E-not-an-id", "a" * 20])
 def test_malformed(codec: MailIdCodec, text: str) -> None:
     # "a" * 20 is base32 but its stem announces version 0: not a truncated ID of ours.
     decoded = codec.decode(text)
@@ -187,8 +186,7 @@ def test_forged_by_editing_fields_and_fixing_the_checksum(codec: MailIdCodec) ->
 
 def test_unknown_key_id_is_forged(codec: MailIdCodec) -> None:
     stranger = MailIdCodec({9: KEY_A}, signing_key_id=9)  # even with the same secret
-    assert codec.decode(stranger.finalize(stranger.new_stem(1, NOW), 0, "a@b.example")).status \
-        == "forged"
+    assert codec.decode(stranger.finalize(stranger.new_stem(1, NOW), 0, "a@b.example")).status == "forged"
 
 
 def test_layout_is_as_documented(codec: MailIdCodec) -> None:

@@ -20,11 +20,21 @@ from gateway.core.message import (
 _BARE = re.compile(rb"\r(?!\n)|(?<!\r)\n")
 
 
-@pytest.mark.parametrize("data,bare", [
-    (b"a\r\nb\r\n", False), (b"", False), (b"a\r\n\r\n", False),
-    (b"a\nb", True), (b"a\rb", True), (b"\r\r\n\n", True),
-    (b"\rX\n", True), (b"x\r.\ny", True), (b"\n\r", True), (b"\r\n\r", True),
-])
+@pytest.mark.parametrize(
+    "data,bare",
+    [
+        (b"a\r\nb\r\n", False),
+        (b"", False),
+        (b"a\r\n\r\n", False),
+        (b"a\nb", True),
+        (b"a\rb", True),
+        (b"\r\r\n\n", True),
+        (b"\rX\n", True),
+        (b"x\r.\ny", True),
+        (b"\n\r", True),
+        (b"\r\n\r", True),
+    ],
+)
 def test_bare_line_endings(data, bare):
     assert has_bare_line_ending(data) is bare
 

@@ -44,8 +44,11 @@ def crlf(data: bytes) -> bytes:
 
 
 def corpus_messages() -> list[Path]:
-    files = sorted(p for p in CORPORA.rglob("*") if p.is_file() and p.suffix in
-                   {".eml", ".msg", ".txt", ".mbox", ".message"})
+    files = sorted(
+        p
+        for p in CORPORA.rglob("*")
+        if p.is_file() and p.suffix in {".eml", ".msg", ".txt", ".mbox", ".message"}
+    )
     return files + sorted(FIXTURES.rglob("*.eml"))
 
 
@@ -82,31 +85,34 @@ def test_the_benchmark_newsletter_takes_the_fast_path(size: int) -> None:
     assert tree(quick) == tree(reference(raw))
 
 
-@pytest.mark.parametrize("raw", [
-    b"Subject: lf only\n\nbody\n",  # bare LF
-    b"From someone Mon Jan 1\r\nSubject: x\r\n\r\nbody\r\n",  # unix From_ line
-    b" folded first\r\nSubject: x\r\n\r\nbody\r\n",  # continuation as first line
-    b"Subject: x\r\nno colon here\r\n\r\nbody\r\n",  # body without separator
-    b"Content-Type: multipart/mixed\r\n\r\nno boundary\r\n",
-    b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\n\r\nnever closed\r\n',
-    b'Content-Type: multipart/mixed; boundary="b"\r\n\r\nno delimiter at all\r\n',
-    b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\n--b\r\n\r\nx\r\n--b--\r\n',
-    b'Content-Type: multipart/mixed; boundary="b"\r\nContent-Transfer-Encoding: base64\r\n\r\n'
-    b"--b\r\n\r\nx\r\n--b--\r\n",
-    b'Content-Type: message/rfc822\r\n\r\nSubject: inner\r\n\r\nbody\r\n',
-    b'Content-Type: multipart/digest; boundary="b"\r\n\r\n--b\r\n\r\nSubject: i\r\n\r\nx\r\n'
-    b"--b--\r\n",
-    b"Subject: headers only, no blank line\r\n",
-    # A boundary with a line break in it (folded quoted string, RFC 2231): the feed parser
-    # reads line by line and never matches it.
-    b'Content-Type: multipart/mixed; boundary="abc\r\n def"\r\n\r\n--abc\r\n def\r\n\r\n'
-    b"hidden\r\n--abc\r\n def--\r\n",
-    b"Content-Type: multipart/mixed; boundary*=us-ascii''abc%0D%0A%20def\r\n\r\n"
-    b"--abc\r\n def\r\n\r\nhidden\r\n--abc\r\n def--\r\n",
-    # More entities than the policies ever look at: straight to the feed parser.
-    b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n'
-    + b"".join(b"--b\r\n\r\npart %d\r\n" % i for i in range(1001)) + b"--b--\r\n",
-])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"Subject: lf only\n\nbody\n",  # bare LF
+        b"From someone Mon Jan 1\r\nSubject: x\r\n\r\nbody\r\n",  # unix From_ line
+        b" folded first\r\nSubject: x\r\n\r\nbody\r\n",  # continuation as first line
+        b"Subject: x\r\nno colon here\r\n\r\nbody\r\n",  # body without separator
+        b"Content-Type: multipart/mixed\r\n\r\nno boundary\r\n",
+        b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\n\r\nnever closed\r\n',
+        b'Content-Type: multipart/mixed; boundary="b"\r\n\r\nno delimiter at all\r\n',
+        b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\n--b\r\n\r\nx\r\n--b--\r\n',
+        b'Content-Type: multipart/mixed; boundary="b"\r\nContent-Transfer-Encoding: base64\r\n\r\n'
+        b"--b\r\n\r\nx\r\n--b--\r\n",
+        b"Content-Type: message/rfc822\r\n\r\nSubject: inner\r\n\r\nbody\r\n",
+        b'Content-Type: multipart/digest; boundary="b"\r\n\r\n--b\r\n\r\nSubject: i\r\n\r\nx\r\n--b--\r\n',
+        b"Subject: headers only, no blank line\r\n",
+        # A boundary with a line break in it (folded quoted string, RFC 2231): the feed parser
+        # reads line by line and never matches it.
+        b'Content-Type: multipart/mixed; boundary="abc\r\n def"\r\n\r\n--abc\r\n def\r\n\r\n'
+        b"hidden\r\n--abc\r\n def--\r\n",
+        b"Content-Type: multipart/mixed; boundary*=us-ascii''abc%0D%0A%20def\r\n\r\n"
+        b"--abc\r\n def\r\n\r\nhidden\r\n--abc\r\n def--\r\n",
+        # More entities than the policies ever look at: straight to the feed parser.
+        b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n'
+        + b"".join(b"--b\r\n\r\npart %d\r\n" % i for i in range(1001))
+        + b"--b--\r\n",
+    ],
+)
 def test_odd_messages_step_aside_and_parse_as_before(raw: bytes) -> None:
     assert parse_fast(raw) is None
     assert tree(parse(raw)) == tree(reference(raw))
@@ -114,8 +120,9 @@ def test_odd_messages_step_aside_and_parse_as_before(raw: bytes) -> None:
 
 # Generated messages: random trees of multiparts and leaves, with folded headers, preambles,
 # epilogues, trailing whitespace on delimiters and boundaries that are prefixes of each other.
-_TEXT = st.lists(st.sampled_from([*"ab -=:\t.", "\r\n", "--", "\u00e4", "--b0", "--outer1"]),
-                 max_size=12).map("".join)
+_TEXT = st.lists(
+    st.sampled_from([*"ab -=:\t.", "\r\n", "--", "\u00e4", "--b0", "--outer1"]), max_size=12
+).map("".join)
 _BOUNDARIES = st.sampled_from(["b", "b1", "b-1", "==_x", "b--", "outer", "outer2"])
 
 

@@ -96,8 +96,12 @@ def ref_find_in_text(text: str, prefix: str | None) -> str | None:
         lo = bisect_left(word_lines, line - unsub.TEXT_LINE_WINDOW)
         hi = bisect_right(word_lines, line + unsub.TEXT_LINE_WINDOW)
         for index in range(lo, hi):
-            key = (unsub._tier(text, words[index]), abs(word_lines[index] - line),
-                   abs(word_starts[index] - pos), url)
+            key = (
+                unsub._tier(text, words[index]),
+                abs(word_lines[index] - line),
+                abs(word_starts[index] - pos),
+                url,
+            )
             if best is None or key[:3] < best[:3]:
                 best = key
     return best[3] if best else None
@@ -105,8 +109,10 @@ def ref_find_in_text(text: str, prefix: str | None) -> str | None:
 
 def ref_find_unsubscribe_link(part: TextPart, prefix: str | None) -> str | None:
     # The HTML side is unchanged but for the word search under it.
-    with mock.patch.object(unsub, "_word_spans", ref_word_spans), \
-            mock.patch.object(unsub, "_find_in_text", ref_find_in_text):
+    with (
+        mock.patch.object(unsub, "_word_spans", ref_word_spans),
+        mock.patch.object(unsub, "_find_in_text", ref_find_in_text),
+    ):
         return unsub.find_unsubscribe_link(part, prefix)
 
 
@@ -115,8 +121,7 @@ _REF_INVISIBLE = dict.fromkeys(map(ord, "\u00ad\u200b\u200c\u200d\u2060\ufeff"),
 
 
 def ref_fold(text: str) -> str:
-    text = unicodedata.normalize("NFC", text).translate(_REF_INVISIBLE).casefold().translate(
-        _REF_TRANSCRIBE)
+    text = unicodedata.normalize("NFC", text).translate(_REF_INVISIBLE).casefold().translate(_REF_TRANSCRIBE)
     text = re.sub(r"[^\w@&]+|_", " ", text)
     return re.sub(r"strasse(?![a-z0-9])", "str", text)
 
@@ -145,9 +150,14 @@ def ref_missing_imprint_fields(visible_text: str, imprint: imp.Imprint) -> list[
         missing.append(imp.FIELD_COMPANY)
     if not imprint.street or not ref_contains(folded, imprint.street):
         missing.append(imp.FIELD_STREET)
-    if not (imprint.postcode and imprint.city and (
+    if not (
+        imprint.postcode
+        and imprint.city
+        and (
             ref_contains(folded, f"{imprint.postcode} {imprint.city}")
-            or ref_contains(folded, f"{imprint.city} {imprint.postcode}"))):
+            or ref_contains(folded, f"{imprint.city} {imprint.postcode}")
+        )
+    ):
         missing.append(imp.FIELD_POSTCODE_CITY)
     if not (ref_has_email(visible_text, imprint.email) or imp._has_phone(visible_text, imprint.phone)):
         missing.append(imp.FIELD_CONTACT)
@@ -161,22 +171,30 @@ def ref_message_format(txn: Transaction) -> Verdict:
     for name in message_format.EXACTLY_ONE:
         count = len(txn.headers(name))
         if count != 1:
-            problems.append(f"{'no' if count == 0 else count} {name} header"
-                            f"{'s' if count > 1 else ''}; exactly one is required")
+            problems.append(
+                f"{'no' if count == 0 else count} {name} header"
+                f"{'s' if count > 1 else ''}; exactly one is required"
+            )
     for name in message_format.AT_MOST_ONE:
         count = len(txn.headers(name))
         if count > 1:
             problems.append(f"{count} {name} headers; at most one is allowed")
     for number, line in enumerate(raw.split(b"\r\n"), start=1):
         if len(line) > message_format.MAX_LINE:
-            problems.append(f"line {number} is {len(line)} octets long; "
-                            f"lines may have at most {message_format.MAX_LINE} octets")
+            problems.append(
+                f"line {number} is {len(line)} octets long; "
+                f"lines may have at most {message_format.MAX_LINE} octets"
+            )
             break
     if problems:
-        return Verdict.reject("Message format: " + "; ".join(problems),
-                              "RFC 5322 format: " + "; ".join(problems), enhanced="5.6.0")
-    return Verdict.ok("format checked: From/Date/Message-ID once, To/Subject at most once, "
-                      "lines within 998 octets")
+        return Verdict.reject(
+            "Message format: " + "; ".join(problems),
+            "RFC 5322 format: " + "; ".join(problems),
+            enhanced="5.6.0",
+        )
+    return Verdict.ok(
+        "format checked: From/Date/Message-ID once, To/Subject at most once, lines within 998 octets"
+    )
 
 
 # -- random texts --------------------------------------------------------------------
@@ -186,13 +204,28 @@ def ref_message_format(txn: Transaction) -> Verdict:
 # rounded variants, ligatures, final sigma, combining marks, invisible characters, the
 # separators and apostrophes of the phrase patterns, CJK and emoji.
 SPECIAL = list(
-    "éÉèàÀäÄöÖüÜßẞçÇñøØåÅąĄęłŁšŠžŽůŮÿŸœæ" "İıſKÅ" "оОᲂсСᲃтТᲄᲅпя" "ﬁﬆσςΣµμ" "漢字😀"
-    "\u0301\u0308\u0327\u034f" "\u00ad\u200b\u200c\u200d\u2060\ufeff" "\u00a0\u2003\u3000\u2028"
+    "éÉèàÀäÄöÖüÜßẞçÇñøØåÅąĄęłŁšŠžŽůŮÿŸœæ"
+    "İıſKÅ"
+    "оОᲂсСᲃтТᲄᲅпя"
+    "ﬁﬆσςΣµμ"
+    "漢字😀"
+    "\u0301\u0308\u0327\u034f"
+    "\u00ad\u200b\u200c\u200d\u2060\ufeff"
+    "\u00a0\u2003\u3000\u2028"
     "-‐‑–—'’“”„«»_@&./:;,!?()<>[]#0123456789"
 ) + [" ", "  ", "\t", "\n", "\r\n", "\r", "\n\n", "\r\r\n", "x", "Text", "mehr", "ne", "se", "opt"]
-URLS = ["https://shop.example/u?x=1", "http://shop.example/abmelden", "HTTPS://SHOP.EXAMPLE/U",
-        "https://shop.example/unsubscribe).", "httpſ://shop.example/", "http://[::1", "https://",
-        "xhttp://shop.example/a", "https://a.example/r?to=http://b.example/u", "mailto:u@shop.example"]
+URLS = [
+    "https://shop.example/u?x=1",
+    "http://shop.example/abmelden",
+    "HTTPS://SHOP.EXAMPLE/U",
+    "https://shop.example/unsubscribe).",
+    "httpſ://shop.example/",
+    "http://[::1",
+    "https://",
+    "xhttp://shop.example/a",
+    "https://a.example/r?to=http://b.example/u",
+    "mailto:u@shop.example",
+]
 
 
 def _vary_phrase(phrase: str, style: int, separator: str) -> str:
@@ -218,13 +251,16 @@ def _vary_phrase(phrase: str, style: int, separator: str) -> str:
 DECOMPOSED = [d for w in unsub.UNSUBSCRIBE_WORDS if (d := unicodedata.normalize("NFD", w)) != w]
 JOINED = [re.sub(r"[ \-']", "", w) for w in unsub.UNSUBSCRIBE_WORDS if re.search(r"[ \-']", w)]
 phrases = st.one_of(
-    st.builds(_vary_phrase, st.sampled_from(unsub.UNSUBSCRIBE_WORDS), st.integers(0, 127),
-              st.sampled_from(["", "  ", "\n", "\r\n ", "-", "‐", "'", "\u2003", "_"])),
+    st.builds(
+        _vary_phrase,
+        st.sampled_from(unsub.UNSUBSCRIBE_WORDS),
+        st.integers(0, 127),
+        st.sampled_from(["", "  ", "\n", "\r\n ", "-", "‐", "'", "\u2003", "_"]),
+    ),
     st.sampled_from(DECOMPOSED),
     st.sampled_from(JOINED),
 )
-pieces = st.one_of(phrases, st.sampled_from(SPECIAL), st.sampled_from(URLS),
-                   st.text(max_size=3))
+pieces = st.one_of(phrases, st.sampled_from(SPECIAL), st.sampled_from(URLS), st.text(max_size=3))
 
 
 def _latin1(text: str) -> bool:
@@ -233,14 +269,32 @@ def _latin1(text: str) -> bool:
 
 # Latin-1 text takes the bytes shortcut of _word_spans, the rest its encoding map.
 latin1_pieces = st.one_of(phrases.filter(_latin1), st.sampled_from([p for p in SPECIAL if _latin1(p)]))
-texts = st.one_of(st.lists(pieces, max_size=25).map("".join),
-                  st.lists(latin1_pieces, max_size=25).map("".join))
+texts = st.one_of(
+    st.lists(pieces, max_size=25).map("".join), st.lists(latin1_pieces, max_size=25).map("".join)
+)
 
-EMAILS = ["info@muster.example", "Info@Muster.Example", "a.b+c@x-y.example", "jürgen@müller.example",
-          "x@y"]
-IMPRINT_VALUES = ["Muster Handels GmbH", "GmbH", "Muster GmbH & Co. KG", "Hauptstraße 5",
-                  "Haupt-Str. 5", "Strasse 1", "Straßenweg 2", "10115", "Berlin", "München",
-                  "Ærø", "İzmir", "ﬁrma", "Σοφία", "a_b", "x1y2", "@", "&", *EMAILS]
+EMAILS = ["info@muster.example", "Info@Muster.Example", "a.b+c@x-y.example", "jürgen@müller.example", "x@y"]
+IMPRINT_VALUES = [
+    "Muster Handels GmbH",
+    "GmbH",
+    "Muster GmbH & Co. KG",
+    "Hauptstraße 5",
+    "Haupt-Str. 5",
+    "Strasse 1",
+    "Straßenweg 2",
+    "10115",
+    "Berlin",
+    "München",
+    "Ærø",
+    "İzmir",
+    "ﬁrma",
+    "Σοφία",
+    "a_b",
+    "x1y2",
+    "@",
+    "&",
+    *EMAILS,
+]
 
 
 def _vary_value(value: str, style: int, separator: str) -> str:
@@ -257,23 +311,37 @@ def _vary_value(value: str, style: int, separator: str) -> str:
     return value
 
 
-values = st.builds(_vary_value, st.sampled_from(IMPRINT_VALUES), st.integers(0, 31),
-                   st.sampled_from(["", "  ", "\n", "-", "_", ". ", "\u00a0", ",\r\n"]))
+values = st.builds(
+    _vary_value,
+    st.sampled_from(IMPRINT_VALUES),
+    st.integers(0, 31),
+    st.sampled_from(["", "  ", "\n", "-", "_", ". ", "\u00a0", ",\r\n"]),
+)
 # What stands right before and after a value decides whether it stands alone.
 NEIGHBOURS = ["", " ", "x", "é", ".", "+", "-", "_", "0", "@", "\u00ad", ".x", ">", "\u0301"]
-mentions = st.builds(lambda a, v, b: a + v + b, st.sampled_from(NEIGHBOURS), values,
-                     st.sampled_from(NEIGHBOURS))
+mentions = st.builds(
+    lambda a, v, b: a + v + b, st.sampled_from(NEIGHBOURS), values, st.sampled_from(NEIGHBOURS)
+)
 # Latin-1 text takes the bytes shortcut of _casefolded.
 LATIN1 = "aAeEsSßµÿŸÀàÉé\u00ad\u00a0 x5.@&_-\n"
 imprint_texts = st.one_of(
     st.lists(st.one_of(mentions, st.sampled_from(SPECIAL), st.text(max_size=3)), max_size=20).map("".join),
-    st.lists(st.one_of(mentions.filter(lambda v: v.isascii() or v.encode("latin-1", "ignore") == v),
-                       st.text(alphabet=LATIN1, max_size=4)), max_size=12).map("".join),
+    st.lists(
+        st.one_of(
+            mentions.filter(lambda v: v.isascii() or v.encode("latin-1", "ignore") == v),
+            st.text(alphabet=LATIN1, max_size=4),
+        ),
+        max_size=12,
+    ).map("".join),
 )
 optional_values = st.one_of(st.none(), values)
 imprints = st.builds(
-    imp.Imprint, company=optional_values, legal_form=optional_values, street=optional_values,
-    postcode=optional_values, city=optional_values,
+    imp.Imprint,
+    company=optional_values,
+    legal_form=optional_values,
+    street=optional_values,
+    postcode=optional_values,
+    city=optional_values,
     email=st.one_of(st.none(), st.sampled_from([*EMAILS, "@", "x"])),
     phone=st.sampled_from([None, "+49 30 1234567", "030 12345", "12"]),
 )
@@ -316,8 +384,16 @@ def test_fast_phrase_search_is_on() -> None:
 
 def test_no_letter_beyond_the_bmp_matches_a_phrase_letter() -> None:
     # _fast_tables asks the regex engine about BMP characters only.
-    letters = "".join(sorted({ch for phrase in unsub.UNSUBSCRIBE_WORDS
-                              for ch in unicodedata.normalize("NFD", phrase.lower()) if ch.isalpha()}))
+    letters = "".join(
+        sorted(
+            {
+                ch
+                for phrase in unsub.UNSUBSCRIBE_WORDS
+                for ch in unicodedata.normalize("NFD", phrase.lower())
+                if ch.isalpha()
+            }
+        )
+    )
     astral = "".join(map(chr, range(0x10000, 0x110000)))
     assert re.findall("[" + re.escape(letters) + "]", astral, re.IGNORECASE) == []
 
@@ -329,15 +405,49 @@ def test_word_spans_equal_the_regex(text: str) -> None:
     assert unsub.mentions_unsubscribe(text) == (_REF_WORDS_RE.search(text) is not None)
 
 
-@pytest.mark.parametrize("text", [
-    "", "abmelden", "Abmelden:", "xabmelden", "abmeldenx", "ab-melden", "opt out", "OPT\u2003-OUT",
-    "opt\n\n out", "optout", "désinscrire", "de\u0301sinscrire", "DÉSINSCRIRE", "desinscrire",
-    "annullare l’iscrizione", "annullare l'  iscrizione", "annullareliscrizione", "ne plus recevoir",
-    "ne  plus\nrecevoir", "neplusrecevoir", "ОТПИСАТЬСЯ", "ᲂтписка", "оᲅписка",
-    "unſubscribe", "unsubſcribe here", "İ unsubscribe", "“abmelden”", "_abmelden", "abmelden_",
-    "0abmelden", "abmelden😀", "漢abmelden", "abmelden\u0301", "wypisać się", "WYPISAĆ SIĘ", "odhlášení",
-    "afmelden af te melden af te  melden", "unsubscribe unsubscribe here unsubscribing",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "abmelden",
+        "Abmelden:",
+        "xabmelden",
+        "abmeldenx",
+        "ab-melden",
+        "opt out",
+        "OPT\u2003-OUT",
+        "opt\n\n out",
+        "optout",
+        "désinscrire",
+        "de\u0301sinscrire",
+        "DÉSINSCRIRE",
+        "desinscrire",
+        "annullare l’iscrizione",
+        "annullare l'  iscrizione",
+        "annullareliscrizione",
+        "ne plus recevoir",
+        "ne  plus\nrecevoir",
+        "neplusrecevoir",
+        "ОТПИСАТЬСЯ",
+        "ᲂтписка",
+        "оᲅписка",
+        "unſubscribe",
+        "unsubſcribe here",
+        "İ unsubscribe",
+        "“abmelden”",
+        "_abmelden",
+        "abmelden_",
+        "0abmelden",
+        "abmelden😀",
+        "漢abmelden",
+        "abmelden\u0301",
+        "wypisać się",
+        "WYPISAĆ SIĘ",
+        "odhlášení",
+        "afmelden af te melden af te  melden",
+        "unsubscribe unsubscribe here unsubscribing",
+    ],
+)
 def test_word_spans_examples(text: str) -> None:
     assert unsub._word_spans(text) == ref_word_spans(text)
 
@@ -359,7 +469,7 @@ def test_every_case_and_accent_variant_of_every_phrase_letter() -> None:
                 letter = _ref_letter_class(base).removesuffix(marks)
                 variants[base] = re.findall(letter, bmp, re.IGNORECASE)
             for variant in variants[base]:
-                text = phrase[:i] + variant + phrase[i + 1:]
+                text = phrase[:i] + variant + phrase[i + 1 :]
                 for context in ("{}", "x {}.", "{} 😀", "😀{}", "{}x", "“{}”"):
                     framed = context.format(text)
                     assert unsub._word_spans(framed) == ref_word_spans(framed), framed
@@ -398,14 +508,28 @@ def test_find_in_plain_text_equals_the_original(text: str, prefix: str | None) -
 
 
 html_pieces = st.one_of(
-    pieces, st.sampled_from(["<br>", "<p>", "</p>", "<div style='display:none'>", "</div>", "</a>",
-                             '<a href="https://shop.example/u">', '<a href="mailto:u@shop.example">',
-                             '<a href="https://other.example/x">', "<td>", "&nbsp;", "&shy;"]))
+    pieces,
+    st.sampled_from(
+        [
+            "<br>",
+            "<p>",
+            "</p>",
+            "<div style='display:none'>",
+            "</div>",
+            "</a>",
+            '<a href="https://shop.example/u">',
+            '<a href="mailto:u@shop.example">',
+            '<a href="https://other.example/x">',
+            "<td>",
+            "&nbsp;",
+            "&shy;",
+        ]
+    ),
+)
 
 
 @FAST
-@given(st.lists(html_pieces, max_size=25).map("".join),
-       st.sampled_from([None, "https://shop.example"]))
+@given(st.lists(html_pieces, max_size=25).map("".join), st.sampled_from([None, "https://shop.example"]))
 def test_find_in_html_equals_the_original(html: str, prefix: str | None) -> None:
     part = TextPart("text/html", html, "1", False)
     assert unsub.find_unsubscribe_link(part, prefix) == ref_find_unsubscribe_link(part, prefix)
@@ -417,8 +541,9 @@ def test_find_unsubscribe_link_on_real_mail() -> None:
         msg = email.parser.BytesParser(policy=email.policy.compat32).parsebytes(raw)
         for part in iter_text_parts(msg):
             for prefix in (None, "https://shop.example"):
-                assert unsub.find_unsubscribe_link(part, prefix) == ref_find_unsubscribe_link(
-                    part, prefix), path
+                assert unsub.find_unsubscribe_link(part, prefix) == ref_find_unsubscribe_link(part, prefix), (
+                    path
+                )
 
 
 # -- imprint ----------------------------------------------------------------------
@@ -454,21 +579,35 @@ def test_contains_equals_the_original(text: str, value: str) -> None:
 
 
 @FAST
-@given(st.sampled_from(EMAILS), st.integers(0, 31), st.sampled_from(NEIGHBOURS),
-       st.sampled_from(NEIGHBOURS), st.lists(st.one_of(mentions, st.sampled_from(SPECIAL)), max_size=4))
-def test_email_is_found_as_the_original_finds_it(address: str, style: int, before: str, after: str,
-                                                 noise: list[str]) -> None:
+@given(
+    st.sampled_from(EMAILS),
+    st.integers(0, 31),
+    st.sampled_from(NEIGHBOURS),
+    st.sampled_from(NEIGHBOURS),
+    st.lists(st.one_of(mentions, st.sampled_from(SPECIAL)), max_size=4),
+)
+def test_email_is_found_as_the_original_finds_it(
+    address: str, style: int, before: str, after: str, noise: list[str]
+) -> None:
     # Contact is the only field such a record can have: the email alone decides it.
     text = "".join(noise) + before + _vary_value(address, style, "") + after
     record = imp.Imprint(email=address)
     assert imp.missing_imprint_fields(text, record) == ref_missing_imprint_fields(text, record)
 
 
-@pytest.mark.parametrize("text", [
-    "jürgen@müller.example", unicodedata.normalize("NFD", "jürgen@müller.example"),
-    "JÜRGEN@MÜLLER.EXAMPLE", "xjürgen@müller.example", "jürgen@müller.example.x",
-    "jürgen@müller.example.", "<jürgen@müller.example>", "j\u00adürgen@müller.example",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "jürgen@müller.example",
+        unicodedata.normalize("NFD", "jürgen@müller.example"),
+        "JÜRGEN@MÜLLER.EXAMPLE",
+        "xjürgen@müller.example",
+        "jürgen@müller.example.x",
+        "jürgen@müller.example.",
+        "<jürgen@müller.example>",
+        "j\u00adürgen@müller.example",
+    ],
+)
 def test_email_examples(text: str) -> None:
     record = imp.Imprint(email="jürgen@müller.example")
     assert imp.missing_imprint_fields(text, record) == ref_missing_imprint_fields(text, record)
@@ -481,11 +620,23 @@ def test_missing_imprint_fields_equal_the_original(text: str, imprint: imp.Impri
 
 
 IMPRINT_RECORDS = [
-    imp.Imprint(company="Muster Handels", legal_form="GmbH & Co. KG", street="Hauptstraße 5",
-                postcode="10115", city="Berlin", email="info@muster-handels.example",
-                phone="+49 30 1234567"),
-    imp.Imprint(company="Beispiel Shop GmbH", legal_form="GmbH", street="Hauptstraße 5",
-                postcode="10115", city="Berlin", email="info@customer.example"),
+    imp.Imprint(
+        company="Muster Handels",
+        legal_form="GmbH & Co. KG",
+        street="Hauptstraße 5",
+        postcode="10115",
+        city="Berlin",
+        email="info@muster-handels.example",
+        phone="+49 30 1234567",
+    ),
+    imp.Imprint(
+        company="Beispiel Shop GmbH",
+        legal_form="GmbH",
+        street="Hauptstraße 5",
+        postcode="10115",
+        city="Berlin",
+        email="info@customer.example",
+    ),
 ]
 
 
@@ -497,11 +648,34 @@ def test_missing_imprint_fields_on_real_mail(corpus: list[str]) -> None:
 
 # -- message-format ---------------------------------------------------------------------
 
-HEADERS = [b"From: a@shop.example\r\n", b"Date: Fri, 27 Nov 2026 10:00:00 +0100\r\n",
-           b"Message-ID: <1@shop.example>\r\n", b"To: b@example.org\r\n", b"Subject: hi\r\n"]
-raw_pieces = st.one_of(st.sampled_from(HEADERS), st.sampled_from(
-    [b"\r\n", b"\n", b"\r", b"\r\r\n", b"\n\r", b"\rX\n", b"\r\n\n\r", b"body", b" ", b"\r\n\r\n",
-     b"x" * 997, b"y" * 999, b"\xc3\xa4"]), st.binary(max_size=4))
+HEADERS = [
+    b"From: a@shop.example\r\n",
+    b"Date: Fri, 27 Nov 2026 10:00:00 +0100\r\n",
+    b"Message-ID: <1@shop.example>\r\n",
+    b"To: b@example.org\r\n",
+    b"Subject: hi\r\n",
+]
+raw_pieces = st.one_of(
+    st.sampled_from(HEADERS),
+    st.sampled_from(
+        [
+            b"\r\n",
+            b"\n",
+            b"\r",
+            b"\r\r\n",
+            b"\n\r",
+            b"\rX\n",
+            b"\r\n\n\r",
+            b"body",
+            b" ",
+            b"\r\n\r\n",
+            b"x" * 997,
+            b"y" * 999,
+            b"\xc3\xa4",
+        ]
+    ),
+    st.binary(max_size=4),
+)
 
 
 @FAST

@@ -20,6 +20,7 @@ NOT_MAIL = {".csv", ".json", ".jsonl", ".md", ".pem", ".txt", ".key"}
 
 def parsed_shape(raw: bytes) -> tuple[int, int]:
     """(parts below the top entity, nesting depth) as the stdlib's compat32 parse has them."""
+
     def walk(entity: Message, depth: int) -> tuple[int, int]:
         parts, deepest = 0, depth
         if entity.is_multipart():
@@ -38,8 +39,7 @@ def crlf(raw: bytes) -> bytes:
 HEAD = b"From: a@shop.example\r\nSubject: s\r\nMIME-Version: 1.0\r\n"
 
 
-def flat(parts: int, content_type: bytes = b'multipart/mixed; boundary="b"',
-         boundary: bytes = b"b") -> bytes:
+def flat(parts: int, content_type: bytes = b'multipart/mixed; boundary="b"', boundary: bytes = b"b") -> bytes:
     body = b"".join(b"--" + boundary + b"\r\n\r\nx\r\n" for _ in range(parts))
     return HEAD + b"Content-Type: " + content_type + b"\r\n\r\n" + body + b"--" + boundary + b"--\r\n"
 
@@ -48,8 +48,17 @@ def nested(depth: int, boundaries: list[bytes]) -> bytes:
     inner = b"leaf\r\n"
     content_type = b"text/plain"
     for boundary in boundaries[:depth]:
-        inner = (b"--" + boundary + b"\r\nContent-Type: " + content_type + b"\r\n\r\n" + inner
-                 + b"--" + boundary + b"--\r\n")
+        inner = (
+            b"--"
+            + boundary
+            + b"\r\nContent-Type: "
+            + content_type
+            + b"\r\n\r\n"
+            + inner
+            + b"--"
+            + boundary
+            + b"--\r\n"
+        )
         content_type = b'multipart/mixed; boundary="' + boundary + b'"'
     return HEAD + b"Content-Type: " + content_type + b"\r\n\r\n" + inner
 
@@ -67,8 +76,7 @@ CRAFTED = {
     "uppercase param": flat(30, b'multipart/mixed; BOUNDARY="b"'),
     "unquoted": flat(30, b"multipart/mixed; boundary=b"),
     "folded param": flat(30, b"multipart/mixed; boundary\r\n =\r\n b"),
-    "rfc2231 continuation": flat(30, b'multipart/mixed; boundary*0="b"; boundary*1="cd"',
-                                 b"bcd"),
+    "rfc2231 continuation": flat(30, b'multipart/mixed; boundary*0="b"; boundary*1="cd"', b"bcd"),
     "rfc2231 encoded": flat(30, b"multipart/mixed; boundary*=us-ascii''%62%63", b"bc"),
     "quoted pair": flat(30, b'multipart/mixed; boundary="a\\"b"', b'a"b'),
     "quoted then more": flat(30, b'multipart/mixed; boundary="a"b', b'"a"b'),
@@ -96,8 +104,9 @@ def test_crafted_deep_messages_are_found_deep() -> None:
 def corpus_messages() -> list[Path]:
     if not CORPORA.is_dir():
         return []
-    return sorted(p for p in CORPORA.rglob("*") if p.is_file() and p.suffix not in NOT_MAIL
-                  and "LICENSE" not in p.name)
+    return sorted(
+        p for p in CORPORA.rglob("*") if p.is_file() and p.suffix not in NOT_MAIL and "LICENSE" not in p.name
+    )
 
 
 def test_bounds_are_never_below_the_parse_of_real_mail_and_tight_for_newsletters() -> None:

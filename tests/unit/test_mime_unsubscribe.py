@@ -443,9 +443,30 @@ _near_pieces = st.one_of(
     st.sampled_from(["se", "opt", "no longer", "ne plus", "darse", "de", "wypisz", "meld", "dig"]),
     st.sampled_from([" ", "  ", "-", "\u2010", "'", "\u2019", "\t", "\u00a0", "\u2028"]),
     st.sampled_from(_BREAKS),
-    st.sampled_from(["https://shop.example/u?x=1", "http://a.example/abmelden", "x", "42",
-                     ".", ",", ":", "?", "!", "(", ")", "3abmelden", "STRASSE", "Straße", "ß",
-                     "\u0301", "ОТПИСАТЬСЯ", "ª", "_", "©"]),
+    st.sampled_from(
+        [
+            "https://shop.example/u?x=1",
+            "http://a.example/abmelden",
+            "x",
+            "42",
+            ".",
+            ",",
+            ":",
+            "?",
+            "!",
+            "(",
+            ")",
+            "3abmelden",
+            "STRASSE",
+            "Straße",
+            "ß",
+            "\u0301",
+            "ОТПИСАТЬСЯ",
+            "ª",
+            "_",
+            "©",
+        ]
+    ),
 )
 _near_texts = st.lists(_near_pieces, max_size=40).map("".join)
 
@@ -467,7 +488,8 @@ def test_word_spans_near_are_the_whole_text_spans(text: str, picks: list[int]) -
     near = unsub._word_spans_near(text, stretches)
     assert set(near) <= set(whole)
     assert [w for w in whole if any(lo <= w[0] < hi for lo, hi in stretches)] == [
-        w for w in near if any(lo <= w[0] < hi for lo, hi in stretches)]
+        w for w in near if any(lo <= w[0] < hi for lo, hi in stretches)
+    ]
 
 
 @_NEAR
@@ -486,27 +508,30 @@ def test_line_stretches_hold_every_position_close_enough(text: str, picks: list[
                 assert any(lo <= q < hi for lo, hi in stretches), (pos, q)
 
 
-@pytest.mark.parametrize("text, expected", [
-    # A phrase that starts three lines above the URL and runs into the line two above: the
-    # whole-text search sees one match, three lines away, not "désinscrire" two lines away.
-    ("se\ndésinscrire\nc\nhttps://x.example/u", None),
-    ("x.\nse\ndésinscrire\nc\nhttps://x.example/u", None),
-    ("NEWSLETTER\r\nAbbestellen\r\nc\r\nhttps://x.example/u", None),
-    ("Newsletter  \n abbestellen\nhttps://x.example/u", "https://x.example/u"),
-    ("se\n\ndésinscrire\nb\nc\nhttps://x.example/u", None),
-    ("OPT\r\nOUT\r\na\r\nb\r\nhttps://x.example/u", None),
-    ("ABMELDEN\r\n\r\n\r\nhttps://x.example/u", None),
-    ("ABMELDEN\r\n\r\nhttps://x.example/u", "https://x.example/u"),
-    ("ABMELDEN\r\r\nhttps://x.example/u", "https://x.example/u"),
-    ("ABMELDEN\n\r\r\nhttps://x.example/u", None),
-    ("Ab-\nmelden. 12 Straße\n\nhttps://x.example/u", None),
-    ("abmelden" + " x" * 500 + "\nhttps://x.example/u", "https://x.example/u"),
-    ("a " * 400 + "wypisz\nsię\nx\nhttps://x.example/u", None),
-    ("a " * 400 + "wypisz\nsię\nhttps://x.example/u", "https://x.example/u"),
-    ("STRASSE 3abmelden\nhttps://x.example/u", None),
-    ("des\u0301inscrire\nhttps://x.example/u", "https://x.example/u"),
-    ("ОТПИСАТЬСЯ: https://x.example/u", "https://x.example/u"),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        # A phrase that starts three lines above the URL and runs into the line two above: the
+        # whole-text search sees one match, three lines away, not "désinscrire" two lines away.
+        ("se\ndésinscrire\nc\nhttps://x.example/u", None),
+        ("x.\nse\ndésinscrire\nc\nhttps://x.example/u", None),
+        ("NEWSLETTER\r\nAbbestellen\r\nc\r\nhttps://x.example/u", None),
+        ("Newsletter  \n abbestellen\nhttps://x.example/u", "https://x.example/u"),
+        ("se\n\ndésinscrire\nb\nc\nhttps://x.example/u", None),
+        ("OPT\r\nOUT\r\na\r\nb\r\nhttps://x.example/u", None),
+        ("ABMELDEN\r\n\r\n\r\nhttps://x.example/u", None),
+        ("ABMELDEN\r\n\r\nhttps://x.example/u", "https://x.example/u"),
+        ("ABMELDEN\r\r\nhttps://x.example/u", "https://x.example/u"),
+        ("ABMELDEN\n\r\r\nhttps://x.example/u", None),
+        ("Ab-\nmelden. 12 Straße\n\nhttps://x.example/u", None),
+        ("abmelden" + " x" * 500 + "\nhttps://x.example/u", "https://x.example/u"),
+        ("a " * 400 + "wypisz\nsię\nx\nhttps://x.example/u", None),
+        ("a " * 400 + "wypisz\nsię\nhttps://x.example/u", "https://x.example/u"),
+        ("STRASSE 3abmelden\nhttps://x.example/u", None),
+        ("des\u0301inscrire\nhttps://x.example/u", "https://x.example/u"),
+        ("ОТПИСАТЬСЯ: https://x.example/u", "https://x.example/u"),
+    ],
+)
 def test_text_words_near_urls(text: str, expected: str | None) -> None:
     part = TextPart("text/plain", text, "1", False)
     with mock.patch.object(unsub, "_NEAR_MIN_CHARS", 0):

@@ -19,8 +19,9 @@ WORK_PATH = re.compile(r"(?<![\w./-])" + re.escape(_WORK) + r"[\w.-]+")
 
 
 def tracked_files(root: Path) -> list[Path]:
-    done = subprocess.run(["git", "-C", str(root), "ls-files", "-z"], capture_output=True,
-                          timeout=60, check=True)
+    done = subprocess.run(
+        ["git", "-C", str(root), "ls-files", "-z"], capture_output=True, timeout=60, check=True
+    )
     return [root / name for name in done.stdout.decode().split("\0") if name]
 
 
@@ -48,32 +49,42 @@ def test_the_scan_sees_the_whole_checkout() -> None:
     files = tracked_files(ROOT)
     names = {str(f.relative_to(ROOT)) for f in files}
     # Not vacuous: the scan covers this file, the tests, the package and the CI scripts.
-    assert {"pyproject.toml", ".ci/run", "tests/unit/test_no_checkout_paths.py",
-            "tests/unit/test_cli_check.py", "gateway/cli/__init__.py"} <= names
+    assert {
+        "pyproject.toml",
+        ".ci/run",
+        "tests/unit/test_no_checkout_paths.py",
+        "tests/unit/test_cli_check.py",
+        "gateway/cli/__init__.py",
+    } <= names
     assert len(files) > 100
 
 
-@pytest.mark.parametrize("line, found", [
-    ('GATEWAY = "{root}/.venv/bin/gateway"', True),
-    ('GATEWAY = "{work}main/.venv/bin/gateway"', True),
-    ("cd {work}wt/fresh && pytest", True),
-    ("see ../shared/DESIGN.md", False),
-    ("https://example.org/work/items", False),
-    ("GATEWAY = str(Path(sys.executable).parent / 'gateway')", False),
-])
+@pytest.mark.parametrize(
+    "line, found",
+    [
+        ('GATEWAY = "{root}/.venv/bin/gateway"', True),
+        ('GATEWAY = "{work}main/.venv/bin/gateway"', True),
+        ("cd {work}wt/fresh && pytest", True),
+        ("see ../shared/DESIGN.md", False),
+        ("https://example.org/work/items", False),
+        ("GATEWAY = str(Path(sys.executable).parent / 'gateway')", False),
+    ],
+)
 def test_the_scan_finds_a_planted_path(tmp_path: Path, line: str, found: bool) -> None:
     planted = tmp_path / "planted.py"
     planted.write_text("x = 1\n" + line.format(root=ROOT, work=_WORK) + "\n")
     assert bool(offending_lines(planted, str(ROOT))) is found
 
 
-@pytest.mark.parametrize("line, found", [
-    ('cmd = "/src/.venv/bin/gateway"', True),
-    ("cd /src && pytest", True),
-    ("see /usr/src/linux, https://example.org/src/x and /src-old/x", False),
-])
-def test_a_short_checkout_path_matches_only_itself(tmp_path: Path, line: str,
-                                                   found: bool) -> None:
+@pytest.mark.parametrize(
+    "line, found",
+    [
+        ('cmd = "/src/.venv/bin/gateway"', True),
+        ("cd /src && pytest", True),
+        ("see /usr/src/linux, https://example.org/src/x and /src-old/x", False),
+    ],
+)
+def test_a_short_checkout_path_matches_only_itself(tmp_path: Path, line: str, found: bool) -> None:
     planted = tmp_path / "planted.py"
     planted.write_text(line + "\n")
     assert bool(offending_lines(planted, "/src")) is found

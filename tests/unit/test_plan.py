@@ -72,19 +72,26 @@ from tests.unit.test_policy_support import CORPORA, Env, crlf, fixture
 NOW = 1_767_225_600  # a fixed signing time: the same message signs to the same bytes
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 REMOVED = ["X-Mailing-ID", *GATEWAY_ONLY_HEADERS, *MANAGED_HEADERS]
-ADDED = [("X-Mailing-ID", "m1abc"), ("Feedback-ID", "spring:acme:newsletter:esp"),
-         ("CFBL-Address", "fbl@esp.example; report=arf"), ("CFBL-Feedback-ID", "m1abc"),
-         ("List-Unsubscribe", "<https://esp.example/u/tok>"),
-         ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click")]
+ADDED = [
+    ("X-Mailing-ID", "m1abc"),
+    ("Feedback-ID", "spring:acme:newsletter:esp"),
+    ("CFBL-Address", "fbl@esp.example; report=arf"),
+    ("CFBL-Feedback-ID", "m1abc"),
+    ("List-Unsubscribe", "<https://esp.example/u/tok>"),
+    ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
+]
 # What a client might send in the gateway's place: repeated, in another case, folded.
-FORGED = (b"X-Mailing-ID: forged\r\n"
-          b"feedback-id: a:b:c:\r\n\tfolded-onto-a-second-line\r\n"
-          b"x-mailing-id: forged again\r\n")
+FORGED = (
+    b"X-Mailing-ID: forged\r\n"
+    b"feedback-id: a:b:c:\r\n\tfolded-onto-a-second-line\r\n"
+    b"x-mailing-id: forged again\r\n"
+)
 
 
 def corpus_messages() -> list[Path]:
-    newsletters = sorted(p for p in (CORPORA / "newsletters").rglob("*")
-                         if p.is_file() and not p.name.startswith("LICENSE"))
+    newsletters = sorted(
+        p for p in (CORPORA / "newsletters").rglob("*") if p.is_file() and not p.name.startswith("LICENSE")
+    )
     fixtures = sorted(p for p in FIXTURES.rglob("*.eml") if "bounces" not in p.parts)
     assert len(newsletters) > 10 and len(fixtures) > 20, "corpus or fixtures missing"
     return newsletters + fixtures
@@ -92,9 +99,12 @@ def corpus_messages() -> list[Path]:
 
 @pytest.fixture(scope="module")
 def keys() -> list[SigningKey]:
-    return [SigningKey("shop.example", "s1", RSA_SHA256,
-                       rsa.generate_private_key(public_exponent=65537, key_size=2048)),
-            SigningKey("shop.example", "e1", ED25519_SHA256, ed25519.Ed25519PrivateKey.generate())]
+    return [
+        SigningKey(
+            "shop.example", "s1", RSA_SHA256, rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        ),
+        SigningKey("shop.example", "e1", ED25519_SHA256, ed25519.Ed25519PrivateKey.generate()),
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -102,19 +112,18 @@ def dkim_signer(keys: list[SigningKey]) -> DkimSigner:
     return DkimSigner(KeyRing(tuple(keys)), clock=lambda: NOW)
 
 
-def old_path(raw: bytes, removed: Sequence[str], added: Sequence[tuple[str, str]],
-             sign: object) -> bytes:
+def old_path(raw: bytes, removed: Sequence[str], added: Sequence[tuple[str, str]], sign: object) -> bytes:
     """How the engine made the relayed bytes before plans (engine._stamp, then the signer)."""
     data = prepend_headers(remove_headers(raw, removed), added)
     signature = sign(data)  # type: ignore[operator]
     return prepend(signature, data) if signature else data
 
 
-def plan_edits(raw: bytes, removed: Sequence[str], added: Sequence[tuple[str, str]],
-               sign: object) -> list[Edit]:
+def plan_edits(
+    raw: bytes, removed: Sequence[str], added: Sequence[tuple[str, str]], sign: object
+) -> list[Edit]:
     """The edits as the engine plans them: removals, additions, DKIM over what they make."""
-    edits: list[Edit] = [*present(raw, removed),
-                         *(AddHeader(name, value) for name, value in reversed(added))]
+    edits: list[Edit] = [*present(raw, removed), *(AddHeader(name, value) for name, value in reversed(added))]
     signature = sign(render(raw, edits))  # type: ignore[operator]
     return edits + fields_to_add(signature)
 
@@ -122,7 +131,8 @@ def plan_edits(raw: bytes, removed: Sequence[str], added: Sequence[tuple[str, st
 @pytest.mark.parametrize("path", corpus_messages(), ids=lambda p: f"{p.parent.name}/{p.name}")
 @pytest.mark.parametrize("forged", [False, True], ids=["as-sent", "forged-headers"])
 def test_rendering_the_plan_gives_the_bytes_the_old_path_relayed(
-        path: Path, forged: bool, dkim_signer: DkimSigner, keys: list[SigningKey]) -> None:
+    path: Path, forged: bool, dkim_signer: DkimSigner, keys: list[SigningKey]
+) -> None:
     raw = crlf(path.read_bytes())
     if forged:
         raw = FORGED + raw
@@ -140,7 +150,7 @@ def test_rendering_the_plan_gives_the_bytes_the_old_path_relayed(
     assert render(raw, edits) == expected
     if forged:
         assert removed_fields(raw, edits)[:3] == ["X-Mailing-ID", "feedback-id", "x-mailing-id"]
-    assert [e.name for e in added_on_top(edits)][-len(ADDED):] == [n for n, _ in ADDED]
+    assert [e.name for e in added_on_top(edits)][-len(ADDED) :] == [n for n, _ in ADDED]
 
 
 def test_a_plan_without_edits_relays_the_client_bytes_themselves() -> None:
@@ -155,13 +165,20 @@ def env(tmp_path: Path) -> Iterator[Env]:
 
 
 def test_the_engine_plans_the_old_bytes_and_the_signature_verifies_on_the_rendering(
-        env: Env, dkim_signer: DkimSigner, keys: list[SigningKey]) -> None:
-    config = Config(policies=[PolicyEntry(name="customer-active")],
-                    bounce_domain="bounces.esp.example")
-    signer = MessageSigner(dkim_signer, algorithms=[RSA_SHA256, ED25519_SHA256],
-                           esp_domain=None, missing_key="tempfail")
-    engine = Engine(config, env.store, Pipeline.from_config(config.policies, discover()),
-                    codec=MailIdCodec({0: b"k" * 32}, 0), signer=signer, ledger=False)
+    env: Env, dkim_signer: DkimSigner, keys: list[SigningKey]
+) -> None:
+    config = Config(policies=[PolicyEntry(name="customer-active")], bounce_domain="bounces.esp.example")
+    signer = MessageSigner(
+        dkim_signer, algorithms=[RSA_SHA256, ED25519_SHA256], esp_domain=None, missing_key="tempfail"
+    )
+    engine = Engine(
+        config,
+        env.store,
+        Pipeline.from_config(config.policies, discover()),
+        codec=MailIdCodec({0: b"k" * 32}, 0),
+        signer=signer,
+        ledger=False,
+    )
     raw = FORGED + fixture("reference_newsletter.eml")
 
     async def session() -> tuple[Plan, object]:
@@ -173,8 +190,12 @@ def test_the_engine_plans_the_old_bytes_and_the_signature_verifies_on_the_render
     assert plan.ok and str(plan.reply) == "250 2.0.0 OK"
     relayed = render(raw, plan.edits)
     removed = [config.mail_id.header, *GATEWAY_ONLY_HEADERS]
-    assert relayed == old_path(raw, removed, engine.added_headers(txn),  # type: ignore[arg-type]
-                               lambda data: dkim_signer.sign(data, keys))
+    assert relayed == old_path(
+        raw,
+        removed,
+        engine.added_headers(txn),  # type: ignore[arg-type]
+        lambda data: dkim_signer.sign(data, keys),
+    )
     mail_id = txn.mail_id  # type: ignore[attr-defined]
     assert header_values(relayed, "X-Mailing-ID") == [mail_id]
     assert plan.envelope_sender == f"m-{mail_id}@bounces.esp.example"
@@ -193,8 +214,7 @@ class Injecting(Policy):
     description = "adds a header with a line break in its value"
 
     def check(self, txn: Transaction, ctx: PolicyContext) -> Verdict:
-        return Verdict.ok("noted", mutations=(
-            HeaderMutation("X-Note", "fine\r\nBcc: everyone@example.org"),))
+        return Verdict.ok("noted", mutations=(HeaderMutation("X-Note", "fine\r\nBcc: everyone@example.org"),))
 
 
 def test_a_policy_header_that_would_inject_a_field_is_never_relayed(env: Env) -> None:
@@ -214,10 +234,15 @@ def test_a_policy_header_that_would_inject_a_field_is_never_relayed(env: Env) ->
 
 # -- the milter: each edit, actions of one kind ----------------------------------------------
 
-HEADERS = [(b"X-Mailing-ID", b" forged"), (b"From", b" News <news@shop.example>"),
-           (b"Subject", b" a long subject\n\tfolded onto a second line"),
-           (b"x-mailing-id", b" forged again"), (b"X-Mailing-ID-Extra", b" not the same name"),
-           (b"X-MAILING-ID", b" and a third"), (b"To", b" kunde@example.org")]
+HEADERS = [
+    (b"X-Mailing-ID", b" forged"),
+    (b"From", b" News <news@shop.example>"),
+    (b"Subject", b" a long subject\n\tfolded onto a second line"),
+    (b"x-mailing-id", b" forged again"),
+    (b"X-Mailing-ID-Extra", b" not the same name"),
+    (b"X-MAILING-ID", b" and a third"),
+    (b"To", b" kunde@example.org"),
+]
 
 
 def unpack(packet: bytes) -> tuple[bytes, bytes]:
@@ -247,7 +272,8 @@ def test_adding_a_header_is_one_insert_below_postfixs_received(leading_space: bo
     out = edit_packets([edit], HEADERS, leading_space=leading_space)
     value = (b" " if leading_space else b"") + b"v=1; a=rsa-sha256;\n\tb=abc"
     assert [unpack(p) for p in out] == [
-        (SMFIR_INSHEADER, struct.pack("!I", INSERT_BASE) + b"DKIM-Signature\0" + value + b"\0")]
+        (SMFIR_INSHEADER, struct.pack("!I", INSERT_BASE) + b"DKIM-Signature\0" + value + b"\0")
+    ]
 
 
 def test_changing_the_sender_is_one_chgfrom() -> None:
@@ -255,8 +281,7 @@ def test_changing_the_sender_is_one_chgfrom() -> None:
     assert [unpack(p) for p in out] == [(SMFIR_CHGFROM, b"<m-abc@bounces.esp.example>\0")]
 
 
-def postfix_applies(headers: list[tuple[bytes, bytes]], packets: list[bytes]
-                    ) -> list[tuple[bytes, bytes]]:
+def postfix_applies(headers: list[tuple[bytes, bytes]], packets: list[bytes]) -> list[tuple[bytes, bytes]]:
     """The header list after Postfix applied the actions (its Received: hidden at the top:
     insert index 0 is above it, 1 right below it; change indexes count per name, from 1)."""
     fields: list[tuple[bytes, bytes] | None] = [None, *headers]  # None: Postfix's Received:
@@ -267,8 +292,7 @@ def postfix_applies(headers: list[tuple[bytes, bytes]], packets: list[bytes]
         if cmd == SMFIR_INSHEADER:
             fields.insert(index, (name, value))
         elif cmd == SMFIR_CHGHEADER:
-            same = [i for i, f in enumerate(fields)
-                    if f is not None and f[0].lower() == name.lower()]
+            same = [i for i, f in enumerate(fields) if f is not None and f[0].lower() == name.lower()]
             assert value == b"" and 1 <= index <= len(same)
             del fields[same[index - 1]]
     return [f for f in fields if f is not None]
@@ -276,7 +300,8 @@ def postfix_applies(headers: list[tuple[bytes, bytes]], packets: list[bytes]
 
 @pytest.mark.parametrize("leading_space", [True, False])
 def test_postfix_applying_the_actions_delivers_the_header_block_the_proxy_relays(
-        leading_space: bool, dkim_signer: DkimSigner, keys: list[SigningKey]) -> None:
+    leading_space: bool, dkim_signer: DkimSigner, keys: list[SigningKey]
+) -> None:
     headers = HEADERS if leading_space else [(n, v[1:]) for n, v in HEADERS]
     raw = rebuild_message(headers, b"Hello\r\n", leading_space=leading_space)
     edits = plan_edits(raw, REMOVED, ADDED, lambda data: dkim_signer.sign(data, keys))
@@ -285,13 +310,14 @@ def test_postfix_applying_the_actions_delivers_the_header_block_the_proxy_relays
     kinds = {RemoveHeader: SMFIR_CHGHEADER, AddHeader: SMFIR_INSHEADER, ChangeSender: SMFIR_CHGFROM}
     # One action per edit, but a removal: one per field of the name (here three X-Mailing-ID).
     assert [unpack(p)[0] for p in out] == [SMFIR_CHGHEADER] * 3 + [
-        kinds[type(e)] for e in edits if not isinstance(e, RemoveHeader)]
-    delivered = rebuild_message(postfix_applies(headers, out[:-1]), b"Hello\r\n",
-                                leading_space=leading_space)
+        kinds[type(e)] for e in edits if not isinstance(e, RemoveHeader)
+    ]
+    delivered = rebuild_message(postfix_applies(headers, out[:-1]), b"Hello\r\n", leading_space=leading_space)
     assert delivered == render(raw, edits)
 
 
 # -- what a plan refuses to carry ------------------------------------------------------------
+
 
 @pytest.mark.parametrize("value", ["a\r\nX-Injected: yes", "a\nb", "a\rb", "a\r\n", "a\x00b"])
 def test_an_added_value_cannot_start_another_field_or_end_a_milter_string(value: str) -> None:
@@ -321,12 +347,13 @@ def test_removals_come_before_additions() -> None:
 def test_signature_fields_become_additions_top_first() -> None:
     block = b"DKIM-Signature: v=1; d=a;\r\n\tb=x\r\nDKIM-Signature: v=1; d=b; b=y\r\n"
     edits = fields_to_add(block)
-    assert edits == [AddHeader("DKIM-Signature", "v=1; d=b; b=y"),
-                     AddHeader("DKIM-Signature", "v=1; d=a;\r\n\tb=x")]
+    assert edits == [
+        AddHeader("DKIM-Signature", "v=1; d=b; b=y"),
+        AddHeader("DKIM-Signature", "v=1; d=a;\r\n\tb=x"),
+    ]
     assert render(b"From: a@b\r\n\r\nx\r\n", edits) == block + b"From: a@b\r\n\r\nx\r\n"
     with pytest.raises(ValueError):
         fields_to_add(b"DKIM-Signature:v=1\r\n")
-
 
 
 # -- the relay's bare-line-ending check, carried over from the client's bytes ----------------
@@ -339,8 +366,7 @@ _LINES = st.lists(_TOKENS, max_size=12).map(b"".join)
 
 @given(_LINES, _LINES.map(lambda b: b + b"\r\n"), st.integers(min_value=0, max_value=30))
 @example(b"a\r\n", b"x\r\n", 2)  # cut between a CR and its LF: the LF is bare after the join
-def test_a_rendering_is_never_taken_for_clean_when_it_is_not(body: bytes, prefix: bytes,
-                                                             start: int) -> None:
+def test_a_rendering_is_never_taken_for_clean_when_it_is_not(body: bytes, prefix: bytes, start: int) -> None:
     # The relay sends without escaping what crlf_only calls clean (SMTP smuggling otherwise).
     start = min(start, len(body))
     crlf_only(body)  # the engine checked the client's bytes; the rendering builds on them

@@ -16,25 +16,34 @@ def env(tmp_path: Path) -> Iterator[Env]:
     yield from Env.session(tmp_path)
 
 
-MISSING = ("550 5.7.1 Header X-Campaign-ID is missing; tag each mail with the ID of a campaign "
-           "whose guideline confirmation you recorded")
-NOT_CONFIRMED = ("550 5.7.1 Campaign {} has no guideline confirmation; confirm the anti-spam "
-                 "guidelines for this campaign before sending it")
+MISSING = (
+    "550 5.7.1 Header X-Campaign-ID is missing; tag each mail with the ID of a campaign "
+    "whose guideline confirmation you recorded"
+)
+NOT_CONFIRMED = (
+    "550 5.7.1 Campaign {} has no guideline confirmation; confirm the anti-spam "
+    "guidelines for this campaign before sending it"
+)
 
 
-@pytest.mark.parametrize("values, expected", [
-    (["spring-2026"], None),
-    ([" spring-2026 "], None),
-    (["spring-2026", "spring-2026"], None),
-    ([], MISSING),
-    ([""], MISSING),
-    (["summer-2026"], NOT_CONFIRMED.format("summer-2026")),
-    (["SPRING-2026"], NOT_CONFIRMED.format("SPRING-2026")),
-    (["spring-2026", "summer-2026"],
-     "550 5.7.1 Several different X-Campaign-ID headers; send exactly one per mail"),
-    (["x" * 100], NOT_CONFIRMED.format("x" * 64 + "...")),
-    (["a b\tc"], NOT_CONFIRMED.format("a?b?c")),
-])
+@pytest.mark.parametrize(
+    "values, expected",
+    [
+        (["spring-2026"], None),
+        ([" spring-2026 "], None),
+        (["spring-2026", "spring-2026"], None),
+        ([], MISSING),
+        ([""], MISSING),
+        (["summer-2026"], NOT_CONFIRMED.format("summer-2026")),
+        (["SPRING-2026"], NOT_CONFIRMED.format("SPRING-2026")),
+        (
+            ["spring-2026", "summer-2026"],
+            "550 5.7.1 Several different X-Campaign-ID headers; send exactly one per mail",
+        ),
+        (["x" * 100], NOT_CONFIRMED.format("x" * 64 + "...")),
+        (["a b\tc"], NOT_CONFIRMED.format("a?b?c")),
+    ],
+)
 def test_campaign_header(env: Env, values: list[str], expected: str | None) -> None:
     raw = set_header(fixture("reference_newsletter.eml"), "X-Campaign-ID", *values)
     assert reply_of(env.check(CampaignConfirmed(), raw)) == expected

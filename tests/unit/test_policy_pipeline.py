@@ -78,8 +78,7 @@ def run(env: Env, pipe: Pipeline, phase: Phase, raw: bytes = b"", **txn_args: An
 
 
 def two_froms() -> bytes:
-    return set_header(fixture("reference_newsletter.eml"), "From",
-                      "a@shop.example", "b@shop.example")
+    return set_header(fixture("reference_newsletter.eml"), "From", "a@shop.example", "b@shop.example")
 
 
 def test_discover_finds_every_policy_through_entry_points() -> None:
@@ -93,18 +92,17 @@ def test_discover_finds_every_policy_through_entry_points() -> None:
 
 
 def test_monitor_logs_and_passes(env: Env) -> None:
-    result = run(env, pipeline({"name": "message-format", "mode": "monitor"}), Phase.DATA,
-                 two_froms())
+    result = run(env, pipeline({"name": "message-format", "mode": "monitor"}), Phase.DATA, two_froms())
     assert result.passed
     [decision] = result.decisions
     assert decision.would_reject and decision.effective is Action.CONTINUE
     assert decision.verdict.reply == Reply(
-        550, "5.6.0", "Message format: 2 From headers; exactly one is required")
+        550, "5.6.0", "Message format: 2 From headers; exactly one is required"
+    )
 
 
 def test_crashing_policy_tempfails_without_internals(env: Env) -> None:
-    result = run(env, pipeline({"name": "test-crashing"}), Phase.DATA,
-                 fixture("reference_newsletter.eml"))
+    result = run(env, pipeline({"name": "test-crashing"}), Phase.DATA, fixture("reference_newsletter.eml"))
     assert not result.passed and result.verdict.action is Action.TEMPFAIL
     assert result.verdict.reply == POLICY_ERROR
     assert result.decisions[0].error and "exploded" in result.decisions[0].verdict.reason
@@ -114,6 +112,7 @@ def test_store_failure_inside_a_real_policy_is_451(env: Env) -> None:
     class Broken:
         def get_campaign(self, *args: Any) -> Any:
             from gateway.store import StoreUnavailable
+
             raise StoreUnavailable("connection refused")
 
     pipe = pipeline({"name": "campaign-confirmed"})
@@ -123,11 +122,17 @@ def test_store_failure_inside_a_real_policy_is_451(env: Env) -> None:
     assert result.verdict.reply == POLICY_ERROR and result.decisions[0].error
 
 
-@pytest.mark.parametrize("on_error, action, reply", [
-    (None, Action.TEMPFAIL, POLICY_ERROR),
-    ("554 5.7.0 Content check unavailable", Action.REJECT,
-     Reply(554, "5.7.0", "Content check unavailable")),
-])
+@pytest.mark.parametrize(
+    "on_error, action, reply",
+    [
+        (None, Action.TEMPFAIL, POLICY_ERROR),
+        (
+            "554 5.7.0 Content check unavailable",
+            Action.REJECT,
+            Reply(554, "5.7.0", "Content check unavailable"),
+        ),
+    ],
+)
 def test_timeout_gives_on_error(env: Env, on_error: str | None, action: Action, reply: Reply) -> None:
     entry: dict[str, Any] = {"name": "test-slow", "timeout": 0.05}
     if on_error:
@@ -140,19 +145,28 @@ def test_timeout_gives_on_error(env: Env, on_error: str | None, action: Action, 
 def test_data_runs_all_and_strictest_wins(env: Env) -> None:
     raw = set_header(two_froms(), "X-Campaign-ID", "not-confirmed")
     pipe = pipeline(
-        {"name": "test-slow", "timeout": 0.05},   # tempfail 451
-        {"name": "message-format"},               # reject 550 5.6.0 (first reject: wins)
-        {"name": "campaign-confirmed"},           # reject 550 5.7.1
-        {"name": "test-counting"},                # passes
+        {"name": "test-slow", "timeout": 0.05},  # tempfail 451
+        {"name": "message-format"},  # reject 550 5.6.0 (first reject: wins)
+        {"name": "campaign-confirmed"},  # reject 550 5.7.1
+        {"name": "test-counting"},  # passes
     )
     result = run(env, pipe, Phase.DATA, raw)
     assert [d.policy for d in result.decisions] == [
-        "test-slow", "message-format", "campaign-confirmed", "test-counting"]
+        "test-slow",
+        "message-format",
+        "campaign-confirmed",
+        "test-counting",
+    ]
     assert [d.verdict.action for d in result.decisions] == [
-        Action.TEMPFAIL, Action.REJECT, Action.REJECT, Action.CONTINUE]
+        Action.TEMPFAIL,
+        Action.REJECT,
+        Action.REJECT,
+        Action.CONTINUE,
+    ]
     assert result.verdict.policy == "message-format"
     assert result.verdict.reply == Reply(
-        550, "5.6.0", "Message format: 2 From headers; exactly one is required")
+        550, "5.6.0", "Message format: 2 From headers; exactly one is required"
+    )
     assert Counting.calls == 1
 
 
@@ -161,7 +175,8 @@ def test_rcpt_first_reject_wins(env: Env) -> None:
     refused = run(env, pipe, Phase.RCPT, rcpt="sales@example.org")
     assert [d.policy for d in refused.decisions] == ["role-address"] and Counting.calls == 0
     assert refused.verdict.reply == Reply(
-        550, "5.7.1", "sales@example.org is a role address; role addresses may not receive campaigns")
+        550, "5.7.1", "sales@example.org is a role address; role addresses may not receive campaigns"
+    )
     accepted = run(env, pipe, Phase.RCPT, rcpt="jane@example.org")
     assert accepted.passed and Counting.calls == 1
 
@@ -174,13 +189,19 @@ def test_rcpt_monitor_does_not_stop_the_next_policy(env: Env) -> None:
 
 def test_unknown_option_is_a_config_error() -> None:
     from gateway.core.pipeline import PipelineError
+
     with pytest.raises(PipelineError, match=r"policies.role-address.options: addd: unknown key"):
         pipeline({"name": "role-address", "options": {"addd": ["x"]}})
 
 
 def test_engine_shows_the_customer_the_reply_with_the_policy_name(env: Env) -> None:
-    config = Config(policies=[PolicyEntry(name="role-address"), PolicyEntry(name="message-format"),
-                              PolicyEntry(name="campaign-confirmed")])
+    config = Config(
+        policies=[
+            PolicyEntry(name="role-address"),
+            PolicyEntry(name="message-format"),
+            PolicyEntry(name="campaign-confirmed"),
+        ]
+    )
     pipe = Pipeline.from_config(config.policies, discover())
     engine = Engine(config, env.store, pipe, codec=MailIdCodec({0: b"k" * 32}, 0))
 
@@ -193,10 +214,11 @@ def test_engine_shows_the_customer_the_reply_with_the_policy_name(env: Env) -> N
 
     mail, rcpt, data = asyncio.run(session())
     assert mail == "250 2.1.0 Sender OK"
-    assert rcpt == ("550 5.7.1 Sales+x@example.org is a role address; role addresses may not "
-                    "receive campaigns (role-address)")
-    assert data == ("550 5.6.0 Message format: no Date header; exactly one is required "
-                    "(message-format)")
+    assert rcpt == (
+        "550 5.7.1 Sales+x@example.org is a role address; role addresses may not "
+        "receive campaigns (role-address)"
+    )
+    assert data == ("550 5.6.0 Message format: no Date header; exactly one is required (message-format)")
 
 
 def test_reference_newsletter_passes_every_builtin_policy(env: Env) -> None:
@@ -209,7 +231,12 @@ def test_reference_newsletter_passes_every_builtin_policy(env: Env) -> None:
         rcpt = await engine.rcpt(txn, "jane.doe@example.org")
         data = await engine.data(txn, fixture("reference_newsletter.eml"))
         assert [d.policy for d in data.decisions] == [
-            "campaign-confirmed", "message-format", "sender-identity", "unsubscribe", "imprint"]
+            "campaign-confirmed",
+            "message-format",
+            "sender-identity",
+            "unsubscribe",
+            "imprint",
+        ]
         assert all(d.verdict.reason for d in data.decisions)
         return [str(mail.reply), str(rcpt.reply), str(data.reply)]
 
@@ -220,8 +247,12 @@ def test_data_reports_every_refusal_and_the_customer_sees_the_strictest(env: Env
     # HTML part without unsubscribe link; text part with another street (the HTML keeps it).
     raw = fixture("unsub_only_text.eml").replace("Königstraße 12".encode(), b"Teststr. 1")
     config = Config(policies=[PolicyEntry(name=n) for n in ALL_OURS])
-    engine = Engine(config, env.store, Pipeline.from_config(config.policies, discover()),
-                    codec=MailIdCodec({0: b"k" * 32}, 0))
+    engine = Engine(
+        config,
+        env.store,
+        Pipeline.from_config(config.policies, discover()),
+        codec=MailIdCodec({0: b"k" * 32}, 0),
+    )
 
     async def session() -> Any:
         txn, _ = await engine.mail(env.txn().session, "bounce@shop.example")
@@ -235,7 +266,8 @@ def test_data_reports_every_refusal_and_the_customer_sees_the_strictest(env: Env
         "imprint": "550 5.7.1 Imprint incomplete: street not found in the text/plain part",
     }
     assert str(outcome.reply) == (
-        "550 5.7.1 No visible unsubscribe link found in the HTML part (unsubscribe)")
+        "550 5.7.1 No visible unsubscribe link found in the HTML part (unsubscribe)"
+    )
 
 
 class BlockingSync(Policy):
@@ -261,8 +293,9 @@ def batch_pipeline(*entries: dict[str, Any]) -> Pipeline:
 def test_a_hanging_sync_check_gives_its_on_error_within_the_phase_budget(env: Env) -> None:
     import time
 
-    pipe = batch_pipeline({"name": "test-counting", "timeout": 0.05},
-                          {"name": "test-blocking", "timeout": 0.1})
+    pipe = batch_pipeline(
+        {"name": "test-counting", "timeout": 0.05}, {"name": "test-blocking", "timeout": 0.1}
+    )
     raw = fixture("reference_newsletter.eml")
 
     async def timed():
@@ -274,14 +307,17 @@ def test_a_hanging_sync_check_gives_its_on_error_within_the_phase_budget(env: En
     assert seconds < 1.0
     assert result.verdict.reply == POLICY_ERROR and not result.passed
     assert [(d.policy, d.error) for d in result.decisions] == [
-        ("test-counting", False), ("test-blocking", True)]
+        ("test-counting", False),
+        ("test-blocking", True),
+    ]
 
 
 def test_a_sync_check_over_its_own_timeout_never_passes(env: Env) -> None:
     BlockingSync.seconds = 0.2
     try:
-        pipe = batch_pipeline({"name": "test-blocking", "timeout": 0.1},
-                              {"name": "test-counting", "timeout": 5})
+        pipe = batch_pipeline(
+            {"name": "test-blocking", "timeout": 0.1}, {"name": "test-counting", "timeout": 5}
+        )
         result = run(env, pipe, Phase.DATA, fixture("reference_newsletter.eml"))
     finally:
         BlockingSync.seconds = 2.0
@@ -311,8 +347,9 @@ def test_non_blocking_checks_run_on_the_loop_with_the_same_rules(env: Env) -> No
             return Verdict.ok()
 
     registry = discover(extra=[Where, NonBlockingCrash])
-    pipe = Pipeline.from_config([PolicyEntry(name="test-where"),
-                                 PolicyEntry(name="test-nonblocking-crash")], registry)
+    pipe = Pipeline.from_config(
+        [PolicyEntry(name="test-where"), PolicyEntry(name="test-nonblocking-crash")], registry
+    )
     result = run(env, pipe, Phase.DATA, fixture("reference_newsletter.eml"))
     assert seen == ["MainThread"]
     assert result.verdict.reply == POLICY_ERROR and result.decisions[1].error
@@ -337,7 +374,8 @@ class StoreReader(Policy):
 
 @pytest.mark.parametrize("reads_block, where", [(False, "MainThread"), (True, "worker")])
 def test_store_reads_run_on_the_loop_only_when_the_store_cannot_wait(
-        env: Env, reads_block: bool, where: str) -> None:
+    env: Env, reads_block: bool, where: str
+) -> None:
     registry = discover(extra=[StoreReader])
     pipe = Pipeline.from_config([PolicyEntry(name="test-store-reader")], registry)
     ctx = env.ctx(Phase.RCPT)
@@ -352,6 +390,7 @@ def test_store_reads_run_on_the_loop_only_when_the_store_cannot_wait(
 
 
 # --- Where a check runs follows from what its policy declares it touches -------------------
+
 
 def _on_loop() -> bool:
     import threading
@@ -385,23 +424,29 @@ def _placement_pipeline(touches: Any, *, asynchronous: bool = False) -> tuple[Pi
             return Verdict.ok("recorded")
 
     Declared.touches = touches
-    return Pipeline.from_config([PolicyEntry(name="test-declared")],
-                                discover(extra=[Declared])), ran_on_loop
+    return Pipeline.from_config([PolicyEntry(name="test-declared")], discover(extra=[Declared])), ran_on_loop
 
 
-@pytest.mark.parametrize("touches, on_loop_with", [
-    (Touches.NOTHING, {"sqlite", "postgresql"}),
-    (Touches.STORE_CACHED, {"sqlite", "postgresql"}),
-    (Touches.STORE, {"sqlite"}),  # a SQLite read never waits; a PostgreSQL read may
-    (Touches.NETWORK, set()),
-    (Touches.STORE | Touches.NETWORK, set()),
-    ({Phase.RCPT: Touches.STORE}, {"sqlite"}),  # declared per phase
-])
+@pytest.mark.parametrize(
+    "touches, on_loop_with",
+    [
+        (Touches.NOTHING, {"sqlite", "postgresql"}),
+        (Touches.STORE_CACHED, {"sqlite", "postgresql"}),
+        (Touches.STORE, {"sqlite"}),  # a SQLite read never waits; a PostgreSQL read may
+        (Touches.NETWORK, set()),
+        (Touches.STORE | Touches.NETWORK, set()),
+        ({Phase.RCPT: Touches.STORE}, {"sqlite"}),  # declared per phase
+    ],
+)
 def test_a_declared_check_runs_where_the_store_allows(
-        any_store: Any, touches: Any, on_loop_with: set[str]) -> None:
+    any_store: Any, touches: Any, on_loop_with: set[str]
+) -> None:
     pipe, ran_on_loop = _placement_pipeline(touches)
-    txn = Transaction(session=SessionInfo(id="t", customer=any_store.require_customer("acme")),
-                      mail_from="bounce@shop.example", current_rcpt="anna@example.org")
+    txn = Transaction(
+        session=SessionInfo(id="t", customer=any_store.require_customer("acme")),
+        mail_from="bounce@shop.example",
+        current_rcpt="anna@example.org",
+    )
     ctx = PolicyContext(phase=Phase.RCPT, store=any_store, config=None)
     result = asyncio.run(pipe.run(Phase.RCPT, txn, ctx))
     assert result.passed and result.decisions[0].verdict.reason == "recorded"
@@ -429,6 +474,7 @@ class _RecordingStore:
         def recorded(*args: Any, **kwargs: Any) -> Any:
             self.calls.append((name, _on_loop()))
             return attr(*args, **kwargs)
+
         return recorded
 
 
@@ -436,15 +482,32 @@ class _RecordingStore:
 def test_the_builtin_policies_run_where_they_always_ran(any_store: Any, require_dmarc: bool) -> None:
     """Every phase on the loop with SQLite; with PostgreSQL only the per-recipient reads of
     RCPT (suppression, consent) go to a thread, and DATA when DMARC is looked up in the DNS."""
-    names = ["customer-active", "sender-identity", "role-address", "suppression", "consent",
-             "campaign-confirmed", "message-format", "unsubscribe", "imprint"]
-    entries = [PolicyEntry(name=n, mode="monitor",  # every policy runs, whatever it finds
-                           options={"require_dmarc": require_dmarc} if n == "sender-identity"
-                           else {}) for n in names]
+    names = [
+        "customer-active",
+        "sender-identity",
+        "role-address",
+        "suppression",
+        "consent",
+        "campaign-confirmed",
+        "message-format",
+        "unsubscribe",
+        "imprint",
+    ]
+    entries = [
+        PolicyEntry(
+            name=n,
+            mode="monitor",  # every policy runs, whatever it finds
+            options={"require_dmarc": require_dmarc} if n == "sender-identity" else {},
+        )
+        for n in names
+    ]
     pipe = Pipeline.from_config(entries, discover())
     store = _RecordingStore(any_store)
-    txn = Transaction(session=SessionInfo(id="t", customer=any_store.require_customer("acme")),
-                      mail_from="bounce@shop.example", current_rcpt="jane@example.org")
+    txn = Transaction(
+        session=SessionInfo(id="t", customer=any_store.require_customer("acme")),
+        mail_from="bounce@shop.example",
+        current_rcpt="jane@example.org",
+    )
     txn.recipients.append("jane@example.org")
     txn.set_raw(fixture("reference_newsletter.eml"))
     where: dict[Phase, set[bool]] = {}
@@ -455,8 +518,7 @@ def test_the_builtin_policies_run_where_they_always_ran(any_store: Any, require_
         assert result.decisions and not any(d.error for d in result.decisions)
         where[phase] = {on_loop for _, on_loop in store.calls}
     remote = any_store.dialect == "postgresql"
-    assert where == {Phase.MAIL: {True}, Phase.RCPT: {not remote},
-                     Phase.DATA: {not require_dmarc}}
+    assert where == {Phase.MAIL: {True}, Phase.RCPT: {not remote}, Phase.DATA: {not require_dmarc}}
 
 
 class _NoDmarc:
@@ -484,18 +546,23 @@ class _Sleeper(Policy):
         return Verdict.ok("slept")
 
 
-@pytest.mark.parametrize("on_error, reply", [
-    (None, POLICY_ERROR),
-    ("554 5.7.0 Content check unavailable", Reply(554, "5.7.0", "Content check unavailable")),
-])
+@pytest.mark.parametrize(
+    "on_error, reply",
+    [
+        (None, POLICY_ERROR),
+        ("554 5.7.0 Content check unavailable", Reply(554, "5.7.0", "Content check unavailable")),
+    ],
+)
 def test_an_inline_check_over_its_timeout_yields_on_error(
-        env: Env, on_error: str | None, reply: Reply) -> None:
+    env: Env, on_error: str | None, reply: Reply
+) -> None:
     _Sleeper.ran_on_loop.clear()
     entry: dict[str, Any] = {"name": "test-sleeper", "timeout": 0.01}
     if on_error:
         entry["on_error"] = on_error
-    pipe = Pipeline.from_config([PolicyEntry(**entry), PolicyEntry(name="message-format")],
-                                discover(extra=[_Sleeper]))
+    pipe = Pipeline.from_config(
+        [PolicyEntry(**entry), PolicyEntry(name="message-format")], discover(extra=[_Sleeper])
+    )
     result = run(env, pipe, Phase.DATA, fixture("reference_newsletter.eml"))
     assert _Sleeper.ran_on_loop == [True]
     assert not result.passed and result.verdict.reply == reply
@@ -527,25 +594,28 @@ def test_a_check_that_keeps_overrunning_on_the_loop_is_moved_to_a_thread(env: En
 
     _Sleeper.ran_on_loop.clear()
     with _PipelineLog() as lines:
-        pipe = Pipeline.from_config([PolicyEntry(name="test-sleeper", timeout=0.01)],
-                                    discover(extra=[_Sleeper]))
+        pipe = Pipeline.from_config(
+            [PolicyEntry(name="test-sleeper", timeout=0.01)], discover(extra=[_Sleeper])
+        )
         raw = fixture("reference_newsletter.eml")
-        results = [run(env, pipe, Phase.DATA, raw)
-                   for _ in range(INLINE_OVERRUNS_BEFORE_THREAD + 1)]
+        results = [run(env, pipe, Phase.DATA, raw) for _ in range(INLINE_OVERRUNS_BEFORE_THREAD + 1)]
     assert _Sleeper.ran_on_loop == [True] * INLINE_OVERRUNS_BEFORE_THREAD + [False]
     assert all(r.verdict.reply == POLICY_ERROR for r in results)  # in the thread too
-    assert len([line for line in lines if "overran its 0.01s timeout on the event loop at DATA"
-                in line]) == INLINE_OVERRUNS_BEFORE_THREAD
+    assert (
+        len([line for line in lines if "overran its 0.01s timeout on the event loop at DATA" in line])
+        == INLINE_OVERRUNS_BEFORE_THREAD
+    )
     moved = [line for line in lines if "from now on" in line]
-    assert moved == [f"policy test-sleeper overran {INLINE_OVERRUNS_BEFORE_THREAD} times on the "
-                     "event loop at DATA; it runs in a worker thread from now on (until the "
-                     "configuration is reloaded)"]
+    assert moved == [
+        f"policy test-sleeper overran {INLINE_OVERRUNS_BEFORE_THREAD} times on the "
+        "event loop at DATA; it runs in a worker thread from now on (until the "
+        "configuration is reloaded)"
+    ]
 
 
 def test_a_check_within_its_timeout_stays_on_the_loop(env: Env) -> None:
     _Sleeper.ran_on_loop.clear()
-    pipe = Pipeline.from_config([PolicyEntry(name="test-sleeper", timeout=30)],
-                                discover(extra=[_Sleeper]))
+    pipe = Pipeline.from_config([PolicyEntry(name="test-sleeper", timeout=30)], discover(extra=[_Sleeper]))
     for _ in range(INLINE_RUNS):
         assert run(env, pipe, Phase.DATA, fixture("reference_newsletter.eml")).passed
     assert _Sleeper.ran_on_loop == [True] * INLINE_RUNS
@@ -563,12 +633,12 @@ class _AsyncPasses(Policy):
         return Verdict.ok("awaited")
 
 
-def test_beside_a_coroutine_check_a_check_touching_nothing_still_runs_on_the_loop(
-        env: Env) -> None:
+def test_beside_a_coroutine_check_a_check_touching_nothing_still_runs_on_the_loop(env: Env) -> None:
     _Sleeper.ran_on_loop.clear()
-    pipe = Pipeline.from_config([PolicyEntry(name="test-async-passes"),
-                                 PolicyEntry(name="test-sleeper", timeout=30)],
-                                discover(extra=[_AsyncPasses, _Sleeper]))
+    pipe = Pipeline.from_config(
+        [PolicyEntry(name="test-async-passes"), PolicyEntry(name="test-sleeper", timeout=30)],
+        discover(extra=[_AsyncPasses, _Sleeper]),
+    )
     assert run(env, pipe, Phase.DATA, fixture("reference_newsletter.eml")).passed
     assert _Sleeper.ran_on_loop == [True]
 
@@ -597,16 +667,16 @@ def test_a_crashing_check_never_passes_wherever_it_runs(env: Env, touches: Any) 
     for cls in (crash, NoVerdict):
         if touches != "async":
             cls.touches = touches
-        pipe = Pipeline.from_config([PolicyEntry(name=cls.name), PolicyEntry(name="test-counting")],
-                                    discover(extra=[cls, Counting]))
+        pipe = Pipeline.from_config(
+            [PolicyEntry(name=cls.name), PolicyEntry(name="test-counting")], discover(extra=[cls, Counting])
+        )
         result = run(env, pipe, Phase.RCPT)
         assert result.verdict.action is Action.TEMPFAIL and result.verdict.reply == POLICY_ERROR
         assert [d.policy for d in result.decisions] == [cls.name]  # RCPT stops at the refusal
     assert Counting.calls == 0
 
 
-def test_a_policy_still_setting_the_retired_attributes_runs_in_a_thread_and_is_logged(
-        env: Env) -> None:
+def test_a_policy_still_setting_the_retired_attributes_runs_in_a_thread_and_is_logged(env: Env) -> None:
     ran_on_loop: list[bool] = []
 
     class OldStyle(Policy):
@@ -620,12 +690,12 @@ def test_a_policy_still_setting_the_retired_attributes_runs_in_a_thread_and_is_l
             return Verdict.ok()
 
     with _PipelineLog() as lines:
-        pipe = Pipeline.from_config([PolicyEntry(name="test-old-style")],
-                                    discover(extra=[OldStyle]))
+        pipe = Pipeline.from_config([PolicyEntry(name="test-old-style")], discover(extra=[OldStyle]))
     assert run(env, pipe, Phase.RCPT).passed and ran_on_loop == [False]
     assert lines == [
         "policy test-old-style sets blocking, which the pipeline no longer reads; declare "
-        "`touches` (until then it runs in a worker thread)"]
+        "`touches` (until then it runs in a worker thread)"
+    ]
 
 
 def test_a_per_phase_declaration_must_cover_every_phase_of_the_policy() -> None:

@@ -21,35 +21,41 @@ def env(tmp_path: Path) -> Iterator[Env]:
 ROLE = "550 5.7.1 {} is a role address; role addresses may not receive campaigns"
 
 
-@pytest.mark.parametrize("rcpt, expected", [
-    ("sales@example.org", ROLE.format("sales@example.org")),
-    ("Sales@Example.org", ROLE.format("Sales@Example.org")),
-    ("<webmaster@example.org>", ROLE.format("webmaster@example.org")),
-    ("info+newsletter@example.org", ROLE.format("info+newsletter@example.org")),
-    ("NO-REPLY@example.org", ROLE.format("NO-REPLY@example.org")),
-    ('"postmaster"@example.org', ROLE.format('"postmaster"@example.org')),
-    ("kontakt@firma.example", ROLE.format("kontakt@firma.example")),
-    ("buchhaltung@firma.example", ROLE.format("buchhaltung@firma.example")),
-    ("undisclosed-recipients@example.org", ROLE.format("undisclosed-recipients@example.org")),
-    # people, and role words that are only part of a local part
-    ("jane.doe@example.org", None),
-    ("salesforce-fan@example.org", None),
-    ("info.mueller@example.org", None),
-    ("jane+sales@example.org", None),
-    ("admin@", ROLE.format("admin@")),
-])
+@pytest.mark.parametrize(
+    "rcpt, expected",
+    [
+        ("sales@example.org", ROLE.format("sales@example.org")),
+        ("Sales@Example.org", ROLE.format("Sales@Example.org")),
+        ("<webmaster@example.org>", ROLE.format("webmaster@example.org")),
+        ("info+newsletter@example.org", ROLE.format("info+newsletter@example.org")),
+        ("NO-REPLY@example.org", ROLE.format("NO-REPLY@example.org")),
+        ('"postmaster"@example.org', ROLE.format('"postmaster"@example.org')),
+        ("kontakt@firma.example", ROLE.format("kontakt@firma.example")),
+        ("buchhaltung@firma.example", ROLE.format("buchhaltung@firma.example")),
+        ("undisclosed-recipients@example.org", ROLE.format("undisclosed-recipients@example.org")),
+        # people, and role words that are only part of a local part
+        ("jane.doe@example.org", None),
+        ("salesforce-fan@example.org", None),
+        ("info.mueller@example.org", None),
+        ("jane+sales@example.org", None),
+        ("admin@", ROLE.format("admin@")),
+    ],
+)
 def test_default_list(env: Env, rcpt: str, expected: str | None) -> None:
     verdict = env.check(RoleAddress(), phase=Phase.RCPT, rcpt=rcpt)
     assert reply_of(verdict) == expected
 
 
-@pytest.mark.parametrize("options, rcpt, refused", [
-    ({"add": ["Newsletter"]}, "newsletter@example.org", True),
-    ({"add": ["newsletter"]}, "jane@example.org", False),
-    ({"remove": ["INFO"]}, "info@example.org", False),
-    ({"remove": ["info"]}, "sales@example.org", True),
-    ({"add": ["x"], "remove": ["x"]}, "x@example.org", False),
-])
+@pytest.mark.parametrize(
+    "options, rcpt, refused",
+    [
+        ({"add": ["Newsletter"]}, "newsletter@example.org", True),
+        ({"add": ["newsletter"]}, "jane@example.org", False),
+        ({"remove": ["INFO"]}, "info@example.org", False),
+        ({"remove": ["info"]}, "sales@example.org", True),
+        ({"add": ["x"], "remove": ["x"]}, "x@example.org", False),
+    ],
+)
 def test_options_add_and_remove(env: Env, options: dict, rcpt: str, refused: bool) -> None:
     policy = RoleAddress(RoleAddress.Options.model_validate(options))
     verdict = env.check(policy, phase=Phase.RCPT, rcpt=rcpt)
@@ -81,9 +87,10 @@ RULES_MD = Path(__file__).resolve().parents[3] / "shared" / "RULES.md"
 
 def roles_in_rules_md(text: str) -> list[str]:
     """The words of the "Role addresses" rule, from "Default hard list:" to "The list is"."""
-    rule = text[text.index("**Role addresses**"):]
-    listed = rule[rule.index("Default hard list:") + len("Default hard list:"):
-                  rule.index("The list is config")]
+    rule = text[text.index("**Role addresses**") :]
+    listed = rule[
+        rule.index("Default hard list:") + len("Default hard list:") : rule.index("The list is config")
+    ]
     listed = listed.replace("; plus the common general inboxes:", " ")
     return [word.strip(".;,") for word in listed.split()]
 

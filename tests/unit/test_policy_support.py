@@ -21,10 +21,17 @@ CORPORA = Path(__file__).resolve().parents[2].parent / "shared" / "corpora"
 NEWSLETTERS = CORPORA / "newsletters"
 
 IMPRINT = {
-    "company": "Müller Gartenbedarf", "legal_form": "GmbH", "representative": "Jürgen Weiß",
-    "street": "Königstraße 12", "postcode": "70173", "city": "Stuttgart",
-    "country": "Deutschland", "email": "info@shop.example", "phone": "+49 711 123456",
-    "register_court": "Amtsgericht Stuttgart", "register_number": "HRB 123456",
+    "company": "Müller Gartenbedarf",
+    "legal_form": "GmbH",
+    "representative": "Jürgen Weiß",
+    "street": "Königstraße 12",
+    "postcode": "70173",
+    "city": "Stuttgart",
+    "country": "Deutschland",
+    "email": "info@shop.example",
+    "phone": "+49 711 123456",
+    "register_court": "Amtsgericht Stuttgart",
+    "register_number": "HRB 123456",
     "vat_id": "DE123456789",
 }
 UNSUBSCRIBE_PREFIX = "https://shop.example/u/"
@@ -75,12 +82,19 @@ class Env:
         yield env
         env.store.close()
 
-    def txn(self, raw: bytes = b"", *, mail_from: str = "bounce@shop.example",
-            rcpt: str | None = "kunde@example.org", customer: Any = "acme") -> Transaction:
+    def txn(
+        self,
+        raw: bytes = b"",
+        *,
+        mail_from: str = "bounce@shop.example",
+        rcpt: str | None = "kunde@example.org",
+        customer: Any = "acme",
+    ) -> Transaction:
         if customer == "acme":
             customer = self.customer
-        txn = Transaction(session=SessionInfo(id="t", customer=customer), mail_from=mail_from,
-                          current_rcpt=rcpt)
+        txn = Transaction(
+            session=SessionInfo(id="t", customer=customer), mail_from=mail_from, current_rcpt=rcpt
+        )
         if raw:
             txn.set_raw(raw)
         return txn
@@ -88,14 +102,19 @@ class Env:
     def ctx(self, phase: Phase = Phase.DATA, resolver: Any = None) -> PolicyContext:
         return PolicyContext(phase=phase, store=self.store, config=None, resolver=resolver)
 
-    def check(self, policy: Policy, raw: bytes = b"", *, phase: Phase = Phase.DATA,
-              resolver: Any = None, **txn_args: Any) -> Verdict:
+    def check(
+        self,
+        policy: Policy,
+        raw: bytes = b"",
+        *,
+        phase: Phase = Phase.DATA,
+        resolver: Any = None,
+        **txn_args: Any,
+    ) -> Verdict:
         verdict = policy.check(self.txn(raw, **txn_args), self.ctx(phase, resolver))
         assert isinstance(verdict, Verdict)
         assert verdict.reason, "every verdict says what was checked"
         return verdict
-
-
 
 
 def reply_of(verdict: Verdict) -> str | None:

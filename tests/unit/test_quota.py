@@ -27,13 +27,16 @@ def test_probation_takes_the_stricter_limit():
     settings = Quota(per_hour=1000, per_day=5000, probation_per_hour=20, probation_per_day=100)
     assert effective_limits(settings, CustomerLimits(1)).per_hour == 1000
     custom = CustomerLimits(1, per_hour=10)
-    assert (effective_limits(settings, custom).per_hour,
-            effective_limits(settings, custom).tier) == (10, "custom")
+    assert (effective_limits(settings, custom).per_hour, effective_limits(settings, custom).tier) == (
+        10,
+        "custom",
+    )
     probation = CustomerLimits(1, per_hour=500, activated_at=1.0)
     limits = effective_limits(settings, probation)
     assert (limits.per_hour, limits.per_day, limits.tier) == (20, 100, "probation")
-    assert effective_limits(settings, CustomerLimits(1, activated_at=1.0, graduated_at=2.0)
-                            ).tier == "standard"
+    assert (
+        effective_limits(settings, CustomerLimits(1, activated_at=1.0, graduated_at=2.0)).tier == "standard"
+    )
 
 
 def test_reply_names_limit_and_reset():
@@ -51,8 +54,14 @@ def test_gates_sharing_a_store_never_pass_the_limit(tmp_path):
     limit = 1000
     store.update_limits(customer, actor="test", action="limits", per_hour=limit)
     settings = Quota(per_hour=10_000, per_day=100_000, block_size=50)
-    gates = [QuotaGate(open_store(url, migrate=False), settings, log=SimpleNamespace(
-        event=lambda *a, **k: None, error=lambda *a, **k: None)) for _ in range(4)]
+    gates = [
+        QuotaGate(
+            open_store(url, migrate=False),
+            settings,
+            log=SimpleNamespace(event=lambda *a, **k: None, error=lambda *a, **k: None),
+        )
+        for _ in range(4)
+    ]
     accepted = 0
 
     async def client(gate: QuotaGate, seed: int) -> None:
@@ -65,8 +74,7 @@ def test_gates_sharing_a_store_never_pass_the_limit(tmp_path):
             await asyncio.sleep(rnd.random() / 1000)
 
     async def main() -> None:
-        await asyncio.gather(*(client(g, i * 10 + j) for i, g in enumerate(gates)
-                               for j in range(5)))
+        await asyncio.gather(*(client(g, i * 10 + j) for i, g in enumerate(gates) for j in range(5)))
 
     asyncio.run(main())
     assert accepted <= limit
@@ -89,9 +97,11 @@ def test_a_block_used_up_while_its_reserver_waits_is_not_taken_twice(tmp_path):
     customer = store.require_customer("acme")
     limit = 5
     store.update_limits(customer, actor="test", action="limits", per_hour=limit)
-    gate = QuotaGate(store, Quota(per_hour=10_000, per_day=100_000, block_size=50),
-                     log=SimpleNamespace(event=lambda *a, **k: None,
-                                         error=lambda *a, **k: None))
+    gate = QuotaGate(
+        store,
+        Quota(per_hour=10_000, per_day=100_000, block_size=50),
+        log=SimpleNamespace(event=lambda *a, **k: None, error=lambda *a, **k: None),
+    )
     reserve = gate._reserve
 
     def slow_reserve(customer, now):

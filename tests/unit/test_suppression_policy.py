@@ -22,17 +22,26 @@ def env(tmp_path: Path) -> Iterator[Env]:
     yield from Env.session(tmp_path)
 
 
-@pytest.mark.parametrize("reason, text", [
-    ("hard-bounce", "550 5.7.1 anna@example.org previously hard-bounced on 2026-11-02; "
-                    "it is suppressed"),
-    ("soft-bounce", "550 5.7.1 anna@example.org soft-bounced repeatedly (suppressed on "
-                    "2026-11-02); it is suppressed"),
-    ("complaint", "550 5.7.1 anna@example.org complained about mail from this sender on "
-                  "2026-11-02; it is suppressed"),
-    ("unsubscribe", "550 5.7.1 anna@example.org unsubscribed on 2026-11-02; it is suppressed"),
-    ("manual", "550 5.7.1 anna@example.org was put on the suppression list on 2026-11-02; "
-               "it is suppressed"),
-])
+@pytest.mark.parametrize(
+    "reason, text",
+    [
+        ("hard-bounce", "550 5.7.1 anna@example.org previously hard-bounced on 2026-11-02; it is suppressed"),
+        (
+            "soft-bounce",
+            "550 5.7.1 anna@example.org soft-bounced repeatedly (suppressed on 2026-11-02); it is suppressed",
+        ),
+        (
+            "complaint",
+            "550 5.7.1 anna@example.org complained about mail from this sender on "
+            "2026-11-02; it is suppressed",
+        ),
+        ("unsubscribe", "550 5.7.1 anna@example.org unsubscribed on 2026-11-02; it is suppressed"),
+        (
+            "manual",
+            "550 5.7.1 anna@example.org was put on the suppression list on 2026-11-02; it is suppressed",
+        ),
+    ],
+)
 def test_reply_names_the_reason_and_the_date(env: Env, reason: str, text: str) -> None:
     scope = GLOBAL if reason in ("hard-bounce", "soft-bounce") else env.customer.id
     env.store.add_suppression(scope, "Anna@Example.org", reason, mail_id="emailid", at=WHEN)
@@ -50,10 +59,10 @@ def test_address_case_and_brackets_do_not_matter(env: Env) -> None:
 def test_customer_suppression_does_not_touch_other_customers(env: Env) -> None:
     env.store.add_suppression(env.customer.id, "anna@example.org", "complaint", at=WHEN)
     other = env.store.add_customer("other", status="active")
-    assert reply_of(env.check(Suppression(), phase=Phase.RCPT, rcpt="anna@example.org",
-                              customer=other)) is None
-    assert reply_of(env.check(Suppression(), phase=Phase.RCPT,
-                              rcpt="anna@example.org")) is not None
+    assert (
+        reply_of(env.check(Suppression(), phase=Phase.RCPT, rcpt="anna@example.org", customer=other)) is None
+    )
+    assert reply_of(env.check(Suppression(), phase=Phase.RCPT, rcpt="anna@example.org")) is not None
 
 
 def test_global_entry_wins_over_a_customer_entry(env: Env) -> None:

@@ -29,8 +29,9 @@ def systemd_analyze() -> str:
 
 
 def verify(unit: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([systemd_analyze(), "verify", str(unit)], capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [systemd_analyze(), "verify", str(unit)], capture_output=True, text=True, timeout=120
+    )
 
 
 def installed_copy(unit: Path, directory: Path) -> Path:
@@ -51,13 +52,15 @@ def test_unit_verifies_without_a_warning(unit: Path, tmp_path: Path) -> None:
     assert (done.returncode, done.stdout + done.stderr) == (0, "")
 
 
-@pytest.mark.parametrize("damage, warning", [
-    (("Type=exec", "Type=execc"), "Failed to parse service type"),
-    (("UMask=0027", "UMsk=0027"), "Unknown key 'UMsk'"),
-    (("ProtectHome=true", "ProtectHome=maybe"), "Failed to parse protect home value"),
-])
-def test_verify_catches_a_damaged_unit(tmp_path: Path, damage: tuple[str, str],
-                                       warning: str) -> None:
+@pytest.mark.parametrize(
+    "damage, warning",
+    [
+        (("Type=exec", "Type=execc"), "Failed to parse service type"),
+        (("UMask=0027", "UMsk=0027"), "Unknown key 'UMsk'"),
+        (("ProtectHome=true", "ProtectHome=maybe"), "Failed to parse protect home value"),
+    ],
+)
+def test_verify_catches_a_damaged_unit(tmp_path: Path, damage: tuple[str, str], warning: str) -> None:
     # What the check above relies on: this systemd-analyze reports such slips at all.
     [unit] = [u for u in UNITS if u.name == "gateway.service"]
     copy = installed_copy(unit, tmp_path)
