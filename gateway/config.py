@@ -318,6 +318,9 @@ class Webhooks(_Strict):
     lease_seconds: float = Field(default=60.0, gt=0)
     batch_size: int = Field(default=50, ge=1, le=1000)
     concurrency: int = Field(default=20, ge=1)
+    # POSTs per second per process at most: a backlog drains steadily instead of taking the
+    # CPU the SMTP sessions of the same process need (50/s is 180,000 events an hour).
+    max_per_second: float = Field(default=50.0, gt=0)
 
     @model_validator(mode="after")
     def _lease_outlasts_a_post(self) -> Webhooks:

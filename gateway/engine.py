@@ -38,7 +38,7 @@ from gateway.logging import EventLogger, get_logger
 from gateway.mailid import MailIdCodec
 from gateway.managed_unsubscribe import HEADERS as MANAGED_HEADERS
 from gateway.managed_unsubscribe import ManagedUnsubscribeUnavailable, managed_headers
-from gateway.mime.shape import mime_shape
+from gateway.mime.shape import coarse_bound, mime_shape
 from gateway.quota import QuotaGate
 from gateway.store import MessageRecord, StoreUnavailable
 from gateway.store.interface import EngineStore
@@ -394,6 +394,8 @@ class Engine:
         """The refusal of a message over the MIME part or depth limit, counted without a parse
         (gateway.mime.shape), else None."""
         limits = self.config.limits
+        if coarse_bound(raw) <= min(limits.max_mime_parts, limits.max_mime_depth):
+            return None  # surely within both limits (most mail): no finer count needed
         shape = mime_shape(raw, limits.max_mime_parts)
         if shape.parts > limits.max_mime_parts:
             return (

@@ -163,14 +163,23 @@ class Dispatcher:
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
             self._session = session
             while not self._stopping.is_set():
+                started = time.monotonic()
                 try:
                     handled = await self.run_once()
                 except Exception as exc:  # noqa: BLE001 - a store outage must not end the loop
                     log.error("webhook", result="error", error=str(exc))
                     handled = 0
-                if handled == 0:
+                # Paced: the dispatcher shares the process (and the GIL) with the SMTP
+                # sessions, and a backlog of events must not eat their CPU. At most
+                # max_per_second POSTs per process; the rest waits in the outbox.
+                pause = (
+                    handled / self.settings.max_per_second - (time.monotonic() - started)
+                    if handled
+                    else self.settings.poll_interval_seconds
+                )
+                if pause > 0:
                     try:
-                        await asyncio.wait_for(self._wake.wait(), self.settings.poll_interval_seconds)
+                        await asyncio.wait_for(self._wake.wait(), pause)
                     except TimeoutError:
                         pass
                     self._wake.clear()
@@ -186,7 +195,7 @@ class Dispatcher:
             self.store.claim_due_events,
             self.owner,
             lease=self.settings.lease_seconds,
-            limit=self.settings.batch_size,
+            limit=min(self.settings.batch_size, max(1, int(self.settings.max_per_second))),
         )
         if not events:
             return 0

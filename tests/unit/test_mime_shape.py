@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.mime.shape import mime_shape
+from gateway.mime.shape import coarse_bound, mime_shape
 
 CORPORA = Path(__file__).resolve().parents[2].parent / "shared" / "corpora"
 NOT_MAIL = {".csv", ".json", ".jsonl", ".md", ".pem", ".txt", ".key"}
@@ -94,6 +94,7 @@ def test_bounds_are_never_below_the_parse_of_crafted_messages(name: str) -> None
     parts, depth = parsed_shape(raw)
     shape = mime_shape(raw, 500)
     assert shape.parts >= parts and shape.depth >= depth, (shape, parts, depth)
+    assert coarse_bound(raw) >= max(parts, depth), (coarse_bound(raw), parts, depth)
 
 
 def test_crafted_deep_messages_are_found_deep() -> None:
@@ -117,7 +118,11 @@ def test_bounds_are_never_below_the_parse_of_real_mail_and_tight_for_newsletters
         parts, depth = parsed_shape(raw)
         shape = mime_shape(raw, 500)
         assert shape.parts >= parts and shape.depth >= depth, (path, shape, parts, depth)
+        # The cheap first count the engine takes is a bound too, and it spares the finer
+        # count for ordinary newsletters.
+        assert coarse_bound(raw) >= max(parts, depth), (path, coarse_bound(raw), parts, depth)
         if "newsletters" in path.parts:
+            assert coarse_bound(raw) <= 20, path
             assert (shape.parts, shape.depth) == (parts, depth), path
 
 
