@@ -134,24 +134,20 @@ class Engine:
 
     # -- RCPT ---------------------------------------------------------------------------------
     async def rcpt(self, txn: Transaction, rcpt: str) -> Outcome:
+        deferred = None
         if len(txn.recipients) >= self.config.limits.max_recipients:
+            deferred = "max_recipients reached"
+        elif txn.recipients and self._managed_unsubscribe(txn):
+            deferred = "managed unsubscribe: one recipient per message"
+        if deferred is not None:
+            # 452 4.5.3: the client sends this recipient in a new transaction (RFC 5321).
             self.log.event(
                 "rcpt",
                 session=txn.session.id,
                 mail_id=txn.mail_id,
                 rcpt=rcpt,
                 result="deferred",
-                reason="max_recipients reached",
-            )
-            return Outcome(replies.TOO_MANY_RECIPIENTS)
-        if txn.recipients and self._managed_unsubscribe(txn):
-            self.log.event(
-                "rcpt",
-                session=txn.session.id,
-                mail_id=txn.mail_id,
-                rcpt=rcpt,
-                result="deferred",
-                reason="managed unsubscribe: one recipient per message",
+                reason=deferred,
             )
             return Outcome(replies.TOO_MANY_RECIPIENTS)
         txn.current_rcpt = rcpt
