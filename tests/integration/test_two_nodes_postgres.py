@@ -137,22 +137,32 @@ def cluster(tmp_path: Path, scripted_mta: Any) -> Iterator[tuple[PostgresServer,
             home = tmp_path / name
             home.mkdir()
             shutil.copy2(shared_key, home / "mailid.key")
-            smtp_port, http_port, feedback_port = free_port(), free_port(), free_port()
-            config = base_config(
-                home,
-                mta.port,
-                store={"url": url, "cache_ttl": CACHE_TTL},
-                bounce_domain=BOUNCE_DOMAIN,
-                policies=POLICIES,
-                limits={"auth_failure_delay": 0.0, "shutdown_grace": 5},
-            )
-            config["listeners"][0]["port"] = smtp_port
-            config["listeners"] += [
-                {"kind": "http", "address": "127.0.0.1", "port": http_port},
-                {"kind": "feedback", "address": "127.0.0.1", "port": feedback_port},
-            ]
-            path = write_config(home, config)
-            nodes.append(Node(name, path, start_serve(path, workers=2), smtp_port, http_port, feedback_port))
+            for attempt in range(3):
+                # A port found free can be taken before the node binds it (an outgoing
+                # connection of another test gets it as its local port): then new ports.
+                smtp_port, http_port, feedback_port = free_port(), free_port(), free_port()
+                config = base_config(
+                    home,
+                    mta.port,
+                    store={"url": url, "cache_ttl": CACHE_TTL},
+                    bounce_domain=BOUNCE_DOMAIN,
+                    policies=POLICIES,
+                    limits={"auth_failure_delay": 0.0, "shutdown_grace": 5},
+                )
+                config["listeners"][0]["port"] = smtp_port
+                config["listeners"] += [
+                    {"kind": "http", "address": "127.0.0.1", "port": http_port},
+                    {"kind": "feedback", "address": "127.0.0.1", "port": feedback_port},
+                ]
+                path = write_config(home, config)
+                try:
+                    proc = start_serve(path, workers=2)
+                except AssertionError as exc:
+                    if "Address already in use" not in str(exc) or attempt == 2:
+                        raise
+                    continue
+                break
+            nodes.append(Node(name, path, proc, smtp_port, http_port, feedback_port))
         for node in nodes:
             deadline = time.monotonic() + 60
             while len(children(node.proc.pid)) < 2:

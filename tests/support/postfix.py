@@ -54,8 +54,37 @@ postlog unix-dgram n - n - 1 postlogd
 """
 
 
+_handed_out: set[int] = set()
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = open("/proc/sys/net/ipv4/ip_local_port_range").read().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port() -> int:
-    with socket.socket() as s:
+    """A port nothing listens on, for a server a test starts later. Taken below the kernel's
+    ephemeral range: a port from that range can be given to some outgoing connection (or a
+    bind to port 0) between this check and the server's bind, and the server then fails with
+    "Address already in use" (seen in CI)."""
+    import random
+
+    low, _ = _ephemeral_range()
+    for _ in range(200):
+        port = random.randrange(max(1024, low - 12000), low)
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    with socket.socket() as s:  # nothing free down there: the kernel's choice
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
